@@ -1,0 +1,36 @@
+# KD Playground: `make run` starts the app, `make test` runs the tests.
+# Each creates .venv in the repository root when it is missing and installs requirements.txt.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+ADDRESS ?= localhost
+
+.PHONY: run test test-fast bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+run: venv
+	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS) --browser.gatherUsageStats false
+
+# pytest exits 5 when it collected no test: make that a loud failure, not a pass.
+test: venv
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# everything but the slow browser and training tests
+test-fast: venv
+	@$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: venv
+	$(PY) -m kd_core bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

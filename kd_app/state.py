@@ -1,0 +1,82 @@
+"""Process-wide resources shared by every session (guarded), and per-session helpers."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import numpy as np
+import streamlit as st
+import torch
+
+from kd_core import data, metrics, train
+from kd_core.jobs import JobManager
+
+
+@st.cache_resource
+def job_manager() -> JobManager:
+    """One job manager for the whole server: it limits how many trainings run at once."""
+    return JobManager()
+
+
+def session_id() -> str:
+    if "kd_session_id" not in st.session_state:
+        st.session_state.kd_session_id = uuid.uuid4().hex
+    return st.session_state.kd_session_id
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def dataset(name: str) -> data.Dataset:
+    """Datasets are read-only and shared by all sessions."""
+    return data.load(name)
+
+
+_teacher_lock = threading.Lock()
+
+
+def teacher(dataset_name: str, arch: str = "", epochs: int = 0) -> train.Teacher:
+    """The cached teacher, trained on first use with a progress bar on this page."""
+    from kd_core.config import TEACHER_EPOCHS
+    from kd_core import models
+
+    arch = arch or models.preset(dataset_name)[0]
+    epochs = epochs or TEACHER_EPOCHS.get(dataset_name, 10)
+    key = train.teacher_key(dataset_name, arch, epochs)
+    if key in train._teachers:
+        return train._teachers[key]
+    with st.status(f"Training the teacher {arch} on {dataset_name} (once; it is cached afterwards)…", expanded=True) as box:
+        bar = st.progress(0.0, text="starting")
+
+        def progress(epoch, total, acc):
+            bar.progress(epoch / total, text=f"epoch {epoch}/{total}: test accuracy {100 * acc:.1f}%")
+
+        t = train.get_teacher(dataset_name, arch, epochs, progress=progress)
+        box.update(label=f"Teacher {arch} ready: {100 * t.test_accuracy:.1f}% test accuracy", state="complete", expanded=False)
+    return t
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def test_logits(teacher_key: str, _model: torch.nn.Module, dataset_name: str) -> np.ndarray:
+    """The teacher's logits on the test set, computed once per teacher and shared."""
+    ds = dataset(dataset_name)
+    return metrics.predict_logits(_model, ds.x_test).numpy()
+
+
+def lab_job():
+    """This session's latest Lab job (any status), or None."""
+    job_id = st.session_state.get("kd_lab_job_id")
+    return state_job(job_id) if job_id is not None else None
+
+
+def state_job(job_id):
+    return job_manager().get(job_id, owner=session_id())
+
+
+def distilled_student():
+    """(trainer, job) of this session's latest finished or stopped Lab run, or None.
+    ``trainer.student`` / ``trainer.baseline`` are the trained models (eval them only),
+    ``trainer.config`` the run's config and ``job.result`` the summary."""
+    job = lab_job()
+    if job is None or job.status not in ("finished", "stopped") or job.trainer is None:
+        return None
+    return job.trainer, job

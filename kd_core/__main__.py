@@ -1,0 +1,191 @@
+"""Command line: ``python -m kd_core train | methods``.
+
+Any bad value exits with status 2 and one line on stderr saying what is wrong and what is
+allowed; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from . import paths
+from .config import Config
+from .errors import KDError
+
+PROG = "python -m kd_core"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _float(name):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got '{text}'") from None
+        if math.isnan(v) or math.isinf(v):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got '{text}'")
+        return v
+    return parse
+
+
+def _int(name):
+    def parse(text):
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got '{text}'") from None
+    return parse
+
+
+def _param(text):
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--param takes NAME=VALUE, got '{text}'")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--param {name} must be a number, got '{value}'") from None
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    d = Config()
+    p.add_argument("--dataset", default=d.dataset, help="mnist-mini (default), digits, mnist, fashion-mnist, cifar10")
+    p.add_argument("--teacher", default="", help="teacher architecture (default: the dataset's preset)")
+    p.add_argument("--student", default="", help="student architecture (default: the dataset's preset)")
+    p.add_argument("--method", default=d.method, help="distillation method; see 'methods'")
+    p.add_argument("--temperature", "-T", type=_float("temperature"), default=d.temperature, help="softmax temperature T > 0")
+    p.add_argument("--alpha", type=_float("alpha"), default=d.alpha, help="weight of the KD term in [0, 1]")
+    p.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+                   help="a method's own hyper-parameter (repeatable)")
+    p.add_argument("--pair", action="append", default=[], metavar="T_LAYER:S_LAYER",
+                   help="teacher:student layer pair for feature methods (repeatable)")
+    p.add_argument("--epochs", type=_int("epochs"), default=d.epochs)
+    p.add_argument("--teacher-epochs", type=_int("teacher-epochs"), default=0, help="0: the dataset's recipe")
+    p.add_argument("--lr", type=_float("lr"), default=d.lr, help="learning rate (Adam)")
+    p.add_argument("--batch-size", type=_int("batch-size"), default=d.batch_size)
+    p.add_argument("--seed", type=_int("seed"), default=d.seed)
+    p.add_argument("--labeled-fraction", type=_float("labeled-fraction"), default=d.labeled_fraction,
+                   help="fraction of the transfer set whose labels the student sees, in (0, 1]")
+    p.add_argument("--omit-class", type=_int("omit-class"), default=None, help="remove this class from the student's data")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=d.baseline,
+                   help="also train the same student from scratch, side by side")
+    p.add_argument("--train-subset", type=_int("train-subset"), default=None, help="keep only this many training images")
+
+
+def config_from_args(a) -> Config:
+    params = {}
+    for name, value in a.param:
+        params[name] = value
+    return Config(dataset=a.dataset, teacher=a.teacher, student=a.student, method=a.method,
+                  temperature=a.temperature, alpha=a.alpha, params=params, pairs=list(a.pair),
+                  epochs=a.epochs, teacher_epochs=a.teacher_epochs, lr=a.lr, batch_size=a.batch_size,
+                  seed=a.seed, labeled_fraction=a.labeled_fraction, omit_class=a.omit_class,
+                  baseline=a.baseline, train_subset=a.train_subset)
+
+
+def _pct(v) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
+def results_table(result: dict) -> str:
+    rows = [("model", "arch", "test acc", "agree", "ECE", "params", "MFLOPs", "latency ms")]
+    for role in ("teacher", "student", "baseline"):
+        r = result.get(role)
+        if r is None:
+            continue
+        rows.append((role if role != "baseline" else "scratch", r["arch"], _pct(r["test_accuracy"]),
+                     _pct(r.get("agreement")) if role != "teacher" else "—", f"{r['ece']:.3f}",
+                     f"{r['params']:,}", f"{r['flops'] / 1e6:.2f}", f"{r['latency_ms']:.3f}"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    cfg = result["config"]
+    if cfg.get("omit_class") is not None:
+        c = cfg["omit_class"]
+        extra = [f"omitted class {c}: student {_pct(result['student']['per_class_accuracy'][c])}"]
+        if "baseline" in result:
+            extra.append(f"scratch {_pct(result['baseline']['per_class_accuracy'][c])}")
+        lines.append(", ".join(extra))
+    return "\n".join(lines)
+
+
+def cmd_train(a) -> int:
+    from tqdm import tqdm
+
+    from . import train
+
+    cfg = config_from_args(a).resolved().validate()
+    bar = {"teacher": None}
+
+    def teacher_progress(epoch, epochs, acc):
+        if bar["teacher"] is None:
+            bar["teacher"] = tqdm(total=epochs, desc=f"teacher {cfg.teacher}", file=sys.stderr, unit="epoch")
+        bar["teacher"].set_postfix(acc=f"{acc:.3f}")
+        bar["teacher"].update(1)
+
+    trainer = train.Trainer(cfg, teacher_progress=teacher_progress)
+    if bar["teacher"] is not None:
+        bar["teacher"].close()
+    print(f"teacher {trainer.teacher.arch}: test accuracy {_pct(trainer.teacher.test_accuracy)}"
+          f" ({'cached' if trainer.teacher.from_cache else 'trained now'})", file=sys.stderr)
+    pbar = None
+    for ev in trainer.events():
+        if ev["kind"] == "start":
+            pbar = tqdm(total=ev["total_steps"], desc=f"{cfg.method} student {cfg.student}", file=sys.stderr, unit="step")
+        elif ev["kind"] == "step":
+            pbar.update(1)
+        elif ev["kind"] == "epoch":
+            post = {"student": f"{ev['student_acc']:.3f}"}
+            if "baseline_acc" in ev:
+                post["scratch"] = f"{ev['baseline_acc']:.3f}"
+            pbar.set_postfix(post)
+        elif ev["kind"] == "end":
+            pbar.close()
+            if ev["status"] != "finished":
+                print(f"run {ev['status']}: {ev['message']}", file=sys.stderr)
+    result = trainer.result
+    print(results_table(result))
+    if a.json:
+        out = {k: v for k, v in result.items() if k != "step_losses"}
+        paths.atomic_write_text(a.json, json.dumps(out, indent=1))
+    return 0 if result["status"] != "diverged" else 3
+
+
+def cmd_methods(a) -> int:
+    from . import methods
+
+    for m in methods.METHODS.values():
+        ps = ", ".join(f"{p.name}={p.default:g}" for p in m.params)
+        print(f"{m.name:12s} {m.title}" + (f"  [{ps}]" if ps else ""))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = _Parser(prog=PROG, description="KD Playground engine: train teachers and distil students.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser("train", help="distil a student from a (cached) teacher and print a results table")
+    _add_run_args(t)
+    t.add_argument("--json", metavar="FILE", help="write the run's results as JSON")
+    t.set_defaults(func=cmd_train)
+    m = sub.add_parser("methods", help="list the distillation methods and their parameters")
+    m.set_defaults(func=cmd_methods)
+    a = parser.parse_args(argv)
+    try:
+        return a.func(a)
+    except KDError as e:
+        sys.stderr.write(f"{PROG} {a.command}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""Background training jobs shared by every session of the app (and usable anywhere).
+
+A ``Job`` runs a ``Trainer`` in a worker thread and keeps what a page needs to draw —
+status, progress, ETA, the loss terms per step, the accuracies per epoch, the final
+result — behind a lock, so a page can poll it from any thread. Workers never touch UI
+code. The ``JobManager`` runs at most ``max_running`` jobs at once and queues the rest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from .config import Config
+from .errors import KDError
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Job:
+    config: Config
+    owner: str = ""
+    id: int = field(default_factory=lambda: next(_ids))
+    status: str = "queued"  # queued, teacher, running, finished, stopped, diverged, error
+    message: str = ""
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    ended: float | None = None
+    step: int = 0
+    total_steps: int = 0
+    teacher_epoch: tuple[int, int] | None = None
+    steps: list = field(default_factory=list)  # {"step", "epoch", "losses", "baseline_loss"}
+    epochs: list = field(default_factory=list)  # epoch events
+    result: dict | None = None
+    trainer: object = None  # the Trainer, for its models once the job has ended
+    on_end: object = None  # optional callback(job) run in the worker after the end
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # ------------------------------------------------------------ control
+    def stop(self) -> None:
+        self._stop.set()
+        trainer = self.trainer
+        if trainer is not None:
+            trainer.stop()
+        with self._lock:
+            if self.status == "queued":
+                self.status, self.message, self.ended = "stopped", "stopped before it started", time.time()
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("finished", "stopped", "diverged", "error")
+
+    def eta_seconds(self) -> float | None:
+        with self._lock:
+            if self.status != "running" or not self.step or not self.started:
+                return None
+            rate = (time.time() - self._run_started) / self.step
+            return rate * (self.total_steps - self.step)
+
+    def snapshot(self) -> dict:
+        """A consistent copy of what a page draws."""
+        with self._lock:
+            return {"id": self.id, "status": self.status, "message": self.message, "step": self.step,
+                    "total_steps": self.total_steps, "teacher_epoch": self.teacher_epoch,
+                    "steps": list(self.steps), "epochs": list(self.epochs), "result": self.result,
+                    "config": self.config}
+
+    # ------------------------------------------------------------ worker
+    def _run(self) -> None:
+        from . import train
+
+        if self._stop.is_set():
+            return
+        with self._lock:
+            self.status, self.started = "teacher", time.time()
+        try:
+            def teacher_progress(epoch, epochs, acc):
+                with self._lock:
+                    self.teacher_epoch = (epoch, epochs)
+
+            trainer = train.Trainer(self.config, teacher_progress=teacher_progress)
+            self.trainer = trainer
+            if self._stop.is_set():
+                trainer.stop()
+            with self._lock:
+                self.status = "running"
+                self._run_started = time.time()
+            for ev in trainer.events():
+                with self._lock:
+                    kind = ev["kind"]
+                    if kind == "start":
+                        self.total_steps = ev["total_steps"]
+                        self._run_started = time.time()
+                    elif kind == "step":
+                        self.step = ev["step"]
+                        self.steps.append({k: ev[k] for k in ("step", "epoch", "losses", "loss", "baseline_loss")})
+                    elif kind == "epoch":
+                        self.epochs.append({k: v for k, v in ev.items() if k != "kind"})
+                    elif kind == "end":
+                        self.result = ev["result"]
+                        self.status, self.message = ev["status"], ev["message"]
+        except KDError as e:
+            with self._lock:
+                self.status, self.message = "error", str(e)
+        except Exception as e:  # a bug: keep the app alive and say what happened
+            traceback.print_exc()
+            with self._lock:
+                self.status, self.message = "error", f"{type(e).__name__}: {e}"
+        finally:
+            with self._lock:
+                self.ended = time.time()
+                if not self.done:
+                    self.status = "error"
+            if self.on_end is not None:
+                try:
+                    self.on_end(self)
+                except Exception:
+                    traceback.print_exc()
+
+
+class JobManager:
+    """Runs jobs in daemon threads, at most ``max_running`` at once; the rest wait in order."""
+
+    def __init__(self, max_running: int | None = None):
+        cpus = os.cpu_count() or 1
+        self.max_running = max_running or int(os.environ.get("KD_PLAYGROUND_MAX_JOBS", 0)) or max(1, cpus // 2)
+        self._slots = threading.Semaphore(self.max_running)
+        self._lock = threading.Lock()
+        self._jobs: dict[int, Job] = {}
+        self._queue: list[int] = []
+
+    def submit(self, config: Config, owner: str = "", on_end=None) -> Job:
+        config.resolved().validate()  # refuse bad configs now, in the caller's thread
+        job = Job(config=config, owner=owner, on_end=on_end)
+        with self._lock:
+            self._jobs[job.id] = job
+            self._queue.append(job.id)
+        threading.Thread(target=self._worker, args=(job,), name=f"kd-job-{job.id}", daemon=True).start()
+        return job
+
+    def _worker(self, job: Job) -> None:
+        with self._slots:
+            with self._lock:
+                if job.id in self._queue:
+                    self._queue.remove(job.id)
+            job._run()
+
+    def queue_position(self, job: Job) -> int | None:
+        """1 for the next job to start; None when the job is not waiting."""
+        with self._lock:
+            return self._queue.index(job.id) + 1 if job.id in self._queue else None
+
+    def get(self, job_id: int, owner: str | None = None) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            return None
+        return job
+
+    def jobs_of(self, owner: str) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs.values() if j.owner == owner]
+
+    def running(self) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs.values() if j.status in ("teacher", "running")]
+
+    def forget(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.pop(job.id, None)

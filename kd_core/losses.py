@@ -1,0 +1,186 @@
+"""Distillation losses as pure functions: tensors in, a batch-averaged scalar out.
+
+Each docstring gives the formula and the paper. The teacher's tensors are treated as
+targets: callers pass them detached (or computed under ``torch.no_grad``); the losses
+never back-propagate into them on purpose, but they do not detach for you either, so
+that online methods (mutual learning) can use them symmetrically.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def softmax_t(logits: Tensor, temperature: float) -> Tensor:
+    """softmax(z / T), stable for any T > 0 (also T < 1)."""
+    return F.softmax(logits / temperature, dim=-1)
+
+
+def log_softmax_t(logits: Tensor, temperature: float) -> Tensor:
+    return F.log_softmax(logits / temperature, dim=-1)
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    r"""Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network".
+
+    .. math:: T^2 \, \mathrm{KL}\big(\mathrm{softmax}(t/T) \,\|\, \mathrm{softmax}(s/T)\big)
+
+    averaged over the batch. The factor T^2 keeps the gradient's scale independent of T
+    (the soft-target gradients shrink as 1/T^2).
+    """
+    log_p_s = log_softmax_t(student_logits, temperature)
+    log_p_t = log_softmax_t(teacher_logits, temperature)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+def dkd_parts(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    r"""The two parts of decoupled KD (Zhao et al. 2022): (TCKD, NCKD), each times T^2.
+
+    TCKD is the KL between the binary distributions [p_gt, 1 - p_gt] of teacher and
+    student; NCKD is the KL between their distributions over the non-target classes only
+    (softmax renormalised without the true class).
+    """
+    T = temperature
+    gt = F.one_hot(target, student_logits.shape[-1]).bool()
+    p_s = softmax_t(student_logits, T)
+    p_t = softmax_t(teacher_logits, T)
+    # binary target / non-target probabilities
+    b_s = torch.stack([(p_s * gt).sum(-1), (p_s * ~gt).sum(-1)], dim=-1)
+    b_t = torch.stack([(p_t * gt).sum(-1), (p_t * ~gt).sum(-1)], dim=-1)
+    tckd = F.kl_div(torch.log(b_s.clamp_min(1e-12)), b_t, reduction="batchmean") * T**2
+    # non-target distribution: drop the true class by giving it a very negative logit
+    mask = gt.to(student_logits.dtype) * 1000.0
+    log_q_s = F.log_softmax(student_logits / T - mask, dim=-1)
+    log_q_t = F.log_softmax(teacher_logits / T - mask, dim=-1)
+    nckd = F.kl_div(log_q_s, log_q_t, reduction="batchmean", log_target=True) * T**2
+    return tckd, nckd
+
+
+def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, alpha: float, beta: float, temperature: float) -> Tensor:
+    r"""Decoupled knowledge distillation (Zhao et al. 2022, CVPR):
+
+    .. math:: \alpha \,\mathrm{TCKD} + \beta \,\mathrm{NCKD}
+
+    Classic KD equals TCKD + (1 - p^T_{gt}) NCKD; DKD frees NCKD from that coupling.
+    """
+    tckd, nckd = dkd_parts(student_logits, teacher_logits, target, temperature)
+    return alpha * tckd + beta * nckd
+
+
+def hint_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
+    r"""FitNets (Romero et al. 2015): mean squared error between the regressed student
+    hint and the teacher's guided layer, :math:`\frac{1}{n}\|u_h - r(v_g)\|^2`.
+    The regressor r is applied by the caller."""
+    if student_feat.shape != teacher_feat.shape:
+        raise ValueError(f"hint_loss needs equal shapes, got {tuple(student_feat.shape)} and {tuple(teacher_feat.shape)}")
+    return F.mse_loss(student_feat, teacher_feat)
+
+
+def _pool_to(feat: Tensor, size: tuple[int, int]) -> Tensor:
+    if feat.shape[-2:] == size:
+        return feat
+    return F.adaptive_avg_pool2d(feat, size)
+
+
+def attention_map(feat: Tensor, p: float = 2) -> Tensor:
+    r"""Zagoruyko & Komodakis 2017: the spatial attention map of a (B, C, H, W) feature,
+    :math:`Q = \mathrm{vec}(\frac{1}{C}\sum_c |A_c|^p)` L2-normalised per sample; (B, H*W)."""
+    if feat.dim() != 4:
+        raise ValueError(f"attention maps need a (B, C, H, W) feature map, got shape {tuple(feat.shape)}")
+    q = feat.abs().pow(p).mean(dim=1).flatten(1)
+    return F.normalize(q, dim=1)
+
+
+def attention_loss(student_feat: Tensor, teacher_feat: Tensor, p: float = 2) -> Tensor:
+    r"""Attention transfer: :math:`\mathrm{mean}\,(Q_S - Q_T)^2` over batch and positions.
+    Maps of different sizes are compared after average-pooling the larger to the smaller."""
+    hs, ws = student_feat.shape[-2:]
+    ht, wt = teacher_feat.shape[-2:]
+    size = (min(hs, ht), min(ws, wt))
+    q_s = attention_map(_pool_to(student_feat, size), p)
+    q_t = attention_map(_pool_to(teacher_feat, size), p)
+    return (q_s - q_t).pow(2).mean()
+
+
+def pairwise_distances(emb: Tensor, eps: float = 1e-12) -> Tensor:
+    """Euclidean distance matrix (B, B) with an exact zero diagonal."""
+    emb = emb.flatten(1)
+    sq = emb.pow(2).sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2 * emb @ emb.t()).clamp_min(eps)
+    d = d2.sqrt()
+    return d * (1 - torch.eye(len(emb), device=emb.device, dtype=emb.dtype))
+
+
+def normalised_distances(emb: Tensor) -> Tensor:
+    """Pairwise distances divided by their mean over distinct pairs (RKD's psi_D)."""
+    d = pairwise_distances(emb)
+    n = len(d)
+    mu = d.sum() / max(n * (n - 1), 1)
+    return d / mu.clamp_min(1e-12)
+
+
+def rkd_distance_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
+    r"""RKD distance-wise loss (Park et al. 2019): Huber (smooth L1) between the
+    normalised pairwise distances :math:`\psi_D(t_i, t_j) = \|t_i - t_j\| / \mu`."""
+    return F.smooth_l1_loss(normalised_distances(student_emb), normalised_distances(teacher_emb))
+
+
+def angle_potentials(emb: Tensor) -> Tensor:
+    """cos of the angle at j between i and k for all triplets: (B, B, B) indexed [j, i, k]."""
+    emb = emb.flatten(1)
+    e = F.normalize(emb.unsqueeze(0) - emb.unsqueeze(1), p=2, dim=2)  # e[j, i] = unit(t_i - t_j)
+    return torch.bmm(e, e.transpose(1, 2))
+
+
+def rkd_angle_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
+    r"""RKD angle-wise loss (Park et al. 2019): Huber between
+    :math:`\psi_A(t_i,t_j,t_k) = \cos\angle t_i t_j t_k` over all triplets."""
+    return F.smooth_l1_loss(angle_potentials(student_emb), angle_potentials(teacher_emb))
+
+
+def similarity_matrix(feat: Tensor) -> Tensor:
+    """SP's row-normalised Gram matrix G = normalize(Q Q^T) of the flattened features."""
+    q = feat.flatten(1)
+    return F.normalize(q @ q.t(), p=2, dim=1)
+
+
+def sp_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
+    r"""Similarity-preserving KD (Tung & Mori 2019): :math:`\frac{1}{b^2}\|G_T - G_S\|_F^2`."""
+    b = student_feat.shape[0]
+    diff = similarity_matrix(teacher_feat) - similarity_matrix(student_feat)
+    return diff.pow(2).sum() / (b * b)
+
+
+def pkt_probabilities(emb: Tensor, eps: float = 1e-7) -> Tensor:
+    """PKT's conditional probabilities p_{i|j}: cosine kernel rescaled to [0, 1], rows summing to 1."""
+    emb = F.normalize(emb.flatten(1), p=2, dim=1)
+    sim = (emb @ emb.t() + 1.0) / 2.0
+    return sim / sim.sum(dim=1, keepdim=True).clamp_min(eps)
+
+
+def pkt_loss(student_emb: Tensor, teacher_emb: Tensor, eps: float = 1e-7) -> Tensor:
+    r"""Probabilistic knowledge transfer (Passalis & Tefas 2018): the KL divergence between
+    the teacher's and student's cosine-kernel conditional probabilities,
+    :math:`\mathrm{mean}_{i,j}\; p^T_{i|j} \log\frac{p^T_{i|j}}{p^S_{i|j}}` (mean over the
+    B x B entries, as in the authors' reference code)."""
+    p_s = pkt_probabilities(student_emb, eps)
+    p_t = pkt_probabilities(teacher_emb, eps)
+    return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
+
+
+def contrastive_logits(student_emb: Tensor, teacher_emb: Tensor, tau: float) -> Tensor:
+    """cos(s_i, t_j) / tau for all pairs: (B, B), positives on the diagonal."""
+    s = F.normalize(student_emb.flatten(1), dim=1)
+    t = F.normalize(teacher_emb.flatten(1), dim=1)
+    return s @ t.t() / tau
+
+
+def info_nce_loss(student_emb: Tensor, teacher_emb: Tensor, tau: float) -> Tensor:
+    r"""In-batch contrastive distillation (InfoNCE, van den Oord et al. 2018 as used by
+    CRD-style methods): student sample i must pick teacher sample i among the batch,
+    :math:`-\frac{1}{B}\sum_i \log \frac{\exp(s_i\cdot t_i/\tau)}{\sum_j \exp(s_i\cdot t_j/\tau)}`."""
+    logits = contrastive_logits(student_emb, teacher_emb, tau)
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))

@@ -1,0 +1,335 @@
+"""The method registry: one entry per distillation method, holding everything that
+drives the UI, the CLI and the training loop — its loss, its hyper-parameters with
+defaults, ranges and help text, the LaTeX of its formula, the features it taps and any
+extra trainable module (FitNets regressors, projection heads).
+
+Every student loss has the same outer shape (``alpha`` is the design's convention)::
+
+    L = (1 - alpha) * CE(y, s) + alpha * T^2 * KL(p_T || p_S) + sum_k  w_k * L_k
+
+Methods that do not use logit KD (``uses_alpha = False``) drop the KL term and keep the
+full CE. Each method contributes its own weighted terms ``L_k``. Adding a method means
+adding one entry to ``METHODS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import losses
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Param:
+    """A method's own hyper-parameter, with what a UI needs to build a control."""
+
+    name: str
+    default: float
+    low: float
+    high: float
+    help: str
+    symbol: str = ""  # LaTeX symbol used in the formula
+    log: bool = False  # a log-scale slider suits it
+    integer: bool = False
+
+    def check(self, value) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{self.name} must be a number in [{self.low:g}, {self.high:g}], got {value!r}") from None
+        if not (self.low <= v <= self.high) or v != v:
+            raise ConfigError(f"{self.name} must be in [{self.low:g}, {self.high:g}], got {v:g}")
+        if self.integer and v != int(v):
+            raise ConfigError(f"{self.name} must be a whole number, got {v:g}")
+        return int(v) if self.integer else v
+
+
+@dataclass
+class StepContext:
+    """What a method sees at one training step."""
+
+    student_logits: Tensor
+    teacher_logits: Tensor
+    target: Tensor  # true labels; for unlabelled samples the teacher's prediction
+    labelled: Tensor  # bool mask of samples whose label the student may use
+    student_feats: list[Tensor]  # one per layer pair, in pair order
+    teacher_feats: list[Tensor]
+    temperature: float
+    params: dict
+    modules: nn.Module | None
+    progress: float  # epochs done so far, fractional (e.g. 1.5)
+    index: Tensor  # dataset indices of the batch's samples
+
+
+TermsFn = Callable[[StepContext], dict]
+ModulesFn = Callable[[list, dict], "nn.Module | None"]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    title: str
+    family: str  # baseline | logits | feature | relational | contrastive
+    paper: str
+    summary: str
+    formula: str  # LaTeX; <T>, <alpha> and <param> are replaced by current values
+    params: tuple[Param, ...] = ()
+    uses_alpha: bool = True
+    uses_temperature: bool = True
+    tap_kind: str | None = None  # "spatial", "vector" or "any"; None: logits only
+    prefer: str = "vector"  # default pairing for "any": "spatial" (last stages) or "vector" (embeddings)
+    multi_pair: bool = False
+    terms: TermsFn = field(default=lambda ctx: {}, repr=False)
+    make_modules: ModulesFn | None = field(default=None, repr=False)
+
+    @property
+    def needs_features(self) -> bool:
+        return self.tap_kind is not None
+
+    def defaults(self) -> dict:
+        return {p.name: p.default for p in self.params}
+
+    def resolve_params(self, overrides: dict | None) -> dict:
+        """Defaults updated by ``overrides``; unknown names or bad values -> ConfigError."""
+        overrides = dict(overrides or {})
+        known = {p.name: p for p in self.params}
+        for name in overrides:
+            if name not in known:
+                allowed = ", ".join(known) or "none"
+                raise ConfigError(f"method '{self.name}' has no parameter '{name}'; its parameters: {allowed}")
+        return {p.name: p.check(overrides.get(p.name, p.default)) for p in self.params}
+
+    def formula_latex(self, temperature: float | None = None, alpha: float | None = None, params: dict | None = None) -> str:
+        """The formula with the current values substituted (symbols where a value is None)."""
+        values = self.defaults() | dict(params or {})
+        text = self.formula
+        text = text.replace("<T>", _num(temperature) if temperature is not None else "T")
+        if alpha is not None:
+            text = text.replace("<1-alpha>", _num(round(1 - alpha, 6))).replace("<alpha>", _num(alpha))
+        else:
+            text = text.replace("<1-alpha>", r"(1-\alpha)").replace("<alpha>", r"\alpha")
+        for p in self.params:
+            text = text.replace(f"<{p.name}>", _num(values[p.name]) if params is not None else (p.symbol or p.name))
+        return text
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+# ---------------------------------------------------------------- extra modules
+
+class Regressors(nn.Module):
+    """One trainable map per layer pair from the student's feature to the teacher's shape:
+    a 1x1 convolution for spatial maps, a linear layer for vectors (FitNets)."""
+
+    def __init__(self, shapes: list[tuple[tuple, tuple]]):
+        super().__init__()
+        maps = []
+        for t_shape, s_shape in shapes:
+            if len(s_shape) == 3:
+                maps.append(nn.Sequential(nn.Conv2d(s_shape[0], t_shape[0], 1, bias=False), nn.BatchNorm2d(t_shape[0])))
+            else:
+                maps.append(nn.Linear(s_shape[0], t_shape[0]))
+        self.maps = nn.ModuleList(maps)
+
+    def forward(self, i: int, x: Tensor) -> Tensor:
+        return self.maps[i](x)
+
+
+class Projections(nn.Module):
+    """Projection heads for contrastive distillation: student and teacher features to a
+    shared, L2-normalised space of ``dim`` dimensions (as in CRD)."""
+
+    def __init__(self, s_dim: int, t_dim: int, dim: int):
+        super().__init__()
+        self.student = nn.Linear(s_dim, dim)
+        self.teacher = nn.Linear(t_dim, dim)
+
+    def forward(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        return F.normalize(self.student(s.flatten(1)), dim=1), F.normalize(self.teacher(t.flatten(1)), dim=1)
+
+
+def _flat_dim(shape: tuple) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+# ---------------------------------------------------------------- terms
+
+def _kd_terms(ctx: StepContext) -> dict:
+    return {}  # the KL term is added by the training loop through alpha
+
+
+def _dkd_terms(ctx: StepContext) -> dict:
+    p = ctx.params
+    warm = min(ctx.progress / p["warmup"], 1.0) if p["warmup"] > 0 else 1.0
+    tckd, nckd = losses.dkd_parts(ctx.student_logits, ctx.teacher_logits, ctx.target, ctx.temperature)
+    return {"tckd": warm * p["tckd_weight"] * tckd, "nckd": warm * p["nckd_weight"] * nckd}
+
+
+def _pool_pair(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    if s.dim() == 4 and s.shape[-2:] != t.shape[-2:]:
+        size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
+        s, t = F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)
+    return s, t
+
+
+def _fitnets_terms(ctx: StepContext) -> dict:
+    total = 0.0
+    for i, (s, t) in enumerate(zip(ctx.student_feats, ctx.teacher_feats)):
+        r = ctx.modules(i, s)
+        r, t = _pool_pair(r, t)
+        total = total + losses.hint_loss(r, t)
+    return {"hint": ctx.params["beta"] * total}
+
+
+def _at_terms(ctx: StepContext) -> dict:
+    total = sum(losses.attention_loss(s, t, p=ctx.params["p"]) for s, t in zip(ctx.student_feats, ctx.teacher_feats))
+    return {"attention": ctx.params["beta"] * total}
+
+
+def _rkd_terms(ctx: StepContext) -> dict:
+    s, t = ctx.student_feats[0].flatten(1), ctx.teacher_feats[0].flatten(1)
+    out = {}
+    if ctx.params["distance_weight"] > 0:
+        out["rkd_distance"] = ctx.params["distance_weight"] * losses.rkd_distance_loss(s, t)
+    if ctx.params["angle_weight"] > 0:
+        out["rkd_angle"] = ctx.params["angle_weight"] * losses.rkd_angle_loss(s, t)
+    return out
+
+
+def _sp_terms(ctx: StepContext) -> dict:
+    total = sum(losses.sp_loss(s, t) for s, t in zip(ctx.student_feats, ctx.teacher_feats))
+    return {"sp": ctx.params["beta"] * total}
+
+
+def _pkt_terms(ctx: StepContext) -> dict:
+    return {"pkt": ctx.params["beta"] * losses.pkt_loss(ctx.student_feats[0], ctx.teacher_feats[0])}
+
+
+def _contrastive_terms(ctx: StepContext) -> dict:
+    s, t = ctx.modules(ctx.student_feats[0], ctx.teacher_feats[0])
+    return {"info_nce": ctx.params["beta"] * losses.info_nce_loss(s, t, ctx.params["tau"])}
+
+
+def _regressors(shapes: list, params: dict) -> nn.Module:
+    return Regressors(shapes)
+
+
+def _projections(shapes: list, params: dict) -> nn.Module:
+    t_shape, s_shape = shapes[0]
+    return Projections(_flat_dim(s_shape), _flat_dim(t_shape), int(params["proj_dim"]))
+
+
+# ---------------------------------------------------------------- registry
+
+_CE = r"<1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\,<T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right)"
+_BETA_HELP = "Weight of the method's own loss term."
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+register(Method(
+    name="none", title="Student alone (no teacher)", family="baseline",
+    paper="—", summary="The student learns from the hard labels only: the floor every method is measured against.",
+    formula=r"\mathcal{L} = \mathrm{CE}(y, p_S)", uses_alpha=False, uses_temperature=False,
+))
+register(Method(
+    name="kd", title="Vanilla KD (Hinton et al. 2015)", family="logits",
+    paper="Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network",
+    summary="Match the teacher's softened class probabilities; T reveals the 'dark knowledge' in the small ones.",
+    formula=r"\mathcal{L} = " + _CE, terms=_kd_terms,
+))
+register(Method(
+    name="dkd", title="Decoupled KD (Zhao et al. 2022)", family="logits",
+    paper="Zhao, Cui, Song, Qiu & Liang 2022, Decoupled Knowledge Distillation (CVPR)",
+    summary="Split KD into target-class (TCKD) and non-target-class (NCKD) parts and weight them freely.",
+    formula=r"\mathcal{L} = \mathrm{CE}(y, p_S) + w\,(<tckd_weight>\,\mathrm{TCKD} + <nckd_weight>\,\mathrm{NCKD}),"
+            r"\quad w = \min(\mathrm{epoch}/<warmup>, 1)",
+    params=(
+        Param("tckd_weight", 1.0, 0.0, 10.0, "alpha of the DKD paper: weight of the target-class term (TCKD).", r"\alpha_{\mathrm{DKD}}"),
+        Param("nckd_weight", 8.0, 0.0, 20.0, "beta of the DKD paper: weight of the non-target-class term (NCKD); 8 for CIFAR-100 in the paper.", r"\beta_{\mathrm{DKD}}"),
+        Param("warmup", 1.0, 0.0, 20.0, "Epochs over which the DKD term ramps up linearly. The paper uses 20 of 240 epochs; our runs are a few epochs long, so 1.", r"E_w"),
+    ),
+    uses_alpha=False, terms=_dkd_terms,
+))
+register(Method(
+    name="fitnets", title="FitNets hints (Romero et al. 2015)", family="feature",
+    paper="Romero, Ballas, Kahou, Chassang, Gatta & Bengio 2015, FitNets: Hints for Thin Deep Nets (ICLR)",
+    summary="A trainable regressor maps the student's hint layer onto the teacher's guided layer; match them with MSE.",
+    formula=r"\mathcal{L} = " + _CE + r" + <beta>\,\frac{1}{n}\left\| F_T - r(F_S) \right\|_2^2",
+    params=(Param("beta", 100.0, 0.0, 1000.0, "Hint weight; 100 as in RepDistiller's FitNets setting.", r"\beta", log=True),),
+    tap_kind="any", prefer="spatial", multi_pair=True, terms=_fitnets_terms, make_modules=_regressors,
+))
+register(Method(
+    name="at", title="Attention transfer (Zagoruyko & Komodakis 2017)", family="feature",
+    paper="Zagoruyko & Komodakis 2017, Paying More Attention to Attention (ICLR)",
+    summary="Match where the networks look: channel-pooled |A|^p maps, L2-normalised, at one or more stages.",
+    formula=r"\mathcal{L} = " + _CE + r" + <beta>\sum_{j}\mathrm{mean}\left(\frac{Q_S^j}{\|Q_S^j\|_2} - \frac{Q_T^j}{\|Q_T^j\|_2}\right)^2,"
+            r"\quad Q = \mathrm{vec}\,\tfrac{1}{C}\textstyle\sum_c |A_c|^{<p>}",
+    params=(
+        Param("beta", 1000.0, 0.0, 10000.0, "Attention weight; 1000 as in the paper (beta/2 with beta=1000 there, on mean-reduced maps).", r"\beta", log=True),
+        Param("p", 2.0, 1.0, 4.0, "Exponent of the attention map; the paper uses 2.", "p"),
+    ),
+    tap_kind="spatial", multi_pair=True, terms=_at_terms,
+))
+register(Method(
+    name="rkd", title="Relational KD (Park et al. 2019)", family="relational",
+    paper="Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR)",
+    summary="Transfer the geometry of the batch: pairwise distances and triplet angles of the embeddings.",
+    formula=r"\mathcal{L} = " + _CE + r" + <distance_weight>\,\ell_\delta(\psi_D^T, \psi_D^S) + <angle_weight>\,\ell_\delta(\psi_A^T, \psi_A^S)",
+    params=(
+        Param("distance_weight", 25.0, 0.0, 200.0, "Weight of the distance-wise term; 25 as in the paper.", r"\lambda_D"),
+        Param("angle_weight", 50.0, 0.0, 200.0, "Weight of the angle-wise term; 50 as in the paper.", r"\lambda_A"),
+    ),
+    tap_kind="any", terms=_rkd_terms,
+))
+register(Method(
+    name="sp", title="Similarity-preserving KD (Tung & Mori 2019)", family="relational",
+    paper="Tung & Mori 2019, Similarity-Preserving Knowledge Distillation (ICCV)",
+    summary="Inputs that the teacher finds similar should look similar to the student: match batch Gram matrices.",
+    formula=r"\mathcal{L} = " + _CE + r" + \frac{<beta>}{b^2}\left\|G_T - G_S\right\|_F^2",
+    params=(Param("beta", 3000.0, 0.0, 20000.0, "SP weight; 3000 as in the paper.", r"\gamma", log=True),),
+    tap_kind="any", prefer="spatial", multi_pair=True, terms=_sp_terms,
+))
+register(Method(
+    name="pkt", title="Probabilistic KT (Passalis & Tefas 2018)", family="relational",
+    paper="Passalis & Tefas 2018, Learning Deep Representations with Probabilistic Knowledge Transfer (ECCV)",
+    summary="Match the conditional probability that sample i picks sample j as a neighbour, under a cosine kernel.",
+    formula=r"\mathcal{L} = " + _CE + r" + <beta>\,\frac{1}{b^2}\sum_{i,j} p^T_{i|j}\log\frac{p^T_{i|j}}{p^S_{i|j}}",
+    params=(Param("beta", 30000.0, 0.0, 100000.0, "PKT weight; 30000 as in RepDistiller.", r"\beta", log=True),),
+    tap_kind="any", terms=_pkt_terms,
+))
+register(Method(
+    name="contrastive", title="Contrastive (in-batch InfoNCE)", family="contrastive",
+    paper="van den Oord et al. 2018 (InfoNCE); Tian, Krishnan & Isola 2020 (CRD) for the projection heads",
+    summary="Student sample i must recognise teacher sample i among the batch through learned projection heads.",
+    formula=r"\mathcal{L} = " + _CE + r" - \frac{<beta>}{B}\sum_i \log\frac{e^{g_S(s_i)\cdot g_T(t_i)/<tau>}}{\sum_j e^{g_S(s_i)\cdot g_T(t_j)/<tau>}}",
+    params=(
+        Param("beta", 0.8, 0.0, 10.0, "Weight of the contrastive term; 0.8 as CRD's default.", r"\beta"),
+        Param("tau", 0.07, 0.01, 1.0, "Softmax temperature of the similarities; 0.07 as in CRD.", r"\tau", log=True),
+        Param("proj_dim", 128, 8, 512, "Dimension of the shared projection space; 128 as in CRD.", "d", integer=True),
+    ),
+    tap_kind="any", terms=_contrastive_terms, make_modules=_projections,
+))
+
+
+def get(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method '{name}'; choose one of: {', '.join(METHODS)}") from None

@@ -1,0 +1,485 @@
+"""Training: teachers (trained once, cached on disk) and students (a stream of events).
+
+A student run is a generator of plain-dict events that a UI or a CLI consumes::
+
+    {"kind": "start", ...}                      what will run
+    {"kind": "step", "step", "epoch", "losses", "baseline_loss", ...}
+    {"kind": "epoch", "epoch", "student_acc", "baseline_acc", "agreement", ...}
+    {"kind": "end", "status": "finished" | "stopped" | "diverged", "message", "result"}
+
+``Trainer.stop()`` (from any thread) ends the run at the next step; what was done is
+kept and evaluated. Data lives in tensors on the device; batches are index slices, not a
+DataLoader, and the frozen teacher's outputs are computed once per dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import data as data_mod
+from . import losses, methods, metrics, models, paths
+from .config import Config
+from .errors import ConfigError
+
+TEACHER_LR = 1e-3
+TEACHER_BATCH = 64
+FEATURE_CACHE_BYTES = 512 * 2**20  # teacher features are cached when they fit this budget
+
+
+def set_threads() -> int:
+    """Torch's intra-op threads for training, from KD_PLAYGROUND_THREADS (default 1).
+
+    The models here are tiny: on a 2-core machine, waking a second thread for every small
+    op costs far more than it gains (measured by ``python -m kd_core bench``: see
+    PERFORMANCE.md), and one thread per job lets two jobs share two cores without thrashing.
+    """
+    n = int(os.environ.get("KD_PLAYGROUND_THREADS", "1") or 1)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+# ---------------------------------------------------------------- teachers
+
+@dataclass
+class Teacher:
+    model: nn.Module  # frozen, eval mode; shared: never train or modify it
+    arch: str
+    dataset: str
+    test_accuracy: float
+    key: str
+    epochs: int
+    train_seconds: float
+    from_cache: bool
+    _profile: dict | None = None
+
+    def profile(self, in_shape) -> dict:
+        """Parameters, FLOPs and CPU latency, measured once per teacher."""
+        if self._profile is None:
+            self._profile = models.profile(self.model, in_shape)
+        return self._profile
+
+
+_teachers: dict[str, Teacher] = {}
+_teacher_locks: dict[str, threading.Lock] = {}
+_teachers_guard = threading.Lock()
+
+
+def teacher_key(dataset: str, arch: str, epochs: int, seed: int = 0, train_subset: int | None = None) -> str:
+    return paths.key_of({"v": 1, "dataset": dataset, "arch": arch, "epochs": epochs, "seed": seed,
+                         "lr": TEACHER_LR, "batch": TEACHER_BATCH, "subset": train_subset})
+
+
+def _epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
+    perm = torch.randperm(n, generator=gen)
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def train_teacher(ds: data_mod.Dataset, arch: str, epochs: int, seed: int = 0, device=None,
+                  progress=None, stop: threading.Event | None = None) -> nn.Module:
+    """Train ``arch`` on all of ``ds``'s labelled training data with Adam.
+    ``progress(epoch, epochs, test_accuracy)`` is called after each epoch."""
+    device = device or models.pick_device()
+    set_threads()
+    torch.manual_seed(seed)
+    model = models.build(arch, ds.in_shape, ds.num_classes).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=TEACHER_LR)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * -(-len(ds.x_train) // TEACHER_BATCH)))
+    x, y = ds.x_train.to(device), ds.y_train.to(device)
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for idx in _epoch_batches(len(x), TEACHER_BATCH, gen):
+            idx = idx.to(device)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if stop is not None and stop.is_set():
+                raise InterruptedError("teacher training stopped")
+        if progress is not None:
+            acc = metrics.accuracy(metrics.predict_logits(model, ds.x_test), ds.y_test)
+            progress(epoch, epochs, acc)
+    model.eval()
+    return model
+
+
+def get_teacher(dataset: str, arch: str | None = None, epochs: int | None = None, seed: int = 0,
+                train_subset: int | None = None, progress=None, device=None) -> Teacher:
+    """The teacher for (dataset, arch, epochs, seed): from memory, else from the disk cache,
+    else trained now (``progress`` as in ``train_teacher``) and saved. Thread-safe: two
+    sessions asking for the same teacher train it once."""
+    from .config import TEACHER_EPOCHS
+
+    arch = arch or models.preset(dataset)[0]
+    epochs = epochs or TEACHER_EPOCHS.get(dataset, 10)
+    key = teacher_key(dataset, arch, epochs, seed, train_subset)
+    with _teachers_guard:
+        if key in _teachers:
+            return _teachers[key]
+        lock = _teacher_locks.setdefault(key, threading.Lock())
+    with lock:
+        if key in _teachers:
+            return _teachers[key]
+        device = device or models.pick_device()
+        ds = data_mod.load(dataset, train_subset=train_subset)
+        folder = paths.subdir("teachers") / key
+        weights, meta_file = folder / "weights.safetensors", folder / "meta.json"
+        model, meta, from_cache = None, None, False
+        if weights.exists() and meta_file.exists():
+            try:
+                import json
+
+                meta = json.loads(meta_file.read_text())
+                model = models.build(arch, ds.in_shape, ds.num_classes)
+                models.load_weights(model, weights)
+                from_cache = True
+            except Exception as e:  # corrupted cache: rebuild, with a notice
+                import warnings
+
+                warnings.warn(f"teacher cache {folder} was unreadable ({type(e).__name__}); retraining the teacher")
+                model = None
+        if model is None:
+            t0 = time.perf_counter()
+            model = train_teacher(ds, arch, epochs, seed=seed, device=device, progress=progress)
+            seconds = time.perf_counter() - t0
+            acc = metrics.accuracy(metrics.predict_logits(model, ds.x_test), ds.y_test)
+            meta = {"arch": arch, "dataset": dataset, "epochs": epochs, "seed": seed,
+                    "test_accuracy": acc, "train_seconds": seconds, "subset": train_subset}
+            models.save_weights(model, weights)
+            import json
+
+            paths.atomic_write_text(meta_file, json.dumps(meta, indent=1))
+        model = model.to(device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        teacher = Teacher(model, arch, dataset, float(meta["test_accuracy"]), key, epochs,
+                          float(meta.get("train_seconds", 0.0)), from_cache)
+        with _teachers_guard:
+            _teachers[key] = teacher
+        return teacher
+
+
+# ---------------------------------------------------------------- layer pairs
+
+def resolve_pairs(method: methods.Method, teacher: nn.Module, student: nn.Module, in_shape, pairs) -> list[tuple[str, str, tuple, tuple]]:
+    """The (teacher_layer, student_layer, teacher_shape, student_shape) pairs a method uses,
+    checked before training: names must exist and shapes must suit the method."""
+    if not method.needs_features:
+        return []
+    if not pairs:
+        kind = method.tap_kind if method.tap_kind != "any" else method.prefer
+        try:
+            pairs = [models.default_pair(teacher, student, in_shape, kind)]
+        except ConfigError:
+            if method.tap_kind == "spatial":
+                raise
+            pairs = [models.default_pair(teacher, student, in_shape, "vector")]
+    t_shapes = models.module_shapes(teacher, in_shape)
+    s_shapes = models.module_shapes(student, in_shape)
+    out = []
+    for t_name, s_name in pairs:
+        for role, name, shapes, model in (("teacher", t_name, t_shapes, teacher), ("student", s_name, s_shapes, student)):
+            if name not in shapes:
+                hint = ", ".join(getattr(model, "tap_names", list(shapes)[:8]))
+                raise ConfigError(f"the {role} has no layer '{name}'; try one of: {hint}")
+        ts, ss = tuple(t_shapes[t_name]), tuple(s_shapes[s_name])
+        if method.tap_kind == "spatial" and (len(ts) != 3 or len(ss) != 3):
+            bad = f"teacher '{t_name}' gives {ts}" if len(ts) != 3 else f"student '{s_name}' gives {ss}"
+            raise ConfigError(f"{method.name} needs spatial feature maps (C, H, W) on both sides, but {bad}; pick stage layers")
+        if method.name == "fitnets" and len(ts) != len(ss):
+            raise ConfigError(f"FitNets cannot regress a {'spatial map' if len(ss) == 3 else 'vector'} "
+                              f"(student '{s_name}' {ss}) onto a {'spatial map' if len(ts) == 3 else 'vector'} "
+                              f"(teacher '{t_name}' {ts}); pair two stages or two vector layers")
+        out.append((t_name, s_name, ts, ss))
+    return out
+
+
+# ---------------------------------------------------------------- students
+
+def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
+    """A stratified random subset of ``fraction`` of each class (at least one per class)."""
+    mask = torch.zeros(len(y), dtype=torch.bool)
+    if fraction >= 1.0:
+        return mask.fill_(True)
+    for c in torch.unique(y).tolist():
+        idx = (y == c).nonzero().flatten()
+        k = max(1, round(fraction * len(idx)))
+        mask[idx[torch.randperm(len(idx), generator=gen)[:k]]] = True
+    return mask
+
+
+def _forward(model: nn.Module, x: Tensor, names: list[str]) -> tuple[Tensor, list[Tensor]]:
+    if not names:
+        return model(x), []
+    with models.FeatureTaps(model, names) as taps:
+        logits = model(x)
+        feats = [taps[n] for n in names]
+    return logits, feats
+
+
+class Trainer:
+    """One distillation run: a student (and a scratch baseline) against a cached teacher."""
+
+    def __init__(self, config: Config, teacher: Teacher | None = None, device=None, teacher_progress=None):
+        self.config = config.resolved().validate()
+        cfg = self.config
+        self.method = cfg.method_obj
+        self.params = cfg.method_params()
+        self.device = device or models.pick_device()
+        self.ds = data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
+        self.teacher = teacher or get_teacher(cfg.dataset, cfg.teacher, cfg.teacher_epochs,
+                                              train_subset=cfg.train_subset, progress=teacher_progress, device=self.device)
+        torch.manual_seed(cfg.seed)
+        self.student = models.build(cfg.student, self.ds.in_shape, self.ds.num_classes).to(self.device)
+        self.baseline = copy.deepcopy(self.student) if cfg.baseline else None
+        self.pairs = resolve_pairs(self.method, self.teacher.model, self.student, self.ds.in_shape, cfg.parsed_pairs())
+        self.modules = None
+        if self.method.make_modules is not None:
+            torch.manual_seed(cfg.seed + 1)
+            self.modules = self.method.make_modules([(p[2], p[3]) for p in self.pairs], self.params).to(self.device)
+        self._stop = threading.Event()
+        self.history: list[dict] = []  # one entry per epoch
+        self.steps: list[dict] = []  # one entry per step
+        self.result: dict | None = None
+        self.status = "created"
+
+    # ---------------------------------------------------------- control
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # ---------------------------------------------------------- data prep
+    def _prepare(self):
+        cfg, dev = self.config, self.device
+        keep = torch.arange(len(self.ds.y_train))
+        if cfg.omit_class is not None:
+            keep = keep[self.ds.y_train != cfg.omit_class]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        y = self.ds.y_train[keep]
+        self.labelled = _labelled_mask(y, cfg.labeled_fraction, gen).to(dev)
+        self.x = self.ds.x_train[keep].to(dev)
+        self.y = y.to(dev)
+        self.index = keep.to(dev)
+        self.gen = gen
+        t_names = [p[0] for p in self.pairs]
+        # the frozen teacher's outputs on the transfer set, computed once
+        with torch.no_grad():
+            feats_bytes = sum(len(self.x) * 4 * _numel(p[2]) for p in self.pairs)
+            self.cache_feats = feats_bytes <= FEATURE_CACHE_BYTES
+            logits, feats = [], [[] for _ in t_names]
+            names = t_names if self.cache_feats else []
+            for i in range(0, len(self.x), 1024):
+                lo, fs = _forward(self.teacher.model, self.x[i : i + 1024], names)
+                logits.append(lo)
+                for j, f in enumerate(fs):
+                    feats[j].append(f)
+            self.t_logits = torch.cat(logits)
+            self.t_feats = [torch.cat(f) for f in feats] if names else None
+        self.x_test = self.ds.x_test.to(dev)
+        self.t_test_logits = metrics.predict_logits(self.teacher.model, self.ds.x_test)
+
+    # ---------------------------------------------------------- the loop
+    def events(self):
+        """Run, yielding events. Safe to abandon midway (the run is simply not continued)."""
+        cfg = self.config
+        self.status = "running"
+        set_threads()
+        t_start = time.perf_counter()
+        self._prepare()
+        n = len(self.x)
+        steps_per_epoch = -(-n // cfg.batch_size)
+        total_steps = steps_per_epoch * cfg.epochs
+        params = list(self.student.parameters()) + (list(self.modules.parameters()) if self.modules else [])
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+        if self.baseline is not None:
+            b_opt = torch.optim.Adam(self.baseline.parameters(), lr=cfg.lr)
+            b_sched = torch.optim.lr_scheduler.CosineAnnealingLR(b_opt, T_max=total_steps)
+        s_names = [p[1] for p in self.pairs]
+        t_names = [p[0] for p in self.pairs]
+        yield {"kind": "start", "total_steps": total_steps, "epochs": cfg.epochs, "transfer_set": n,
+               "labelled": int(self.labelled.sum()), "teacher_acc": metrics.accuracy(self.t_test_logits, self.ds.y_test),
+               "pairs": [(p[0], p[1]) for p in self.pairs], "config": cfg.to_dict()}
+        step, status, message = 0, "finished", ""
+        self.train_seconds = 0.0
+        epoch = 0
+        for epoch in range(1, cfg.epochs + 1):
+            self.student.train()
+            if self.modules is not None:
+                self.modules.train()
+            if self.baseline is not None:
+                self.baseline.train()
+            for b, idx in enumerate(_epoch_batches(n, cfg.batch_size, self.gen)):
+                if self._stop.is_set():
+                    status, message = "stopped", f"stopped by the user at step {step} of {total_steps}"
+                    break
+                t0 = time.perf_counter()
+                idx = idx.to(self.device)
+                xb, yb, lab = self.x[idx], self.y[idx], self.labelled[idx]
+                t_logits = self.t_logits[idx]
+                if not t_names:
+                    t_feats = []
+                elif self.t_feats is not None:
+                    t_feats = [f[idx] for f in self.t_feats]
+                else:
+                    with torch.no_grad():
+                        _, t_feats = _forward(self.teacher.model, xb, t_names)
+                s_logits, s_feats = _forward(self.student, xb, s_names)
+                terms = self._loss_terms(s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch)
+                loss = sum(terms.values())
+                b_loss = None
+                if self.baseline is not None:
+                    b_loss = _masked_ce(self.baseline(xb), yb, lab)
+                bad = not torch.isfinite(loss) or (b_loss is not None and not torch.isfinite(b_loss))
+                if bad:
+                    which = "student" if not torch.isfinite(loss) else "scratch baseline"
+                    status = "diverged"
+                    message = (f"the {which}'s loss became {'NaN' if torch.isnan(loss if which == 'student' else b_loss) else 'infinite'} "
+                               f"at step {step + 1} (epoch {epoch}); lower the learning rate (now {cfg.lr:g})")
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if b_loss is not None:
+                    b_opt.zero_grad(set_to_none=True)
+                    b_loss.backward()
+                    b_opt.step()
+                    b_sched.step()
+                step += 1
+                self.train_seconds += time.perf_counter() - t0
+                rec = {"step": step, "epoch": epoch, "losses": {k: v.item() for k, v in terms.items()},
+                       "loss": loss.item(), "baseline_loss": None if b_loss is None else b_loss.item()}
+                self.steps.append(rec)
+                yield {"kind": "step", "total_steps": total_steps, "elapsed": time.perf_counter() - t_start, **rec}
+            if status != "finished":
+                break
+            ev = self._evaluate(epoch)
+            self.history.append(ev)
+            yield {"kind": "epoch", "elapsed": time.perf_counter() - t_start, **ev}
+        if status == "stopped" and step > 0 and (not self.history or self.history[-1]["step"] != step):
+            ev = self._evaluate(epoch, partial=True)
+            self.history.append(ev)
+            yield {"kind": "epoch", "elapsed": time.perf_counter() - t_start, **ev}
+        self.status = status
+        self.result = self._summary(status, message, step, total_steps, time.perf_counter() - t_start)
+        yield {"kind": "end", "status": status, "message": message, "result": self.result}
+
+    def run(self, on_event=None) -> dict:
+        """Run to the end; returns the summary."""
+        for ev in self.events():
+            if on_event is not None:
+                on_event(ev)
+        return self.result
+
+    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress) -> dict:
+        cfg, m = self.config, self.method
+        ce = _masked_ce(s_logits, y, lab)
+        terms = {}
+        if m.uses_alpha:
+            if cfg.alpha < 1:
+                terms["ce"] = (1 - cfg.alpha) * ce
+            if cfg.alpha > 0:
+                terms["kd"] = cfg.alpha * losses.kd_loss(s_logits, t_logits, cfg.temperature)
+        else:
+            terms["ce"] = ce
+        if m.name != "none":
+            # unlabelled samples take the teacher's prediction where a method needs "the" class (DKD)
+            target = torch.where(lab, y, t_logits.argmax(1))
+            ctx = methods.StepContext(s_logits, t_logits, target, lab, s_feats, t_feats, cfg.temperature, self.params, self.modules, progress, self.index[idx])
+            terms.update(m.terms(ctx))
+        if not terms:
+            terms["ce"] = ce
+        return terms
+
+    # ---------------------------------------------------------- evaluation
+    def _evaluate(self, epoch: int, partial: bool = False) -> dict:
+        s = metrics.predict_logits(self.student, self.x_test)
+        y = self.ds.y_test
+        ev = {"epoch": epoch, "step": len(self.steps), "partial": partial,
+              "student_acc": metrics.accuracy(s, y), "agreement": metrics.agreement(s, self.t_test_logits),
+              "teacher_acc": metrics.accuracy(self.t_test_logits, y)}
+        if self.config.omit_class is not None:
+            c = self.config.omit_class
+            ev["student_omitted_acc"] = metrics.per_class_accuracy(s, y, self.ds.num_classes)[c]
+        if self.baseline is not None:
+            b = metrics.predict_logits(self.baseline, self.x_test)
+            ev["baseline_acc"] = metrics.accuracy(b, y)
+            ev["baseline_agreement"] = metrics.agreement(b, self.t_test_logits)
+            if self.config.omit_class is not None:
+                ev["baseline_omitted_acc"] = metrics.per_class_accuracy(b, y, self.ds.num_classes)[self.config.omit_class]
+        return ev
+
+    def _summary(self, status: str, message: str, steps: int, total_steps: int, seconds: float) -> dict:
+        ds, y, k = self.ds, self.ds.y_test, self.ds.num_classes
+        samples = steps * self.config.batch_size
+        t_prof = self.teacher.profile(ds.in_shape)
+
+        def block(model, loss_key):
+            logits = metrics.predict_logits(model, self.x_test)
+            out = metrics.summary(logits, y, self.t_test_logits, k)
+            prof = models.profile(model, ds.in_shape)
+            out.update(prof)
+            out["compression"] = t_prof["params"] / max(prof["params"], 1)
+            out["speedup"] = t_prof["latency_ms"] / max(prof["latency_ms"], 1e-9)
+            out["train_seconds"] = self.train_seconds
+            out["samples_per_second"] = samples / self.train_seconds if self.train_seconds > 0 else 0.0
+            out["history"] = [{"epoch": h["epoch"], "test_accuracy": h[f"{loss_key}_acc"],
+                               "agreement": h[f"{loss_key}_agreement" if loss_key == "baseline" else "agreement"]}
+                              for h in self.history if f"{loss_key}_acc" in h]
+            return out
+
+        result = {
+            "config": self.config.to_dict(),
+            "status": status,
+            "message": message,
+            "steps": steps,
+            "total_steps": total_steps,
+            "wall_seconds": seconds,
+            "device": str(self.device),
+            "pairs": [(p[0], p[1]) for p in self.pairs],
+            "classes": list(ds.classes),
+            "teacher": {"arch": self.teacher.arch, "test_accuracy": metrics.accuracy(self.t_test_logits, y),
+                        "per_class_accuracy": metrics.per_class_accuracy(self.t_test_logits, y, k),
+                        "ece": metrics.ece(self.t_test_logits, y), **t_prof},
+            "student": block(self.student, "student") | {"arch": self.config.student},
+            "step_losses": self.steps,
+            "epochs": self.history,
+        }
+        if self.baseline is not None:
+            result["baseline"] = block(self.baseline, "baseline") | {"arch": self.config.student}
+        return result
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _masked_ce(logits: Tensor, y: Tensor, labelled: Tensor) -> Tensor:
+    """Cross-entropy over the labelled samples of the batch only (0 when there are none)."""
+    if labelled.all():
+        return F.cross_entropy(logits, y)
+    if not labelled.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[labelled], y[labelled])
+
+
+def distil(config: Config, on_event=None, teacher: Teacher | None = None) -> dict:
+    """Convenience: build a Trainer and run it to the end; returns the summary dict."""
+    return Trainer(config, teacher=teacher).run(on_event)

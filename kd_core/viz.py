@@ -1,0 +1,184 @@
+"""Plotly figure builders: arrays in, ``go.Figure`` out. Readable when projected (large
+fonts) and colour-blind safe (Okabe–Ito palette), with the same colour for the teacher,
+the distilled student and the scratch student on every page."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+TEACHER = "#0072B2"  # blue
+STUDENT = "#D55E00"  # vermillion: the distilled student
+SCRATCH = "#999999"  # grey: the same student trained from scratch
+EXTRA = ["#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+ROLE_COLOURS = {"teacher": TEACHER, "student": STUDENT, "distilled": STUDENT, "scratch": SCRATCH, "baseline": SCRATCH}
+FONT = 17
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu"
+
+
+def style(fig: go.Figure, title: str | None = None, height: int = 380) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=FONT + 3)) if title else None,
+        font=dict(size=FONT),
+        height=height,
+        margin=dict(l=60, r=20, t=60 if title else 20, b=50),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        template="plotly_white",
+    )
+    return fig
+
+
+def colour(role: str, i: int = 0) -> str:
+    return ROLE_COLOURS.get(role.lower().split()[0], EXTRA[i % len(EXTRA)])
+
+
+def prob_bars(series: dict[str, np.ndarray], classes: list[str], title: str | None = None,
+              highlight: int | None = None, log: bool = False) -> go.Figure:
+    """Grouped bars of class probabilities, one group per class, one bar per series.
+    Series names starting with teacher/student/scratch get their role colour."""
+    fig = go.Figure()
+    for i, (name, p) in enumerate(series.items()):
+        fig.add_bar(x=list(classes), y=np.asarray(p, dtype=float).tolist(), name=name, marker_color=colour(name, i),
+                    hovertemplate="class %{x}: %{y:.4f}<extra>" + name + "</extra>")
+    fig.update_layout(barmode="group", yaxis_title="probability", xaxis_title="class", bargap=0.2)
+    fig.update_xaxes(type="category")
+    if log:
+        fig.update_yaxes(type="log", range=[-6, 0.05])
+    else:
+        fig.update_yaxes(range=[0, 1.02])
+    if highlight is not None:
+        fig.add_vrect(x0=highlight - 0.5, x1=highlight + 0.5, fillcolor="#F0E442", opacity=0.25, line_width=0)
+    return style(fig, title)
+
+
+def entropy_curve(temperatures: np.ndarray, entropies: dict[str, np.ndarray], current: float,
+                  max_entropy: float | None = None, title: str | None = None) -> go.Figure:
+    """Entropy of softmax(z/T) over T (log x-axis) with the current T marked."""
+    fig = go.Figure()
+    for i, (name, h) in enumerate(entropies.items()):
+        fig.add_scatter(x=np.asarray(temperatures).tolist(), y=np.asarray(h).tolist(), mode="lines", name=name,
+                        line=dict(color=colour(name, i), width=3))
+        y_now = float(np.interp(math.log(current), np.log(temperatures), h))
+        fig.add_scatter(x=[current], y=[y_now], mode="markers", marker=dict(size=14, color=colour(name, i)),
+                        showlegend=False, hovertemplate=f"T={current:g}<br>H=%{{y:.3f}} bits<extra>{name}</extra>")
+    fig.add_vline(x=current, line_dash="dash", line_color="#555")
+    if max_entropy is not None:
+        fig.add_hline(y=max_entropy, line_dash="dot", line_color="#999",
+                      annotation_text="uniform", annotation_position="bottom right")
+    fig.update_xaxes(type="log", title="temperature T")
+    fig.update_yaxes(title="entropy (bits)", rangemode="tozero")
+    return style(fig, title)
+
+
+def heatmap(matrix: np.ndarray, x: list, y: list, title: str | None = None, colorscale: str = SEQUENTIAL,
+            zmin=None, zmax=None, text_fmt: str | None = ".2f", xtitle: str = "", ytitle: str = "",
+            height: int = 460, zmid=None, colorbar_title: str = "") -> go.Figure:
+    m = np.asarray(matrix, dtype=float)
+    fig = go.Figure(go.Heatmap(
+        z=m.tolist(), x=[str(v) for v in x], y=[str(v) for v in y], colorscale=colorscale, zmin=zmin, zmax=zmax,
+        zmid=zmid, texttemplate=("%{z:" + text_fmt + "}") if text_fmt and m.size <= 400 else None,
+        colorbar=dict(title=colorbar_title), hovertemplate=f"{ytitle or 'row'} %{{y}}, {xtitle or 'col'} %{{x}}: %{{z:.4f}}<extra></extra>",
+    ))
+    fig.update_xaxes(title=xtitle, type="category", side="bottom")
+    fig.update_yaxes(title=ytitle, type="category", autorange="reversed")
+    return style(fig, title, height)
+
+
+def loss_curves(steps: list[dict], title: str | None = None, smooth: int = 5) -> go.Figure:
+    """Each weighted loss term of the student over steps (moving average), plus the scratch
+    baseline's cross-entropy, on a log axis."""
+    fig = go.Figure()
+    if steps:
+        x = [s["step"] for s in steps]
+        names = []
+        for s in steps:
+            for k in s["losses"]:
+                if k not in names:
+                    names.append(k)
+        for i, k in enumerate(names):
+            y = _smooth([s["losses"].get(k, float("nan")) for s in steps], smooth)
+            fig.add_scatter(x=x, y=y, mode="lines", name=f"student: {k}", line=dict(width=3, color=EXTRA[i % len(EXTRA)] if k != "kd" else STUDENT))
+        if any(s.get("baseline_loss") is not None for s in steps):
+            y = _smooth([s.get("baseline_loss") if s.get("baseline_loss") is not None else float("nan") for s in steps], smooth)
+            fig.add_scatter(x=x, y=y, mode="lines", name="scratch: ce", line=dict(width=3, color=SCRATCH, dash="dot"))
+    fig.update_xaxes(title="step")
+    fig.update_yaxes(title="loss (weighted)", type="log")
+    return style(fig, title)
+
+
+def _smooth(values: list[float], k: int) -> list[float]:
+    if k <= 1 or len(values) < 2:
+        return values
+    out, acc = [], []
+    for v in values:
+        acc.append(v)
+        if len(acc) > k:
+            acc.pop(0)
+        good = [a for a in acc if a == a]
+        out.append(sum(good) / len(good) if good else float("nan"))
+    return out
+
+
+def accuracy_curves(epochs: list[dict], teacher_acc: float | None, total_epochs: int | None = None,
+                    title: str | None = None, key: str = "acc") -> go.Figure:
+    """Test accuracy per epoch: distilled student, scratch student, and the teacher as a line."""
+    fig = go.Figure()
+    x = [e["epoch"] for e in epochs]
+    fig.add_scatter(x=x, y=[e[f"student_{key}"] for e in epochs], mode="lines+markers", name="distilled student",
+                    line=dict(color=STUDENT, width=4), marker=dict(size=10))
+    if epochs and f"baseline_{key}" in epochs[0]:
+        fig.add_scatter(x=x, y=[e[f"baseline_{key}"] for e in epochs], mode="lines+markers", name="scratch student",
+                        line=dict(color=SCRATCH, width=4, dash="dot"), marker=dict(size=10))
+    if teacher_acc is not None:
+        fig.add_hline(y=teacher_acc, line_color=TEACHER, line_width=3, line_dash="dash",
+                      annotation_text=f"teacher {100 * teacher_acc:.1f}%", annotation_position="bottom right",
+                      annotation_font_color=TEACHER)
+    fig.update_xaxes(title="epoch", range=[0.5, (total_epochs or max(x, default=1)) + 0.5], dtick=1)
+    fig.update_yaxes(title="test accuracy", tickformat=".0%", range=[0, 1.02])
+    return style(fig, title)
+
+
+def agreement_curves(epochs: list[dict], total_epochs: int | None = None, title: str | None = None) -> go.Figure:
+    fig = accuracy_curves(epochs, None, total_epochs, title, key="agreement") if epochs and "agreement" in epochs[0] else style(go.Figure(), title)
+    fig.update_yaxes(title="top-1 agreement with the teacher")
+    return fig
+
+
+def per_class_bars(per_class: dict[str, list[float]], classes: list[str], omitted: int | None = None,
+                   title: str | None = None) -> go.Figure:
+    fig = go.Figure()
+    for i, (name, acc) in enumerate(per_class.items()):
+        fig.add_bar(x=list(classes), y=[0 if a != a else a for a in acc], name=name, marker_color=colour(name, i),
+                    hovertemplate="class %{x}: %{y:.1%}<extra>" + name + "</extra>")
+    if omitted is not None:
+        fig.add_vrect(x0=omitted - 0.5, x1=omitted + 0.5, fillcolor="#F0E442", opacity=0.35, line_width=0,
+                      annotation_text="omitted class", annotation_position="top left")
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title="class", type="category")
+    fig.update_yaxes(title="test accuracy", tickformat=".0%", range=[0, 1.05])
+    return style(fig, title)
+
+
+def image_figure(img: np.ndarray, title: str | None = None, height: int = 260) -> go.Figure:
+    """A (H, W) or (H, W, 3) image in [0, 1] without axes."""
+    img = np.asarray(img, dtype=float)
+    if img.ndim == 2:
+        fig = go.Figure(go.Heatmap(z=img.tolist(), colorscale="gray_r" if img.mean() < 0.5 else "gray", showscale=False,
+                                   hoverinfo="skip"))
+        fig.update_yaxes(autorange="reversed")
+    else:
+        fig = go.Figure(go.Image(z=(np.clip(img, 0, 1) * 255).astype(np.uint8)))
+    fig.update_xaxes(visible=False, scaleanchor="y")
+    fig.update_yaxes(visible=False)
+    fig = style(fig, title, height)
+    fig.update_layout(margin=dict(l=5, r=5, t=40 if title else 5, b=5))
+    return fig
+
+
+def to_display(x: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W) for grey or (H, W, 3) for colour."""
+    x = np.asarray(x)
+    return x[0] if x.shape[0] == 1 else np.transpose(x, (1, 2, 0))

@@ -1,0 +1,334 @@
+"""Soft targets: what a teacher knows beyond the label.
+
+Pick a test digit, raise the temperature, and watch the teacher's probabilities spread
+onto the classes it thinks the digit resembles ("dark knowledge"). The teacher's test
+logits are computed once per teacher (``state.test_logits``); every redraw is numpy on
+those cached numbers only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import streamlit as st
+
+from kd_app import chrome, state
+from kd_core import data, metrics, viz
+from kd_core.errors import KDError
+
+TEMPERATURES = [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]
+T_GRID = np.geomspace(0.1, 20.0, 81)
+TICKS_T = [0.1, 0.3, 1, 3, 10, 20]
+DEFAULT_DATASET = "mnist-mini"
+DEFAULT_T = 4.0
+TEACHER_LIGHT = "#A6CEE8"  # the teacher's blue, lightened: its plain (T = 1) probabilities
+BIG_PX = 300  # the chosen image, on screen
+THUMB_PX = 56  # gallery thumbnails
+
+
+# ------------------------------------------------------------------ numpy on cached logits
+def log_softmax(z: np.ndarray, T: float) -> np.ndarray:
+    """log softmax(z / T) along the last axis, stable for any T > 0."""
+    s = np.asarray(z, dtype=np.float64) / T
+    s = s - s.max(axis=-1, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+
+
+def softmax(z: np.ndarray, T: float) -> np.ndarray:
+    return np.exp(log_softmax(z, T))
+
+
+def entropy_bits(p: np.ndarray) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+    return -terms.sum(axis=-1)
+
+
+def kl_at(teacher_z: np.ndarray, student_z: np.ndarray, T: float) -> np.ndarray:
+    """KL(p_T || p_S) of softmax(z / T), in nats, along the last axis."""
+    lt, ls = log_softmax(teacher_z, T), log_softmax(student_z, T)
+    return (np.exp(lt) * (lt - ls)).sum(axis=-1)
+
+
+def dark_knowledge(logits: np.ndarray, y: np.ndarray, num_classes: int, T: float) -> np.ndarray:
+    """Row c: the teacher's softened probabilities at T averaged over the test images of class c."""
+    p = softmax(logits, T)
+    out = np.full((num_classes, num_classes), np.nan)
+    for c in range(num_classes):
+        m = y == c
+        if m.any():
+            out[c] = p[m].mean(axis=0)
+    return out
+
+
+def confused_pairs(matrix: np.ndarray, k: int = 3) -> list[tuple[int, int, float]]:
+    """The k unordered class pairs (a, b) with the largest M[a, b] + M[b, a]."""
+    m = np.nan_to_num(np.asarray(matrix, dtype=np.float64))
+    n = len(m)
+    scores = [(m[a, b] + m[b, a], a, b) for a in range(n) for b in range(a + 1, n)]
+    scores.sort(key=lambda s: -s[0])
+    return [(a, b, s) for s, a, b in scores[:k]]
+
+
+def upscale(img: np.ndarray, px: int) -> np.ndarray:
+    """Nearest-neighbour enlargement so small digits stay crisp (no browser blur)."""
+    f = max(1, px // img.shape[0])
+    return np.repeat(np.repeat(img, f, axis=0), f, axis=1)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def gallery(teacher_key: str, dataset_name: str, _logits: np.ndarray, _y: np.ndarray, num_classes: int) -> dict:
+    """Per class: a clear example (the teacher is surest of the true class) and an ambiguous one
+    (the correctly classified image it is least sure of), as indices within the class."""
+    p_true = softmax(_logits, 1.0)[np.arange(len(_y)), _y]
+    correct = _logits.argmax(1) == _y
+    out = {"clear": {}, "ambiguous": {}}
+    for c in range(num_classes):
+        idx = np.flatnonzero(_y == c)
+        if not len(idx):
+            continue
+        out["clear"][c] = int(np.argmax(p_true[idx]))
+        pool = np.flatnonzero(correct[idx]) if correct[idx].any() else np.arange(len(idx))
+        out["ambiguous"][c] = int(pool[np.argmin(p_true[idx][pool])])
+    return out
+
+
+def legend_below(fig, height: int = 430):
+    """Long series names go under the plot, where they cannot cover the title."""
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="center", x=0.5),
+                      height=height, margin=dict(b=110))
+    return fig
+
+
+# ------------------------------------------------------------------ widget state
+def keep(key: str, default) -> None:
+    """Widgets' values survive a visit to another page (Streamlit drops the state of widgets
+    it does not draw), by restoring them from a shadow copy."""
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(f"_keep_{key}", default)
+
+
+def remember(*keys: str) -> None:
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[f"_keep_{key}"] = st.session_state[key]
+
+
+def pick(c: int, k: int) -> None:
+    st.session_state.st_class, st.session_state.st_index = c, k
+
+
+def pick_random(counts: list[int]) -> None:
+    rng = np.random.default_rng()
+    c = int(rng.choice([c for c, n in enumerate(counts) if n]))
+    pick(c, int(rng.integers(counts[c])))
+
+
+# ------------------------------------------------------------------ header
+st.title("🌡️ Soft targets")
+st.caption("What a teacher knows beyond the label: its probabilities for the *wrong* classes. "
+           "Raise the temperature to make them visible — this is what a student learns from in distillation.")
+
+keep("st_dataset", DEFAULT_DATASET)
+keep("st_T", DEFAULT_T)
+keep("st_log", False)
+keep("st_hide_diag", False)
+if st.session_state.st_dataset not in data.DATASETS:
+    st.session_state.st_dataset = DEFAULT_DATASET
+
+head_l, head_r = st.columns([1, 1.25], gap="large")
+with head_l:
+    choice = st.selectbox("Dataset", list(data.DATASETS), key="st_dataset",
+                          format_func=lambda n: f"{n} — {data.DATASETS[n].title}",
+                          help="mnist-mini (5,000 real MNIST digits) and digits (8×8 scans) are embedded; "
+                               "the others need their files on disk or a download on first use.")
+    ds_name = choice
+    try:
+        ds = state.dataset(choice)
+        st.session_state._st_good_dataset = choice
+    except KDError as e:
+        ds_name = st.session_state.get("_st_good_dataset", DEFAULT_DATASET)
+        if ds_name == choice:
+            ds_name = DEFAULT_DATASET
+        st.error(f"Cannot use **{choice}**: {e}")
+        st.caption(f"Showing **{ds_name}** meanwhile; choose another dataset above.")
+        ds = state.dataset(ds_name)
+    try:
+        teacher = state.teacher(ds_name)
+    except KDError as e:
+        st.error(f"Cannot train the teacher: {e}")
+        st.stop()
+    st.markdown(chrome.teacher_caption(teacher))
+with head_r:
+    st.latex(r"p_i \;=\; \frac{\exp(z_i / T)}{\sum_j \exp(z_j / T)}")
+    st.caption(r"$z_i$ is the teacher's raw score (logit) for class $i$, $p_i$ its probability and $T$ the "
+               r"temperature. $T = 1$ is the ordinary softmax; a larger $T$ flattens the distribution and "
+               r"reveals which wrong classes the teacher finds plausible; $T < 1$ sharpens it.")
+
+logits = state.test_logits(teacher.key, teacher.model, ds_name)  # (N, K), once per teacher
+y = ds.y_test.cpu().numpy() if hasattr(ds.y_test, "cpu") else np.asarray(ds.y_test)
+classes = [str(c) for c in ds.classes]
+K = len(classes)
+counts = [int((y == c).sum()) for c in range(K)]
+best = gallery(teacher.key, ds_name, logits, y, K)
+
+
+def image_of(i: int) -> np.ndarray:
+    x = ds.denormalise(ds.x_test[i : i + 1])[0]
+    img = viz.to_display(x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x))
+    return np.clip(img, 0.0, 1.0)
+
+
+def test_index(c: int, k: int) -> int:
+    return int(np.flatnonzero(y == c)[k])
+
+
+# ------------------------------------------------------------------ gallery
+keep("st_class", next((c for c in range(K) if c in best["ambiguous"]), 0))
+if st.session_state.st_class not in range(K) or not counts[st.session_state.st_class]:
+    st.session_state.st_class = next(c for c in range(K) if counts[c])
+keep("st_index", best["ambiguous"].get(st.session_state.st_class, 0))
+if not 0 <= st.session_state.st_index < counts[st.session_state.st_class]:
+    st.session_state.st_index = 0
+
+with st.container(border=True):
+    st.markdown("**Pick a test image** — top row: digits the teacher is sure of; "
+                "bottom row: digits it hesitates on (still correct). Or choose by class and number below.")
+    for row, label in (("clear", "clear"), ("ambiguous", "ambiguous")):
+        cols = st.columns(K, gap="small")
+        for c in range(K):
+            if c not in best[row]:
+                continue
+            k = best[row][c]
+            with cols[c]:
+                st.image(upscale(image_of(test_index(c, k)), THUMB_PX), width=THUMB_PX, output_format="PNG")
+                selected = st.session_state.st_class == c and st.session_state.st_index == k
+                st.button(classes[c], key=f"st_pick_{row}_{c}", on_click=pick, args=(c, k),
+                          type="primary" if selected else "secondary",
+                          help=f"Show this {label} example of class {classes[c]}.")
+
+# ------------------------------------------------------------------ image + probabilities
+left, right = st.columns([1, 3.1], gap="large")
+with left:
+    c1, c2 = st.columns(2)
+    cls = c1.number_input("True class", 0, K - 1, key="st_class", step=1,
+                          help="Show a test image of this class.")
+    idx_in_class = c2.number_input("Example #", 0, counts[cls] - 1, key="st_index", step=1,
+                                   help=f"Which of the {counts[cls]} test images of this class (0–{counts[cls] - 1}).")
+    st.button("🎲 Random image", key="st_random", on_click=pick_random, args=(counts,),
+              help="Pick a random test image.", width="stretch")
+    i = test_index(int(cls), int(idx_in_class))
+    z = logits[i]
+    st.image(upscale(image_of(i), BIG_PX), width="stretch", output_format="PNG")
+    p1 = softmax(z, 1.0)
+    guess = int(np.argmax(z))
+    verdict = "✅" if guess == cls else "❌"
+    st.markdown(f"#### True label: {classes[cls]}")
+    st.markdown(f"Test image #{i}. Teacher's top guess **{classes[guess]}** {verdict} "
+                f"({100 * p1[guess]:.1f}% at T = 1).")
+
+with right:
+    s1, s2 = st.columns([3, 1], vertical_alignment="bottom")
+    T = float(s1.select_slider("Temperature T", TEMPERATURES, key="st_T", format_func=lambda v: f"{v:g}",
+                               help="Divides the logits before the softmax. T = 1 is the usual softmax; "
+                                    "T = 4 is a typical distillation temperature; T = 20 is almost uniform."))
+    log_scale = s2.toggle("Log scale", key="st_log",
+                          help="Plot probabilities on a log axis, so tiny ones (dark knowledge) become visible "
+                               "even at T = 1.")
+    pT = softmax(z, T)
+    fig = viz.prob_bars({"teacher at T = 1 (plain softmax)": p1, f"teacher at T = {T:g}": pT}, classes,
+                        title="Teacher's probabilities for this image", highlight=int(cls), log=log_scale)
+    fig.data[0].marker.color = TEACHER_LIGHT
+    legend_below(fig)
+    if log_scale:
+        low = math.floor(math.log10(max(float(min(p1.min(), pT.min())), 1e-12)))
+        fig.update_yaxes(range=[max(low, -12), 0.05])
+    g1, g2 = st.columns([1.45, 1], gap="medium")
+    g1.plotly_chart(fig, key="st_chart_probs", width="stretch", theme=None)
+
+    entropies = {"teacher": entropy_bits(softmax(z[None, :], T_GRID[:, None]))}
+    efig = viz.entropy_curve(T_GRID, entropies, T, max_entropy=math.log2(K), title="Entropy of softmax(z / T)")
+    efig.update_layout(height=430)
+    efig.update_xaxes(tickvals=TICKS_T, ticktext=[f"{t:g}" for t in TICKS_T])
+    efig.update_layout(showlegend=False)
+    efig.update_annotations(x=0, xanchor="left", yanchor="bottom")  # "uniform" away from the curve
+    g2.plotly_chart(efig, key="st_chart_entropy", width="stretch", theme=None)
+    others = np.delete(pT, int(cls))
+    top_wrong = int(np.delete(np.arange(K), int(cls))[np.argmax(others)])
+    st.markdown(f"At **T = {T:g}** the true class {classes[cls]} keeps **{100 * pT[cls]:.1f}%**; the other "
+                f"classes share **{100 * (1 - pT[cls]):.1f}%** (at T = 1 only {100 * (1 - p1[cls]):.2g}%). "
+                f"The teacher's best wrong guess: **{classes[top_wrong]}**. Entropy {entropy_bits(pT):.2f} bits "
+                f"(uniform: {math.log2(K):.2f}).")
+
+# ------------------------------------------------------------------ the distilled student
+st.subheader("Does the student think like its teacher?")
+found = state.distilled_student()
+if found is None:
+    st.info("No distilled student yet in this session. Train one in the Distillation lab and come back: "
+            "its soft targets will appear here beside the teacher's, for the same image and temperature.")
+    st.page_link("pages/lab.py", label="Open the Distillation lab", icon="🧪")
+else:
+    trainer, job = found
+    cfg = trainer.config
+    if cfg.dataset != ds_name:
+        st.info(f"Your last Lab run distilled a student on **{cfg.dataset}**; choose that dataset above to "
+                f"compare it with its teacher here.")
+    else:
+        cache_key = f"st_cache_student_{job.id}"
+        if cache_key not in st.session_state:
+            for old in [k for k in st.session_state if str(k).startswith("st_cache_student_")]:
+                del st.session_state[old]
+            with st.spinner("Running the student on the test set (once)…"):
+                st.session_state[cache_key] = {
+                    "distilled student": metrics.predict_logits(trainer.student, ds.x_test).numpy(),
+                    "scratch student": (metrics.predict_logits(trainer.baseline, ds.x_test).numpy()
+                                        if trainer.baseline is not None else None),
+                }
+        student_logits = {k: v for k, v in st.session_state[cache_key].items() if v is not None}
+        run_teacher = getattr(trainer, "teacher", None) or teacher
+        t_logits = state.test_logits(run_teacher.key, run_teacher.model, ds_name)
+        series = {f"teacher at T = {T:g}": softmax(t_logits[i], T)}
+        series.update({f"{name} at T = {T:g}": softmax(s[i], T) for name, s in student_logits.items()})
+        a, b = st.columns([2, 1], gap="large")
+        a.plotly_chart(legend_below(viz.prob_bars(series, classes, title=f"Soft targets at T = {T:g}: teacher vs students",
+                                                  highlight=int(cls), log=log_scale)),
+                       key="st_chart_student", width="stretch", theme=None)
+        with b:
+            st.markdown(f"The student (**{cfg.student}**, method **{cfg.method}**) was distilled at "
+                        f"**T = {cfg.temperature:g}** from **{run_teacher.arch}**.")
+            for name, s in student_logits.items():
+                st.metric(f"KL(p_T ‖ p_S) at T = {T:g}, {name}", f"{kl_at(t_logits[i], s[i], T):.3f} nats",
+                          help="How far this student's softened probabilities are from the teacher's on this image "
+                               "(0 = identical).")
+                st.caption(f"Average over the {len(y):,} test images: {kl_at(t_logits, s, T).mean():.3f} nats.")
+
+# ------------------------------------------------------------------ dark knowledge matrix
+st.subheader("Dark knowledge: which digits look alike to the teacher?")
+matrix = dark_knowledge(logits, y, K, T)
+pairs = confused_pairs(matrix)
+h1, h2 = st.columns([1.6, 1], gap="large")
+with h2:
+    hide_diag = st.toggle("Hide the diagonal", key="st_hide_diag",
+                          help="Drop each true class's own probability so the colour scale shows only the "
+                               "probabilities of the wrong classes.")
+    st.markdown(f"Row *c* is the teacher's softened probabilities at **T = {T:g}**, averaged over every test "
+                f"image of class *c* — each row sums to 1. Off the diagonal is the knowledge labels never "
+                f"carry.")
+    st.markdown("**Most confused pairs** (both directions added):\n" + "\n".join(
+        f"{n}. **{classes[a]} ↔ {classes[b]}** — {s:.3f}" for n, (a, b, s) in enumerate(pairs, 1)))
+    if T <= 1:
+        st.caption("Tip: at T ≤ 1 the off-diagonal is nearly zero; raise T or hide the diagonal.")
+with h1:
+    shown = matrix.copy()
+    if hide_diag:
+        np.fill_diagonal(shown, np.nan)
+    fig = viz.heatmap(shown, classes, classes, title=f"Average soft targets per true class, T = {T:g}",
+                      zmin=0, zmax=None if hide_diag else 1, xtitle="class the teacher assigns probability to",
+                      ytitle="true class", colorbar_title="p", height=520)
+    st.plotly_chart(fig, key="st_chart_dark", width="stretch", theme=None)
+    top = ", ".join(f"{classes[a]}↔{classes[b]}" for a, b, _ in pairs)
+    st.caption(f"Most confused pairs at T = {T:g}: {top}.")
+
+remember("st_dataset", "st_T", "st_log", "st_hide_diag", "st_class", "st_index")

@@ -1,0 +1,176 @@
+"""The Soft targets page (the app's default page), driven like a user would with AppTest:
+it names the teacher and its accuracy, the temperature slider reshapes the probabilities
+and moves the entropy marker, the gallery picks images, the dark-knowledge rows are
+distributions, a dataset without its files gives an error (not a crash), and without a
+Lab run the page points to the Lab. The teacher (mnist-mini) trains once and is then
+cached in the shared test home."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _chart(at: AppTest, key: str) -> dict:
+    for c in at.get("plotly_chart"):
+        if c.proto.id.endswith(key):
+            return json.loads(c.proto.spec)
+    raise AssertionError(f"no chart with key {key}; charts: {[c.proto.id for c in at.get('plotly_chart')]}")
+
+
+def _bars(at: AppTest) -> dict[str, list[float]]:
+    return {t["name"]: t["y"] for t in _chart(at, "st_chart_probs")["data"] if t["type"] == "bar"}
+
+
+def _current_bars(at: AppTest, T: str) -> np.ndarray:
+    return np.array(_bars(at)[f"teacher at T = {T}"])
+
+
+def _entropy_marker(at: AppTest) -> tuple[float, float]:
+    markers = [t for t in _chart(at, "st_chart_entropy")["data"] if t.get("mode") == "markers"]
+    assert len(markers) == 1
+    return markers[0]["x"][0], markers[0]["y"][0]
+
+
+def _texts(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+@pytest.fixture(scope="module")
+def first_run() -> AppTest:
+    return _app()
+
+
+def test_page_renders_and_names_the_teacher(first_run):
+    at = first_run
+    assert at.title[0].value.endswith("Soft targets")
+    text = _texts(at).replace("**", "")
+    assert re.search(r"Teacher \S+ trained on mnist-mini for \d+ epochs — \d+\.\d% test accuracy", text), text
+    assert at.selectbox(key="st_dataset").value == "mnist-mini"
+    assert at.select_slider(key="st_T").value == 4.0
+    assert any("exp(z_i / T)" in x.value for x in at.latex)
+    bars = _bars(at)
+    assert set(bars) == {"teacher at T = 1 (plain softmax)", "teacher at T = 4"}
+    for y in bars.values():
+        assert len(y) == 10 and abs(sum(y) - 1) < 1e-6
+
+
+def test_temperature_changes_probabilities_and_entropy_marker():
+    at = _app()
+    p4 = _current_bars(at, "4")
+    x4, h4 = _entropy_marker(at)
+    assert x4 == 4.0
+
+    at.select_slider(key="st_T").set_value(1.0).run()
+    assert not at.exception
+    p1 = _current_bars(at, "1")
+    assert np.allclose(p1, _bars(at)["teacher at T = 1 (plain softmax)"])
+    x1, h1 = _entropy_marker(at)
+
+    at.select_slider(key="st_T").set_value(20.0).run()
+    assert not at.exception
+    p20 = _current_bars(at, "20")
+    x20, h20 = _entropy_marker(at)
+
+    assert not np.allclose(p1, p4) and not np.allclose(p4, p20)
+    assert p20.max() < p4.max() < p1.max()  # flatter as T grows
+    assert p20.max() < 0.5 and p20.min() > 0.02  # nearly uniform at T = 20
+    assert (x1, x20) == (1.0, 20.0)
+    assert h1 < h4 < h20 <= np.log2(10) + 1e-9
+    # the argmax survives any temperature
+    assert p1.argmax() == p20.argmax()
+
+
+def test_picking_another_image_changes_image_and_label():
+    at = _app()
+    before = (at.number_input(key="st_class").value, at.number_input(key="st_index").value, _bars(at))
+    images_before = [i.proto.imgs[0].url for i in at.get("image")]
+    at.button(key="st_pick_clear_3").click().run()
+    assert not at.exception
+    assert at.number_input(key="st_class").value == 3
+    assert "True label: 3" in _texts(at)
+    after = (at.number_input(key="st_class").value, at.number_input(key="st_index").value, _bars(at))
+    assert after != before
+    images_after = [i.proto.imgs[0].url for i in at.get("image")]
+    assert images_after[-1] != images_before[-1]  # the large image is the last one on the page
+
+    at.button(key="st_pick_ambiguous_7").click().run()
+    assert "True label: 7" in _texts(at)
+    at.number_input(key="st_index").set_value(5).run()
+    assert not at.exception
+    assert at.number_input(key="st_index").value == 5 and "True label: 7" in _texts(at)
+
+
+def test_dark_knowledge_rows_are_distributions_and_pairs_are_named():
+    at = _app()
+    for T in (1.0, 4.0, 20.0):
+        at.select_slider(key="st_T").set_value(T).run()
+        z = np.array(_chart(at, "st_chart_dark")["data"][0]["z"], dtype=float)
+        assert z.shape == (10, 10)
+        assert np.allclose(z.sum(axis=1), 1.0, atol=1e-6)
+        assert (np.diag(z) > z.max(axis=1) - 1e-12).all() if T <= 4 else True
+    captions = "\n".join(c.value for c in at.caption)
+    assert "Most confused pairs at T = 20:" in captions and "↔" in captions
+    at.toggle(key="st_hide_diag").set_value(True).run()
+    z = np.array(_chart(at, "st_chart_dark")["data"][0]["z"], dtype=float)
+    assert np.isnan(np.diag(z)).all()
+
+
+def test_dataset_without_files_shows_an_error_and_the_page_stays_usable():
+    at = _app()
+    at.selectbox(key="st_dataset").set_value("mnist").run()
+    assert not at.exception
+    assert at.error and "mnist" in at.error[0].value and "downloads are off" in at.error[0].value
+    assert "mnist-mini" in _texts(at)  # still showing the last good dataset's teacher
+    at.select_slider(key="st_T").set_value(10.0).run()  # still usable
+    assert not at.exception and _entropy_marker(at)[0] == 10.0
+    at.selectbox(key="st_dataset").set_value("mnist-mini").run()
+    assert not at.exception and not at.error
+
+
+def test_without_a_lab_run_the_page_points_to_the_lab(first_run):
+    at = first_run
+    assert any("Distillation lab" in i.value for i in at.info)
+    assert any(link.proto.page.endswith("lab.py") or "lab" in link.proto.page for link in at.page_link)
+
+
+@pytest.mark.slow
+def test_distilled_student_is_compared_with_the_teacher():
+    from kd_app import state
+    from kd_core.config import Config
+
+    owner = "soft-targets-test"
+    job = state.job_manager().submit(Config(dataset="mnist-mini", epochs=1, batch_size=256, labeled_fraction=0.1),
+                                     owner=owner)
+    deadline = time.time() + 120
+    while not job.done and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.status == "finished", job.message
+
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["kd_session_id"] = owner
+    at.session_state["kd_lab_job_id"] = job.id
+    at.run()
+    assert not at.exception
+    spec = _chart(at, "st_chart_student")
+    names = [t["name"] for t in spec["data"] if t["type"] == "bar"]
+    assert names == ["teacher at T = 4", "distilled student at T = 4", "scratch student at T = 4"]
+    kls = [m for m in at.metric if "KL" in m.label]
+    assert len(kls) == 2 and all(float(m.value.split()[0]) >= 0 for m in kls)
+    at.select_slider(key="st_T").set_value(1.0).run()
+    assert [t["name"] for t in _chart(at, "st_chart_student")["data"]][0] == "teacher at T = 1"
