@@ -118,6 +118,17 @@ class Dataset:
         mean, std = self._stats(x)
         return (x * std + mean).clamp(0.0, 1.0)
 
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the split (labels and a sample of pixels): caches of models trained
+        on this data (teachers) are keyed by it, so a changed split never serves a stale model."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for t in (self.y_train, self.y_test, self.x_train[:: max(1, len(self.x_train) // 64)], self.x_test[:: max(1, len(self.x_test) // 64)]):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:12]
+
     def __iter__(self):
         """``xtr, ytr, xte, yte = load("digits")``."""
         return iter((self.x_train, self.y_train, self.x_test, self.y_test))

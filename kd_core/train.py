@@ -74,8 +74,10 @@ _teachers_guard = threading.Lock()
 
 
 def teacher_key(dataset: str, arch: str, epochs: int, seed: int = 0, train_subset: int | None = None) -> str:
-    return paths.key_of({"v": 1, "dataset": dataset, "arch": arch, "epochs": epochs, "seed": seed,
-                         "lr": TEACHER_LR, "batch": TEACHER_BATCH, "subset": train_subset})
+    """What produced a teacher: recipe, architecture and the exact data split it saw."""
+    ds = data_mod.load(dataset, train_subset=train_subset)
+    return paths.key_of({"v": 1, "dataset": dataset, "data": ds.fingerprint, "arch": arch, "epochs": epochs,
+                         "seed": seed, "lr": TEACHER_LR, "batch": TEACHER_BATCH, "subset": train_subset})
 
 
 def _epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
