@@ -80,3 +80,14 @@ def distilled_student():
     if job is None or job.status not in ("finished", "stopped") or job.trainer is None:
         return None
     return job.trainer, job
+
+
+def lab_snapshot():
+    """(snapshot, job) for this session's latest Lab job — running or ended — once it has
+    finished at least one epoch; else None. ``snapshot`` is ``Trainer.snapshot()``: frozen
+    eval-mode copies of the student, scratch baseline and method modules at the last epoch,
+    safe to run while training continues. Pages that draw live maps poll this."""
+    job = lab_job()
+    trainer = getattr(job, "trainer", None) if job is not None else None
+    snap = trainer.snapshot() if trainer is not None else None
+    return (snap, job) if snap is not None else None

@@ -254,6 +254,31 @@ class Trainer:
         self.steps: list[dict] = []  # one entry per step
         self.result: dict | None = None
         self.status = "created"
+        self._snapshot_lock = threading.Lock()
+        self._snapshot: dict | None = None
+
+    # ---------------------------------------------------------- models for the pages
+    def snapshot(self) -> dict | None:
+        """Frozen copies (eval mode, CPU) of the models as they were at the last epoch end or
+        at the end of the run: {"epoch", "student", "baseline", "modules", "teacher"}.
+        Safe to use from any thread while training goes on: pages draw feature maps from these,
+        never from the models being trained."""
+        with self._snapshot_lock:
+            return self._snapshot
+
+    def _take_snapshot(self, epoch: int) -> None:
+        def frozen(m):
+            if m is None:
+                return None
+            c = copy.deepcopy(m).cpu().eval()
+            for p in c.parameters():
+                p.requires_grad_(False)
+            return c
+
+        snap = {"epoch": epoch, "student": frozen(self.student), "baseline": frozen(self.baseline),
+                "modules": frozen(self.modules), "teacher": self.teacher.model, "pairs": [(p[0], p[1]) for p in self.pairs]}
+        with self._snapshot_lock:
+            self._snapshot = snap
 
     # ---------------------------------------------------------- control
     def stop(self) -> None:
@@ -371,10 +396,12 @@ class Trainer:
                 break
             ev = self._evaluate(epoch)
             self.history.append(ev)
+            self._take_snapshot(epoch)
             yield {"kind": "epoch", "elapsed": time.perf_counter() - t_start, **ev}
         if status == "stopped" and step > 0 and (not self.history or self.history[-1]["step"] != step):
             ev = self._evaluate(epoch, partial=True)
             self.history.append(ev)
+            self._take_snapshot(epoch)
             yield {"kind": "epoch", "elapsed": time.perf_counter() - t_start, **ev}
         self.status = status
         self.result = self._summary(status, message, step, total_steps, time.perf_counter() - t_start)
