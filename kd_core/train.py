@@ -439,8 +439,9 @@ class Trainer:
         s = metrics.predict_logits(self.student, self.x_test)
         y = self.ds.y_test
         ev = {"epoch": epoch, "step": len(self.steps), "partial": partial,
-              "student_acc": metrics.accuracy(s, y), "agreement": metrics.agreement(s, self.t_test_logits),
+              "student_acc": metrics.accuracy(s, y), "student_agreement": metrics.agreement(s, self.t_test_logits),
               "teacher_acc": metrics.accuracy(self.t_test_logits, y)}
+        ev["agreement"] = ev["student_agreement"]  # short alias
         if self.config.omit_class is not None:
             c = self.config.omit_class
             ev["student_omitted_acc"] = metrics.per_class_accuracy(s, y, self.ds.num_classes)[c]
@@ -467,7 +468,7 @@ class Trainer:
             out["train_seconds"] = self.train_seconds
             out["samples_per_second"] = samples / self.train_seconds if self.train_seconds > 0 else 0.0
             out["history"] = [{"epoch": h["epoch"], "test_accuracy": h[f"{loss_key}_acc"],
-                               "agreement": h[f"{loss_key}_agreement" if loss_key == "baseline" else "agreement"]}
+                               "agreement": h[f"{loss_key}_agreement"]}
                               for h in self.history if f"{loss_key}_acc" in h]
             return out
 

@@ -120,6 +120,11 @@ with controls:
     problem = None
     try:
         cfg.resolved().validate()
+        if method.needs_features:  # refuse impossible layer pairings before training
+            from kd_core.train import resolve_pairs
+
+            resolve_pairs(method, models.build(teacher_arch, info.in_shape, info.num_classes),
+                          models.build(student_arch, info.in_shape, info.num_classes), info.in_shape, cfg.parsed_pairs())
     except KDError as e:
         problem = str(e)
         st.error(problem)
