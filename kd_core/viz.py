@@ -24,8 +24,8 @@ def style(fig: go.Figure, title: str | None = None, height: int = 380) -> go.Fig
         title=dict(text=title, font=dict(size=FONT + 3)) if title else None,
         font=dict(size=FONT),
         height=height,
-        margin=dict(l=60, r=20, t=60 if title else 20, b=50),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        margin=dict(l=60, r=20, t=60 if title else 20, b=110),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
         template="plotly_white",
     )
     return fig

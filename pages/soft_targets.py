@@ -194,8 +194,8 @@ if not 0 <= st.session_state.st_index < counts[st.session_state.st_class]:
     st.session_state.st_index = 0
 
 with st.container(border=True):
-    st.markdown("**Pick a test image** — top row: digits the teacher is sure of; "
-                "bottom row: digits it hesitates on (still correct). Or choose by class and number below.")
+    st.markdown("**Pick a test image** — top row: images the teacher is sure of; "
+                "bottom row: images it hesitates on (still correct). Or choose by class and number below.")
     for row, label in (("clear", "clear"), ("ambiguous", "ambiguous")):
         cols = st.columns(K, gap="small")
         for c in range(K):
@@ -305,7 +305,7 @@ else:
                 st.caption(f"Average over the {len(y):,} test images: {kl_at(t_logits, s, T).mean():.3f} nats.")
 
 # ------------------------------------------------------------------ dark knowledge matrix
-st.subheader("Dark knowledge: which digits look alike to the teacher?")
+st.subheader("Dark knowledge: which classes look alike to the teacher?")
 matrix = dark_knowledge(logits, y, K, T)
 pairs = confused_pairs(matrix)
 h1, h2 = st.columns([1.6, 1], gap="large")

@@ -59,6 +59,7 @@ def first_run() -> AppTest:
 def test_page_renders_and_names_the_teacher(first_run):
     at = first_run
     assert at.title[0].value.endswith("Soft targets")
+    assert not at.warning
     text = _texts(at).replace("**", "")
     assert re.search(r"Teacher \S+ trained on mnist-mini for \d+ epochs — \d+\.\d% test accuracy", text), text
     assert at.selectbox(key="st_dataset").value == "mnist-mini"
@@ -147,6 +148,20 @@ def test_without_a_lab_run_the_page_points_to_the_lab(first_run):
     at = first_run
     assert any("Distillation lab" in i.value for i in at.info)
     assert any(link.proto.page.endswith("lab.py") or "lab" in link.proto.page for link in at.page_link)
+
+
+def test_choices_survive_a_visit_to_the_lab():
+    at = _app()
+    at.select_slider(key="st_T").set_value(10.0).run()
+    at.button(key="st_pick_clear_3").click().run()
+    at.toggle(key="st_log").set_value(True).run()
+    at.switch_page("pages/lab.py").run()
+    at.switch_page("pages/soft_targets.py").run()
+    assert not at.exception
+    assert at.select_slider(key="st_T").value == 10.0
+    assert at.number_input(key="st_class").value == 3 and "True label: 3" in _texts(at)
+    assert at.toggle(key="st_log").value is True
+    assert _chart(at, "st_chart_probs")["layout"]["yaxis"]["type"] == "log"
 
 
 @pytest.mark.slow
