@@ -44,6 +44,11 @@ def teacher(dataset_name: str, arch: str = "", epochs: int = 0) -> train.Teacher
     key = train.teacher_key(dataset_name, arch, epochs)
     if key in train._teachers:
         return train._teachers[key]
+    from kd_core import paths
+
+    if (paths.subdir("teachers") / key / "weights.safetensors").exists():
+        with st.spinner(f"Loading the cached teacher {arch}…"):
+            return train.get_teacher(dataset_name, arch, epochs)
     with st.status(f"Training the teacher {arch} on {dataset_name} (once; it is cached afterwards)…", expanded=True) as box:
         bar = st.progress(0.0, text="starting")
 

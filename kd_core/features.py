@@ -295,3 +295,13 @@ def load_student(path) -> tuple[nn.Module, nn.Module | None, dict]:
     if modules is not None:
         modules.eval()
     return student, modules, meta
+
+
+def tile_channels(channels: list[int], h: int, w: int, cols: int, gap: int = 1) -> np.ndarray:
+    """The channel number of every cell of a :func:`channel_grid` (NaN in gaps), for hover text."""
+    rows = max(1, math.ceil(len(channels) / cols))
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    for i, c in enumerate(channels):
+        r, k = divmod(i, cols)
+        out[r * (h + gap): r * (h + gap) + h, k * (w + gap): k * (w + gap) + w] = c
+    return out

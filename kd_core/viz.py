@@ -182,3 +182,90 @@ def to_display(x: np.ndarray) -> np.ndarray:
     """(C, H, W) in [0, 1] -> (H, W) for grey or (H, W, 3) for colour."""
     x = np.asarray(x)
     return x[0] if x.shape[0] == 1 else np.transpose(x, (1, 2, 0))
+
+
+# ---------------------------------------------------------------- feature maps
+# (the Feature maps page: channel grids, attention overlays, FitNets errors, layer similarity)
+
+def _bare_axes(fig: go.Figure) -> go.Figure:
+    fig.update_xaxes(visible=False, scaleanchor="y", constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
+    return fig
+
+
+def _role_title(title: str | None, role: str | None) -> dict | None:
+    if not title:
+        return None
+    c = colour(role) if role else "#222"
+    return dict(text=(f"<span style='color:{c}'>■</span> " if role else "") + title, font=dict(size=FONT + 1, color="#222"))
+
+
+def map_figure(m: np.ndarray, title: str | None = None, role: str | None = None, colorscale: str = SEQUENTIAL,
+               zmin=0.0, zmax=None, colorbar_title: str = "", hover: str = "%{z:.3f}", customdata=None,
+               height: int = 340, showscale: bool = True) -> go.Figure:
+    """A 2-D map (feature tiles, an attention map, an error map) as a square heatmap without
+    axes, rows top to bottom; NaN cells (gaps between tiles) stay blank. ``role`` (teacher,
+    scratch, distilled) puts the role's colour mark in the title."""
+    z = np.asarray(m, dtype=float)
+    fig = go.Figure(go.Heatmap(
+        z=np.where(np.isfinite(z), z, None).tolist(), colorscale=colorscale, zmin=zmin, zmax=zmax,
+        customdata=None if customdata is None else np.where(np.isfinite(customdata), customdata, None).tolist(),
+        hovertemplate=hover + "<extra></extra>", showscale=showscale, hoverongaps=False,
+        colorbar=dict(title=colorbar_title, thickness=14, len=0.85)))
+    _bare_axes(fig)
+    fig = style(fig, None, height)
+    fig.update_layout(title=_role_title(title, role), margin=dict(l=5, r=5, t=48 if title else 5, b=5),
+                      plot_bgcolor="white")
+    return fig
+
+
+def feature_grid(grid: np.ndarray, title: str | None = None, role: str | None = None, channel_ids=None,
+                 height: int = 340, showscale: bool = True) -> go.Figure:
+    """Channels of one layer tiled in a grid (see ``features.channel_grid``): |activation|
+    on one scale per layer, 1 = the layer's strongest shown value."""
+    hover = "channel %{customdata:.0f}<br>|a| = %{z:.2f}" if channel_ids is not None else "|a| = %{z:.2f}"
+    return map_figure(grid, title, role, colorscale=SEQUENTIAL, zmin=0.0, zmax=1.0, colorbar_title="|a|",
+                      hover=hover, customdata=channel_ids, height=height, showscale=showscale)
+
+
+def overlay_figure(image: np.ndarray, attention: np.ndarray, title: str | None = None, role: str | None = None,
+                   opacity: float = 0.6, height: int = 340) -> go.Figure:
+    """An attention map (H, W) in [0, 1] laid over its input image ((H, W) grey or
+    (H, W, 3) colour, in [0, 1]); the attention trace is the last one."""
+    img = np.asarray(image, dtype=float)
+    fig = go.Figure()
+    if img.ndim == 2:
+        fig.add_heatmap(z=img.tolist(), colorscale="gray", zmin=0, zmax=1, showscale=False, hoverinfo="skip",
+                        name="image")
+    else:
+        fig.add_trace(go.Image(z=(np.clip(img, 0, 1) * 255).astype(np.uint8), hoverinfo="skip", name="image"))
+    a = np.asarray(attention, dtype=float)
+    fig.add_heatmap(z=a.tolist(), colorscale="Inferno", zmin=0, zmax=1, opacity=opacity, name="attention",
+                    colorbar=dict(title="attention", thickness=14, len=0.85),
+                    hovertemplate="row %{y}, col %{x}: %{z:.2f}<extra>attention</extra>")
+    _bare_axes(fig)
+    fig = style(fig, None, height)
+    fig.update_layout(title=_role_title(title, role), margin=dict(l=5, r=5, t=48 if title else 5, b=5))
+    return fig
+
+
+def similarity_bars(labels: list[str], series: dict[str, list[float]], title: str | None = None,
+                    ytitle: str = "similarity to the teacher", marked: list[bool] | None = None,
+                    height: int = 420) -> go.Figure:
+    """Grouped bars per layer pair, one bar per student (role colours), 1 = the teacher
+    itself. ``marked`` pairs (e.g. the pairs a method trained on) get a star."""
+    names = [f"★ {l}" if marked and marked[i] else l for i, l in enumerate(labels)]
+    fig = go.Figure()
+    for i, (name, vals) in enumerate(series.items()):
+        fig.add_bar(x=names, y=[None if v is None or v != v else v for v in vals], name=name,
+                    marker_color=colour(name, i), text=[("" if v is None or v != v else f"{v:.2f}") for v in vals],
+                    textposition="outside", hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>")
+    fig.add_hline(y=1.0, line_color=TEACHER, line_dash="dash", line_width=2,
+                  annotation_text="teacher (itself)", annotation_position="top left", annotation_font_color=TEACHER)
+    fig.update_layout(barmode="group", bargap=0.25)
+    fig.update_xaxes(type="category", title="teacher layer ↔ student layer")
+    fig.update_yaxes(title=ytitle, range=[0, 1.12])
+    fig = style(fig, title, height)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.28, xanchor="center", x=0.5),
+                      margin=dict(b=120))
+    return fig

@@ -75,21 +75,66 @@ with controls:
 
     pairs: list[str] = []
     if method.needs_features:
+        # Layer pairs by the models' real module names: the taps (stages, embedding) first;
+        # "every named layer" offers all modules. Impossible pairings are refused below
+        # (resolve_pairs) with an error that keeps Train disabled.
+        from kd_core.features import aligned_pairs
+
         try:
             t_model = models.build(teacher_arch, info.in_shape, info.num_classes)
             s_model = models.build(student_arch, info.in_shape, info.num_classes)
-            t_taps, s_taps = t_model.tap_names, s_model.tap_names
+            t_shapes = models.module_shapes(t_model, info.in_shape)
+            s_shapes = models.module_shapes(s_model, info.in_shape)
             kind = method.tap_kind if method.tap_kind != "any" else method.prefer
             try:
                 dt, ds_ = models.default_pair(t_model, s_model, info.in_shape, kind)
             except KDError:
                 dt, ds_ = models.default_pair(t_model, s_model, info.in_shape, "vector")
-            p1, p2 = st.columns(2)
-            tl = p1.selectbox("Teacher layer", t_taps, index=t_taps.index(dt) if dt in t_taps else 0,
-                              key=f"lab_tl_{teacher_arch}", help="The teacher's layer whose features guide the student.")
-            sl = p2.selectbox("Student layer", s_taps, index=s_taps.index(ds_) if ds_ in s_taps else 0,
-                              key=f"lab_sl_{student_arch}", help="The student's layer that is matched to it.")
-            pairs = [f"{tl}:{sl}"]
+            suggested = [(dt, ds_)] + [pr for pr in reversed(aligned_pairs(t_model, s_model, info.in_shape))
+                                       if pr != (dt, ds_) and pr[0] in t_model.tap_names and pr[1] in s_model.tap_names
+                                       and (method.tap_kind != "spatial" or len(t_shapes[pr[0]]) == len(s_shapes[pr[1]]) == 3)]
+            n_pairs = 1
+            if method.multi_pair:
+                n_pairs = int(st.number_input(
+                    "Layer pairs", 1, 4, value=1, key=f"lab_npairs_{method.name}",
+                    help="How many teacher/student layers are matched. The paper of attention transfer matches the "
+                         "end of every stage; each pair adds its own term to the loss."))
+            with st.expander("All layers", expanded=False):
+                every = st.toggle("Offer every named layer", key="lab_all_layers",
+                                  help="List every module of both networks (e.g. stage2.0.conv1), not only the stage "
+                                       "outputs and the embedding.")
+                st.caption("Output shape (channels × height × width, or a vector) of each named layer:")
+                l1, l2 = st.columns(2)
+                l1.dataframe(pd.DataFrame({"teacher layer": list(t_shapes),
+                                           "shape": ["×".join(map(str, v)) for v in t_shapes.values()]}),
+                             hide_index=True, height=200, key="lab_layers_teacher")
+                l2.dataframe(pd.DataFrame({"student layer": list(s_shapes),
+                                           "shape": ["×".join(map(str, v)) for v in s_shapes.values()]}),
+                             hide_index=True, height=200, key="lab_layers_student")
+            t_opts = list(t_shapes) if every else list(t_model.tap_names)
+            s_opts = list(s_shapes) if every else list(s_model.tap_names)
+
+            def shape_of(shapes):
+                return lambda n: f"{n}  ({'×'.join(map(str, shapes[n]))})" if n in shapes else n
+
+            for i in range(n_pairs):
+                kt = f"lab_tl_{teacher_arch}" + (f"_{i + 1}" if i else "")
+                ks = f"lab_sl_{student_arch}" + (f"_{i + 1}" if i else "")
+                for k, opts in ((kt, t_opts), (ks, s_opts)):
+                    if k in st.session_state and st.session_state[k] not in opts:
+                        del st.session_state[k]  # a module of the full list, now hidden
+                want_t, want_s = suggested[min(i, len(suggested) - 1)]
+                num = f" {i + 1}" if n_pairs > 1 else ""
+                p1, p2 = st.columns(2)
+                tl = p1.selectbox(f"Teacher layer{num}", t_opts, index=t_opts.index(want_t) if want_t in t_opts else 0,
+                                  key=kt, format_func=shape_of(t_shapes),
+                                  help="The teacher's layer whose features guide the student (output shape in brackets).")
+                sl = p2.selectbox(f"Student layer{num}", s_opts, index=s_opts.index(want_s) if want_s in s_opts else 0,
+                                  key=ks, format_func=shape_of(s_shapes),
+                                  help="The student's layer that is matched to it (output shape in brackets).")
+                pairs.append(f"{tl}:{sl}")
+            if len(set(pairs)) < len(pairs):
+                st.warning("The same layer pair is listed twice: its term counts double.")
         except KDError as e:
             st.error(str(e))
 
