@@ -13,15 +13,33 @@ from kd_core import data, metrics, train
 from kd_core.jobs import JobManager
 
 
+def _session_alive(owner: str) -> bool:
+    """Whether the browser session that owns a job is still connected."""
+    from streamlit.runtime import Runtime
+
+    if not Runtime.exists():  # headless (AppTest): no browser sessions to lose
+        return True
+    return Runtime.instance().is_active_session(owner)
+
+
 @st.cache_resource
 def job_manager() -> JobManager:
-    """One job manager for the whole server: it limits how many trainings run at once."""
-    return JobManager()
+    """One job manager for the whole server: it limits how many trainings run at once
+    (KD_PLAYGROUND_MAX_JOBS, default: one per CPU core, each job on one torch thread) and
+    stops the jobs of sessions whose tab was closed, after a grace period."""
+    import os
+
+    grace = float(os.environ.get("KD_PLAYGROUND_GRACE_SECONDS", "60"))
+    return JobManager(is_alive=_session_alive, grace_seconds=grace)
 
 
 def session_id() -> str:
+    """This browser session's id: owner of its jobs (each session sees only its own)."""
     if "kd_session_id" not in st.session_state:
-        st.session_state.kd_session_id = uuid.uuid4().hex
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        st.session_state.kd_session_id = ctx.session_id if ctx is not None else uuid.uuid4().hex
     return st.session_state.kd_session_id
 
 

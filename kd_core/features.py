@@ -50,23 +50,25 @@ def top_channels(feat: Tensor, k: int) -> list[int]:
 
 
 def channel_grid(feat: Tensor, channels: list[int] | None = None, k: int = 16, gap: int = 1,
-                 scale: float | None = None) -> tuple[np.ndarray, list[int], int]:
+                 scale: float | None = None, signed: bool = False) -> tuple[np.ndarray, list[int], int]:
     """Tile channels of one (C, H, W) feature map into a near-square grid for display.
 
     Returns (grid, channels, columns): ``grid`` is (rows*(H+gap)-gap, cols*(W+gap)-gap) with
     NaN in the gaps and empty tiles; values are |activation| divided by ``scale`` (default:
     the largest shown value), so one layer's channels share one scale and a dead channel
-    looks dark. ``channels`` defaults to the ``k`` strongest (see :func:`top_channels`).
+    looks dark; ``signed`` keeps the sign (values over ``scale``, e.g. a regressed map shown
+    on its target's scale). ``channels`` defaults to the ``k`` strongest (:func:`top_channels`).
     """
     if feat.dim() != 3:
         raise ValueError(f"channel_grid needs one (C, H, W) map, got shape {tuple(feat.shape)}")
     if channels is None:
         channels = top_channels(feat, k)
-    tiles = feat[channels].abs().double().numpy()
+    tiles = feat[channels].double()
+    tiles = (tiles if signed else tiles.abs()).numpy()
     n, h, w = tiles.shape
     cols = max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / cols))
-    top = scale if scale is not None else (float(tiles.max()) if n else 1.0)
+    top = scale if scale is not None else (float(np.abs(tiles).max()) if n else 1.0)
     top = top if top > 0 else 1.0
     grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
     for i in range(n):

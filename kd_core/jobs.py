@@ -125,15 +125,63 @@ class Job:
 
 
 class JobManager:
-    """Runs jobs in daemon threads, at most ``max_running`` at once; the rest wait in order."""
+    """Runs jobs in daemon threads, at most ``max_running`` at once; the rest wait in order.
 
-    def __init__(self, max_running: int | None = None):
+    ``is_alive(owner) -> bool`` (optional) tells whether a job's owner (a browser session)
+    is still connected. A watchdog drops the queued jobs of an owner that has been gone for
+    ``grace_seconds`` and stops its running job (which keeps its partial results), so a
+    closed tab never holds a trainer. Finished jobs are forgotten after ``keep_seconds``
+    so memory stays bounded as sessions come and go.
+    """
+
+    def __init__(self, max_running: int | None = None, is_alive=None, grace_seconds: float = 60.0,
+                 keep_seconds: float = 3600.0, watch_every: float = 5.0):
         cpus = os.cpu_count() or 1
-        self.max_running = max_running or int(os.environ.get("KD_PLAYGROUND_MAX_JOBS", 0)) or max(1, cpus // 2)
+        self.max_running = max_running or int(os.environ.get("KD_PLAYGROUND_MAX_JOBS", 0)) or cpus
         self._slots = threading.Semaphore(self.max_running)
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._queue: list[int] = []
+        self.is_alive = is_alive
+        self.grace_seconds = grace_seconds
+        self.keep_seconds = keep_seconds
+        self._gone_since: dict[str, float] = {}
+        if is_alive is not None:
+            self._watch_every = watch_every
+            threading.Thread(target=self._watch, name="kd-job-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self._watch_every)
+            try:
+                self.reap()
+            except Exception:  # the watchdog must never die
+                traceback.print_exc()
+
+    def reap(self, now: float | None = None) -> list[Job]:
+        """Stop the jobs of owners gone for longer than the grace period; forget old jobs.
+        Returns the jobs stopped."""
+        now = time.time() if now is None else now
+        with self._lock:
+            jobs = list(self._jobs.values())
+        stopped = []
+        owners = {j.owner for j in jobs if not j.done}
+        for owner in owners:
+            if self.is_alive is None or self.is_alive(owner):
+                self._gone_since.pop(owner, None)
+                continue
+            since = self._gone_since.setdefault(owner, now)
+            if now - since >= self.grace_seconds:
+                for j in jobs:
+                    if j.owner == owner and not j.done:
+                        j.stop()
+                        j.message = j.message or "stopped: the browser session closed"
+                        stopped.append(j)
+        with self._lock:
+            for j in jobs:
+                if j.done and j.ended is not None and now - j.ended > self.keep_seconds:
+                    self._jobs.pop(j.id, None)
+        return stopped
 
     def submit(self, config: Config, owner: str = "", on_end=None) -> Job:
         config.resolved().validate()  # refuse bad configs now, in the caller's thread
@@ -154,7 +202,8 @@ class JobManager:
     def queue_position(self, job: Job) -> int | None:
         """1 for the next job to start; None when the job is not waiting."""
         with self._lock:
-            return self._queue.index(job.id) + 1 if job.id in self._queue else None
+            waiting = [i for i in self._queue if not self._jobs[i].done] if job.id in self._queue else []
+            return waiting.index(job.id) + 1 if job.id in waiting else None
 
     def get(self, job_id: int, owner: str | None = None) -> Job | None:
         with self._lock:
