@@ -39,9 +39,21 @@ controls, output = st.columns([1, 2.2], gap="large")
 # ------------------------------------------------------------------ controls
 with controls:
     st.subheader("Set-up")
-    ds_name = st.selectbox("Dataset", list(data.DATASETS), key="lab_dataset",
+    def _check_dataset() -> None:
+        """Stay on the last working dataset when the new one cannot be loaded (e.g. offline)."""
+        name = st.session_state.lab_dataset
+        try:
+            state.dataset(name)
+            st.session_state.lab_good_dataset = name
+        except KDError as e:
+            st.session_state.lab_dataset_error = str(e)
+            st.session_state.lab_dataset = st.session_state.get("lab_good_dataset", D.dataset)
+
+    ds_name = st.selectbox("Dataset", list(data.DATASETS), key="lab_dataset", on_change=_check_dataset,
                            format_func=lambda n: f"{n} — {data.DATASETS[n].title}",
                            help="The embedded datasets need no download. mnist-mini: 5,000 real MNIST digits.")
+    if "lab_dataset_error" in st.session_state:
+        st.error(st.session_state.pop("lab_dataset_error") + " — staying on " + ds_name + ".")
     info = data.DATASETS[ds_name]
     t_default, s_default = models.preset(ds_name)
     choices = models.suggested_models(ds_name)

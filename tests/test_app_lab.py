@@ -95,3 +95,12 @@ def test_stop_ends_the_run_and_keeps_what_it_learned():
     poll(at, lambda a: len(a.get("dataframe")) > 0, timeout=60)
     assert any("Stopped" in s.value for s in at.success)
     assert not at.button(key="lab_train").disabled
+
+
+def test_a_dataset_that_is_not_on_disk_keeps_the_last_working_one():
+    at = open_lab()
+    at.selectbox(key="lab_dataset").set_value("mnist").run()  # offline in tests, files absent
+    assert not at.exception
+    assert any("mnist" in e.value and "staying on mnist-mini" in e.value for e in at.error)
+    assert at.selectbox(key="lab_dataset").value == "mnist-mini"
+    assert not at.button(key="lab_train").disabled
