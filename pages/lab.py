@@ -254,6 +254,12 @@ def draw_results(snap: dict) -> None:
     if not r:
         return
     st.subheader("Results")
+    c = r["config"]
+    st.caption(f"Run #{snap['id']}: {c['method']} from {c['teacher']} to {c['student']} on {c['dataset']}, "
+               f"T = {c['temperature']:g}, alpha = {c['alpha']:g}, {c['epochs']} epochs, "
+               f"{c['labeled_fraction']:.0%} of labels"
+               + (f", class {c['omit_class']} omitted" if c.get("omit_class") is not None else "")
+               + f", seed {c['seed']}.")
     rows = []
     for role, label in (("teacher", "teacher"), ("student", "distilled student"), ("baseline", "scratch student")):
         m = r.get(role)
