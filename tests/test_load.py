@@ -1,0 +1,96 @@
+"""A classroom on one server: the real app server, N concurrent browser sessions (20 by
+default) each starting a short run from the Lab. Every run finishes (some after waiting in
+the queue), the health endpoint answers within a second throughout, and every session sees
+its own run (each uses its own seed, shown in its results).
+
+Longer mode: KD_LOAD_SESSIONS=30 KD_LOAD_EPOCHS=3 .venv/bin/python -m pytest tests/test_load.py -s
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from test_browser import ARGS, CHROMIUM, IDLE, _open, _require_browser, server  # noqa: F401 (fixture)
+
+SESSIONS = int(os.environ.get("KD_LOAD_SESSIONS", "20"))
+EPOCHS = int(os.environ.get("KD_LOAD_EPOCHS", "1"))
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _health_probe(url: str, stop: threading.Event, worst: list[float], failures: list[str]):
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as r:
+                r.read()
+            worst.append(time.perf_counter() - t0)
+        except OSError as e:
+            failures.append(repr(e))
+        stop.wait(0.25)
+
+
+def _choose(page, label: str, option: str):
+    box = page.locator("[data-testid='stSelectbox']").filter(has_text=label).first
+    box.click()
+    page.get_by_role("option", name=option).first.click()
+    page.wait_for_timeout(300)
+    page.wait_for_selector(IDLE, timeout=60_000)
+
+
+def _fill(page, label: str, value: str):
+    field = page.get_by_label(label, exact=True)
+    field.fill(value)
+    field.press("Enter")
+    page.wait_for_timeout(300)
+    page.wait_for_selector(IDLE, timeout=60_000)
+
+
+def test_twenty_sessions_train_at_once(server):  # noqa: F811
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    stop = threading.Event()
+    latencies: list[float] = []
+    failures: list[str] = []
+    probe = threading.Thread(target=_health_probe, args=(server, stop, latencies, failures), daemon=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            warm = browser.new_page()
+            _open(warm, server)  # the first session initialises the navigation
+            warm.close()
+            probe.start()
+            pages = []
+            t_start = time.time()
+            for i in range(SESSIONS):
+                page = browser.new_context().new_page()
+                _open(page, f"{server}/lab")
+                _choose(page, "Dataset", "digits")
+                _fill(page, "Epochs", str(EPOCHS))
+                _fill(page, "Seed", str(100 + i))
+                page.get_by_role("button", name="▶ Train").click()
+                pages.append(page)
+                print(f"session {i + 1} started at {time.time() - t_start:.0f} s", flush=True)
+            for i, page in enumerate(pages):
+                page.get_by_text("Results").first.wait_for(timeout=600_000)
+                page.wait_for_timeout(500)
+                caption = page.get_by_text(re.compile(r"^Run #\d+:")).first.inner_text()
+                assert f"seed {100 + i}." in caption, caption  # its own run, nobody else's
+                assert page.locator("[data-testid='stException']").count() == 0
+            elapsed = time.time() - t_start
+        finally:
+            stop.set()
+            browser.close()
+    probe.join(5)
+    assert not failures, failures[:3]
+    assert latencies and max(latencies) < 1.0, f"slowest health answer {max(latencies):.2f} s"
+    print(f"\n{SESSIONS} sessions x {EPOCHS} epoch(s): all finished in {elapsed:.0f} s; "
+          f"health p50 {sorted(latencies)[len(latencies) // 2] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
+          f"over {len(latencies)} probes")
