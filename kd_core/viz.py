@@ -220,11 +220,13 @@ def map_figure(m: np.ndarray, title: str | None = None, role: str | None = None,
 
 
 def feature_grid(grid: np.ndarray, title: str | None = None, role: str | None = None, channel_ids=None,
-                 height: int = 340, showscale: bool = True) -> go.Figure:
+                 height: int = 340, showscale: bool = True, signed: bool = False) -> go.Figure:
     """Channels of one layer tiled in a grid (see ``features.channel_grid``): |activation|
-    on one scale per layer, 1 = the layer's strongest shown value."""
-    hover = "channel %{customdata:.0f}<br>|a| = %{z:.2f}" if channel_ids is not None else "|a| = %{z:.2f}"
-    return map_figure(grid, title, role, colorscale=SEQUENTIAL, zmin=0.0, zmax=1.0, colorbar_title="|a|",
+    (or the signed value) on one scale per layer, 1 = the layer's strongest shown value;
+    values outside [0, 1] take the end colours (the hover shows them)."""
+    a = "a" if signed else "|a|"
+    hover = f"channel %{{customdata:.0f}}<br>{a} = %{{z:.2f}}" if channel_ids is not None else f"{a} = %{{z:.2f}}"
+    return map_figure(grid, title, role, colorscale=SEQUENTIAL, zmin=0.0, zmax=1.0, colorbar_title=a,
                       hover=hover, customdata=channel_ids, height=height, showscale=showscale)
 
 
@@ -259,9 +261,10 @@ def similarity_bars(labels: list[str], series: dict[str, list[float]], title: st
     for i, (name, vals) in enumerate(series.items()):
         fig.add_bar(x=names, y=[None if v is None or v != v else v for v in vals], name=name,
                     marker_color=colour(name, i), text=[("" if v is None or v != v else f"{v:.2f}") for v in vals],
-                    textposition="outside", hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>")
+                    textposition="inside", insidetextanchor="end", textfont=dict(color="white", size=FONT - 1),
+                    hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>")
     fig.add_hline(y=1.0, line_color=TEACHER, line_dash="dash", line_width=2,
-                  annotation_text="teacher (itself)", annotation_position="top left", annotation_font_color=TEACHER)
+                  annotation_text="teacher = 1", annotation_position="top right", annotation_font_color=TEACHER)
     fig.update_layout(barmode="group", bargap=0.25)
     fig.update_xaxes(type="category", title="teacher layer ↔ student layer")
     fig.update_yaxes(title=ytitle, range=[0, 1.12])

@@ -102,9 +102,13 @@ with controls:
                 dt, ds_ = models.default_pair(t_model, s_model, info.in_shape, kind)
             except KDError:
                 dt, ds_ = models.default_pair(t_model, s_model, info.in_shape, "vector")
-            suggested = [(dt, ds_)] + [pr for pr in reversed(aligned_pairs(t_model, s_model, info.in_shape))
-                                       if pr != (dt, ds_) and pr[0] in t_model.tap_names and pr[1] in s_model.tap_names
-                                       and (method.tap_kind != "spatial" or len(t_shapes[pr[0]]) == len(s_shapes[pr[1]]) == 3)]
+            # defaults: the trainer's own pair, then the other pairs at the same relative depth
+            # (deepest first, the method's preferred kind of layer first)
+            others = [pr for pr in reversed(aligned_pairs(t_model, s_model, info.in_shape))
+                      if pr != (dt, ds_) and pr[0] in t_model.tap_names and pr[1] in s_model.tap_names
+                      and (method.tap_kind != "spatial" or len(t_shapes[pr[0]]) == len(s_shapes[pr[1]]) == 3)]
+            others.sort(key=lambda pr: models.tap_kind(t_shapes[pr[0]]) != kind)
+            suggested = [(dt, ds_)] + others
             n_pairs = 1
             if method.multi_pair:
                 n_pairs = int(st.number_input(
@@ -130,8 +134,9 @@ with controls:
                 return lambda n: f"{n}  ({'×'.join(map(str, shapes[n]))})" if n in shapes else n
 
             for i in range(n_pairs):
-                kt = f"lab_tl_{teacher_arch}" + (f"_{i + 1}" if i else "")
-                ks = f"lab_sl_{student_arch}" + (f"_{i + 1}" if i else "")
+                # keyed by method too: switching method starts from that method's sensible pair
+                kt = f"lab_tl_{method.name}_{teacher_arch}" + (f"_{i + 1}" if i else "")
+                ks = f"lab_sl_{method.name}_{student_arch}" + (f"_{i + 1}" if i else "")
                 for k, opts in ((kt, t_opts), (ks, s_opts)):
                     if k in st.session_state and st.session_state[k] not in opts:
                         del st.session_state[k]  # a module of the full list, now hidden

@@ -61,6 +61,15 @@ def server():
     else:
         proc.kill()
         pytest.fail("the app did not answer /_stcore/health within 90 s")
+    # the first session on a fresh server registers the navigation; a deep link opened
+    # before that shows Streamlit's "page not found" dialog (streamlit#9992)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        p = b.new_page()
+        _open(p, url)
+        b.close()
     yield url
     proc.terminate()
     try:
@@ -93,7 +102,7 @@ def _no_exception(page):
     assert boxes.count() == 0, boxes.first.inner_text()
 
 
-PAGES = [("soft-targets", "Soft targets"), ("lab", "Distillation lab")]
+PAGES = [("soft-targets", "Soft targets"), ("lab", "Distillation lab"), ("feature-maps", "Feature maps")]
 
 
 @pytest.mark.parametrize("path,title", PAGES)
@@ -112,7 +121,7 @@ def test_a_short_training_run_from_the_lab(server, browser):
     page = browser.new_page(viewport={"width": 1600, "height": 1100})
     _open(page, f"{server}/lab")
     # one epoch keeps the test short: set it in the number input, then train
-    epochs = page.get_by_label("Epochs")
+    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("1")
     epochs.press("Enter")
     page.wait_for_timeout(500)
