@@ -1,16 +1,21 @@
 """Model registry: MLPs, small CNNs and CIFAR-style ResNets built from a name, plus
-feature taps by forward hooks on named modules (any ``nn.Module`` works) and profiling
-(parameters, FLOPs, CPU latency).
+feature taps by forward hooks on named modules (any ``nn.Module`` works), profiling
+(parameters, FLOPs, CPU latency) and safetensors weights.
 
 Names: ``mlp-64-32`` (hidden widths), ``cnn-8-16`` (channels per stage, optional ``-h32``
 for the hidden width), ``resnet8`` / ``resnet20`` (depth 6n+2, optional ``x2`` width).
-Every model here has the taps ``stage1..stageK`` (spatial) or ``layer1..`` (vector),
-``embed`` (the penultimate vector) and ``fc`` (the logits).
+Every model built here has the taps ``stage1..stageK`` (spatial) or ``layer1..`` (vector),
+``embed`` (the penultimate vector) and ``fc`` (the logits), and carries ``model.arch``
+and ``model.tap_names``.
+
+ReLUs are never in-place, so a hook on any submodule (a BatchNorm inside a stage, say)
+sees that module's own output, not a later layer's overwrite of it.
 """
 
 from __future__ import annotations
 
-import io
+import copy
+import math
 import os
 import re
 import statistics
@@ -38,12 +43,14 @@ PRESETS: dict[str, dict[str, str]] = {
 # ---------------------------------------------------------------- architectures
 
 class MLP(nn.Module):
+    """Flatten, then Linear+ReLU layers ``layer1..`` with the last one named ``embed``, then ``fc``."""
+
     def __init__(self, in_shape, num_classes: int, widths: list[int]):
         super().__init__()
-        d = int(torch.tensor(in_shape).prod())
+        d = math.prod(in_shape)
         names = [f"layer{i + 1}" for i in range(len(widths) - 1)] + ["embed"]
         for name, w in zip(names, widths):
-            self.add_module(name, nn.Sequential(nn.Linear(d, w), nn.ReLU(inplace=True)))
+            self.add_module(name, nn.Sequential(nn.Linear(d, w), nn.ReLU()))
             d = w
         self.fc = nn.Linear(d, num_classes)
         self.tap_names = names
@@ -56,20 +63,22 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
+    """Stages of Conv3x3-BN-ReLU-MaxPool2, then ``embed`` (Flatten, Linear, ReLU), then ``fc``."""
+
     def __init__(self, in_shape, num_classes: int, channels: list[int], hidden: int | None = None):
         super().__init__()
         c, h, w = in_shape
         names = []
         for i, out in enumerate(channels):
-            layers = [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
-            if min(h, w) >= 2:
+            layers = [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            if min(h, w) >= 2:  # a 1-pixel map cannot be pooled any further
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             self.add_module(f"stage{i + 1}", nn.Sequential(*layers))
             names.append(f"stage{i + 1}")
             c = out
         hidden = hidden or 2 * channels[-1]
-        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(inplace=True))
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU())
         self.fc = nn.Linear(hidden, num_classes)
         self.stage_names = names
         self.tap_names = names + ["embed"]
@@ -81,6 +90,8 @@ class CNN(nn.Module):
 
 
 class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual; a 1x1 conv shortcut (option B) when the shape changes."""
+
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -104,8 +115,8 @@ class ResNet(nn.Module):
         super().__init__()
         n = (depth - 2) // 6
         c = 16 * width
-        self.stem = nn.Sequential(nn.Conv2d(in_shape[0], c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
-        stages, cin = [], c
+        self.stem = nn.Sequential(nn.Conv2d(in_shape[0], c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        cin = c
         for i, (cout, stride) in enumerate([(16 * width, 1), (32 * width, 2), (64 * width, 2)]):
             blocks = [BasicBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(n)]
             self.add_module(f"stage{i + 1}", nn.Sequential(*blocks))
@@ -148,13 +159,16 @@ def _parse(name: str):
             return "cnn", chans, hidden
     elif m := _RESNET.match(name):
         depth, width = int(m.group(1)), int(m.group(2) or 1)
-        if depth >= 8 and (depth - 2) % 6 == 0 and depth <= 110 and 1 <= width <= 8:
+        if 8 <= depth <= 110 and (depth - 2) % 6 == 0 and 1 <= width <= 8:
             return "resnet", depth, width
-        raise ConfigError(f"unknown model '{name}': ResNet depth must be 6n+2 (8, 14, 20, 32, ...), width 1-8")
-    raise ConfigError(f"unknown model '{name}'; allowed forms: {FORMS}")
+        raise ConfigError(f"unknown model '{name}': ResNet depth must be 6n+2 (8, 14, 20, 32, ... 110) "
+                          f"and width 1-8; allowed forms: {FORMS}")
+    raise ConfigError(f"unknown model '{name}'; allowed forms: {FORMS} "
+                      f"(widths 1-16384, 1-6 CNN stages of 1-1024 channels)")
 
 
 def build(name: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The model called ``name`` for inputs of ``in_shape`` (C, H, W); ``forward`` gives logits."""
     kind, a, b = _parse(name)
     if kind == "mlp":
         model = MLP(in_shape, num_classes, a)
@@ -167,6 +181,7 @@ def build(name: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Mod
 
 
 def preset(dataset: str) -> tuple[str, str]:
+    """(teacher, student) names for a dataset."""
     try:
         p = PRESETS[dataset]
     except KeyError:
@@ -179,42 +194,49 @@ def suggested_models(dataset: str) -> list[str]:
     t, s = preset(dataset)
     extra = ["resnet20", "resnet14", "resnet8", "cnn-16-32"] if dataset == "cifar10" else \
         ["cnn-16-32", "cnn-4-8", "mlp-256-128", "mlp-64", "mlp-32", "cnn-32-64-128"]
-    out = []
-    for n in [t, s] + extra:
-        if n not in out:
-            out.append(n)
-    return out
+    return list(dict.fromkeys([t, s] + extra))
 
 
 # ---------------------------------------------------------------- feature taps
 
 def _named(model: nn.Module) -> dict[str, nn.Module]:
-    return dict(model.named_modules())
+    return {n: m for n, m in model.named_modules() if n}
+
+
+def _hint(model: nn.Module, modules: dict[str, nn.Module]) -> str:
+    names = getattr(model, "tap_names", None) or list(modules)[:10]
+    return ", ".join(names)
 
 
 class FeatureTaps:
     """Forward hooks on named modules: ``with FeatureTaps(model, ["stage2"]) as taps:
-    model(x); taps["stage2"]``. Hooks are removed on exit."""
+    model(x); taps["stage2"]``. Hooks are removed on exit; the captured tensors stay readable.
+
+    A module whose output a later layer overwrites in place (``ReLU(inplace=True)`` in
+    torchvision models) cannot be read faithfully; reading it raises ConfigError."""
 
     def __init__(self, model: nn.Module, names: list[str], detach: bool = False):
         modules = _named(model)
         for n in names:
-            if n not in modules or n == "":
-                hint = ", ".join(getattr(model, "tap_names", [k for k in modules if k][:10]))
-                raise ConfigError(f"the model has no layer '{n}'; try one of: {hint}")
+            if n not in modules:
+                raise ConfigError(f"the model has no layer '{n}'; try one of: {_hint(model, modules)}")
         self.model, self.names, self.detach = model, list(names), detach
-        self._modules = [modules[n] for n in names]
+        self._modules = [modules[n] for n in self.names]
         self._handles = []
         self.outputs: dict[str, Tensor] = {}
+        self._versions: dict[str, int] = {}
 
     def __enter__(self) -> "FeatureTaps":
+        self.outputs.clear()
+        self._versions.clear()
         for name, mod in zip(self.names, self._modules):
             self._handles.append(mod.register_forward_hook(self._hook(name)))
         return self
 
     def _hook(self, name):
         def hook(module, inputs, output):
-            self.outputs[name] = output.detach() if self.detach else output
+            self.outputs[name] = output.detach() if self.detach and isinstance(output, Tensor) else output
+            self._versions[name] = _version(output)
         return hook
 
     def __exit__(self, *exc) -> None:
@@ -223,7 +245,22 @@ class FeatureTaps:
         self._handles.clear()
 
     def __getitem__(self, name: str) -> Tensor:
-        return self.outputs[name]
+        out = self.outputs[name]
+        if _version(out) != self._versions[name]:
+            raise ConfigError(f"the output of layer '{name}' was overwritten in place by a later layer "
+                              f"(an in-place ReLU?); tap the layer after it instead")
+        return out
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.outputs
+
+
+def _version(t) -> int | None:
+    """Autograd's in-place modification counter (shared with ``detach()``), if it has one."""
+    try:
+        return t._version if isinstance(t, Tensor) else None
+    except RuntimeError:  # inference-mode tensors keep no counter
+        return None
 
 
 @contextmanager
@@ -238,50 +275,61 @@ def _eval_mode(model: nn.Module):
 
 def _device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
+    if p is None:
+        p = next(model.buffers(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
 def module_shapes(model: nn.Module, in_shape, names: list[str] | None = None) -> dict[str, tuple[int, ...]]:
-    """Output shape (without the batch dimension) of each named module, by one dry run."""
+    """Output shape (without the batch dimension) of each named module, by one dry run on
+    a zero batch of 2 in eval mode; modules whose output is not a tensor are left out."""
     modules = _named(model)
     if names is None:
-        names = [n for n in modules if n]
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
+        names = list(modules)
     for n in names:
         if n not in modules:
-            raise ConfigError(f"the model has no layer '{n}'")
+            raise ConfigError(f"the model has no layer '{n}'; try one of: {_hint(model, modules)}")
+    shapes: dict[str, tuple[int, ...]] = {}
 
-        def hook(module, inputs, output, n=n):
+    def hook_for(n):
+        def hook(module, inputs, output):
             if isinstance(output, Tensor):
                 shapes[n] = tuple(output.shape[1:])
-        handles.append(modules[n].register_forward_hook(hook))
+        return hook
+
+    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
     try:
         with _eval_mode(model):
             model(torch.zeros(2, *in_shape, device=_device(model)))
     finally:
         for h in handles:
             h.remove()
-    return shapes
+    return {n: shapes[n] for n in names if n in shapes}
 
 
 def tap_kind(shape) -> str:
+    """"spatial" for a (C, H, W) feature map, "vector" otherwise (e.g. (D,))."""
     return "spatial" if len(shape) == 3 else "vector"
 
 
 def default_pair(teacher: nn.Module, student: nn.Module, in_shape, kind: str) -> tuple[str, str]:
-    """The natural pair: the last spatial stage of each, or both embeddings."""
-    if kind == "vector":
-        return "embed", "embed"
+    """The natural pair: the last spatial tap of each, or both embeddings."""
+    if kind not in ("spatial", "vector"):
+        raise ConfigError(f"unknown kind of layer '{kind}'; choose 'spatial' or 'vector'")
     picks = []
     for role, model in (("teacher", teacher), ("student", student)):
-        taps = getattr(model, "tap_names", None) or [n for n in _named(model) if n]
+        arch = getattr(model, "arch", type(model).__name__)
+        if kind == "vector":
+            if "embed" not in _named(model):
+                raise ConfigError(f"the {role} ({arch}) has no 'embed' layer; name the layers to pair")
+            picks.append("embed")
+            continue
+        taps = getattr(model, "tap_names", None) or list(_named(model))
         shapes = module_shapes(model, in_shape, taps)
         spatial = [n for n in taps if n in shapes and tap_kind(shapes[n]) == "spatial"]
         if not spatial:
-            raise ConfigError(f"the {role} ({getattr(model, 'arch', type(model).__name__)}) has no spatial feature maps; "
-                              f"choose a CNN or ResNet {role}")
+            raise ConfigError(f"the {role} ({arch}) has no spatial feature maps; choose a CNN or ResNet {role}")
         picks.append(spatial[-1])
     return picks[0], picks[1]
 
@@ -294,7 +342,7 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def flops_per_sample(model: nn.Module, in_shape) -> int:
-    """FLOPs of one forward pass on one sample, by PyTorch's own FLOP counter."""
+    """FLOPs (2 per multiply-add) of one forward pass on one sample, by PyTorch's FLOP counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
@@ -305,14 +353,14 @@ def flops_per_sample(model: nn.Module, in_shape) -> int:
 
 @torch.no_grad()
 def cpu_latency_ms(model: nn.Module, in_shape, repeats: int = 30) -> float:
-    """Median wall time of a batch-1 forward on the CPU, in milliseconds."""
+    """Median wall time of a batch-1 forward on the CPU, in milliseconds, after warm-up."""
     m = model if _device(model).type == "cpu" else copy_to_cpu(model)
     x = torch.zeros(1, *in_shape)
     with _eval_mode(m):
         for _ in range(3):
             m(x)
         times = []
-        for _ in range(repeats):
+        for _ in range(max(1, repeats)):
             t0 = time.perf_counter()
             m(x)
             times.append(time.perf_counter() - t0)
@@ -320,8 +368,7 @@ def cpu_latency_ms(model: nn.Module, in_shape, repeats: int = 30) -> float:
 
 
 def copy_to_cpu(model: nn.Module) -> nn.Module:
-    import copy
-
+    """A CPU copy; the model itself stays where it is."""
     return copy.deepcopy(model).cpu()
 
 
@@ -333,6 +380,7 @@ def profile(model: nn.Module, in_shape) -> dict:
 # ---------------------------------------------------------------- weights
 
 def state_tensors(module: nn.Module, prefix: str = "") -> dict[str, Tensor]:
+    """Parameters and buffers as contiguous CPU clones (safetensors refuses shared or strided ones)."""
     return {prefix + k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
 
 
@@ -347,20 +395,37 @@ def save_weights(model: nn.Module, path, extra: nn.Module | None = None) -> None
 
 
 def load_weights(model: nn.Module, path, extra: nn.Module | None = None) -> None:
+    """Load a file written by :func:`save_weights` into ``model`` (and ``extra``), strictly."""
+    from safetensors import SafetensorError
     from safetensors.torch import load
 
     with open(path, "rb") as fh:
-        tensors = load(fh.read())
+        raw = fh.read()
+    try:
+        tensors = load(raw)
+    except SafetensorError as e:
+        raise ConfigError(f"{path} is not a readable safetensors file ({e})") from e
     own = {k: v for k, v in tensors.items() if not k.startswith("extra.")}
-    model.load_state_dict(own)
-    if extra is not None:
-        extra.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
+    try:
+        model.load_state_dict(own)
+        if extra is not None:
+            extra.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0] if first else ""
+        raise ConfigError(f"the weights in {path} do not fit {getattr(model, 'arch', type(model).__name__)}: "
+                          f"{detail}") from e
 
 
 def pick_device() -> torch.device:
-    want = os.environ.get("KD_PLAYGROUND_DEVICE", "").lower()
+    """cuda when available, else cpu; ``KD_PLAYGROUND_DEVICE=cpu|cuda`` overrides."""
+    want = os.environ.get("KD_PLAYGROUND_DEVICE", "").strip().lower()
+    if want in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if want == "cpu":
         return torch.device("cpu")
-    if want == "cuda" or (not want and torch.cuda.is_available()):
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("KD_PLAYGROUND_DEVICE=cuda but no CUDA device is available; use cpu")
         return torch.device("cuda")
-    return torch.device("cpu")
+    raise ConfigError(f"KD_PLAYGROUND_DEVICE='{want}' is not allowed; use cpu, cuda or leave it unset")

@@ -156,7 +156,7 @@ def test_every_method_trains_end_to_end_on_mnist_mini(name):
     assert all(math.isfinite(v) for s in r["step_losses"] for v in s["losses"].values())
     expected = {"none": {"ce"}, "dkd": {"ce", "tckd", "nckd"}, "fitnets": {"ce", "kd", "hint"}, "at": {"ce", "kd", "attention"},
                 "rkd": {"ce", "kd", "rkd_distance", "rkd_angle"}, "sp": {"ce", "kd", "sp"}, "pkt": {"ce", "kd", "pkt"},
-                "contrastive": {"ce", "kd", "info_nce"}, "kd": {"ce", "kd"}}
+                "contrastive": {"ce", "kd", "info_nce"}, "crd": {"ce", "kd", "crd"}, "kd": {"ce", "kd"}}
     assert set(r["step_losses"][0]["losses"]) == expected[name]
 
 
