@@ -327,6 +327,36 @@ register(Method(
     tap_kind="any", terms=_contrastive_terms, make_modules=_projections,
 ))
 
+from . import crd as _crd  # noqa: E402  (CRD's module, memory banks and NCE loss live there)
+
+register(Method(
+    name="crd", title="Contrastive representation distillation (Tian et al. 2020)", family="contrastive",
+    paper="Tian, Krishnan & Isola 2020, Contrastive Representation Distillation (ICLR)",
+    summary="The student's embedding of an image must pick out the teacher's embedding of the same image among K "
+            "others held in a memory bank, and the other way round (v → M: student anchors against the teacher's "
+            "bank, teacher anchors against the student's). h = P / (P + K/N) with P = exp(v·M/τ) / Z is the "
+            "probability that a pair is real rather than noise: h⁺ for the image's own row of the bank, h⁻ for the K "
+            "negatives' rows. alpha = 0 gives the paper's CRD; alpha > 0 its CRD+KD.",
+    formula=r"\mathcal{L} = " + _CE + r" - <beta>\sum_{v \to M}\mathbb{E}\Big[\log h^{+} + "
+            r"\sum_{k=1}^{<nce_k>}\log\big(1 - h^{-}_{k}\big)\Big]",
+    params=(
+        Param("beta", 0.8, 0.0, 10.0, "Weight of the CRD term; 0.8 as in the paper's code.", r"\beta"),
+        Param("nce_k", 1024, 16, 16384, "Negatives per anchor, drawn from the memory bank (other training images). "
+              "The paper uses 16384 of CIFAR-100's 50,000 images; 1024 here, for the small datasets and a CPU. "
+              "Capped at the number of training images minus one.", "K", log=True, integer=True),
+        Param("tau", 0.07, 0.01, 1.0, "Temperature of the scores exp(v·M/tau); 0.07 as in the paper.", r"\tau", log=True),
+        Param("momentum", 0.5, 0.0, 0.99, "Momentum of the memory bank: a row keeps this share of its old value "
+              "at each update; 0.5 as in the paper.", "m"),
+        Param("feat_dim", 128, 8, 512, "Dimension of the embedding space of the two heads; 128 as in the paper.",
+              "d", integer=True),
+        Param("other_class", 1, 0, 1, "1: negatives only from other classes, as the authors' code does ('exact' "
+              "mode; an unlabelled image counts as the class the teacher predicts); 0: from any other image, as the "
+              "paper's text puts it — with 10 classes, one negative in ten is then a same-class image.",
+              r"\mathrm{oc}", integer=True),
+    ),
+    tap_kind="any", terms=_crd.crd_terms, make_modules=_crd.make_modules,
+))
+
 
 def get(name: str) -> Method:
     try:

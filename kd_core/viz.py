@@ -272,3 +272,142 @@ def similarity_bars(labels: list[str], series: dict[str, list[float]], title: st
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.28, xanchor="center", x=0.5),
                       margin=dict(b=120))
     return fig
+
+
+# ---------------------------------------------------------------- relations and contrastive
+# (the Relations and Contrastive pages: batch matrices with class blocks, 2-D embedding
+# maps coloured by class, an anchor's softmax over the batch, per-sample losses). These
+# build each figure in one go with a small white template: a page redraws a dozen of them
+# on every slider move, and plotly's full "plotly_white" costs ~7 ms per figure to copy.
+
+CLASS_COLOURS = ["#88CCEE", "#CC6677", "#DDCC77", "#117733", "#332288", "#AA4499", "#44AA99", "#999933",
+                 "#882255", "#661100", "#6699CC", "#888888"]  # Paul Tol's colour-blind-safe qualitative set
+_AXIS = dict(gridcolor="#EBF0F8", linecolor="#EBF0F8", zerolinecolor="#EBF0F8", automargin=True)
+LIGHT = dict(layout=dict(paper_bgcolor="white", plot_bgcolor="white", font=dict(color="#2a3f5f"),
+                         xaxis=_AXIS, yaxis=_AXIS, hoverlabel=dict(align="left")))
+
+
+def class_colour(c: int) -> str:
+    return CLASS_COLOURS[int(c) % len(CLASS_COLOURS)]
+
+
+def _layout(title, role, height: int, **kw) -> dict:
+    out = dict(template=LIGHT, font=dict(size=FONT), height=height, title=_role_title(title, role),
+               margin=dict(l=60, r=20, t=52 if title else 20, b=60),
+               legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
+    out.update(kw)
+    return out
+
+
+def _class_blocks(labels) -> list[tuple[int, int, int]]:
+    """(class, first position, last position) of each run of equal labels."""
+    out, start = [], 0
+    labels = [int(v) for v in labels]
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or labels[i] != labels[start]:
+            out.append((labels[start], start, i - 1))
+            start = i
+    return out
+
+
+def sample_names(labels, classes: list[str], index=None) -> list[str]:
+    """'position · #test image · class' for each sample of a batch (hover texts)."""
+    idx = list(range(len(labels))) if index is None else [int(v) for v in index]
+    return [f"{i} · #{idx[i]} · class {classes[int(c)]}" for i, c in enumerate(labels)]
+
+
+def relation_heatmap(m: np.ndarray, labels, classes: list[str], index=None, title: str | None = None,
+                     role: str | None = None, colorscale: str = SEQUENTIAL, zmin=None, zmax=None, zmid=None,
+                     colorbar_title: str = "", height: int = 420, showscale: bool = True,
+                     x_labels=None, x_index=None, highlight: int | None = None) -> go.Figure:
+    """A batch matrix (B, B) whose rows and columns are samples sorted by class: class names
+    at the blocks' centres, thin white lines between the blocks, and the hover naming both
+    samples (batch position · test image number · class). ``x_labels``/``x_index`` when the
+    columns are other samples than the rows; ``highlight`` outlines one row (an anchor)."""
+    z = np.asarray(m, dtype=float)
+    rows = [int(v) for v in labels]
+    cols = rows if x_labels is None else [int(v) for v in x_labels]
+    yn = sample_names(rows, classes, index)
+    xn = yn if x_labels is None else sample_names(cols, classes, x_index if x_index is not None else index)
+    heat = go.Heatmap(z=z, x=xn, y=yn, colorscale=colorscale, zmin=zmin, zmax=zmax, zmid=zmid, showscale=showscale,
+                      hovertemplate="row %{y}<br>col %{x}<br>value %{z:.4f}<extra></extra>",
+                      colorbar=dict(title=dict(text=colorbar_title), thickness=14, len=0.85))
+    shapes, axes = [], {}
+    for axis, lab, nm in (("x", cols, xn), ("y", rows, yn)):
+        blocks = _class_blocks(lab)
+        axes[axis] = dict(type="category", tickmode="array", tickvals=[nm[(a + b) // 2] for _, a, b in blocks],
+                          ticktext=[classes[c] for c, _, _ in blocks], showgrid=False, zeroline=False, ticks="",
+                          tickangle=0, constrain="domain", title=dict(text=None))
+        for _, a, _b in blocks[1:]:
+            line = dict(type="line", line=dict(color="white", width=1.5), layer="above")
+            if axis == "x":
+                shapes.append(line | dict(x0=a - 0.5, x1=a - 0.5, y0=0, y1=1, xref="x", yref="y domain"))
+            else:
+                shapes.append(line | dict(y0=a - 0.5, y1=a - 0.5, x0=0, x1=1, yref="y", xref="x domain"))
+    if highlight is not None:
+        shapes.append(dict(type="rect", x0=0, x1=1, xref="x domain", yref="y", y0=highlight - 0.5,
+                           y1=highlight + 0.5, line=dict(color="#000", width=2.5)))
+    axes["x"]["scaleanchor"] = "y"
+    axes["y"]["autorange"] = "reversed"
+    return go.Figure([heat], _layout(title, role, height, xaxis=axes["x"], yaxis=axes["y"], shapes=shapes,
+                                     margin=dict(l=40, r=10, t=52 if title else 10, b=30)))
+
+
+def embedding_scatter(points: np.ndarray, labels, classes: list[str], index=None, title: str | None = None,
+                      role: str | None = None, height: int = 460, showlegend: bool = True) -> go.Figure:
+    """A 2-D map of embeddings, one trace per class (class colours, the same on every map),
+    the hover showing the test image number and its label."""
+    pts = np.asarray(points, dtype=float)
+    lab = np.asarray(labels).astype(int)
+    idx = np.arange(len(pts)) if index is None else np.asarray(index)
+    traces = []
+    for c in sorted(set(lab.tolist())):
+        sel = lab == c
+        traces.append(go.Scattergl(x=pts[sel, 0], y=pts[sel, 1], mode="markers", name=classes[c],
+                                   marker=dict(size=7, color=class_colour(c), opacity=0.85, line=dict(width=0)),
+                                   customdata=idx[sel],
+                                   hovertemplate=f"test image #%{{customdata}}<br>label {classes[c]}<extra></extra>"))
+    axis = dict(showticklabels=False, zeroline=False, showgrid=True, title=dict(text=None))
+    return go.Figure(traces, _layout(
+        title, role, height, showlegend=showlegend, xaxis=axis, yaxis=axis | dict(scaleanchor="x"),
+        legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="center", x=0.5, itemsizing="constant",
+                    title=dict(text="class "), font=dict(size=FONT - 2)),
+        margin=dict(l=10, r=10, t=52 if title else 10, b=60 if showlegend else 10)))
+
+
+_BARS_LEGEND = dict(orientation="h", yanchor="top", y=-0.33, xanchor="center", x=0.5)
+
+
+def anchor_bars(series: dict[str, np.ndarray], labels, classes: list[str], positive: int, tau: float,
+                index=None, title: str | None = None, height: int = 400) -> go.Figure:
+    """One anchor's softmax over the batch's teacher embeddings, one bar series per student
+    (role colours), the positive (its own sample) shaded."""
+    n = len(labels)
+    hover = sample_names(labels, classes, index)
+    traces = [go.Bar(x=list(range(n)), y=np.asarray(p, dtype=float), name=name, marker_color=colour(name, i),
+                     customdata=hover, hovertemplate="teacher %{customdata}<br>p = %{y:.4f}<extra>" + name + "</extra>")
+              for i, (name, p) in enumerate(series.items())]
+    shapes = [dict(type="rect", x0=positive - 0.5, x1=positive + 0.5, y0=0, y1=1, xref="x", yref="y domain",
+                   fillcolor="#F0E442", opacity=0.5, line=dict(width=0), layer="below")]
+    ann = [dict(x=positive, y=1.0, xref="x", yref="y domain", text="positive", showarrow=False, yanchor="bottom",
+                font=dict(size=FONT - 2))]
+    return go.Figure(traces, _layout(
+        title, None, height, barmode="group", bargap=0.1, shapes=shapes, annotations=ann,
+        xaxis=dict(title=dict(text="teacher embedding j (batch position, sorted by class)"), range=[-0.5, n - 0.5]),
+        yaxis=dict(title=dict(text=f"softmax at τ = {tau:g}"), range=[0, 1.08]), legend=_BARS_LEGEND,
+        margin=dict(l=60, r=20, t=52 if title else 28, b=150)))
+
+
+def sample_bars(series: dict[str, np.ndarray], labels, classes: list[str], index=None, title: str | None = None,
+                ytitle: str = "", height: int = 400) -> go.Figure:
+    """A per-sample value (e.g. the InfoNCE loss of each anchor) for each student."""
+    n = len(labels)
+    hover = sample_names(labels, classes, index)
+    traces = [go.Bar(x=list(range(n)), y=np.asarray(v, dtype=float), name=name, marker_color=colour(name, i),
+                     customdata=hover, hovertemplate="anchor %{customdata}<br>%{y:.3f}<extra>" + name + "</extra>")
+              for i, (name, v) in enumerate(series.items())]
+    return go.Figure(traces, _layout(
+        title, None, height, barmode="group", bargap=0.1,
+        xaxis=dict(title=dict(text="anchor i (batch position, sorted by class)"), range=[-0.5, n - 0.5]),
+        yaxis=dict(title=dict(text=ytitle), rangemode="tozero"), legend=_BARS_LEGEND,
+        margin=dict(l=60, r=20, t=52 if title else 20, b=150)))
