@@ -114,3 +114,44 @@ def lab_snapshot():
     trainer = getattr(job, "trainer", None) if job is not None else None
     snap = trainer.snapshot() if trainer is not None else None
     return (snap, job) if snap is not None else None
+
+
+def reload_run(run_id: str):
+    """Make a saved run (``kd_core.runs``) this session's latest Lab run, so every page that
+    draws from the Lab run (soft targets, feature maps, relations, contrastive, the Lab's
+    results) shows it. Returns the (ended) Job; raises KDError when the run cannot be read."""
+    import time
+
+    from kd_core import runs
+    from kd_core.jobs import Job
+
+    run = runs.load_run(run_id)
+    cfg = run.config
+    if cfg.train_subset is None:
+        teacher_ = teacher(cfg.dataset, cfg.teacher, cfg.teacher_epochs)  # with a progress bar if it must train
+    else:
+        with st.spinner(f"Loading the teacher {cfg.teacher}…"):
+            teacher_ = train.get_teacher(cfg.dataset, cfg.teacher, cfg.teacher_epochs, train_subset=cfg.train_subset)
+    restored = run.restore(teacher=teacher_)
+    job = Job(config=cfg, owner=session_id())
+    job.status = run.status if run.status in ("finished", "stopped") else "finished"
+    job.message = f"reloaded from the saved run '{run.name}'"
+    job.result, job.trainer = restored.result, restored
+    job.epochs, job.steps = list(run.history), list(run.steps)
+    job.step = int(run.result.get("steps") or 0)
+    job.total_steps = int(run.result.get("total_steps") or job.step)
+    job.started = job.ended = time.time()
+    job.run_id = run.id
+    mgr = job_manager()
+    with mgr._lock:  # an ended job: the manager only keeps it for lookups (and forgets it after keep_seconds)
+        mgr._jobs[job.id] = job
+    st.session_state.kd_lab_job_id = job.id
+    return job
+
+
+def save_lab_run(job):
+    """``Job.on_end`` for the Lab: save the finished or stopped run in the run store
+    (``kd_core.runs.save_lab_run``; runs in the job's worker thread, never touches the UI)."""
+    from kd_core import runs
+
+    return runs.save_lab_run(job)

@@ -185,6 +185,9 @@ def main(argv=None) -> int:
     t.set_defaults(func=cmd_train)
     m = sub.add_parser("methods", help="list the distillation methods and their parameters")
     m.set_defaults(func=cmd_methods)
+    from . import sweep as sweep_mod  # `sweep` and `leaderboard` (their commands live in kd_core/sweep.py)
+
+    sweep_mod.add_subcommands(sub, _add_run_args, config_from_args)
     b = sub.add_parser("bench", help="measure the engine against the student alone and the conventional loop "
                                      "(see PERFORMANCE.md)")
     b.add_argument("--quick", action="store_true", help="a few steps of 2-3 methods: checks that it works (tests)")

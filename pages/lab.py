@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from kd_app import chrome, state
+from kd_app import chrome, links, state
 from kd_core import data, methods, models, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
@@ -24,6 +24,10 @@ st.title("🧪 Distillation lab")
 st.caption("Train a small student from a big teacher — and the same student from scratch, side by side, "
            "with the same seed, data order and steps — and watch what the teacher's soft targets add.")
 
+# a shared link (?method=dkd&temperature=2...) sets the controls on the first visit; bad values -> notices
+links.restore_lab(options={"lab_T": TEMPERATURES, "lab_lr": LEARNING_RATES, "lab_fraction": FRACTIONS,
+                           "lab_batch": BATCHES}, limits={"lab_epochs": (1, 50), "lab_seed": (0, 10_000)},
+                  no_class=NO_CLASS)
 D = Config()
 defaults = {"lab_dataset": D.dataset, "lab_method": D.method, "lab_T": D.temperature, "lab_alpha": D.alpha,
             "lab_epochs": D.epochs, "lab_lr": D.lr, "lab_batch": D.batch_size, "lab_fraction": D.labeled_fraction,
@@ -202,7 +206,7 @@ with output:
     if b1.button("▶ Train", type="primary", disabled=running or problem is not None, key="lab_train",
                  help="Start a run in the background. You can keep using the page while it trains."):
         try:
-            new = state.job_manager().submit(cfg, owner=state.session_id())
+            new = state.job_manager().submit(cfg, owner=state.session_id(), on_end=state.save_lab_run)
             st.session_state.kd_lab_job_id = new.id
             job, running = new, True
         except KDError as e:
@@ -326,3 +330,5 @@ with output:
         live()
     else:
         draw_job()
+
+links.write_lab(cfg)  # the address bar always holds this set-up: copy it to share it

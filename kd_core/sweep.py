@@ -1,0 +1,798 @@
+"""Sweeps: a grid over T and alpha (and optionally methods and labelled fractions), several
+seeds per cell, each cell one ``distil()`` call, run in parallel; and the leaderboard, every
+method of the registry on one teacher/student pair.
+
+Backends (``backend=``):
+
+- ``joblib`` (default): local processes (loky), ``n_jobs`` of them (default: one per CPU
+  core), each on one torch thread;
+- ``dask``: a Dask cluster, ``distributed.Client(address)``; without an address a
+  ``LocalCluster`` of ``n_jobs`` single-threaded worker processes;
+- ``ray``: a Ray cluster at ``address`` (or a local one); needs ``pip install ray``.
+
+The teacher is trained once, in this process, before any worker starts: local workers
+read it from the disk cache; workers of a cluster at an address receive its weights with
+their tasks (a remote machine has its own cache). Results arrive as cells finish
+(:meth:`Sweep.results`, a generator), so a page can fill its heatmaps live; one failing
+cell reports an error and the others go on.
+
+This module imports neither torch nor the backends until a sweep runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import statistics
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import paths
+from .config import Config
+from .errors import ConfigError, KDError
+
+BACKENDS = ("joblib", "dask", "ray")
+MAX_TASKS = 2000
+CELL_KEYS = ("method", "labeled_fraction", "temperature", "alpha")
+RAY_MISSING = "the ray backend needs Ray, which is not installed: pip install ray (or use --backend joblib or dask)"
+DASK_MISSING = "the dask backend needs Dask's distributed scheduler: pip install 'dask[distributed]'"
+
+
+# ---------------------------------------------------------------- the worker side
+
+def run_task(task: dict, teacher: dict | None = None) -> dict:
+    """Run one (cell, seed): a plain function of plain data, so any backend can ship it.
+
+    ``task["env"]`` holds the KD_PLAYGROUND_* settings for a worker process (applied only
+    in another process than the one that planned the sweep); ``teacher`` (a cluster
+    at an address) holds the teacher's weights, written into this machine's cache once."""
+    t0 = time.perf_counter()
+    out = {"index": task["index"], "cell_index": task.get("cell_index"), "cell": task["cell"], "seed": task["seed"], "reference": task.get("reference", False),
+           "status": "error", "message": "", "student_acc": None, "agreement": None, "ece": None,
+           "history": [], "seconds": 0.0, "worker": os.getpid()}
+    try:
+        if os.getpid() != task.get("parent_pid"):
+            os.environ.update(task.get("env") or {})
+        from . import train
+
+        import torch
+
+        train.set_threads()
+        out["threads"] = torch.get_num_threads()
+        if teacher is not None:
+            _install_teacher(teacher)
+        result = train.distil(Config.from_dict(dict(task["config"])))
+        s = result["student"]
+        out.update(status=result["status"], message=result["message"], student_acc=s["test_accuracy"],
+                   agreement=s.get("agreement"), ece=s.get("ece"),
+                   teacher_acc=result["teacher"]["test_accuracy"],
+                   history=[h["test_accuracy"] for h in s.get("history", [])])
+    except KDError as e:
+        out["message"] = str(e)
+    except Exception as e:  # a bug in one cell: report it, keep the sweep going
+        out["message"] = f"{type(e).__name__}: {e}"
+        out["traceback"] = traceback.format_exc(limit=8)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _teacher_blob(teacher) -> dict:
+    """What a remote worker needs to put the teacher in its own cache."""
+    folder = paths.subdir("teachers") / teacher.key
+    return {"key": teacher.key, "weights": (folder / "weights.safetensors").read_bytes(),
+            "meta": (folder / "meta.json").read_text()}
+
+
+def _install_teacher(blob: dict) -> None:
+    folder = paths.subdir("teachers") / blob["key"]
+    if (folder / "weights.safetensors").exists() and (folder / "meta.json").exists():
+        return
+    paths.atomic_write_bytes(folder / "weights.safetensors", blob["weights"])
+    paths.atomic_write_text(folder / "meta.json", blob["meta"])
+
+
+# ---------------------------------------------------------------- planning
+
+def parse_list(text: str, kind=float, name: str = "value") -> list:
+    """'2,4, 8' -> [2.0, 4.0, 8.0]; raises ConfigError with one line."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ConfigError(f"{name}: give at least one value, comma-separated (e.g. 2,4)")
+    out = []
+    for t in items:
+        try:
+            v = kind(t)
+        except ValueError:
+            what = "whole numbers" if kind is int else "numbers" if kind is float else "names"
+            raise ConfigError(f"{name} must be {what} separated by commas, got '{t}'") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{name} must be finite numbers, got '{t}'")
+        out.append(v)
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class Sweep:
+    """The cells of a sweep and the configs of each cell (one per seed).
+
+    ``cells`` are dicts of the swept values (e.g. ``{"method": "kd", "labeled_fraction": 0.1,
+    "temperature": 4.0, "alpha": 0.9}``); ``reference`` cells (the scratch student) are shown
+    beside the grid, not in it."""
+
+    base: Config
+    cells: list[dict]
+    configs: list[list[Config]]  # per cell, one config per seed
+    reference: list[bool] = field(default_factory=list)
+    kind: str = "grid"  # grid | leaderboard
+
+    # ---------------------------------------------------------- constructors
+    @classmethod
+    def grid(cls, base: Config, temperatures, alphas, seeds=(0,), methods=None, fractions=None,
+             scratch: bool = False) -> "Sweep":
+        """T x alpha (x methods x labelled fractions), ``seeds`` per cell; ``scratch`` adds the
+        student alone (method 'none') per fraction as a reference."""
+        base = base.resolved().validate()
+        methods = list(methods or [base.method])
+        fractions = list(fractions or [base.labeled_fraction])
+        temperatures, alphas, seeds = list(temperatures), list(alphas), list(seeds)
+        for name, values in (("temperatures", temperatures), ("alphas", alphas), ("seeds", seeds)):
+            if not values:
+                raise ConfigError(f"a sweep needs at least one value in {name}")
+        cells, configs, ref = [], [], []
+        for frac in fractions:
+            for m in methods:
+                for T in temperatures:
+                    for a in alphas:
+                        cell = {"method": m, "labeled_fraction": float(frac), "temperature": float(T), "alpha": float(a)}
+                        cells.append(cell)
+                        configs.append([_cell_config(base, cell, s) for s in seeds])
+                        ref.append(False)
+            if scratch:
+                cell = {"method": "none", "labeled_fraction": float(frac), "temperature": None, "alpha": None}
+                cells.append(cell)
+                configs.append([_cell_config(base, {"method": "none", "labeled_fraction": float(frac)}, s) for s in seeds])
+                ref.append(True)
+        return cls(base, cells, configs, ref, "grid")._checked()
+
+    @classmethod
+    def leaderboard(cls, base: Config, seeds=(0, 1, 2), methods=None, kd_on_all: bool = False) -> "Sweep":
+        """Every method (default: the whole registry, 'none' first as the scratch student) on
+        ``base``'s teacher/student pair. Methods other than the logit ones train on CE plus their
+        own term (alpha = 0), as in the CRD paper's Table 1; ``kd_on_all`` adds the KD term
+        (``base.alpha``) to every method instead."""
+        from . import methods as methods_mod
+
+        base = base.resolved().validate()
+        names = list(methods or methods_mod.METHODS)
+        for n in names:
+            methods_mod.get(n)
+        names.sort(key=lambda n: n != "none")
+        cells, configs = [], []
+        for n in names:
+            m = methods_mod.get(n)
+            alpha = base.alpha if (m.family == "logits" or kd_on_all) else 0.0
+            cell = {"method": n}
+            cells.append(cell)
+            configs.append([replace(base, method=n, alpha=alpha, params={}, pairs=[], baseline=False, seed=int(s))
+                            for s in seeds])
+        return cls(base, cells, configs, [False] * len(cells), "leaderboard")._checked()
+
+    def _checked(self) -> "Sweep":
+        if not self.configs or not self.configs[0]:
+            raise ConfigError("a sweep needs at least one cell and one seed")
+        if self.total > MAX_TASKS:
+            raise ConfigError(f"this sweep has {self.total} runs; at most {MAX_TASKS} (fewer values or seeds)")
+        for cfgs in self.configs:
+            for c in cfgs:
+                c.validate()
+        return self
+
+    # ---------------------------------------------------------- facts
+    @property
+    def total(self) -> int:
+        return sum(len(c) for c in self.configs)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [c.seed for c in self.configs[0]]
+
+    def axis(self, key: str) -> list:
+        return list(dict.fromkeys(c[key] for c, r in zip(self.cells, self.reference) if not r and key in c))
+
+    def tasks(self, env: dict | None = None) -> list[dict]:
+        out = []
+        for ci, (cell, cfgs) in enumerate(zip(self.cells, self.configs)):
+            for cfg in cfgs:
+                out.append({"index": len(out), "cell_index": ci, "cell": cell, "seed": cfg.seed,
+                            "reference": self.reference[ci], "config": cfg.to_dict(), "env": env or {},
+                            "parent_pid": os.getpid()})
+        return out
+
+    # ---------------------------------------------------------- running
+    def prepare_teacher(self, progress=None):
+        """Train (or load) the teacher here, once, before any worker starts."""
+        from . import train
+
+        b = self.base
+        return train.get_teacher(b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress)
+
+    def results(self, backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
+                stop: threading.Event | None = None, teacher_progress=None):
+        """Run every task; yield each task's result dict as it finishes (in any order).
+        Setting ``stop`` cancels the tasks not yet started (running ones finish)."""
+        backend = (backend or "joblib").lower()
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+        if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1):
+            raise ConfigError(f"n_jobs must be a whole number >= 1, got {n_jobs!r}")
+        address = (address or "").strip() or None
+        if address and backend == "joblib":
+            raise ConfigError("an address needs a cluster backend: --backend dask or --backend ray")
+        _check_backend(backend)
+        teacher = self.prepare_teacher(teacher_progress)
+        n_jobs = n_jobs or os.cpu_count() or 1
+        remote = address is not None
+        env = {"KD_PLAYGROUND_THREADS": "1"}
+        if not remote:  # local workers share this process's cache folder and settings
+            env.update({k: v for k, v in os.environ.items() if k.startswith("KD_PLAYGROUND_") and k != "KD_PLAYGROUND_THREADS"})
+            env["KD_PLAYGROUND_HOME"] = str(paths.home())
+        tasks = self.tasks(env)
+        blob = _teacher_blob(teacher) if remote else None
+        runner = {"joblib": _joblib, "dask": _dask, "ray": _ray}[backend]
+        yield from runner(tasks, min(n_jobs, len(tasks)), address, blob, stop)
+
+    def run(self, backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
+            on_result=None, stop: threading.Event | None = None, teacher_progress=None) -> "SweepResult":
+        res = SweepResult(self)
+        for r in self.results(backend, n_jobs, address, stop, teacher_progress):
+            res.add(r)
+            if on_result is not None:
+                on_result(r, res)
+        return res
+
+
+def _cell_config(base: Config, cell: dict, seed) -> Config:
+    kw = {k: v for k, v in cell.items() if v is not None}
+    method_changed = kw.get("method", base.method) != base.method
+    return replace(base, **kw, seed=int(seed), baseline=False,
+                   params={} if method_changed else dict(base.params), pairs=[] if method_changed else list(base.pairs))
+
+
+def _check_backend(backend: str) -> None:
+    if backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise KDError(RAY_MISSING) from None
+    elif backend == "dask":
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise KDError(DASK_MISSING) from None
+
+
+# ---------------------------------------------------------------- backends
+
+def _joblib(tasks, n_jobs, address, blob, stop):
+    from joblib import Parallel, delayed
+
+    gen = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(
+        delayed(run_task)(t, blob) for t in tasks)
+    try:
+        for r in gen:
+            yield r
+            if stop is not None and stop.is_set():
+                break
+    finally:
+        gen.close()  # joblib cancels what has not started
+
+
+def _dask(tasks, n_jobs, address, blob, stop):
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    try:
+        if address:
+            client = Client(address, timeout="20s")
+        else:
+            cluster = LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cluster)
+    except (OSError, TimeoutError) as e:
+        if cluster is not None:
+            cluster.close()
+        raise KDError(f"cannot reach the Dask scheduler at {address}: {e}") from None
+    try:
+        teacher = client.scatter(blob, broadcast=True) if blob is not None else None
+        futures = [client.submit(run_task, t, teacher, pure=False) for t in tasks]
+        done = as_completed(futures)
+        for fut in done:
+            yield fut.result()
+            if stop is not None and stop.is_set():
+                break
+        client.cancel(futures)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _ray(tasks, n_jobs, address, blob, stop):
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        kw = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+        if address:
+            kw["address"] = address
+        else:
+            root = str(Path(__file__).resolve().parents[1])
+            kw["num_cpus"] = n_jobs
+            kw["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}}
+        try:
+            ray.init(**kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise KDError(f"cannot start or reach Ray{' at ' + address if address else ''}: {str(e).splitlines()[0]}") from None
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(run_task)
+        teacher = ray.put(blob) if blob is not None else None
+        pending = [remote.remote(t, teacher) for t in tasks]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+            if stop is not None and stop.is_set():
+                break
+        for ref in pending:
+            ray.cancel(ref)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ---------------------------------------------------------------- results
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else math.nan
+
+
+def _std(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.stdev(xs) if len(xs) >= 2 else math.nan
+
+
+class SweepResult:
+    """Task results as they arrive, aggregated per cell (mean and std over seeds)."""
+
+    def __init__(self, sweep: Sweep):
+        self.sweep = sweep
+        self.items: list[dict] = []
+        self._lock = threading.Lock()
+
+    def add(self, r: dict) -> None:
+        with self._lock:
+            self.items.append(r)
+
+    @property
+    def done(self) -> int:
+        with self._lock:
+            return len(self.items)
+
+    def errors(self) -> list[dict]:
+        with self._lock:
+            return [r for r in self.items if r["status"] not in ("finished", "stopped")]
+
+    def teacher_acc(self) -> float | None:
+        with self._lock:
+            return next((r.get("teacher_acc") for r in self.items if r.get("teacher_acc") is not None), None)
+
+    def rows(self) -> list[dict]:
+        """One row per cell: its values, n (finished seeds), acc / agreement / ECE mean and std."""
+        with self._lock:
+            items = list(self.items)
+        by_cell: dict[int, list[dict]] = {}
+        for r in items:
+            i = r.get("cell_index")
+            if i is not None and r["status"] in ("finished", "stopped"):
+                by_cell.setdefault(i, []).append(r)
+        rows = []
+        for i, cell in enumerate(self.sweep.cells):
+            got = sorted(by_cell.get(i, []), key=lambda r: r["seed"])
+            accs = [r["student_acc"] for r in got]
+            agrees = [r["agreement"] for r in got]
+            rows.append({**cell, "reference": self.sweep.reference[i], "n": len(got),
+                         "seeds": len(self.sweep.configs[i]),
+                         "acc_mean": _mean(accs), "acc_std": _std(accs),
+                         "agree_mean": _mean(agrees), "agree_std": _std(agrees),
+                         "ece_mean": _mean([r["ece"] for r in got]), "accs": accs})
+        return rows
+
+    def best(self, metric: str = "acc_mean", rows: list[dict] | None = None) -> dict | None:
+        """The finished non-reference cell with the highest ``metric`` (ties: the first)."""
+        rows = self.rows() if rows is None else rows
+        cand = [r for r in rows if not r["reference"] and r["n"] and not math.isnan(r[metric])]
+        return max(cand, key=lambda r: r[metric]) if cand else None
+
+    def to_csv(self, path=None) -> str:
+        """Per-cell rows as CSV (``best`` marks the best cell by mean accuracy); written
+        atomically to ``path`` when given. Returns the text."""
+        rows = self.rows()
+        best = self.best(rows=rows)
+        b = self.sweep.base
+        cols = list(CELL_KEYS if self.sweep.kind == "grid" else ("method",)) + [
+            "n", "acc_mean", "acc_std", "agree_mean", "agree_std", "ece_mean", "accs", "best", "reference",
+            "dataset", "teacher", "student", "epochs", "teacher_acc"]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        t_acc = self.teacher_acc()
+        for r in rows:
+            vals = dict(r, best=r is best, dataset=b.dataset, teacher=b.teacher, student=b.student, epochs=b.epochs,
+                        teacher_acc=t_acc, accs=";".join(f"{a:.6f}" for a in r["accs"]))
+            w.writerow(["" if vals.get(c) is None or (isinstance(vals.get(c), float) and math.isnan(vals[c]))
+                        else (f"{vals[c]:.6f}" if isinstance(vals[c], float) else vals[c]) for c in cols])
+        text = buf.getvalue()
+        if path is not None:
+            paths.atomic_write_text(Path(path), text)
+        return text
+
+
+def fmt_pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+    if mean is None or math.isnan(mean):
+        return "—"
+    if std is None or math.isnan(std):
+        return f"{scale * mean:.{digits}f}"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def grid_table(res: SweepResult, metric: str = "acc") -> str:
+    """A text table per (method, fraction): rows T, columns alpha, cells mean ± std (%)."""
+    rows = res.rows()
+    best = res.best(rows=rows)
+    out = []
+    for frac in res.sweep.axis("labeled_fraction"):
+        for m in res.sweep.axis("method"):
+            sub = [r for r in rows if not r["reference"] and r["method"] == m and r["labeled_fraction"] == frac]
+            Ts, As = res.sweep.axis("temperature"), res.sweep.axis("alpha")
+            head = [f"{m}, {frac:.0%} labels: {'accuracy' if metric == 'acc' else 'agreement'} (%)   T \\ alpha"] + [f"{a:g}" for a in As]
+            table = [head]
+            for T in Ts:
+                line = [f"T={T:g}"]
+                for a in As:
+                    r = next((r for r in sub if r["temperature"] == T and r["alpha"] == a), None)
+                    cell = fmt_pm(r[f"{metric}_mean"], r[f"{metric}_std"]) if r else "—"
+                    line.append(cell + (" *" if r is best else ""))
+                table.append(line)
+            out.append(_text_table(table))
+        ref = next((r for r in rows if r["reference"] and r["labeled_fraction"] == frac), None)
+        if ref is not None:
+            out.append(f"scratch student (no teacher), {frac:.0%} labels: {fmt_pm(ref['acc_mean'], ref['acc_std'])}%")
+    if best is not None:
+        out.append(f"* best cell: {best['method']} T={best['temperature']:g} alpha={best['alpha']:g} "
+                   f"({best['labeled_fraction']:.0%} labels): {fmt_pm(best['acc_mean'], best['acc_std'])}% accuracy")
+    return "\n".join(out)
+
+
+def _text_table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# ---------------------------------------------------------------- leaderboard
+
+LEADERBOARD_NAMES = {"none": "Student (scratch)", "kd": "KD", "dkd": "DKD", "fitnets": "FitNets", "at": "AT",
+                     "sp": "SP", "rkd": "RKD", "pkt": "PKT", "contrastive": "Contrastive", "crd": "CRD"}
+
+
+def leaderboard_dir() -> Path:
+    return paths.subdir("leaderboards")
+
+
+def leaderboard_rows(res: SweepResult) -> list[dict]:
+    """The leaderboard as rows: teacher first, then each method (mean ± std over seeds)."""
+    b = res.sweep.base
+    rows = [{"method": "teacher", "name": f"Teacher ({b.teacher})", "n": 1, "acc_mean": res.teacher_acc(),
+             "acc_std": math.nan, "agree_mean": math.nan, "agree_std": math.nan, "ece_mean": math.nan}]
+    for r in res.rows():
+        rows.append({"method": r["method"], "name": LEADERBOARD_NAMES.get(r["method"], r["method"]), "n": r["n"],
+                     "acc_mean": r["acc_mean"], "acc_std": r["acc_std"], "agree_mean": r["agree_mean"],
+                     "agree_std": r["agree_std"], "ece_mean": r["ece_mean"]})
+    return rows
+
+
+def leaderboard_text(res: SweepResult) -> str:
+    b = res.sweep.base
+    rows = leaderboard_rows(res)
+    scratch = next((r for r in rows if r["method"] == "none"), None)
+    head = [["method", "top-1 acc (%)", "Δ vs scratch", "agreement (%)", "seeds"]]
+    for r in rows:
+        delta = ""
+        mean = math.nan if r["acc_mean"] is None else r["acc_mean"]
+        if scratch is not None and r["method"] not in ("none", "teacher") and not math.isnan(mean) \
+                and not math.isnan(scratch["acc_mean"]):
+            delta = f"{100 * (mean - scratch['acc_mean']):+.2f}"
+        head.append([r["name"], fmt_pm(mean, r["acc_std"]),
+                     delta, fmt_pm(r["agree_mean"], r["agree_std"]), "" if r["method"] == "teacher" else str(r["n"])])
+    title = (f"{b.dataset}: teacher {b.teacher} -> student {b.student}; {b.epochs} epochs, "
+             f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} (mean ± std)")
+    return title + "\n" + _text_table(head)
+
+
+def leaderboard_csv(res: SweepResult, path=None) -> str:
+    b = res.sweep.base
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = ["method", "name", "n", "acc_mean", "acc_std", "agree_mean", "agree_std", "ece_mean", "dataset", "teacher",
+            "student", "epochs", "labeled_fraction", "seeds", "created"]
+    w.writerow(cols)
+    meta = {"dataset": b.dataset, "teacher": b.teacher, "student": b.student, "epochs": b.epochs,
+            "labeled_fraction": b.labeled_fraction, "seeds": ";".join(map(str, res.sweep.seeds)),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for r in leaderboard_rows(res):
+        vals = {**r, **meta}
+        w.writerow(["" if vals[c] is None or (isinstance(vals[c], float) and math.isnan(vals[c]))
+                    else (f"{vals[c]:.6f}" if isinstance(vals[c], float) and c not in ("labeled_fraction",) else vals[c])
+                    for c in cols])
+    text = buf.getvalue()
+    if path is not None:
+        paths.atomic_write_text(Path(path), text)
+    return text
+
+
+def leaderboard(dataset: str = "mnist-mini", seeds=(0, 1, 2), methods=None, base: Config | None = None,
+                backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
+                kd_on_all: bool = False, csv_path=None, on_result=None, teacher_progress=None):
+    """Train every registered method (and the scratch student) with each seed; returns
+    (SweepResult, text table, path of the CSV saved under ``<home>/leaderboards``)."""
+    base = replace(base or Config(), dataset=dataset)
+    sw = Sweep.leaderboard(base, seeds=seeds, methods=methods, kd_on_all=kd_on_all)
+    res = sw.run(backend=backend, n_jobs=n_jobs, address=address, on_result=on_result, teacher_progress=teacher_progress)
+    saved = leaderboard_dir() / f"{dataset}.csv"
+    text = leaderboard_csv(res, saved)
+    if csv_path:
+        paths.atomic_write_text(Path(csv_path), text)
+    return res, leaderboard_text(res), saved
+
+
+def latest_leaderboard() -> Path | None:
+    """The most recently written leaderboard CSV, if any."""
+    try:
+        files = [p for p in leaderboard_dir().glob("*.csv") if p.is_file()]
+    except OSError:
+        return None
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None
+
+
+# ---------------------------------------------------------------- a sweep in the background (the app)
+
+_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("KD_PLAYGROUND_MAX_SWEEPS", "1") or 1)))
+
+
+class SweepJob:
+    """A sweep run by a daemon thread: ``status`` (queued, teacher, running, finished,
+    stopped, error), ``result`` (a SweepResult filling in live), ``stop()``. At most
+    KD_PLAYGROUND_MAX_SWEEPS (default 1) sweeps run at once per server; the others queue.
+    The thread never touches UI code; a page polls this object. ``is_alive`` (optional)
+    says whether its owner is still there; the sweep stops when it is not."""
+
+    def __init__(self, sweep: Sweep, backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
+                 is_alive=None):
+        self.sweep, self.backend, self.n_jobs, self.address = sweep, backend, n_jobs, address
+        self.is_alive = is_alive  # optional () -> bool: whether anybody still watches (a browser session)
+        self.result = SweepResult(sweep)
+        self.status, self.message = "queued", ""
+        self.teacher_epoch: tuple[int, int] | None = None
+        self.created, self.started, self.ended = time.time(), None, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kd-sweep", daemon=True)
+
+    def start(self) -> "SweepJob":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("finished", "stopped", "error")
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        with _SLOTS:
+            if self._stop.is_set():
+                self.status, self.message, self.ended = "stopped", "stopped before it started", time.time()
+                return
+            self.started = time.time()
+            self.status = "teacher"
+            try:
+                def progress(epoch, epochs, acc):
+                    self.teacher_epoch = (epoch, epochs)
+
+                self.sweep.prepare_teacher(progress)  # trained once, here (results() then finds it cached)
+                self.status = "running"
+                for r in self.sweep.results(self.backend, self.n_jobs, self.address, self._stop):
+                    self.result.add(r)
+                    if self.is_alive is not None and not self._stop.is_set() and not self.is_alive():
+                        self.message = "stopped: the browser session closed"
+                        self._stop.set()
+                self.status = "stopped" if self._stop.is_set() and self.result.done < self.sweep.total else "finished"
+            except KDError as e:
+                self.status, self.message = "error", str(e)
+            except Exception as e:
+                traceback.print_exc()
+                self.status, self.message = "error", f"{type(e).__name__}: {e}"
+            finally:
+                self.ended = time.time()
+
+
+# ---------------------------------------------------------------- figures
+
+def heatmap_figure(res: SweepResult, method: str, fraction: float, metric: str = "acc", title: str | None = None,
+                   best: dict | None = None):
+    """T (rows) x alpha (columns) heatmap of a cell metric's mean, with ``mean ± std`` in each
+    cell, grey '…' cells while pending, and the best cell starred and outlined."""
+    import plotly.graph_objects as go
+
+    from . import viz
+
+    rows = [r for r in res.rows() if not r["reference"] and r["method"] == method and r["labeled_fraction"] == fraction]
+    Ts, As = res.sweep.axis("temperature"), res.sweep.axis("alpha")
+    is_best = best is not None and best["method"] == method and best["labeled_fraction"] == fraction
+    z, text, pending = [], [], []
+    for T in Ts:
+        zr, tr, pr = [], [], []
+        for a in As:
+            r = next((r for r in rows if r["temperature"] == T and r["alpha"] == a), None)
+            m = r[f"{metric}_mean"] if r else math.nan
+            s = r[f"{metric}_std"] if r else math.nan
+            done = r is not None and r["n"] > 0 and not math.isnan(m)
+            zr.append(100 * m if done else None)
+            pr.append("" if done else "…")
+            if not done:
+                tr.append("")
+                continue
+            star = "★ " if is_best and best["temperature"] == T and best["alpha"] == a else ""
+            tr.append(f"{star}{100 * m:.1f}" + ("" if math.isnan(s) else f"<br>± {100 * s:.1f}")
+                      + (f"<br>({r['n']}/{r['seeds']} seeds)" if r["n"] < r["seeds"] else ""))
+        z.append(zr)
+        text.append(tr)
+        pending.append(pr)
+    xs, ys = [f"{a:g}" for a in As], [f"{T:g}" for T in Ts]
+    name = "accuracy" if metric == "acc" else "agreement"
+    fig = go.Figure()
+    # grey cells under the data: a pending cell stays visible (with '…') until its runs finish
+    fig.add_heatmap(z=[[0] * len(As) for _ in Ts], x=xs, y=ys, colorscale=[[0, "#EEEEEE"], [1, "#EEEEEE"]],
+                    showscale=False, text=pending, texttemplate="%{text}", textfont=dict(size=22, color="#888888"),
+                    hoverinfo="skip", xgap=3, ygap=3)
+    fig.add_heatmap(z=z, x=xs, y=ys, text=text, texttemplate="%{text}", textfont=dict(size=16),
+                    colorscale=viz.SEQUENTIAL, colorbar=dict(title=dict(text=f"{name} %"), thickness=14),
+                    hoverongaps=False, xgap=3, ygap=3,
+                    hovertemplate=f"T=%{{y}}, alpha=%{{x}}: {name} %{{z:.2f}}%<extra></extra>")
+    if is_best:
+        bx, by = As.index(best["alpha"]), Ts.index(best["temperature"])
+        fig.add_shape(type="rect", x0=bx - 0.5, x1=bx + 0.5, y0=by - 0.5, y1=by + 0.5,
+                      line=dict(color="#000000", width=4))
+    fig.update_xaxes(title="alpha (weight of the KD term)", type="category", showgrid=False)
+    fig.update_yaxes(title="temperature T", type="category", autorange="reversed", showgrid=False)
+    viz.style(fig, title, height=150 + 90 * len(Ts))
+    fig.update_layout(margin=dict(l=70, r=20, t=60 if title else 20, b=60))
+    return fig
+
+
+# ---------------------------------------------------------------- command line
+
+def add_subcommands(sub, add_run_args, config_from_args) -> None:
+    """Register ``sweep`` and ``leaderboard`` on the CLI's subparsers (see ``__main__``)."""
+    s = sub.add_parser("sweep", help="T x alpha grid (x methods x labelled fractions), several seeds per cell, "
+                                      "in parallel; prints the grid and writes a CSV")
+    add_run_args(s)
+    s.add_argument("--temperatures", default="1,2,4,8", metavar="T1,T2", help="temperatures to sweep (default: 1,2,4,8)")
+    s.add_argument("--alphas", default="0.5,0.9", metavar="A1,A2", help="alpha values to sweep (default: 0.5,0.9)")
+    s.add_argument("--methods", default="", metavar="M1,M2", help="methods to sweep (default: --method)")
+    s.add_argument("--fractions", default="", metavar="F1,F2", help="labelled fractions to sweep (default: --labeled-fraction)")
+    s.add_argument("--seeds", default="0", metavar="S1,S2", help="seeds per cell (default: 0)")
+    s.add_argument("--scratch", action="store_true", help="also train the student alone per fraction, as a reference")
+    _add_backend_args(s)
+    s.add_argument("--csv", metavar="FILE", default="", help="write the per-cell results here "
+                                                            "(default: <KD_PLAYGROUND_HOME>/sweeps/<time>.csv)")
+    s.set_defaults(func=lambda a: cmd_sweep(a, config_from_args))
+    lb = sub.add_parser("leaderboard", help="every method on one teacher/student pair, several seeds: "
+                                            "a table like the CRD paper's Table 1, also saved as CSV")
+    add_run_args(lb)
+    lb.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="seeds per method (default: 0,1,2)")
+    lb.add_argument("--methods", default="", metavar="M1,M2", help="only these methods (default: the whole registry)")
+    lb.add_argument("--kd-on-all", action="store_true",
+                    help="add the KD term (--alpha) to every method; by default feature, relational and contrastive "
+                         "methods train on CE plus their own loss, as in the CRD paper's Table 1")
+    _add_backend_args(lb)
+    lb.add_argument("--csv", metavar="FILE", default="", help="also write the table here "
+                                                             "(it is always saved in <KD_PLAYGROUND_HOME>/leaderboards)")
+    lb.set_defaults(func=lambda a: cmd_leaderboard(a, config_from_args))
+
+
+def _add_backend_args(p) -> None:
+    p.add_argument("--backend", default="joblib", choices=BACKENDS,
+                   help="joblib: local processes (default); dask or ray: a cluster (see --address)")
+    p.add_argument("--address", default="", help="scheduler address of a Dask cluster (tcp://host:8786) or a Ray "
+                                                 "cluster (host:6379 or ray://host:10001); empty: a local cluster")
+    p.add_argument("--n-jobs", type=_positive_int, default=None, metavar="N",
+                   help="parallel workers for local runs (default: one per CPU core)")
+
+
+def _positive_int(text):
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"n-jobs must be a whole number, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"n-jobs must be at least 1, got {v}")
+    return v
+
+
+def _bars(total: int, label: str):
+    import sys
+
+    from tqdm import tqdm
+
+    state = {"teacher": None}
+
+    def teacher_progress(epoch, epochs, acc):
+        if state["teacher"] is None:
+            state["teacher"] = tqdm(total=epochs, desc="teacher", file=sys.stderr, unit="epoch")
+        state["teacher"].set_postfix(acc=f"{acc:.3f}")
+        state["teacher"].update(1)
+        if epoch == epochs:
+            state["teacher"].close()
+
+    bar = {"b": None}
+
+    def on_result(r, res):
+        if bar["b"] is None:
+            bar["b"] = tqdm(total=total, desc=label, file=sys.stderr, unit="run")
+        bar["b"].update(1)
+        if r["status"] not in ("finished", "stopped"):
+            bar["b"].write(f"cell {r['cell']} seed {r['seed']}: {r['status']}: {r['message']}", file=sys.stderr)
+        if bar["b"].n >= total:
+            bar["b"].close()
+
+    return teacher_progress, on_result
+
+
+def cmd_sweep(a, config_from_args) -> int:
+    base = config_from_args(a)
+    sw = Sweep.grid(base, parse_list(a.temperatures, float, "--temperatures"), parse_list(a.alphas, float, "--alphas"),
+                    seeds=parse_list(a.seeds, int, "--seeds"),
+                    methods=parse_list(a.methods, str, "--methods") if a.methods else None,
+                    fractions=parse_list(a.fractions, float, "--fractions") if a.fractions else None, scratch=a.scratch)
+    teacher_progress, on_result = _bars(sw.total, f"sweep ({len(sw.cells)} cells x {len(sw.seeds)} seeds)")
+    res = sw.run(backend=a.backend, n_jobs=a.n_jobs, address=a.address, on_result=on_result,
+                 teacher_progress=teacher_progress)
+    print(grid_table(res))
+    path = Path(a.csv) if a.csv else paths.subdir("sweeps") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    res.to_csv(path)
+    print(f"wrote {path}")
+    return 0 if not res.errors() else 3
+
+
+def cmd_leaderboard(a, config_from_args) -> int:
+    base = config_from_args(a)
+    seeds = parse_list(a.seeds, int, "--seeds")
+    methods = parse_list(a.methods, str, "--methods") if a.methods else None
+    sw = Sweep.leaderboard(base.resolved(), seeds=seeds, methods=methods, kd_on_all=a.kd_on_all)  # refuse bad values first
+    teacher_progress, on_result = _bars(sw.total, f"leaderboard ({len(sw.cells)} methods x {len(seeds)} seeds)")
+    res, text, saved = leaderboard(base.dataset, seeds=seeds, methods=methods, base=base, backend=a.backend,
+                                   n_jobs=a.n_jobs, address=a.address, kd_on_all=a.kd_on_all, csv_path=a.csv or None,
+                                   on_result=on_result, teacher_progress=teacher_progress)
+    print(text)
+    print(f"wrote {saved}" + (f" and {a.csv}" if a.csv else ""))
+    return 0 if not res.errors() else 3

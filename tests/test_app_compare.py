@@ -1,0 +1,169 @@
+"""The Compare & sweep page driven headless by AppTest: saved runs side by side, rename and
+delete, a skipped run file, reopening a run in the other pages, a 2x2 sweep filling in
+live, and the leaderboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from kd_core import runs, sweep, train
+from kd_core.config import Config
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def trainers():
+    out = []
+    for T in (2.0, 4.0):
+        tr = train.Trainer(Config(dataset="digits", epochs=1, temperature=T))
+        tr.run()
+        out.append(tr)
+    return out
+
+
+@pytest.fixture
+def saved(tmp_path, monkeypatch, trainers):
+    """Two saved runs (T = 2 and T = 4) and one damaged run file, in a private run folder."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    monkeypatch.setattr(runs, "folder", lambda: d)
+    monkeypatch.setattr(sweep, "leaderboard_dir", lambda: tmp_path / "boards")
+    (tmp_path / "boards").mkdir()
+    a = runs.save_trainer(trainers[0], name="soft T=2")
+    b = runs.save_trainer(trainers[1], name="soft T=4")
+    shutil.copytree(d / a.id, d / "20000101-000000-aaaaaa")
+    (d / "20000101-000000-aaaaaa" / "run.json").write_text('{"format": 1, "na')
+    return a, b
+
+
+def open_compare() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/compare.py")
+    at.run()
+    assert not at.exception
+    return at
+
+
+def frame(at, column: str):
+    """The first table with this column (st.dataframe's key is not visible to AppTest here)."""
+    return next((d.value for d in at.dataframe if column in d.value.columns), None)
+
+
+def charts(at) -> set[str]:
+    return {e.proto.id.rsplit("-", 1)[-1] for e in at.get("plotly_chart")}
+
+
+def test_picking_two_runs_shows_the_table_and_the_overlays(saved):
+    a, b = saved
+    at = open_compare()
+    assert any("1 run file(s) skipped" in e.label for e in at.expander)
+    at.multiselect(key="cmp_pick").set_value([]).run()
+    assert frame(at, "1. soft T=2") is None
+    at.multiselect(key="cmp_pick").set_value([a.id, b.id]).run()
+    assert not at.exception
+    settings, results = [d.value for d in at.dataframe if "1. soft T=2" in d.value.columns]
+    assert list(settings.columns) == ["1. soft T=2", "2. soft T=4"] == list(results.columns)
+    assert list(settings.loc["temperature T"]) == ["2", "4"]
+    assert settings.loc["method"].tolist() == ["kd", "kd"]
+    assert all(v.endswith("%") for v in results.loc["student test accuracy"])
+    assert {"agreement with teacher", "ECE (calibration error)", "student parameters", "CPU latency (ms)"} <= set(results.index)
+    assert any("differ (temperature T)" in c.value for c in at.caption)
+    assert {"cmp_acc_chart", "cmp_agree_chart", "cmp_loss_chart", "cmp_per_class"} <= charts(at)
+    acc = next(e for e in at.get("plotly_chart") if e.proto.id.endswith("cmp_acc_chart"))
+    fig = json.loads(acc.proto.spec)
+    names = [t.get("name") for t in fig["data"]]
+    assert "1. soft T=2" in names and "2. soft T=4" in names and "1. soft T=2 (scratch)" in names
+
+
+def test_rename_and_delete(saved):
+    a, b = saved
+    at = open_compare()
+    at.selectbox(key="cmp_manage").set_value(a.id).run()
+    at.text_input(key=f"cmp_name_{a.id}").set_value("the T=2 run").run()
+    at.button(key="cmp_rename").click().run()
+    assert not at.exception
+    assert runs.load_run(a.id).name == "the T=2 run"
+    assert "the T=2 run" in frame(at, "saved")["name"].tolist()
+    assert at.button(key="cmp_delete").disabled  # not before confirming
+    at.checkbox(key="cmp_confirm_delete").check().run()
+    at.button(key="cmp_delete").click().run()
+    assert not at.exception
+    assert [r.id for r in runs.list_runs()[0]] == [b.id]
+    assert frame(at, "saved")["name"].tolist() == ["soft T=4"]
+    assert at.multiselect(key="cmp_pick").value == [b.id]  # the deleted run left the comparison
+
+
+def test_a_saved_run_reopens_in_the_other_pages(saved):
+    a, _ = saved
+    at = open_compare()
+    at.selectbox(key="cmp_manage").set_value(a.id).run()
+    at.button(key="cmp_reload_btn").click().run()
+    assert not at.exception
+    assert any("reopened" in s.value for s in at.success)
+    at.switch_page("pages/lab.py")
+    at.run()
+    assert not at.exception
+    assert any(s.value.startswith("Finished") for s in at.success)
+    assert frame(at, "test accuracy") is not None  # the Lab's results table
+    at.switch_page("pages/soft_targets.py")
+    at.run()
+    assert not at.exception
+    assert any("digits" in i.value for i in at.info)  # "your last Lab run distilled a student on digits"
+
+
+def test_a_2x2_sweep_fills_in_and_marks_the_best_cell(saved):
+    at = open_compare()
+    at.selectbox(key="cmp_sw_dataset").set_value("digits")
+    at.multiselect(key="cmp_sw_T").set_value([2.0, 4.0])
+    at.multiselect(key="cmp_sw_alpha").set_value([0.5, 0.9])
+    at.number_input(key="cmp_sw_seeds").set_value(1)
+    at.number_input(key="cmp_sw_epochs").set_value(1)
+    at.number_input(key="cmp_sw_workers").set_value(2)
+    at.run()
+    at.button(key="cmp_sw_start").click().run()
+    assert not at.exception
+    assert at.button(key="cmp_sw_start").disabled
+    deadline = time.time() + 150
+    while time.time() < deadline:
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception
+        if at.session_state["cmp_sweep_job"].done:
+            break
+    at.run()
+    job = at.session_state["cmp_sweep_job"]
+    assert job.status == "finished" and job.result.done == 5  # 4 cells + the scratch reference
+    assert any("Best cell" in m.value for m in at.markdown)
+    assert {"cmp_hm_acc_kd_0.1", "cmp_hm_agree_kd_0.1"} <= {e.proto.id.split("-", 2)[-1] for e in at.get("plotly_chart")}
+    assert not at.button(key="cmp_sw_start").disabled
+
+
+def test_the_latest_leaderboard_is_shown(saved, tmp_path):
+    at = open_compare()
+    assert any("No leaderboard yet" in i.value for i in at.info)
+    (tmp_path / "boards" / "digits.csv").write_text(
+        "method,name,n,acc_mean,acc_std,agree_mean,agree_std,ece_mean,dataset,teacher,student,epochs,labeled_fraction,seeds,created\n"
+        "teacher,Teacher (cnn-32-64),1,0.99,,,,,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n"
+        "none,Student (scratch),2,0.60,0.02,0.60,0.02,0.1,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n"
+        "kd,KD,2,0.70,0.01,0.71,0.01,0.1,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n")
+    broken = tmp_path / "boards" / "broken.csv"
+    broken.write_text("not,a\nleaderboard")
+    os.utime(broken, (time.time() - 60, time.time() - 60))  # the latest leaderboard is shown first
+    at.run()
+    assert not at.exception
+    board = frame(at, "top-1 accuracy (%)")
+    assert board["method"].tolist() == ["Teacher (cnn-32-64)", "Student (scratch)", "KD"]
+    assert board["top-1 accuracy (%)"].tolist()[1:] == ["60.00 ± 2.00", "70.00 ± 1.00"]
+    assert board["Δ vs scratch (points)"].tolist()[2] == "+10.00"
+    at.selectbox(key="cmp_board").set_value("broken").run()
+    assert not at.exception
+    assert any("cannot be read" in w.value for w in at.warning)
