@@ -4,13 +4,17 @@ import streamlit as st
 
 st.set_page_config(page_title="KD Playground", page_icon="🎓", layout="wide")
 
-from kd_app import chrome  # noqa: E402  (after set_page_config)
+from kd_app import chrome, i18n  # noqa: E402  (after set_page_config)
 
 pages = [
-    st.Page("pages/soft_targets.py", title="Soft targets", icon="🌡️", url_path="soft-targets", default=True),
+    st.Page("pages/lesson.py", title="Lesson", icon="🎓", url_path="lesson", default=True),
+    st.Page("pages/soft_targets.py", title="Soft targets", icon="🌡️", url_path="soft-targets"),
     st.Page("pages/lab.py", title="Distillation lab", icon="🧪", url_path="lab"),
     st.Page("pages/feature_maps.py", title="Feature maps", icon="🗺️", url_path="feature-maps"),
+    st.Page("pages/relations.py", title="Relations", icon="🕸️", url_path="relations"),
+    st.Page("pages/contrastive.py", title="Contrastive", icon="🧲", url_path="contrastive"),
+    st.Page("pages/compare.py", title="Compare & sweep", icon="📊", url_path="compare"),
 ]
-nav = st.navigation(pages)
+nav = st.navigation(i18n.localise_pages(pages))
 chrome.sidebar()
 nav.run()

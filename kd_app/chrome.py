@@ -1,4 +1,4 @@
-"""What every page shares: the sidebar (data status, the running job) and small widgets."""
+"""What every page shares: the sidebar (language, data status, the running job) and small widgets."""
 
 from __future__ import annotations
 
@@ -7,22 +7,24 @@ import streamlit as st
 from kd_core import data, models
 from kd_core.config import TEACHER_EPOCHS
 
-from . import state
+from . import i18n, state
+from .i18n import t
 
 
 def sidebar() -> None:
     with st.sidebar:
         st.markdown("### 🎓 KD Playground")
-        st.caption("Knowledge distillation you can see: a big teacher, a small student, real digits, live training.")
+        st.caption(t("sidebar.tagline"))
+        i18n.language_selector()
         jobs = [j for j in state.job_manager().jobs_of(state.session_id()) if not j.done]
         if jobs:
             j = jobs[-1]
-            st.info(f"Training in the Lab: {j.status} ({j.step}/{j.total_steps or '?'} steps)")
-        with st.expander("Data and models", expanded=False):
+            st.info(t("sidebar.training", status=t(f"status.{j.status}"), step=j.step, total=j.total_steps or "?"))
+        with st.expander(t("sidebar.data_models"), expanded=False):
             for info in data.DATASETS.values():
-                mark = "embedded" if info.embedded else "downloads on first use"
-                st.markdown(f"- **{info.name}** — {info.title} ({mark})")
-            st.caption(f"Cache folder: `{_home()}`")
+                mark = t("sidebar.embedded") if info.embedded else t("sidebar.downloads")
+                st.markdown(f"- **{info.name}** — {t('datasets.' + info.name)} ({mark})")
+            st.caption(t("sidebar.cache_folder", path=_home()))
 
 
 def _home() -> str:
@@ -31,7 +33,7 @@ def _home() -> str:
     return str(paths.home())
 
 
-def teacher_caption(t) -> str:
-    return (f"Teacher **{t.arch}** trained on **{t.dataset}** for {t.epochs} epochs — "
-            f"**{100 * t.test_accuracy:.1f}%** test accuracy"
-            + (" (loaded from cache)" if t.from_cache else ""))
+def teacher_caption(t_) -> str:
+    return (t("chrome.teacher_caption", arch=t_.arch, dataset=t_.dataset, epochs=t_.epochs,
+              acc=100 * t_.test_accuracy)
+            + (t("chrome.from_cache") if t_.from_cache else ""))

@@ -22,6 +22,8 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 def _app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
+    at.switch_page("pages/soft_targets.py")
+    at.run()
     assert not at.exception, at.exception
     return at
 
@@ -180,6 +182,8 @@ def test_distilled_student_is_compared_with_the_teacher():
     at = AppTest.from_file(APP, default_timeout=180)
     at.session_state["kd_session_id"] = owner
     at.session_state["kd_lab_job_id"] = job.id
+    at.run()
+    at.switch_page("pages/soft_targets.py")
     at.run()
     assert not at.exception
     spec = _chart(at, "st_chart_student")

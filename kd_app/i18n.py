@@ -1,0 +1,119 @@
+"""UI text in English and Simplified Chinese, from per-language catalogues.
+
+``t("lesson.title")`` returns the text of a key in the session's language; keyword
+arguments fill ``{placeholders}`` (``t("x", acc=97.1)`` with ``"{acc:.1f}%"``). A key
+missing from the current language falls back to English, then to the key itself, so a
+forgotten translation shows up as readable English rather than a crash.
+
+The catalogues are ``kd_app/locales/<lang>.json``: nested objects whose paths are the
+keys (``{"lesson": {"title": ...}}`` holds ``lesson.title``). ``tests/test_i18n.py``
+checks that both have the same keys and that every ``t("...")`` in the source exists.
+
+The language is chosen in the sidebar (``language_selector``), kept in
+``st.session_state["kd_lang"]`` and mirrored in the URL (``?lang=zh``), so it survives page
+switches and a shared link opens in the same language.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import streamlit as st
+
+LANGUAGES = {"en": "English", "zh": "简体中文"}
+DEFAULT = "en"
+KEY = "kd_lang"  # session_state key (and the selector's widget key)
+SHADOW = "_kd_lang"  # a copy that outlives the widget's state
+PARAM = "lang"  # query parameter
+LOCALES = Path(__file__).resolve().parent / "locales"
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in tree.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, path + "."))
+        else:
+            out[path] = str(v)
+    return out
+
+
+@lru_cache(maxsize=None)
+def catalogue(lang: str) -> dict[str, str]:
+    """The flattened catalogue of ``lang`` (``{"lesson.title": "..."}``)."""
+    with open(LOCALES / f"{lang}.json", encoding="utf-8") as fh:
+        return _flatten(json.load(fh))
+
+
+def lang() -> str:
+    """The session's language: the selector's value (or its shadow copy), else the link's ``?lang=``, else English."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx() is None:  # outside a script run (plain import, notebook, a format_func called later)
+        return DEFAULT
+    ss = st.session_state
+    value = ss.get(KEY)
+    if value in LANGUAGES:
+        ss[SHADOW] = value
+        return value
+    # The selector's widget state is gone when a run did not draw it (Streamlit drops the
+    # state of widgets it does not draw): the shadow copy keeps the choice.
+    if ss.get(SHADOW) in LANGUAGES:
+        return ss[SHADOW]
+    q = st.query_params.get(PARAM)  # a new session: the link's language
+    if q in LANGUAGES:
+        ss[SHADOW] = q
+        return q
+    return DEFAULT
+
+
+def text(key: str, language: str, **fmt) -> str:
+    """``t`` for an explicit language."""
+    raw = catalogue(language).get(key)
+    if raw is None:
+        raw = catalogue(DEFAULT).get(key, key)
+    if not fmt:
+        return raw
+    try:
+        return raw.format(**fmt)
+    except (KeyError, IndexError, ValueError):
+        return catalogue(DEFAULT).get(key, key).format(**fmt)
+
+
+def t(key: str, **fmt) -> str:
+    """The text of ``key`` in the session's language, ``{placeholders}`` filled from ``fmt``."""
+    return text(key, lang(), **fmt)
+
+
+def localise_pages(pages: list) -> list:
+    """Give the navigation's pages their titles in the session's language, from the keys
+    ``nav.<url_path>`` (pages without a key keep their title)."""
+    for page in pages:
+        key = f"nav.{getattr(page, '_url_path', '')}"
+        if key in catalogue(DEFAULT) and hasattr(page, "_title"):
+            page._title = t(key)
+    return pages
+
+
+def language_selector() -> str:
+    """The sidebar's language switch. The choice lives in session_state (every page's run
+    draws this widget, so it persists across pages) and in the URL's ``lang`` parameter."""
+    bad = st.query_params.get(PARAM)
+    first = "_kd_lang_checked" not in st.session_state
+    st.session_state["_kd_lang_checked"] = True
+    if KEY not in st.session_state or st.session_state[KEY] not in LANGUAGES:
+        st.session_state[KEY] = lang()
+    choice = st.radio(t("sidebar.language"), list(LANGUAGES), key=KEY, horizontal=True,
+                      format_func=LANGUAGES.get, help=t("sidebar.language_help"))
+    if first and bad is not None and bad not in LANGUAGES:
+        st.warning(t("sidebar.bad_language", value=bad, default=LANGUAGES[DEFAULT]))
+    want = None if choice == DEFAULT else choice
+    if st.query_params.get(PARAM) != want:
+        if want is None:
+            del st.query_params[PARAM]
+        else:
+            st.query_params[PARAM] = want
+    return choice

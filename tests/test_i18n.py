@@ -1,0 +1,97 @@
+"""The text catalogues: English and Simplified Chinese hold the same keys with the same
+placeholders, every key the source asks for exists, and t() falls back sensibly."""
+
+from __future__ import annotations
+
+import ast
+import re
+import string
+from pathlib import Path
+
+import pytest
+
+from kd_app import i18n
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "kd_app").glob("*.py"))]
+
+
+def _placeholders(text: str) -> set[str]:
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+    except ValueError:  # LaTeX braces in a text that is never formatted
+        return set()
+
+
+def _used_keys() -> tuple[set[str], set[str]]:
+    """(exact keys, key prefixes) that the source passes to t(): literal first arguments,
+    the literal start of f-strings and of "prefix." + name concatenations, and string
+    literals that are catalogue keys chosen in a variable (e.g. key = "lesson.s5.result")."""
+    sections = {k.split(".")[0] for k in i18n.catalogue("en")}
+    exact, prefixes = set(), set()
+    for path in SOURCES:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        in_fstrings = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "t" \
+                    and node.args:
+                arg = node.args[0]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    exact.add(arg.value)
+                elif isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+                    prefixes.add(arg.values[0].value)
+                elif isinstance(arg, ast.BinOp) and isinstance(arg.left, ast.Constant):
+                    prefixes.add(arg.left.value)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in in_fstrings \
+                    and re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+", node.value) \
+                    and node.value.split(".")[0] in sections:
+                exact.add(node.value)
+    return exact, prefixes
+
+
+def test_both_catalogues_have_every_key():
+    en, zh = i18n.catalogue("en"), i18n.catalogue("zh")
+    assert set(en) - set(zh) == set(), "missing in zh.json"
+    assert set(zh) - set(en) == set(), "missing in en.json"
+    assert all(v.strip() for v in en.values()) and all(v.strip() for v in zh.values())
+
+
+def test_placeholders_match_between_languages():
+    en, zh = i18n.catalogue("en"), i18n.catalogue("zh")
+    bad = {k: (_placeholders(en[k]), _placeholders(zh[k])) for k in en if _placeholders(en[k]) != _placeholders(zh[k])}
+    assert not bad
+
+
+def test_chinese_texts_are_translated():
+    en, zh = i18n.catalogue("en"), i18n.catalogue("zh")
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    long_untranslated = [k for k in en if len(en[k]) > 25 and not cjk.search(zh[k])
+                         and not k.startswith(("lesson.s3.col_", "lesson.s3.grad_"))]
+    assert not long_untranslated
+
+
+def test_every_key_used_in_the_source_exists():
+    en, zh = i18n.catalogue("en"), i18n.catalogue("zh")
+    exact, prefixes = _used_keys()
+    assert exact, "no t() calls found"
+    missing = sorted(k for k in exact if k not in en or k not in zh)
+    assert not missing
+    dangling = sorted(p for p in prefixes if not any(k.startswith(p) for k in en))
+    assert not dangling
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_formatted_texts_format(lang):
+    """Every text with placeholders formats with dummy values (no stray braces)."""
+    cat = i18n.catalogue(lang)
+    for key, text in cat.items():
+        names = _placeholders(text)
+        if names:
+            text.format(**{n: 1 for n in names})
+
+
+def test_t_falls_back_to_english_then_to_the_key():
+    assert i18n.text("lesson.title", "zh") != i18n.text("lesson.title", "en")
+    assert i18n.text("no.such.key", "zh") == "no.such.key"
+    assert i18n.text("roles.teacher_line", "zh", acc=97.25) == "教师 97.2%"
+    assert i18n.t("lesson.title") == i18n.text("lesson.title", "en")  # outside a Streamlit run: English
