@@ -102,7 +102,8 @@ def _no_exception(page):
     assert boxes.count() == 0, boxes.first.inner_text()
 
 
-PAGES = [("soft-targets", "Soft targets"), ("lab", "Distillation lab"), ("feature-maps", "Feature maps")]
+PAGES = [("soft-targets", "Soft targets"), ("lab", "Distillation lab"), ("feature-maps", "Feature maps"),
+         ("relations", "Relations"), ("contrastive", "Contrastive"), ("compare", "Compare & sweep")]
 
 
 @pytest.mark.parametrize("path,title", PAGES)
@@ -113,6 +114,20 @@ def test_every_page_opens_without_exceptions(server, browser, path, title):
     _no_exception(page)
     assert page.get_by_text(title).first.is_visible()
     page.screenshot(path=str(SHOTS / f"{path}.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.parametrize("lang,query,title", [("en", "", "Knowledge distillation, step by step"),
+                                               ("zh", "?lang=zh", "知识蒸馏，一步一步来")])
+def test_the_lesson_opens_first_in_both_languages(server, browser, lang, query, title):
+    """The Lesson is the default page (the root URL; a default page has no path of its own)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    _open(page, f"{server}/{query}")
+    _no_exception(page)
+    assert page.get_by_text(title).first.is_visible()
+    assert page.get_by_text("Page not found").count() == 0
+    page.screenshot(path=str(SHOTS / f"lesson-{lang}.png"), full_page=True)
     page.close()
 
 
