@@ -28,9 +28,18 @@ def job_manager() -> JobManager:
     (KD_PLAYGROUND_MAX_JOBS, default: one per CPU core, each job on one torch thread) and
     stops the jobs of sessions whose tab was closed, after a grace period."""
     import os
+    import sys
 
+    # Training threads and the web server share one GIL. Python hands it over every 5 ms by
+    # default; a training step of tiny ops keeps asking for it back, so every hop of the
+    # event loop (a static file chunk, a health check) could wait 5 ms. 1 ms keeps page
+    # loads and /_stcore/health responsive while a classroom trains (see tests/test_load.py).
+    sys.setswitchinterval(0.001)
     grace = float(os.environ.get("KD_PLAYGROUND_GRACE_SECONDS", "60"))
-    return JobManager(is_alive=_session_alive, grace_seconds=grace)
+    # trainings run niced so that the server (page loads, the polling of every session)
+    # answers first and training takes the rest of the CPU
+    nice = int(os.environ.get("KD_PLAYGROUND_JOB_NICE", "5"))
+    return JobManager(is_alive=_session_alive, grace_seconds=grace, nice=nice)
 
 
 def session_id() -> str:

@@ -124,6 +124,16 @@ class Job:
                     traceback.print_exc()
 
 
+def _lower_priority(nice: int) -> None:
+    """Make the calling thread nicer (on Linux a thread is a task with its own priority);
+    a no-op where the platform has no per-thread priorities."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (AttributeError, OSError):
+        pass
+
+
 class JobManager:
     """Runs jobs in daemon threads, at most ``max_running`` at once; the rest wait in order.
 
@@ -131,11 +141,12 @@ class JobManager:
     is still connected. A watchdog drops the queued jobs of an owner that has been gone for
     ``grace_seconds`` and stops its running job (which keeps its partial results), so a
     closed tab never holds a trainer. Finished jobs are forgotten after ``keep_seconds``
-    so memory stays bounded as sessions come and go.
+    so memory stays bounded as sessions come and go. ``nice`` (Linux) lowers the priority
+    of the training threads so that a server sharing the machine keeps answering first.
     """
 
     def __init__(self, max_running: int | None = None, is_alive=None, grace_seconds: float = 60.0,
-                 keep_seconds: float = 3600.0, watch_every: float = 5.0):
+                 keep_seconds: float = 3600.0, watch_every: float = 5.0, nice: int = 0):
         cpus = os.cpu_count() or 1
         self.max_running = max_running or int(os.environ.get("KD_PLAYGROUND_MAX_JOBS", 0)) or cpus
         self._slots = threading.Semaphore(self.max_running)
@@ -145,6 +156,7 @@ class JobManager:
         self.is_alive = is_alive
         self.grace_seconds = grace_seconds
         self.keep_seconds = keep_seconds
+        self.nice = nice
         self._gone_since: dict[str, float] = {}
         if is_alive is not None:
             self._watch_every = watch_every
@@ -197,6 +209,8 @@ class JobManager:
             with self._lock:
                 if job.id in self._queue:
                     self._queue.remove(job.id)
+            if self.nice:
+                _lower_priority(self.nice)
             job._run()
 
     def queue_position(self, job: Job) -> int | None:

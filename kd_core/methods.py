@@ -232,7 +232,7 @@ def _projections(shapes: list, params: dict) -> nn.Module:
 
 # ---------------------------------------------------------------- registry
 
-_CE = r"<1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\,<T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right)"
+_CE = r"<1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right)"
 _BETA_HELP = "Weight of the method's own loss term."
 
 METHODS: dict[str, Method] = {}

@@ -313,6 +313,8 @@ def draw_job() -> None:
         return
     snap = j.snapshot()
     draw_progress(snap)
+    if snap["status"] == "queued":
+        return  # nothing to plot yet: a queue of waiting sessions costs the server almost nothing
     draw_curves(snap)
     if j.done:
         draw_results(snap)
@@ -320,11 +322,14 @@ def draw_job() -> None:
 
 with output:
     if running:
-        @st.fragment(run_every=1.0)
+        # once a second while it trains; a queued run only updates its position, every 3 s
+        waiting = job.status == "queued"
+
+        @st.fragment(run_every=3.0 if waiting else 1.0)
         def live() -> None:
             draw_job()
             j = state.lab_job()
-            if j is not None and j.done:
+            if j is not None and (j.done or (waiting and j.status != "queued")):
                 st.rerun()  # redraw the whole page once: buttons re-enable, results show
 
         live()

@@ -72,3 +72,24 @@ def test_finished_jobs_are_forgotten_after_a_while():
     wait(lambda: j.done)
     jm.reap(now=time.time() + 1)
     assert jm.jobs_of("x") == []
+
+
+def test_training_threads_run_niced_and_the_callers_priority_is_untouched():
+    import os
+
+    import pytest
+
+    if not hasattr(os, "getpriority"):
+        pytest.skip("no per-thread priorities on this platform")
+    seen = {}
+
+    def record(job):  # on_end runs in the job's worker thread
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    jm = JobManager(max_running=1, nice=3)
+    job = jm.submit(cfg(), owner="alice", on_end=record)
+    wait(lambda: job.done)
+    assert job.status == "finished"
+    assert seen["nice"] == min(19, before + 3)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
