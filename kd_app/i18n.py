@@ -5,8 +5,9 @@ arguments fill ``{placeholders}`` (``t("x", acc=97.1)`` with ``"{acc:.1f}%"``). 
 missing from the current language falls back to English, then to the key itself, so a
 forgotten translation shows up as readable English rather than a crash.
 
-The catalogues are ``kd_app/locales/<lang>.json``: nested objects whose paths are the
-keys (``{"lesson": {"title": ...}}`` holds ``lesson.title``). ``tests/test_i18n.py``
+The catalogues are ``kd_app/locales/<lang>.json`` plus one file per page in
+``kd_app/locales/<lang>/<page>.json``, merged: nested objects whose paths are the keys
+(``{"lesson": {"title": ...}}`` holds ``lesson.title``); two files may not define the same key. ``tests/test_i18n.py``
 checks that both have the same keys and that every ``t("...")`` in the source exists.
 
 The language is chosen in the sidebar (``language_selector``), kept in
@@ -43,9 +44,50 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 
 @lru_cache(maxsize=None)
 def catalogue(lang: str) -> dict[str, str]:
-    """The flattened catalogue of ``lang`` (``{"lesson.title": "..."}``)."""
-    with open(LOCALES / f"{lang}.json", encoding="utf-8") as fh:
-        return _flatten(json.load(fh))
+    """The flattened catalogue of ``lang`` (``{"lesson.title": "..."}``), from its main file
+    and its per-page files."""
+    out: dict[str, str] = {}
+    for path in [LOCALES / f"{lang}.json", *sorted((LOCALES / lang).glob("*.json"))]:
+        with open(path, encoding="utf-8") as fh:
+            part = _flatten(json.load(fh))
+        clash = sorted(set(part) & set(out))
+        if clash:
+            raise ValueError(f"{path.name} defines keys already defined elsewhere: {clash[:5]}")
+        out.update(part)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _figure_texts(lang: str) -> dict[str, str]:
+    """English text -> this language, for the ``roles``, ``axes`` and ``figure`` sections."""
+    en, here = catalogue(DEFAULT), catalogue(lang)
+    return {en[k]: here[k] for k in en if k.split(".")[0] in ("roles", "axes", "figure") and "{" not in en[k]}
+
+
+def localise_figure(fig, language: str | None = None):
+    """Translate the English texts that ``kd_core.viz`` writes into a figure (trace names,
+    axis titles, annotations) when they are in the ``roles``, ``axes`` or ``figure``
+    sections; ``kd_core`` stays free of the UI's languages. Returns the figure."""
+    language = language or lang()
+    if language == DEFAULT:
+        return fig
+    table = _figure_texts(language)
+
+    def tr(value):
+        return table.get(value, value) if isinstance(value, str) else value
+
+    for trace in fig.data:
+        if getattr(trace, "name", None):
+            trace.name = tr(trace.name)
+    layout = fig.layout
+    for name in dir(layout):
+        if name.startswith(("xaxis", "yaxis")):
+            axis = getattr(layout, name, None)
+            if axis is not None and getattr(axis, "title", None) is not None and axis.title.text:
+                axis.title.text = tr(axis.title.text)
+    for ann in layout.annotations or ():
+        ann.text = tr(ann.text)
+    return fig
 
 
 def lang() -> str:

@@ -95,3 +95,31 @@ def test_t_falls_back_to_english_then_to_the_key():
     assert i18n.text("no.such.key", "zh") == "no.such.key"
     assert i18n.text("roles.teacher_line", "zh", acc=97.25) == "教师 97.2%"
     assert i18n.t("lesson.title") == i18n.text("lesson.title", "en")  # outside a Streamlit run: English
+
+
+def test_figures_from_the_engine_are_relabelled_in_chinese():
+    from kd_core import viz
+
+    epochs = [{"epoch": 1, "student_acc": 0.5, "baseline_acc": 0.4}, {"epoch": 2, "student_acc": 0.7, "baseline_acc": 0.5}]
+    fig = i18n.localise_figure(viz.accuracy_curves(epochs, 0.98, 2, "t"), "zh")
+    zh = i18n.catalogue("zh")
+    assert [tr.name for tr in fig.data] == [zh["roles.distilled"], zh["roles.scratch"]]
+    assert fig.layout.xaxis.title.text == zh["axes.epoch"] and fig.layout.yaxis.title.text == zh["axes.test_accuracy"]
+    same = i18n.localise_figure(viz.accuracy_curves(epochs, 0.98, 2, "t"), "en")
+    assert [tr.name for tr in same.data] == ["distilled student", "scratch student"]
+
+
+def test_per_page_catalogues_may_not_redefine_a_key(tmp_path, monkeypatch):
+    import json
+
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en.json").write_text(json.dumps({"a": {"b": "x"}}), encoding="utf-8")
+    (tmp_path / "en" / "page.json").write_text(json.dumps({"a": {"b": "y"}}), encoding="utf-8")
+    monkeypatch.setattr(i18n, "LOCALES", tmp_path)
+    i18n.catalogue.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="a.b"):
+            i18n.catalogue("en")
+    finally:
+        monkeypatch.undo()
+        i18n.catalogue.cache_clear()
