@@ -13,7 +13,8 @@ import math
 import numpy as np
 import streamlit as st
 
-from kd_app import chrome, state
+from kd_app import chrome, i18n, state
+from kd_app.i18n import t
 from kd_core import data, metrics, viz
 from kd_core.errors import KDError
 
@@ -23,6 +24,7 @@ TICKS_T = [0.1, 0.3, 1, 3, 10, 20]
 DEFAULT_DATASET = "mnist-mini"
 DEFAULT_T = 4.0
 TEACHER_LIGHT = "#A6CEE8"  # the teacher's blue, lightened: its plain (T = 1) probabilities
+ROLE_KEYS = {"distilled student": "roles.distilled", "scratch student": "roles.scratch"}  # the Lab's series
 BIG_PX = 300  # the chosen image, on screen
 THUMB_PX = 56  # gallery thumbnails
 
@@ -95,6 +97,31 @@ def gallery(teacher_key: str, dataset_name: str, _logits: np.ndarray, _y: np.nda
     return out
 
 
+def dataset_label(language: str):
+    """The dataset selector's option labels in ``language`` (fixed when the widget is drawn:
+    Streamlit may call a format_func again outside the script run, where t() would be English)."""
+    def label(name: str) -> str:
+        key = "datasets." + name
+        title = i18n.text(key, language) if key in i18n.catalogue(i18n.DEFAULT) else data.DATASETS[name].title
+        return f"{name} — {title}"
+    return label
+
+
+def series_name(role_key: str, T: float) -> str:
+    """A series' label: the role (``roles.teacher`` ...) at temperature T."""
+    return t("soft_targets.series_at", who=t(role_key), T=T)
+
+
+def relabel_bars(fig, names: list[str]):
+    """Give viz.prob_bars' traces their labels in the session's language (built with the
+    English role names, which pick the role colours), hover texts included, then translate
+    the engine's axis titles."""
+    for trace, name in zip(fig.data, names):
+        trace.name = name
+        trace.hovertemplate = f"{t('axes.class')} %{{x}}: %{{y:.4f}}<extra>{name}</extra>"
+    return i18n.localise_figure(fig)
+
+
 def legend_below(fig, height: int = 430):
     """Long series names go under the plot, where they cannot cover the title."""
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="center", x=0.5),
@@ -127,9 +154,8 @@ def pick_random(counts: list[int]) -> None:
 
 
 # ------------------------------------------------------------------ header
-st.title("🌡️ Soft targets")
-st.caption("What a teacher knows beyond the label: its probabilities for the *wrong* classes. "
-           "Raise the temperature to make them visible — this is what a student learns from in distillation.")
+st.title("🌡️ " + t("soft_targets.title"))
+st.caption(t("soft_targets.intro"))
 
 keep("st_dataset", DEFAULT_DATASET)
 keep("st_T", DEFAULT_T)
@@ -140,10 +166,9 @@ if st.session_state.st_dataset not in data.DATASETS:
 
 head_l, head_r = st.columns([1, 1.25], gap="large")
 with head_l:
-    choice = st.selectbox("Dataset", list(data.DATASETS), key="st_dataset",
-                          format_func=lambda n: f"{n} — {data.DATASETS[n].title}",
-                          help="mnist-mini (5,000 real MNIST digits) and digits (8×8 scans) are embedded; "
-                               "the others need their files on disk or a download on first use.")
+    choice = st.selectbox(t("soft_targets.dataset"), list(data.DATASETS), key="st_dataset",
+                          format_func=dataset_label(i18n.lang()),
+                          help=t("soft_targets.dataset_help"))
     ds_name = choice
     try:
         ds = state.dataset(choice)
@@ -152,20 +177,18 @@ with head_l:
         ds_name = st.session_state.get("_st_good_dataset", DEFAULT_DATASET)
         if ds_name == choice:
             ds_name = DEFAULT_DATASET
-        st.error(f"Cannot use **{choice}**: {e}")
-        st.caption(f"Showing **{ds_name}** meanwhile; choose another dataset above.")
+        st.error(t("soft_targets.cannot_use", name=choice, error=e))
+        st.caption(t("soft_targets.showing_meanwhile", name=ds_name))
         ds = state.dataset(ds_name)
     try:
         teacher = state.teacher(ds_name)
     except KDError as e:
-        st.error(f"Cannot train the teacher: {e}")
+        st.error(t("soft_targets.no_teacher", error=e))
         st.stop()
     st.markdown(chrome.teacher_caption(teacher))
 with head_r:
     st.latex(r"p_i \;=\; \frac{\exp(z_i / T)}{\sum_j \exp(z_j / T)}")
-    st.caption(r"$z_i$ is the teacher's raw score (logit) for class $i$, $p_i$ its probability and $T$ the "
-               r"temperature. $T = 1$ is the ordinary softmax; a larger $T$ flattens the distribution and "
-               r"reveals which wrong classes the teacher finds plausible; $T < 1$ sharpens it.")
+    st.caption(t("soft_targets.formula_caption"))
 
 logits = state.test_logits(teacher.key, teacher.model, ds_name)  # (N, K), once per teacher
 y = ds.y_test.cpu().numpy() if hasattr(ds.y_test, "cpu") else np.asarray(ds.y_test)
@@ -194,9 +217,8 @@ if not 0 <= st.session_state.st_index < counts[st.session_state.st_class]:
     st.session_state.st_index = 0
 
 with st.container(border=True):
-    st.markdown("**Pick a test image** — top row: images the teacher is sure of; "
-                "bottom row: images it hesitates on (still correct). Or choose by class and number below.")
-    for row, label in (("clear", "clear"), ("ambiguous", "ambiguous")):
+    st.markdown(t("soft_targets.gallery"))
+    for row in ("clear", "ambiguous"):
         cols = st.columns(K, gap="small")
         for c in range(K):
             if c not in best[row]:
@@ -207,39 +229,36 @@ with st.container(border=True):
                 selected = st.session_state.st_class == c and st.session_state.st_index == k
                 st.button(classes[c], key=f"st_pick_{row}_{c}", on_click=pick, args=(c, k),
                           type="primary" if selected else "secondary",
-                          help=f"Show this {label} example of class {classes[c]}.")
+                          help=t(f"soft_targets.pick_help.{row}", c=classes[c]))
 
 # ------------------------------------------------------------------ image + probabilities
 left, right = st.columns([1, 3.1], gap="large")
 with left:
     c1, c2 = st.columns(2)
-    cls = c1.number_input("True class", 0, K - 1, key="st_class", step=1,
-                          help="Show a test image of this class.")
-    idx_in_class = c2.number_input("Example #", 0, counts[cls] - 1, key="st_index", step=1,
-                                   help=f"Which of the {counts[cls]} test images of this class (0–{counts[cls] - 1}).")
-    st.button("🎲 Random image", key="st_random", on_click=pick_random, args=(counts,),
-              help="Pick a random test image.", width="stretch")
+    cls = c1.number_input(t("soft_targets.true_class"), 0, K - 1, key="st_class", step=1,
+                          help=t("soft_targets.true_class_help"))
+    idx_in_class = c2.number_input(t("soft_targets.example"), 0, counts[cls] - 1, key="st_index", step=1,
+                                   help=t("soft_targets.example_help", n=counts[cls], last=counts[cls] - 1))
+    st.button(t("soft_targets.random"), key="st_random", on_click=pick_random, args=(counts,),
+              help=t("soft_targets.random_help"), width="stretch")
     i = test_index(int(cls), int(idx_in_class))
     z = logits[i]
     st.image(upscale(image_of(i), BIG_PX), width="stretch", output_format="PNG")
     p1 = softmax(z, 1.0)
     guess = int(np.argmax(z))
     verdict = "✅" if guess == cls else "❌"
-    st.markdown(f"#### True label: {classes[cls]}")
-    st.markdown(f"Test image #{i}. Teacher's top guess **{classes[guess]}** {verdict} "
-                f"({100 * p1[guess]:.1f}% at T = 1).")
+    st.markdown("#### " + t("soft_targets.true_label", c=classes[cls]))
+    st.markdown(t("soft_targets.top_guess", i=i, guess=classes[guess], verdict=verdict, p=100 * p1[guess]))
 
 with right:
     s1, s2 = st.columns([3, 1], vertical_alignment="bottom")
-    T = float(s1.select_slider("Temperature T", TEMPERATURES, key="st_T", format_func=lambda v: f"{v:g}",
-                               help="Divides the logits before the softmax. T = 1 is the usual softmax; "
-                                    "T = 4 is a typical distillation temperature; T = 20 is almost uniform."))
-    log_scale = s2.toggle("Log scale", key="st_log",
-                          help="Plot probabilities on a log axis, so tiny ones (dark knowledge) become visible "
-                               "even at T = 1.")
+    T = float(s1.select_slider(t("soft_targets.T"), TEMPERATURES, key="st_T", format_func=lambda v: f"{v:g}",
+                               help=t("soft_targets.T_help")))
+    log_scale = s2.toggle(t("soft_targets.log"), key="st_log", help=t("soft_targets.log_help"))
     pT = softmax(z, T)
     fig = viz.prob_bars({"teacher at T = 1 (plain softmax)": p1, f"teacher at T = {T:g}": pT}, classes,
-                        title="Teacher's probabilities for this image", highlight=int(cls), log=log_scale)
+                        title=t("soft_targets.probs_title"), highlight=int(cls), log=log_scale)
+    relabel_bars(fig, [t("soft_targets.series_t1"), series_name("roles.teacher", T)])
     fig.data[0].marker.color = TEACHER_LIGHT
     legend_below(fig)
     if log_scale:
@@ -249,38 +268,37 @@ with right:
     g1.plotly_chart(fig, key="st_chart_probs", width="stretch", theme=None)
 
     entropies = {"teacher": entropy_bits(softmax(z[None, :], T_GRID[:, None]))}
-    efig = viz.entropy_curve(T_GRID, entropies, T, max_entropy=math.log2(K), title="Entropy of softmax(z / T)")
+    efig = viz.entropy_curve(T_GRID, entropies, T, max_entropy=math.log2(K), title=t("soft_targets.entropy_title"))
+    efig.data[-1].hovertemplate = (f"T={T:g}<br>H=%{{y:.3f}} {t('soft_targets.bits')}"
+                                   f"<extra>{t('roles.teacher')}</extra>")  # the marker at the current T
+    i18n.localise_figure(efig)
     efig.update_layout(height=430)
-    efig.update_xaxes(tickvals=TICKS_T, ticktext=[f"{t:g}" for t in TICKS_T])
+    efig.update_xaxes(tickvals=TICKS_T, ticktext=[f"{v:g}" for v in TICKS_T])
     efig.update_layout(showlegend=False)
     efig.update_annotations(x=0, xanchor="left", yanchor="bottom")  # "uniform" away from the curve
     g2.plotly_chart(efig, key="st_chart_entropy", width="stretch", theme=None)
     others = np.delete(pT, int(cls))
     top_wrong = int(np.delete(np.arange(K), int(cls))[np.argmax(others)])
-    st.markdown(f"At **T = {T:g}** the true class {classes[cls]} keeps **{100 * pT[cls]:.1f}%**; the other "
-                f"classes share **{100 * (1 - pT[cls]):.1f}%** (at T = 1 only {100 * (1 - p1[cls]):.2g}%). "
-                f"The teacher's best wrong guess: **{classes[top_wrong]}**. Entropy {entropy_bits(pT):.2f} bits "
-                f"(uniform: {math.log2(K):.2f}).")
+    st.markdown(t("soft_targets.reading", T=T, c=classes[cls], keep=100 * pT[cls], share=100 * (1 - pT[cls]),
+                  share1=100 * (1 - p1[cls]), wrong=classes[top_wrong], h=entropy_bits(pT), hmax=math.log2(K)))
 
 # ------------------------------------------------------------------ the distilled student
-st.subheader("Does the student think like its teacher?")
+st.subheader(t("soft_targets.student_header"))
 found = state.distilled_student()
 if found is None:
-    st.info("No distilled student yet in this session. Train one in the Distillation lab and come back: "
-            "its soft targets will appear here beside the teacher's, for the same image and temperature.")
-    st.page_link("pages/lab.py", label="Open the Distillation lab", icon="🧪")
+    st.info(t("soft_targets.no_student"))
+    st.page_link("pages/lab.py", label=t("soft_targets.lab_link"), icon="🧪")
 else:
     trainer, job = found
     cfg = trainer.config
     if cfg.dataset != ds_name:
-        st.info(f"Your last Lab run distilled a student on **{cfg.dataset}**; choose that dataset above to "
-                f"compare it with its teacher here.")
+        st.info(t("soft_targets.other_dataset", dataset=cfg.dataset))
     else:
         cache_key = f"st_cache_student_{job.id}"
         if cache_key not in st.session_state:
             for old in [k for k in st.session_state if str(k).startswith("st_cache_student_")]:
                 del st.session_state[old]
-            with st.spinner("Running the student on the test set (once)…"):
+            with st.spinner(t("soft_targets.running_student")):
                 st.session_state[cache_key] = {
                     "distilled student": metrics.predict_logits(trainer.student, ds.x_test).numpy(),
                     "scratch student": (metrics.predict_logits(trainer.baseline, ds.x_test).numpy()
@@ -291,44 +309,41 @@ else:
         t_logits = state.test_logits(run_teacher.key, run_teacher.model, ds_name)
         series = {f"teacher at T = {T:g}": softmax(t_logits[i], T)}
         series.update({f"{name} at T = {T:g}": softmax(s[i], T) for name, s in student_logits.items()})
+        who = {name: ROLE_KEYS.get(name, name) for name in student_logits}  # catalogue keys of the roles
+        sfig = viz.prob_bars(series, classes, title=t("soft_targets.student_title", T=T), highlight=int(cls),
+                             log=log_scale)
+        relabel_bars(sfig, [series_name("roles.teacher", T)] + [series_name(who[n], T) for n in student_logits])
         a, b = st.columns([2, 1], gap="large")
-        a.plotly_chart(legend_below(viz.prob_bars(series, classes, title=f"Soft targets at T = {T:g}: teacher vs students",
-                                                  highlight=int(cls), log=log_scale)),
-                       key="st_chart_student", width="stretch", theme=None)
+        a.plotly_chart(legend_below(sfig), key="st_chart_student", width="stretch", theme=None)
         with b:
-            st.markdown(f"The student (**{cfg.student}**, method **{cfg.method}**) was distilled at "
-                        f"**T = {cfg.temperature:g}** from **{run_teacher.arch}**.")
+            st.markdown(t("soft_targets.student_text", student=cfg.student, method=cfg.method, T=cfg.temperature,
+                          teacher=run_teacher.arch))
             for name, s in student_logits.items():
-                st.metric(f"KL(p_T ‖ p_S) at T = {T:g}, {name}", f"{kl_at(t_logits[i], s[i], T):.3f} nats",
-                          help="How far this student's softened probabilities are from the teacher's on this image "
-                               "(0 = identical).")
-                st.caption(f"Average over the {len(y):,} test images: {kl_at(t_logits, s, T).mean():.3f} nats.")
+                st.metric(t("soft_targets.kl_label", T=T, who=t(who[name])),
+                          t("soft_targets.kl_value", kl=kl_at(t_logits[i], s[i], T)), help=t("soft_targets.kl_help"))
+                st.caption(t("soft_targets.kl_average", n=len(y), kl=kl_at(t_logits, s, T).mean()))
 
 # ------------------------------------------------------------------ dark knowledge matrix
-st.subheader("Dark knowledge: which classes look alike to the teacher?")
+st.subheader(t("soft_targets.dark_header"))
 matrix = dark_knowledge(logits, y, K, T)
 pairs = confused_pairs(matrix)
 h1, h2 = st.columns([1.6, 1], gap="large")
 with h2:
-    hide_diag = st.toggle("Hide the diagonal", key="st_hide_diag",
-                          help="Drop each true class's own probability so the colour scale shows only the "
-                               "probabilities of the wrong classes.")
-    st.markdown(f"Row *c* is the teacher's softened probabilities at **T = {T:g}**, averaged over every test "
-                f"image of class *c* — each row sums to 1. Off the diagonal is the knowledge labels never "
-                f"carry.")
-    st.markdown("**Most confused pairs** (both directions added):\n" + "\n".join(
+    hide_diag = st.toggle(t("soft_targets.hide_diag"), key="st_hide_diag", help=t("soft_targets.hide_diag_help"))
+    st.markdown(t("soft_targets.dark_text", T=T))
+    st.markdown(t("soft_targets.pairs_header") + "\n" + "\n".join(
         f"{n}. **{classes[a]} ↔ {classes[b]}** — {s:.3f}" for n, (a, b, s) in enumerate(pairs, 1)))
     if T <= 1:
-        st.caption("Tip: at T ≤ 1 the off-diagonal is nearly zero; raise T or hide the diagonal.")
+        st.caption(t("soft_targets.tip_low_T"))
 with h1:
     shown = matrix.copy()
     if hide_diag:
         np.fill_diagonal(shown, np.nan)
-    fig = viz.heatmap(shown, classes, classes, title=f"Average soft targets per true class, T = {T:g}",
-                      zmin=0, zmax=None if hide_diag else 1, xtitle="class the teacher assigns probability to",
-                      ytitle="true class", colorbar_title="p", height=520)
+    fig = viz.heatmap(shown, classes, classes, title=t("soft_targets.dark_title", T=T),
+                      zmin=0, zmax=None if hide_diag else 1, xtitle=t("soft_targets.dark_x"),
+                      ytitle=t("soft_targets.dark_y"), colorbar_title="p", height=520)
     st.plotly_chart(fig, key="st_chart_dark", width="stretch", theme=None)
-    top = ", ".join(f"{classes[a]}↔{classes[b]}" for a, b, _ in pairs)
-    st.caption(f"Most confused pairs at T = {T:g}: {top}.")
+    top = t("soft_targets.list_sep").join(f"{classes[a]}↔{classes[b]}" for a, b, _ in pairs)
+    st.caption(t("soft_targets.pairs_caption", T=T, pairs=top))
 
 remember("st_dataset", "st_T", "st_log", "st_hide_diag", "st_class", "st_index")

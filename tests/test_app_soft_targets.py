@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from kd_app import i18n
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
@@ -193,3 +195,147 @@ def test_distilled_student_is_compared_with_the_teacher():
     assert len(kls) == 2 and all(float(m.value.split()[0]) >= 0 for m in kls)
     at.select_slider(key="st_T").set_value(1.0).run()
     assert [t["name"] for t in _chart(at, "st_chart_student")["data"]][0] == "teacher at T = 1"
+
+
+# ------------------------------------------------------------------ in Chinese
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _everything_shown(at: AppTest) -> list[str]:
+    """Every text a user can read: elements, widget labels and help texts, options, metrics
+    and the figures' titles, series, axis titles and annotations."""
+    out = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success",
+                                "warning", "error", "latex")
+           for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    for kind in ("selectbox", "select_slider", "toggle", "number_input", "button", "radio", "slider"):
+        for w in at.get(kind):
+            out += [w.label, w.help or ""]
+            out += [str(o) for o in getattr(w, "options", None) or []]
+    out += [x for m in at.metric for x in (m.label, str(m.value))]
+    out += [link.proto.label for link in at.get("page_link")]
+    for c in at.get("plotly_chart"):
+        spec = json.loads(c.proto.spec)
+        lay = spec["layout"]
+        out.append(lay.get("title", {}).get("text", ""))
+        out += [tr.get("name", "") for tr in spec["data"]] + [tr.get("hovertemplate", "") for tr in spec["data"]]
+        out += [lay[k].get("title", {}).get("text", "") for k in lay if k.startswith(("xaxis", "yaxis"))]
+        out += [a.get("text", "") for a in lay.get("annotations", [])]
+    return [s for s in out if s]
+
+
+def test_the_page_in_chinese():
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["lang"] = "zh"
+    at.run()
+    at.switch_page("pages/soft_targets.py")
+    at.run()
+    assert not at.exception, at.exception
+    zh = i18n.catalogue("zh")
+
+    def z(key, **fmt):
+        return i18n.text(key, "zh", **fmt)
+
+    assert at.title[0].value == "🌡️ " + z("soft_targets.title")
+    assert [h.value for h in at.subheader] == [z("soft_targets.student_header"), z("soft_targets.dark_header")]
+    captions = [c.value for c in at.caption]
+    markdown = _texts(at)
+    assert z("soft_targets.intro") in captions and z("soft_targets.formula_caption") in captions
+    assert z("soft_targets.gallery") in markdown and z("soft_targets.dark_text", T=4.0) in markdown
+    assert "教师 **" in markdown  # the teacher's caption (chrome.teacher_caption)
+    assert z("soft_targets.true_label", c=at.number_input(key="st_class").value) in markdown
+    assert z("soft_targets.pairs_header") in markdown
+    assert [i.value for i in at.info] == [z("soft_targets.no_student")]
+    # widget labels, help texts and option labels
+    assert at.selectbox(key="st_dataset").label == z("soft_targets.dataset")
+    assert f"mnist-mini — {z('datasets.mnist-mini')}" in at.selectbox(key="st_dataset").options
+    assert at.select_slider(key="st_T").label == z("soft_targets.T")
+    assert at.select_slider(key="st_T").help == z("soft_targets.T_help")
+    assert at.toggle(key="st_log").label == z("soft_targets.log")
+    assert at.toggle(key="st_hide_diag").label == z("soft_targets.hide_diag")
+    assert at.number_input(key="st_class").label == z("soft_targets.true_class")
+    assert at.button(key="st_random").label == z("soft_targets.random")
+    assert at.button(key="st_pick_clear_3").help == z("soft_targets.pick_help.clear", c="3")
+    # the figures: titles, series, axes and the engine's own texts
+    probs = _chart(at, "st_chart_probs")
+    assert [tr["name"] for tr in probs["data"]] == [z("soft_targets.series_t1"),
+                                                    z("soft_targets.series_at", who=z("roles.teacher"), T=4.0)]
+    assert probs["layout"]["title"]["text"] == z("soft_targets.probs_title")
+    assert probs["layout"]["xaxis"]["title"]["text"] == z("axes.class")
+    assert probs["layout"]["yaxis"]["title"]["text"] == z("axes.probability")
+    assert probs["data"][1]["marker"]["color"] == "#0072B2"  # still the teacher's colour
+    ent = _chart(at, "st_chart_entropy")
+    assert ent["layout"]["xaxis"]["title"]["text"] == z("axes.temperature")
+    assert ent["layout"]["yaxis"]["title"]["text"] == z("soft_targets.figure.entropy_bits")
+    assert [a["text"] for a in ent["layout"]["annotations"]] == [z("soft_targets.figure.uniform")]
+    dark = _chart(at, "st_chart_dark")
+    assert dark["layout"]["title"]["text"] == z("soft_targets.dark_title", T=4.0)
+    assert dark["layout"]["xaxis"]["title"]["text"] == z("soft_targets.dark_x")
+    # everything readable is Chinese or language-neutral, and no raw key shows
+    shown = _everything_shown(at)
+    keys = set(zh)
+    assert not [s for s in shown if s in keys or re.search(r"\b(soft_targets|roles|axes|datasets)\.[a-z]", s)]
+    english = ("Soft targets", "Pick a test image", "Temperature", "Teacher's", "teacher at", "Dark knowledge",
+               "Most confused", "Hide the", "Log scale", "True label", "entropy (bits)", "uniform", "class the")
+    assert not [s for s in shown for w in english if w in s]
+    assert sum(bool(CJK.search(s)) for s in shown) > 30
+
+    # the widgets still work in Chinese
+    at.select_slider(key="st_T").set_value(20.0).run()
+    assert not at.exception, at.exception
+    assert _chart(at, "st_chart_probs")["data"][1]["name"] == z("soft_targets.series_at", who=z("roles.teacher"),
+                                                                T=20.0)
+    assert z("soft_targets.dark_text", T=20.0) in _texts(at)
+    assert any(c.value.startswith(z("soft_targets.pairs_caption", T=20.0, pairs="")[:-1]) for c in at.caption)
+    at.button(key="st_pick_clear_3").click().run()
+    assert not at.exception and z("soft_targets.true_label", c="3") in _texts(at)
+    at.toggle(key="st_hide_diag").set_value(True).run()
+    at.select_slider(key="st_T").set_value(1.0).run()
+    assert not at.exception
+    assert z("soft_targets.tip_low_T") in [c.value for c in at.caption]
+    assert np.isnan(np.diag(np.array(_chart(at, "st_chart_dark")["data"][0]["z"], dtype=float))).all()
+    at.selectbox(key="st_dataset").set_value("mnist").run()  # a dataset without its files: a Chinese error
+    assert not at.exception
+    assert at.error and at.error[0].value.startswith(z("soft_targets.cannot_use", name="mnist", error=""))
+    assert z("soft_targets.showing_meanwhile", name="mnist-mini") in [c.value for c in at.caption]
+    assert at.query_params["lang"] == "zh"
+
+
+@pytest.mark.slow
+def test_distilled_student_in_chinese():
+    from kd_app import state
+    from kd_core.config import Config
+
+    owner = "soft-targets-test-zh"
+    job = state.job_manager().submit(Config(dataset="mnist-mini", epochs=1, batch_size=256, labeled_fraction=0.1),
+                                     owner=owner)
+    deadline = time.time() + 120
+    while not job.done and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.status == "finished", job.message
+
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["lang"] = "zh"
+    at.session_state["kd_session_id"] = owner
+    at.session_state["kd_lab_job_id"] = job.id
+    at.run()
+    at.switch_page("pages/soft_targets.py")
+    at.run()
+    assert not at.exception, at.exception
+
+    def z(key, **fmt):
+        return i18n.text(key, "zh", **fmt)
+
+    spec = _chart(at, "st_chart_student")
+    bars = [tr for tr in spec["data"] if tr["type"] == "bar"]
+    assert [tr["name"] for tr in bars] == [z("soft_targets.series_at", who=z(r), T=4.0)
+                                           for r in ("roles.teacher", "roles.distilled", "roles.scratch")]
+    assert [tr["marker"]["color"] for tr in bars] == ["#0072B2", "#D55E00", "#999999"]  # the role colours stay
+    assert spec["layout"]["title"]["text"] == z("soft_targets.student_title", T=4.0)
+    assert [m.label for m in at.metric] == [z("soft_targets.kl_label", T=4.0, who=z(r))
+                                            for r in ("roles.distilled", "roles.scratch")]
+    assert all(m.value.endswith(" 奈特") and float(m.value.split()[0]) >= 0 for m in at.metric)
+    assert not at.info  # no "train a student first"
+    at.select_slider(key="st_T").set_value(1.0).run()
+    assert not at.exception
+    assert _chart(at, "st_chart_student")["data"][0]["name"] == z("soft_targets.series_at", who=z("roles.teacher"),
+                                                                  T=1.0)
