@@ -9,6 +9,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from kd_app.i18n import t
 from kd_core import data, metrics, train
 from kd_core.jobs import JobManager
 
@@ -74,17 +75,18 @@ def teacher(dataset_name: str, arch: str = "", epochs: int = 0) -> train.Teacher
     from kd_core import paths
 
     if (paths.subdir("teachers") / key / "weights.safetensors").exists():
-        with st.spinner(f"Loading the cached teacher {arch}…"):
+        with st.spinner(t("lab.state.loading_cached", arch=arch)):
             return train.get_teacher(dataset_name, arch, epochs)
-    with st.status(f"Training the teacher {arch} on {dataset_name} (once; it is cached afterwards)…", expanded=True) as box:
-        bar = st.progress(0.0, text="starting")
+    with st.status(t("lab.state.training_teacher", arch=arch, dataset=dataset_name), expanded=True) as box:
+        bar = st.progress(0.0, text=t("lab.state.starting"))
 
         def progress(epoch, total, acc):
-            bar.progress(epoch / total, text=f"epoch {epoch}/{total}: test accuracy {100 * acc:.1f}%")
+            bar.progress(epoch / total, text=t("lab.state.epoch", epoch=epoch, total=total, acc=100 * acc))
 
-        t = train.get_teacher(dataset_name, arch, epochs, progress=progress)
-        box.update(label=f"Teacher {arch} ready: {100 * t.test_accuracy:.1f}% test accuracy", state="complete", expanded=False)
-    return t
+        trained = train.get_teacher(dataset_name, arch, epochs, progress=progress)
+        box.update(label=t("lab.state.teacher_ready", arch=arch, acc=100 * trained.test_accuracy), state="complete",
+                   expanded=False)
+    return trained
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -139,12 +141,12 @@ def reload_run(run_id: str):
     if cfg.train_subset is None:
         teacher_ = teacher(cfg.dataset, cfg.teacher, cfg.teacher_epochs)  # with a progress bar if it must train
     else:
-        with st.spinner(f"Loading the teacher {cfg.teacher}…"):
+        with st.spinner(t("lab.state.loading_teacher", arch=cfg.teacher)):
             teacher_ = train.get_teacher(cfg.dataset, cfg.teacher, cfg.teacher_epochs, train_subset=cfg.train_subset)
     restored = run.restore(teacher=teacher_)
     job = Job(config=cfg, owner=session_id())
     job.status = run.status if run.status in ("finished", "stopped") else "finished"
-    job.message = f"reloaded from the saved run '{run.name}'"
+    job.message = t("lab.state.reloaded", name=run.name)
     job.result, job.trainer = restored.result, restored
     job.epochs, job.steps = list(run.history), list(run.steps)
     job.step = int(run.result.get("steps") or 0)

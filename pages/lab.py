@@ -1,5 +1,6 @@
 """Distillation lab: choose teacher, student, method, T and alpha; train live in a worker
-thread; compare the distilled student with the same student trained from scratch."""
+thread; compare the distilled student with the same student trained from scratch. Every text
+comes from the catalogues (``kd_app/locales/<lang>/lab.json``, ``kd_app.i18n``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from kd_app import chrome, links, state
+from kd_app import chrome, i18n, links, state
+from kd_app.i18n import t
 from kd_core import data, methods, models, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
@@ -19,10 +21,37 @@ LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1]
 FRACTIONS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 BATCHES = [16, 32, 64, 128, 256, 512]
 NO_CLASS = "none"
+# the per-class bars and the results table name the rows by role (English names pick the colours)
+ROLE_KEYS = {"teacher": "roles.teacher", "distilled student": "roles.distilled", "scratch student": "roles.scratch"}
 
-st.title("🧪 Distillation lab")
-st.caption("Train a small student from a big teacher — and the same student from scratch, side by side, "
-           "with the same seed, data order and steps — and watch what the teacher's soft targets add.")
+
+def known(key: str) -> bool:
+    """Whether the catalogues hold ``key`` (texts of methods and parameters added to
+    ``kd_core`` later fall back to their English text rather than to the raw key)."""
+    return key in i18n.catalogue(i18n.DEFAULT)
+
+
+def dataset_title(name: str) -> str:
+    return t("datasets." + name) if known("datasets." + name) else data.DATASETS[name].title
+
+
+def method_title(name: str) -> str:
+    return t("methods." + name) if known("methods." + name) else methods.METHODS[name].title
+
+
+def method_summary(m) -> str:
+    key = f"lab.methods.{m.name}.summary"
+    return t(key) if known(key) else m.summary
+
+
+def param_text(m, p, what: str) -> str:
+    """A method parameter's ``label`` (its name in English) or ``help``."""
+    key = f"lab.params.{m.name}.{p.name}.{what}"
+    return t(key) if known(key) else (p.name if what == "label" else p.help)
+
+
+st.title("🧪 " + t("lab.title"))
+st.caption(t("lab.intro"))
 
 # a shared link (?method=dkd&temperature=2...) sets the controls on the first visit; bad values -> notices
 links.restore_lab(options={"lab_T": TEMPERATURES, "lab_lr": LEARNING_RATES, "lab_fraction": FRACTIONS,
@@ -42,7 +71,7 @@ controls, output = st.columns([1, 2.2], gap="large")
 
 # ------------------------------------------------------------------ controls
 with controls:
-    st.subheader("Set-up")
+    st.subheader(t("lab.setup"))
     def _check_dataset() -> None:
         """Stay on the last working dataset when the new one cannot be loaded (e.g. offline)."""
         name = st.session_state.lab_dataset
@@ -53,41 +82,39 @@ with controls:
             st.session_state.lab_dataset_error = str(e)
             st.session_state.lab_dataset = st.session_state.get("lab_good_dataset", D.dataset)
 
-    ds_name = st.selectbox("Dataset", list(data.DATASETS), key="lab_dataset", on_change=_check_dataset,
-                           format_func=lambda n: f"{n} — {data.DATASETS[n].title}",
-                           help="The embedded datasets need no download. mnist-mini: 5,000 real MNIST digits.")
+    ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func may run outside the script
+    ds_name = st.selectbox(t("lab.dataset"), list(data.DATASETS), key="lab_dataset", on_change=_check_dataset,
+                           format_func=ds_labels.get, help=t("lab.dataset_help"))
     if "lab_dataset_error" in st.session_state:
-        st.error(st.session_state.pop("lab_dataset_error") + " — staying on " + ds_name + ".")
+        st.error(t("lab.dataset_error", error=st.session_state.pop("lab_dataset_error"), name=ds_name))
     info = data.DATASETS[ds_name]
     t_default, s_default = models.preset(ds_name)
     choices = models.suggested_models(ds_name)
     c1, c2 = st.columns(2)
-    teacher_arch = c1.selectbox("Teacher", choices, index=choices.index(t_default), key=f"lab_teacher_{ds_name}",
-                                help="The big network. It is trained once on all labels and cached.")
-    student_arch = c2.selectbox("Student", choices, index=choices.index(s_default), key=f"lab_student_{ds_name}",
-                                help="The small network that learns from the teacher.")
-    method_name = st.selectbox("Method", list(methods.METHODS), key="lab_method",
-                               format_func=lambda n: methods.METHODS[n].title,
-                               help="How the student learns from the teacher. 'Student alone' is the no-teacher floor.")
+    teacher_arch = c1.selectbox(t("lab.teacher"), choices, index=choices.index(t_default), key=f"lab_teacher_{ds_name}",
+                                help=t("lab.teacher_help"))
+    student_arch = c2.selectbox(t("lab.student"), choices, index=choices.index(s_default), key=f"lab_student_{ds_name}",
+                                help=t("lab.student_help"))
+    method_labels = {n: method_title(n) for n in methods.METHODS}
+    method_name = st.selectbox(t("lab.method"), list(methods.METHODS), key="lab_method",
+                               format_func=method_labels.get, help=t("lab.method_help"))
     method = methods.get(method_name)
-    st.caption(method.summary)
+    st.caption(method_summary(method))
 
-    T = st.select_slider("Temperature T", TEMPERATURES, key="lab_T", disabled=not method.uses_temperature,
-                         help="Softens both networks' probabilities: softmax(z / T). Higher T reveals more of the "
-                              "teacher's beliefs about the wrong classes.")
-    alpha = st.slider("alpha (weight of the distillation term)", 0.0, 1.0, step=0.05, key="lab_alpha",
-                      disabled=not method.uses_alpha,
-                      help="L = (1 - alpha) CE(labels) + alpha T² KL(teacher ‖ student). alpha = 0: labels only; "
-                           "alpha = 1: soft targets only.")
+    T = st.select_slider(t("lab.T"), TEMPERATURES, key="lab_T", disabled=not method.uses_temperature,
+                         help=t("lab.T_help"))
+    alpha = st.slider(t("lab.alpha"), 0.0, 1.0, step=0.05, key="lab_alpha",
+                      disabled=not method.uses_alpha, help=t("lab.alpha_help"))
     params = {}
     for p in method.params:
         key = f"lab_p_{method.name}_{p.name}"
+        label, p_help = param_text(method, p, "label"), param_text(method, p, "help")
         if p.log or p.integer:
-            params[p.name] = st.number_input(p.name, min_value=float(p.low), max_value=float(p.high), value=float(p.default),
-                                             step=float(max(p.default / 10, 1.0 if p.integer else 1e-3)), key=key, help=p.help,
+            params[p.name] = st.number_input(label, min_value=float(p.low), max_value=float(p.high), value=float(p.default),
+                                             step=float(max(p.default / 10, 1.0 if p.integer else 1e-3)), key=key, help=p_help,
                                              format="%g")
         else:
-            params[p.name] = st.slider(p.name, float(p.low), float(p.high), float(p.default), key=key, help=p.help)
+            params[p.name] = st.slider(label, float(p.low), float(p.high), float(p.default), key=key, help=p_help)
 
     pairs: list[str] = []
     if method.needs_features:
@@ -115,21 +142,17 @@ with controls:
             suggested = [(dt, ds_)] + others
             n_pairs = 1
             if method.multi_pair:
-                n_pairs = int(st.number_input(
-                    "Layer pairs", 1, 4, value=1, key=f"lab_npairs_{method.name}",
-                    help="How many teacher/student layers are matched. The paper of attention transfer matches the "
-                         "end of every stage; each pair adds its own term to the loss."))
-            with st.expander("All layers", expanded=False):
-                every = st.toggle("Offer every named layer", key="lab_all_layers",
-                                  help="List every module of both networks (e.g. stage2.0.conv1), not only the stage "
-                                       "outputs and the embedding.")
-                st.caption("Output shape (channels × height × width, or a vector) of each named layer:")
+                n_pairs = int(st.number_input(t("lab.layers.pairs"), 1, 4, value=1, key=f"lab_npairs_{method.name}",
+                                              help=t("lab.layers.pairs_help")))
+            with st.expander(t("lab.layers.all"), expanded=False):
+                every = st.toggle(t("lab.layers.every"), key="lab_all_layers", help=t("lab.layers.every_help"))
+                st.caption(t("lab.layers.shapes_caption"))
                 l1, l2 = st.columns(2)
-                l1.dataframe(pd.DataFrame({"teacher layer": list(t_shapes),
-                                           "shape": ["×".join(map(str, v)) for v in t_shapes.values()]}),
+                l1.dataframe(pd.DataFrame({t("lab.layers.col_teacher"): list(t_shapes),
+                                           t("lab.layers.col_shape"): ["×".join(map(str, v)) for v in t_shapes.values()]}),
                              hide_index=True, height=200, key="lab_layers_teacher")
-                l2.dataframe(pd.DataFrame({"student layer": list(s_shapes),
-                                           "shape": ["×".join(map(str, v)) for v in s_shapes.values()]}),
+                l2.dataframe(pd.DataFrame({t("lab.layers.col_student"): list(s_shapes),
+                                           t("lab.layers.col_shape"): ["×".join(map(str, v)) for v in s_shapes.values()]}),
                              hide_index=True, height=200, key="lab_layers_student")
             t_opts = list(t_shapes) if every else list(t_model.tap_names)
             s_opts = list(s_shapes) if every else list(s_model.tap_names)
@@ -147,37 +170,34 @@ with controls:
                 want_t, want_s = suggested[min(i, len(suggested) - 1)]
                 num = f" {i + 1}" if n_pairs > 1 else ""
                 p1, p2 = st.columns(2)
-                tl = p1.selectbox(f"Teacher layer{num}", t_opts, index=t_opts.index(want_t) if want_t in t_opts else 0,
-                                  key=kt, format_func=shape_of(t_shapes),
-                                  help="The teacher's layer whose features guide the student (output shape in brackets).")
-                sl = p2.selectbox(f"Student layer{num}", s_opts, index=s_opts.index(want_s) if want_s in s_opts else 0,
-                                  key=ks, format_func=shape_of(s_shapes),
-                                  help="The student's layer that is matched to it (output shape in brackets).")
+                tl = p1.selectbox(t("lab.layers.teacher", num=num), t_opts,
+                                  index=t_opts.index(want_t) if want_t in t_opts else 0,
+                                  key=kt, format_func=shape_of(t_shapes), help=t("lab.layers.teacher_help"))
+                sl = p2.selectbox(t("lab.layers.student", num=num), s_opts,
+                                  index=s_opts.index(want_s) if want_s in s_opts else 0,
+                                  key=ks, format_func=shape_of(s_shapes), help=t("lab.layers.student_help"))
                 pairs.append(f"{tl}:{sl}")
             if len(set(pairs)) < len(pairs):
-                st.warning("The same layer pair is listed twice: its term counts double.")
+                st.warning(t("lab.layers.twice"))
         except KDError as e:
-            st.error(str(e))
+            st.error(t("lab.kd_error", error=e))
 
-    st.subheader("Training")
+    st.subheader(t("lab.training"))
     c1, c2 = st.columns(2)
-    epochs = c1.number_input("Epochs", 1, 50, key="lab_epochs", help="Passes over the student's transfer set.")
-    seed = c2.number_input("Seed", 0, 10_000, key="lab_seed", help="Same seed, same numbers.")
-    lr = c1.select_slider("Learning rate", LEARNING_RATES, key="lab_lr", format_func=lambda v: f"{v:g}",
-                          help="Adam's step size, annealed to 0 over the run.")
-    batch = c2.selectbox("Batch size", BATCHES, key="lab_batch", help="Samples per step.")
-    fraction = st.select_slider("Labelled fraction", FRACTIONS, key="lab_fraction", format_func=lambda v: f"{v:.0%}",
-                                help="The student sees the labels of only this share of its training images; the "
-                                     "teacher's soft targets cover all of them. Few labels is where KD shines.")
+    epochs = c1.number_input(t("lab.epochs"), 1, 50, key="lab_epochs", help=t("lab.epochs_help"))
+    seed = c2.number_input(t("lab.seed"), 0, 10_000, key="lab_seed", help=t("lab.seed_help"))
+    lr = c1.select_slider(t("lab.lr"), LEARNING_RATES, key="lab_lr", format_func=lambda v: f"{v:g}",
+                          help=t("lab.lr_help"))
+    batch = c2.selectbox(t("lab.batch"), BATCHES, key="lab_batch", help=t("lab.batch_help"))
+    fraction = st.select_slider(t("lab.fraction"), FRACTIONS, key="lab_fraction", format_func=lambda v: f"{v:.0%}",
+                                help=t("lab.fraction_help"))
     class_opts = [NO_CLASS] + list(range(info.num_classes))
     if st.session_state.lab_omit not in class_opts:
         st.session_state.lab_omit = NO_CLASS
-    omit = st.selectbox("Omit a class", class_opts, key="lab_omit",
-                        format_func=lambda c: "none" if c == NO_CLASS else f"{c}",
-                        help="Remove every image of this class from the student's data (Hinton et al.'s missing-3 "
-                             "experiment). Only the teacher's soft targets on other images can teach it.")
-    baseline = st.checkbox("Also train from scratch", key="lab_baseline",
-                           help="The same student, same seed, data order and steps, learning from the labels only.")
+    class_labels = {c: t("lab.omit_none") if c == NO_CLASS else f"{c}" for c in class_opts}
+    omit = st.selectbox(t("lab.omit"), class_opts, key="lab_omit", format_func=class_labels.get,
+                        help=t("lab.omit_help"))
+    baseline = st.checkbox(t("lab.baseline"), key="lab_baseline", help=t("lab.baseline_help"))
 
     cfg = Config(dataset=ds_name, teacher=teacher_arch, student=student_arch, method=method_name,
                  temperature=float(T), alpha=float(alpha), params=params, pairs=pairs, epochs=int(epochs),
@@ -193,25 +213,23 @@ with controls:
                           models.build(student_arch, info.in_shape, info.num_classes), info.in_shape, cfg.parsed_pairs())
     except KDError as e:
         problem = str(e)
-        st.error(problem)
+        st.error(t("lab.kd_error", error=problem))
 
 # ------------------------------------------------------------------ formula + buttons
 with output:
     st.latex(method.formula_latex(T if method.uses_temperature else None, alpha if method.uses_alpha else None, params))
     if method.uses_alpha:
-        st.caption(r"CE: cross-entropy with the true labels (labelled images only). KL: divergence from the teacher's "
-                   r"softened probabilities $p_T$ to the student's $p_S$, both at temperature T; "
-                   r"the factor T² keeps its gradients comparable across temperatures.")
+        st.caption(t("lab.formula_caption"))
     b1, b2, _ = st.columns([1, 1, 3])
-    if b1.button("▶ Train", type="primary", disabled=running or problem is not None, key="lab_train",
-                 help="Start a run in the background. You can keep using the page while it trains."):
+    if b1.button(t("lab.train"), type="primary", disabled=running or problem is not None, key="lab_train",
+                 help=t("lab.train_help")):
         try:
             new = state.job_manager().submit(cfg, owner=state.session_id(), on_end=state.save_lab_run)
             st.session_state.kd_lab_job_id = new.id
             job, running = new, True
         except KDError as e:
-            st.error(str(e))
-    if b2.button("■ Stop", disabled=not running, key="lab_stop", help="End the run now and keep what it learned."):
+            st.error(t("lab.cannot_start", error=e))
+    if b2.button(t("lab.stop"), disabled=not running, key="lab_stop", help=t("lab.stop_help")):
         job.stop()
 
 
@@ -220,24 +238,51 @@ def draw_progress(snap: dict) -> None:
     status = snap["status"]
     if status == "queued":
         pos = state.job_manager().queue_position(job)
-        st.info(f"Waiting for a free trainer{f' (position {pos} in the queue)' if pos else ''}…")
+        st.info(t("lab.progress.queued_position", pos=pos) if pos else t("lab.progress.queued"))
     elif status == "teacher":
         te = snap["teacher_epoch"]
         frac = te[0] / te[1] if te else 0.0
-        st.progress(frac, text=f"Training the teacher (once, then cached): epoch {te[0]}/{te[1]}" if te
-                    else "Preparing the teacher…")
+        st.progress(frac, text=t("lab.progress.teacher_epoch", epoch=te[0], total=te[1]) if te
+                    else t("lab.progress.teacher_preparing"))
     elif status == "running":
         total = snap["total_steps"] or 1
         eta = job.eta_seconds()
         st.progress(min(snap["step"] / total, 1.0),
-                    text=f"step {snap['step']}/{total}" + (f" — about {eta:.0f} s left" if eta is not None else ""))
+                    text=t("lab.progress.step", step=snap["step"], total=total) if eta is None
+                    else t("lab.progress.step_eta", step=snap["step"], total=total, eta=eta))
     elif status in ("finished", "stopped"):
-        st.success(("Finished" if status == "finished" else "Stopped — kept what it learned") +
-                   f": {snap['step']} steps.")
+        st.success(t(f"lab.progress.{status}", steps=snap["step"]))
     elif status == "diverged":
-        st.error(f"The run diverged: {snap['message']}")
+        st.error(t("lab.progress.diverged", message=snap["message"]))
     elif status == "error":
-        st.error(f"The run failed: {snap['message']}")
+        st.error(t("lab.progress.failed", message=snap["message"]))
+
+
+def accuracy_figure(fig, teacher_acc: float | None = None):
+    """viz.accuracy_curves / agreement_curves in the session's language: the teacher's
+    line label has a number in it, so it is rebuilt here; the rest is the engine's fixed text."""
+    if teacher_acc is not None and fig.layout.annotations:
+        fig.layout.annotations[0].text = t("roles.teacher_line", acc=100 * teacher_acc)
+    return i18n.localise_figure(fig)
+
+
+def loss_figure(fig):
+    """viz.loss_curves in the session's language: "student: <term>" names keep the term's
+    identifier (ce, kd, ...); the axes and "scratch: ce" are the engine's fixed text."""
+    for trace in fig.data:
+        if trace.name and trace.name.startswith("student: "):
+            trace.name = t("lab.charts.student_term", term=trace.name[len("student: "):])
+    return i18n.localise_figure(fig)
+
+
+def per_class_figure(fig):
+    """viz.per_class_bars in the session's language, hover texts included (built with the
+    English role names, which pick the role colours)."""
+    for trace in fig.data:
+        name = t(ROLE_KEYS[trace.name]) if trace.name in ROLE_KEYS else trace.name
+        trace.name = name
+        trace.hovertemplate = f"{t('axes.class')} %{{x}}: %{{y:.1%}}<extra>{name}</extra>"
+    return i18n.localise_figure(fig)
 
 
 def draw_curves(snap: dict) -> None:
@@ -246,15 +291,17 @@ def draw_curves(snap: dict) -> None:
     epochs = snap["epochs"]
     teacher_acc = epochs[0]["teacher_acc"] if epochs else None
     c1, c2 = st.columns(2)
-    c1.plotly_chart(viz.accuracy_curves(epochs, teacher_acc, total_epochs, "Test accuracy per epoch"),
-                    key="lab_acc_chart", width="stretch")
-    c2.plotly_chart(viz.loss_curves(snap["steps"], "Loss terms per step"), key="lab_loss_chart", width="stretch")
+    c1.plotly_chart(accuracy_figure(viz.accuracy_curves(epochs, teacher_acc, total_epochs, t("lab.charts.accuracy")),
+                                    teacher_acc), key="lab_acc_chart", width="stretch")
+    c2.plotly_chart(loss_figure(viz.loss_curves(snap["steps"], t("lab.charts.loss"))), key="lab_loss_chart",
+                    width="stretch")
     if epochs:
-        c1.plotly_chart(viz.agreement_curves(epochs, total_epochs, "Agreement with the teacher"),
+        c1.plotly_chart(accuracy_figure(viz.agreement_curves(epochs, total_epochs, t("lab.charts.agreement"))),
                         key="lab_agree_chart", width="stretch")
         if cfg_run.omit_class is not None:
-            c2.plotly_chart(viz.accuracy_curves(epochs, None, total_epochs,
-                                                f"Accuracy on the omitted class {cfg_run.omit_class}", key="omitted_acc"),
+            c2.plotly_chart(accuracy_figure(viz.accuracy_curves(epochs, None, total_epochs,
+                                                                t("lab.charts.omitted", c=cfg_run.omit_class),
+                                                                key="omitted_acc")),
                             key="lab_omit_chart", width="stretch")
 
 
@@ -262,54 +309,56 @@ def draw_results(snap: dict) -> None:
     r = snap["result"]
     if not r:
         return
-    st.subheader("Results")
+    st.subheader(t("lab.results.header"))
     c = r["config"]
-    st.caption(f"Run #{snap['id']}: {c['method']} from {c['teacher']} to {c['student']} on {c['dataset']}, "
-               f"T = {c['temperature']:g}, alpha = {c['alpha']:g}, {c['epochs']} epochs, "
-               f"{c['labeled_fraction']:.0%} of labels"
-               + (f", class {c['omit_class']} omitted" if c.get("omit_class") is not None else "")
-               + f", seed {c['seed']}.")
+    omitted_text = t("lab.results.omitted", c=c["omit_class"]) if c.get("omit_class") is not None else ""
+    st.caption(t("lab.results.caption", id=snap["id"], method=c["method"], teacher=c["teacher"], student=c["student"],
+                 dataset=c["dataset"], T=c["temperature"], alpha=c["alpha"], epochs=c["epochs"],
+                 fraction=c["labeled_fraction"], omitted=omitted_text, seed=c["seed"]))
+    col = {name: t(f"lab.results.col_{name}") for name in ("model", "arch", "acc", "agreement", "ece", "params", "flops",
+                                                            "latency", "compression", "speedup")}
     rows = []
-    for role, label in (("teacher", "teacher"), ("student", "distilled student"), ("baseline", "scratch student")):
+    for role, label in (("teacher", "roles.teacher"), ("student", "roles.distilled"), ("baseline", "roles.scratch")):
         m = r.get(role)
         if m is None:
             continue
         rows.append({
-            "model": label, "architecture": m["arch"], "test accuracy": m["test_accuracy"],
-            "agreement with teacher": m.get("agreement", math.nan) if role != "teacher" else 1.0,
-            "ECE": m["ece"], "parameters": m["params"], "MFLOPs / image": m["flops"] / 1e6,
-            "CPU latency (ms)": m["latency_ms"],
-            "compression ×": m.get("compression", 1.0), "speed-up ×": m.get("speedup", 1.0),
+            col["model"]: t(label), col["arch"]: m["arch"], col["acc"]: m["test_accuracy"],
+            col["agreement"]: m.get("agreement", math.nan) if role != "teacher" else 1.0,
+            col["ece"]: m["ece"], col["params"]: m["params"], col["flops"]: m["flops"] / 1e6,
+            col["latency"]: m["latency_ms"],
+            col["compression"]: m.get("compression", 1.0), col["speedup"]: m.get("speedup", 1.0),
         })
-    df = pd.DataFrame(rows).set_index("model")
-    st.dataframe(df.style.format({"test accuracy": "{:.1%}", "agreement with teacher": "{:.1%}", "ECE": "{:.3f}",
-                                  "parameters": "{:,}", "MFLOPs / image": "{:.2f}", "CPU latency (ms)": "{:.3f}",
-                                  "compression ×": "{:.1f}", "speed-up ×": "{:.1f}"}), width="stretch", key="lab_results")
+    df = pd.DataFrame(rows).set_index(col["model"])
+    st.dataframe(df.style.format({col["acc"]: "{:.1%}", col["agreement"]: "{:.1%}", col["ece"]: "{:.3f}",
+                                  col["params"]: "{:,}", col["flops"]: "{:.2f}", col["latency"]: "{:.3f}",
+                                  col["compression"]: "{:.1f}", col["speedup"]: "{:.1f}"}),
+                 width="stretch", key="lab_results")
     if "baseline" in r:
         gain = r["student"]["test_accuracy"] - r["baseline"]["test_accuracy"]
-        st.markdown(f"**Distillation {'gained' if gain >= 0 else 'lost'} {abs(100 * gain):.1f} points** of test accuracy "
-                    f"over the scratch student ({100 * r['student']['test_accuracy']:.1f}% vs "
-                    f"{100 * r['baseline']['test_accuracy']:.1f}%).")
+        st.markdown(t("lab.results.gained" if gain >= 0 else "lab.results.lost", points=abs(100 * gain),
+                      student=100 * r["student"]["test_accuracy"], scratch=100 * r["baseline"]["test_accuracy"]))
     classes = r["classes"]
     omitted = r["config"].get("omit_class")
     per_class = {"teacher": r["teacher"]["per_class_accuracy"], "distilled student": r["student"]["per_class_accuracy"]}
     if "baseline" in r:
         per_class["scratch student"] = r["baseline"]["per_class_accuracy"]
     c1, c2 = st.columns(2)
-    c1.plotly_chart(viz.per_class_bars(per_class, classes, omitted, "Per-class test accuracy"),
+    c1.plotly_chart(per_class_figure(viz.per_class_bars(per_class, classes, omitted, t("lab.charts.per_class"))),
                     key="lab_per_class", width="stretch")
     conf = r["student"]["confusion"]
-    c2.plotly_chart(viz.heatmap(conf, classes, classes, "Distilled student: confusion matrix", colorscale="Blues",
-                                text_fmt="d", xtitle="predicted", ytitle="true"), key="lab_confusion", width="stretch")
-    st.caption(f"{r['steps']} steps, {r['student']['train_seconds']:.1f} s of training "
-               f"({r['student']['samples_per_second']:.0f} samples/s) on {r['device']}.")
+    c2.plotly_chart(i18n.localise_figure(viz.heatmap(conf, classes, classes, t("lab.charts.confusion"),
+                                                     colorscale="Blues", text_fmt="d", xtitle=t("lab.charts.predicted"),
+                                                     ytitle=t("lab.charts.true"))),
+                    key="lab_confusion", width="stretch")
+    st.caption(t("lab.results.footer", steps=r["steps"], seconds=r["student"]["train_seconds"],
+                 rate=r["student"]["samples_per_second"], device=r["device"]))
 
 
 def draw_job() -> None:
     j = state.lab_job()
     if j is None:
-        st.info("Press **Train** to start. With the defaults (10% of labels), watch the distilled student pull away "
-                "from the scratch student.")
+        st.info(t("lab.press_train"))
         return
     snap = j.snapshot()
     draw_progress(snap)

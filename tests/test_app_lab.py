@@ -1,6 +1,8 @@
 """The Distillation Lab driven headless by AppTest: controls from the registry, the formula
 with live values, a real background run polled to its results, Stop, and bad combinations."""
 
+import json
+import re
 import time
 
 import pytest
@@ -8,11 +10,16 @@ from streamlit.testing.v1 import AppTest
 
 from pathlib import Path
 
+from kd_app import i18n
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
-def open_lab() -> AppTest:
+def open_lab(lang: str = "en") -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
+    if lang != "en":
+        at.query_params["lang"] = lang  # a shared link in that language: set before the first run
     at.run()
     at.switch_page("pages/lab.py")
     at.run()
@@ -104,3 +111,94 @@ def test_a_dataset_that_is_not_on_disk_keeps_the_last_working_one():
     assert any("mnist" in e.value and "staying on mnist-mini" in e.value for e in at.error)
     assert at.selectbox(key="lab_dataset").value == "mnist-mini"
     assert not at.button(key="lab_train").disabled
+
+
+def shown_texts(at: AppTest) -> list[str]:
+    """Every text a user reads on the page: headings, markdown, captions, notices, and the
+    labels, help texts and option labels of the widgets."""
+    out = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning",
+                                "error", "latex")
+           for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    for kind in ("selectbox", "slider", "select_slider", "number_input", "checkbox", "toggle", "button", "radio"):
+        for w in at.get(kind):
+            out += [w.label, w.help or ""] + [str(o) for o in getattr(w, "options", None) or []]
+    out += [e.proto.label for e in at.get("expandable")]
+    out += [p.proto.text for p in at.get("progress")]
+    return [s for s in out if s]
+
+
+def chart(at: AppTest, key: str) -> dict:
+    for c in at.get("plotly_chart"):
+        if c.proto.id.endswith(key):
+            return json.loads(c.proto.spec)
+    raise AssertionError(f"no chart {key}")
+
+
+def no_raw_keys(at: AppTest) -> None:
+    keys = set(i18n.catalogue("en"))
+    shown = shown_texts(at)
+    assert not [s for s in shown if s in keys or re.fullmatch(r"lab(\.[\w-]+)+", s)]
+
+
+def test_the_lab_in_chinese():
+    """A Chinese link opens the Lab in Chinese: its texts, its method picker and parameters,
+    its notices, its live progress, its charts and its results table, with working controls."""
+    zh = i18n.catalogue("zh")
+    at = open_lab("zh")
+    assert at.title[0].value == "🧪 " + i18n.text("lab.title", "zh")
+    shown = shown_texts(at)
+    for key in ("lab.intro", "lab.setup", "lab.training", "lab.formula_caption", "lab.press_train",
+                "lab.methods.kd.summary", "lab.dataset", "lab.T", "lab.T_help", "lab.fraction", "lab.baseline",
+                "lab.train", "lab.stop", "methods.dkd", "lab.omit_none"):
+        assert zh[key] in shown, key
+    assert at.selectbox(key="lab_method").label == zh["lab.method"]
+    assert at.button(key="lab_train").label == zh["lab.train"] and at.button(key="lab_train").help == zh["lab.train_help"]
+    assert sum(bool(CJK.search(s)) for s in shown) > 30
+    no_raw_keys(at)
+
+    # the controls still drive the formula; a method's parameters have Chinese labels and help
+    at.select_slider(key="lab_T").set_value(2.0).run()
+    at.slider(key="lab_alpha").set_value(0.25).run()
+    assert not at.exception
+    f = formula(at)
+    assert "2^2" in f and "0.25" in f
+    at.selectbox(key="lab_method").set_value("dkd").run()
+    assert not at.exception and at.slider(key="lab_alpha").disabled
+    labels = [w.label for w in at.slider] + [w.label for w in at.number_input]
+    assert zh["lab.params.dkd.nckd_weight.label"] in labels
+    assert zh["lab.methods.dkd.summary"] in [c.value for c in at.caption]
+    at.selectbox(key="lab_method").set_value("at").run()  # layer pickers and the layer table
+    assert not at.exception
+    assert at.selectbox(key=f"lab_tl_at_{at.selectbox(key='lab_teacher_mnist-mini').value}").label == \
+        zh["lab.layers.teacher"].format(num="")
+    no_raw_keys(at)
+
+    # a dataset that cannot be loaded: the English engine error inside a Chinese sentence
+    at.selectbox(key="lab_method").set_value("kd").run()
+    at.selectbox(key="lab_dataset").set_value("mnist").run()
+    assert not at.exception
+    assert any(e.value.endswith(i18n.text("lab.dataset_error", "zh", error="", name="mnist-mini")) for e in at.error)
+
+    # a short run: Chinese progress, charts and results table
+    at.selectbox(key="lab_dataset").set_value("digits").run()
+    at.number_input(key="lab_epochs").set_value(1).run()
+    at.button(key="lab_train").click().run()
+    assert not at.exception
+    poll(at, lambda a: len(a.get("dataframe")) > 0)
+    table = at.get("dataframe")[0].value
+    assert list(table.index) == [zh["roles.teacher"], zh["roles.distilled"], zh["roles.scratch"]]
+    assert (table[zh["lab.results.col_acc"]] > 0.2).all()
+    assert zh["lab.results.header"] in [h.value for h in at.subheader]
+    finished = i18n.text("lab.progress.finished", "zh", steps=0).split("0")[0]
+    assert any(s.value.startswith(finished) for s in at.success)
+    assert any(c.value.startswith("运行 #") for c in at.caption)
+    acc = chart(at, "lab_acc_chart")
+    assert acc["layout"]["title"]["text"] == zh["lab.charts.accuracy"]
+    assert [tr["name"] for tr in acc["data"]] == [zh["roles.distilled"], zh["roles.scratch"]]
+    assert acc["layout"]["xaxis"]["title"]["text"] == zh["axes.epoch"]
+    loss = chart(at, "lab_loss_chart")
+    assert all(CJK.search(tr["name"]) for tr in loss["data"]) and CJK.search(loss["layout"]["yaxis"]["title"]["text"])
+    per_class = chart(at, "lab_per_class")
+    assert [tr["name"] for tr in per_class["data"]][0] == zh["roles.teacher"]
+    no_raw_keys(at)
+    assert at.query_params["lang"] == "zh"  # the language stays in the link
