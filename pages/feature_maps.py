@@ -15,7 +15,8 @@ import numpy as np
 import streamlit as st
 import torch
 
-from kd_app import chrome, state
+from kd_app import chrome, i18n, state
+from kd_app.i18n import t
 from kd_core import data, features, losses, methods, models, train, viz
 from kd_core.config import TEACHER_EPOCHS, Config
 from kd_core.errors import KDError
@@ -26,8 +27,7 @@ SIM_BATCH = 500  # test images for the layer-similarity figure
 QUICK_EPOCHS = 2
 QUICK_SUBSET = {"cifar10": 5000}  # quick runs on CIFAR-10 use a training subset (CPU)
 IMG_PX = 240
-ROLES = {"teacher": "Teacher", "scratch": "Scratch student", "distilled": "Distilled student"}
-METRICS = {"cka": "linear CKA of the features", "attention": "cosine of the attention maps"}
+METRICS = ("cka", "attention")  # texts: feature_maps.metrics.*
 
 
 # ------------------------------------------------------------------ widget state
@@ -43,8 +43,8 @@ def remember(*keys: str) -> None:
             st.session_state[f"_keep_{key}"] = st.session_state[key]
 
 
-def set_pair(t: str, s: str) -> None:
-    st.session_state.fm_tl, st.session_state.fm_sl = t, s
+def set_pair(tl: str, sl: str) -> None:
+    st.session_state.fm_tl, st.session_state.fm_sl = tl, sl
 
 
 def pick_random(n: int) -> None:
@@ -60,6 +60,51 @@ def upscale(img: np.ndarray, px: int) -> np.ndarray:
     return np.repeat(np.repeat(img, f, axis=0), f, axis=1)
 
 
+def role_title(role: str) -> str:
+    """A role as a title ("Teacher", "Scratch student"); ``t("roles." + role)`` is the same in a sentence."""
+    return t(f"feature_maps.role_title.{role}")
+
+
+def dataset_title(name: str, language: str) -> str:
+    """The dataset's title in ``language`` (its English title where no key exists)."""
+    key = "datasets." + name
+    return i18n.text(key, language) if key in i18n.catalogue(i18n.DEFAULT) else data.DATASETS[name].title
+
+
+def method_title(m) -> str:
+    """A method's title in the session's language (its English title where no key exists)."""
+    key = "methods." + m.name
+    return t(key) if key in i18n.catalogue(i18n.DEFAULT) else m.title
+
+
+def status_text(status: str) -> str:
+    """A job status as shown: the raw status in English (as the page always showed it), translated otherwise."""
+    return status if i18n.lang() == i18n.DEFAULT else t("status." + status)
+
+
+def localise(fig):
+    """The engine's English texts in a figure in the session's language: trace names, axis
+    titles and annotations (``i18n.localise_figure``), plus the hover texts and colour-bar
+    titles that the feature-map figures write."""
+    if i18n.lang() == i18n.DEFAULT:
+        return fig
+    names = [getattr(tr, "name", None) for tr in fig.data]
+    i18n.localise_figure(fig)
+    attention = t("feature_maps.figure.attention")
+    for tr, old in zip(fig.data, names):
+        hover = getattr(tr, "hovertemplate", None)
+        if isinstance(hover, str):
+            hover = hover.replace("channel %{", t("feature_maps.hover.channel") + " %{")
+            hover = hover.replace("row %{y}, col %{x}", t("feature_maps.hover.position", y="%{y}", x="%{x}"))
+            if old and tr.name != old:
+                hover = hover.replace(f"<extra>{old}</extra>", f"<extra>{tr.name}</extra>")
+            tr.hovertemplate = hover
+        bar = getattr(tr, "colorbar", None) if tr.type == "heatmap" else None
+        if bar is not None and bar.title.text == "attention":
+            bar.title.text = attention
+    return fig
+
+
 def teacher_for(ds_name: str) -> train.Teacher:
     """The preset teacher of a dataset (CIFAR-10: on a training subset), trained once with progress."""
     arch, subset = models.preset(ds_name)[0], QUICK_SUBSET.get(ds_name)
@@ -69,22 +114,19 @@ def teacher_for(ds_name: str) -> train.Teacher:
     key = train.teacher_key(ds_name, arch, epochs, train_subset=subset)
     if key in train._teachers:
         return train._teachers[key]
-    with st.status(f"Training the teacher {arch} on {subset:,} {ds_name} images (once; cached afterwards)…",
+    with st.status(t("feature_maps.teacher_training", arch=arch, subset=subset, dataset=ds_name),
                    expanded=True) as box:
-        bar = st.progress(0.0, text="starting")
-        t = train.get_teacher(ds_name, arch, epochs, train_subset=subset,
-                              progress=lambda e, n, acc: bar.progress(e / n, text=f"epoch {e}/{n}: {100 * acc:.1f}%"))
-        box.update(label=f"Teacher {arch} ready: {100 * t.test_accuracy:.1f}% test accuracy", state="complete",
-                   expanded=False)
-    return t
+        bar = st.progress(0.0, text=t("feature_maps.starting"))
+        teacher = train.get_teacher(ds_name, arch, epochs, train_subset=subset, progress=lambda e, n, acc: bar.progress(
+            e / n, text=t("feature_maps.epoch", epoch=e, total=n, acc=100 * acc)))
+        box.update(label=t("feature_maps.teacher_ready", arch=arch, acc=100 * teacher.test_accuracy),
+                   state="complete", expanded=False)
+    return teacher
 
 
 # ------------------------------------------------------------------ header
-st.title("🗺️ Feature maps")
-st.caption("Logit distillation copies the teacher's answers; feature distillation copies how it *sees*. "
-           "FitNets makes a middle layer of the student reproduce the teacher's (through a small trainable "
-           "regressor); attention transfer makes it look at the same places. Compare the maps of the teacher, "
-           "the student trained from scratch and the distilled student on one image, then over many.")
+st.title("🗺️ " + t("feature_maps.title"))
+st.caption(t("feature_maps.intro"))
 
 job = state.lab_job()
 run_cfg: Config | None = None
@@ -108,17 +150,17 @@ if job is not None and st.session_state.get("_fm_seen_job") != job.id:
 
 left, right = st.columns([1, 2.3], gap="large")
 with left:
-    choice = st.selectbox("Dataset", list(data.DATASETS), key="fm_dataset",
-                          format_func=lambda n: f"{n} — {data.DATASETS[n].title}",
-                          help="The images to look at. The maps of your Lab run's students appear when this is "
-                               "the dataset it was trained on.")
+    # the option labels' language is fixed now: Streamlit may call format_func outside this run
+    choice = st.selectbox(t("feature_maps.dataset"), list(data.DATASETS), key="fm_dataset",
+                          format_func=lambda n, lang=i18n.lang(): f"{n} — {dataset_title(n, lang)}",
+                          help=t("feature_maps.dataset_help"))
     ds_name = choice
     try:
         ds = state.dataset(choice)
     except KDError as e:
-        st.error(f"Cannot use **{choice}**: {e}")
+        st.error(t("feature_maps.cannot_use", name=choice, error=e))
         ds_name = run_cfg.dataset if run_cfg is not None and run_cfg.dataset != choice else DEFAULT_DATASET
-        st.caption(f"Showing **{ds_name}** meanwhile; choose another dataset above.")
+        st.caption(t("feature_maps.showing_meanwhile", name=ds_name))
         ds = state.dataset(ds_name)
 
 run_matches = run_cfg is not None and run_cfg.dataset == ds_name
@@ -127,28 +169,24 @@ method = methods.get(run_cfg.method) if run_matches else None
 # ------------------------------------------------------------------ the Lab run, or a quick one
 with right:
     if job is None:
-        st.info("No Lab run in this session yet: below are the **teacher's** maps only. Train a student with a "
-                "feature method (FitNets or attention transfer) in the Lab — or one quick run here — to compare.")
+        st.info(t("feature_maps.no_run"))
     elif not run_matches:
-        st.info(f"Your Lab run #{job.id} was trained on **{run_cfg.dataset}**; choose that dataset to see its "
-                f"students. Showing the {ds_name} teacher only.")
+        st.info(t("feature_maps.other_dataset", id=job.id, dataset=run_cfg.dataset, name=ds_name))
     else:
-        what = f"Lab run #{job.id}: **{method.title}**, student **{run_cfg.student}** from teacher **{run_cfg.teacher}**"
+        what = t("feature_maps.run_what", id=job.id, method=method_title(method), student=run_cfg.student,
+                 teacher=run_cfg.teacher)
         if running:
-            st.info(what + " — training in the background; the maps below follow it live, epoch by epoch.")
+            st.info(t("feature_maps.run_live", what=what))
         elif job.status in ("finished", "stopped"):
-            st.success(what + f" — {job.status}.")
+            st.success(t("feature_maps.run_done", what=what, status=status_text(job.status)))
         else:
-            st.error(what + f" — {job.status}: {job.message}")
+            st.error(t("feature_maps.run_failed", what=what, status=status_text(job.status), message=job.message))
         if not method.needs_features:
-            st.caption(f"{method.title} matches logits only: no layer was trained to copy the teacher, which makes "
-                       f"it a fine control for the feature methods.")
+            st.caption(t("feature_maps.logits_only", method=method_title(method)))
     b1, b2 = st.columns([1.3, 1])
-    quick = b1.button(f"🚀 Train a quick AT student ({QUICK_EPOCHS} epochs)", key="fm_quick_train", disabled=running,
-                      help="Attention transfer with its defaults (beta = 1000, p = 2) on this dataset, with a scratch "
-                           "student alongside; it runs in the background like a Lab run, and the Lab shows it too.")
-    b2.page_link("pages/lab.py", label="Open the Distillation lab", icon="🧪",
-                 help="Choose the method, layer pairs, T and alpha yourself.")
+    quick = b1.button(t("feature_maps.quick", epochs=QUICK_EPOCHS), key="fm_quick_train", disabled=running,
+                      help=t("feature_maps.quick_help"))
+    b2.page_link("pages/lab.py", label=t("feature_maps.lab_link"), icon="🧪", help=t("feature_maps.lab_link_help"))
     if quick:
         try:
             cfg = Config(dataset=ds_name, method="at", epochs=QUICK_EPOCHS, train_subset=QUICK_SUBSET.get(ds_name))
@@ -156,7 +194,7 @@ with right:
             st.session_state.kd_lab_job_id = new.id
             st.rerun()
         except KDError as e:
-            st.error(f"Cannot start the run: {e}")
+            st.error(t("feature_maps.cannot_start", error=e))
 
 # ------------------------------------------------------------------ the models
 # The architectures come from the run's config (known before any weights exist), so the
@@ -212,34 +250,30 @@ with right:
     if s_opts and st.session_state.get("fm_sl") not in s_opts:
         st.session_state.fm_sl = dsl if dsl in s_opts else s_opts[-1]
     p1, p2 = st.columns(2)
-    t_layer = p1.selectbox("Teacher layer", t_opts, key="fm_tl",
+    t_layer = p1.selectbox(t("feature_maps.teacher_layer"), t_opts, key="fm_tl",
                            format_func=lambda n: f"{n}  ({shape_text(t_shapes[n])})",
-                           help="Whose feature maps to show for the teacher (output shape: channels × height × width, "
-                                "or a vector).")
+                           help=t("feature_maps.teacher_layer_help"))
     if s_opts:
-        s_layer = p2.selectbox("Student layer", s_opts, key="fm_sl",
+        s_layer = p2.selectbox(t("feature_maps.student_layer"), s_opts, key="fm_sl",
                                format_func=lambda n: f"{n}  ({shape_text(s_shapes[n])})",
-                               help="The students' layer shown beside it; a feature method trained it to match the "
-                                    "teacher layer of its pair.")
+                               help=t("feature_maps.student_layer_help"))
     else:
         s_layer = None
-        p2.selectbox("Student layer", ["—"], key="fm_sl_none", disabled=True,
-                     help="Appears once there is a Lab run on this dataset.")
+        p2.selectbox(t("feature_maps.student_layer"), ["—"], key="fm_sl_none", disabled=True,
+                     help=t("feature_maps.student_layer_none_help"))
     if run_pairs:
         cols = st.columns(len(run_pairs) + 1, vertical_alignment="center")
-        cols[0].markdown("**Pairs the run trained:**")
+        cols[0].markdown(t("feature_maps.trained_pairs"))
         for i, (a, b) in enumerate(run_pairs):
             cols[i + 1].button(f"★ {a} ↔ {b}", key=f"fm_pair_{i}", on_click=set_pair, args=(a, b),
                                type="primary" if (t_layer, s_layer) == (a, b) else "secondary",
-                               help=f"Show the pair {method.name} trained on: teacher {a}, student {b}.")
+                               help=t("feature_maps.pair_help", method=method.name, teacher=a, student=b))
     c1, c2, c3 = st.columns([1.2, 1.2, 1])
-    n_channels = c1.select_slider("Channels shown", CHANNELS, key="fm_channels",
-                                  help="How many channels of each layer to tile, strongest first (largest mean "
-                                       "activation on this image).")
-    opacity = c2.slider("Attention overlay opacity", 0.0, 1.0, step=0.05, key="fm_opacity",
-                        help="0: the image alone; 1: the attention map alone.")
-    c3.toggle("Every named layer", key="fm_all_layers",
-              help="Offer every module of both networks (e.g. stage2.0.conv1), not only the stage outputs.")
+    n_channels = c1.select_slider(t("feature_maps.channels"), CHANNELS, key="fm_channels",
+                                  help=t("feature_maps.channels_help"))
+    opacity = c2.slider(t("feature_maps.opacity"), 0.0, 1.0, step=0.05, key="fm_opacity",
+                        help=t("feature_maps.opacity_help"))
+    c3.toggle(t("feature_maps.all_layers"), key="fm_all_layers", help=t("feature_maps.all_layers_help"))
 
 # ------------------------------------------------------------------ the image
 classes = list(ds.classes)
@@ -248,19 +282,19 @@ if not 0 <= int(st.session_state.fm_image) < n_test:
     st.session_state.fm_image = 0
 with left:
     i1, i2 = st.columns([2, 1], vertical_alignment="bottom")
-    idx = int(i1.number_input("Test image #", 0, n_test - 1, key="fm_image", step=1,
-                              help=f"Which of the {n_test:,} test images to look at."))
-    i2.button("🎲", key="fm_random", on_click=pick_random, args=(n_test,), help="Pick a random test image.",
+    idx = int(i1.number_input(t("feature_maps.image"), 0, n_test - 1, key="fm_image", step=1,
+                              help=t("feature_maps.image_help", n=n_test)))
+    i2.button("🎲", key="fm_random", on_click=pick_random, args=(n_test,), help=t("feature_maps.random_help"),
               width="stretch")
     x_one = ds.x_test[idx : idx + 1]
     image = np.clip(viz.to_display(ds.denormalise(x_one)[0].cpu().numpy()), 0.0, 1.0)
     st.image(upscale(image, IMG_PX), width="stretch", output_format="PNG")
-    st.markdown(f"Test image #{idx}, true class **{classes[int(ds.y_test[idx])]}**.")
+    st.markdown(t("feature_maps.image_caption", i=idx, c=classes[int(ds.y_test[idx])]))
 
 
 # ------------------------------------------------------------------ drawing
 def layer_figure(feat: torch.Tensor, layer: str, role: str, key: str, k: int) -> None:
-    title = f"{ROLES[role]} · {layer}"
+    title = f"{role_title(role)} · {layer}"
     if feat.dim() == 3:
         grid, chans, cols = features.channel_grid(feat, k=k)
         ids = features.tile_channels(chans, feat.shape[1], feat.shape[2], cols)
@@ -268,9 +302,12 @@ def layer_figure(feat: torch.Tensor, layer: str, role: str, key: str, k: int) ->
     else:
         fig = viz.map_figure(features.vector_grid(feat), title, role, zmin=0.0, zmax=1.0, colorbar_title="|a|",
                              hover="|a| = %{z:.2f}", showscale=True)
-    st.plotly_chart(fig, key=key, width="stretch", theme=None)
-    what = f"{feat.shape[0]} channels of {feat.shape[1]}×{feat.shape[2]}" if feat.dim() == 3 else f"a vector of {feat.shape[0]}"
-    st.caption(f"{what}; {min(k, feat.shape[0]) if feat.dim() == 3 else feat.shape[0]} shown.")
+    st.plotly_chart(localise(fig), key=key, width="stretch", theme=None)
+    if feat.dim() == 3:
+        st.caption(t("feature_maps.grid_caption_maps", n=feat.shape[0], h=feat.shape[1], w=feat.shape[2],
+                     shown=min(k, feat.shape[0])))
+    else:
+        st.caption(t("feature_maps.grid_caption_vector", n=feat.shape[0], shown=feat.shape[0]))
 
 
 def predictions(models_by_role: dict) -> str:
@@ -279,8 +316,8 @@ def predictions(models_by_role: dict) -> str:
         logits = features.extract(m, x_one, [])["logits"][0]
         p = torch.softmax(logits, 0)
         c = int(p.argmax())
-        parts.append(f"{ROLES[role].lower()} **{classes[c]}** ({100 * float(p[c]):.0f}%)")
-    return "Predictions on this image: " + ", ".join(parts) + "."
+        parts.append(t("feature_maps.prediction", who=t("roles." + role), cls=classes[c], p=100 * float(p[c])))
+    return t("feature_maps.predictions", parts=t("feature_maps.list_sep").join(parts))
 
 
 def similarity_rows(job_id: int, epoch: int, teacher_m, students: dict, pairs: list[tuple[str, str]]) -> list[dict]:
@@ -291,7 +328,7 @@ def similarity_rows(job_id: int, epoch: int, teacher_m, students: dict, pairs: l
     missing = [p for p in pairs if (job_id, epoch, *p) not in cache]
     if missing:
         x = ds.x_test[:SIM_BATCH]
-        with st.spinner(f"Comparing layers over {len(x)} test images…"):
+        with st.spinner(t("feature_maps.comparing", n=len(x))):
             tf = features.extract(teacher_m, x, sorted({p[0] for p in missing}))
             sf = {who: features.extract(m, x, sorted({p[1] for p in missing})) for who, m in students.items()}
             for row in features.similarity_to_teacher(tf, sf, missing, att_p):
@@ -312,10 +349,11 @@ def draw(snap: dict | None, teacher_m) -> None:
     s_feats = {who: features.extract(m, x_one, [s_layer])[s_layer][0] for who, m in students.items()}
 
     # ---------------------------------------------------------- feature maps
-    st.subheader("Feature maps")
+    st.subheader(t("feature_maps.feature_header"))
     if snap is not None and run_matches:
-        live = " (live: the run is still training)" if running else ""
-        st.markdown(f"**Students after epoch {snap['epoch']} of {run_cfg.epochs}**{live}. {predictions(everyone)}")
+        live = t("feature_maps.live") if running else ""
+        st.markdown(t("feature_maps.students_after", epoch=snap["epoch"], epochs=run_cfg.epochs, live=live,
+                      predictions=predictions(everyone)))
     else:
         st.markdown(predictions(everyone))
     cols = st.columns(3, gap="medium")
@@ -326,24 +364,20 @@ def draw(snap: dict | None, teacher_m) -> None:
             if who in s_feats:
                 layer_figure(s_feats[who], s_layer, who, f"fm_grid_{who}", k)
             elif snap is not None and who == "scratch":
-                st.info("This run trained no scratch student (tick **Also train from scratch** in the Lab).")
+                st.info(t("feature_maps.no_scratch"))
             elif run_matches:
-                st.info(f"The {ROLES[who].lower()}'s maps appear here after the run's first epoch.")
+                st.info(t("feature_maps.maps_after_epoch", who=t("roles." + who)))
             else:
-                st.info(f"The {ROLES[who].lower()}'s maps appear here after the first epoch of a Lab run on "
-                        f"{ds_name}.")
-    st.caption("Each tile is one channel: |activation| at every position, on one colour scale per layer (1 = the "
-               "layer's strongest value shown). Channels are sorted strongest first, so tiles are *not* "
-               "matched across networks — the students have fewer channels than the teacher. Look at where they "
-               "light up.")
+                st.info(t("feature_maps.maps_after_lab", who=t("roles." + who), dataset=ds_name))
+    st.caption(t("feature_maps.grid_explain"))
 
     # ---------------------------------------------------------- FitNets
     if method is not None and method.name == "fitnets" and snap is not None:
-        st.subheader("FitNets: the regressed hint against the teacher's target")
+        st.subheader(t("feature_maps.fit_header"))
         pair = (t_layer, s_layer)
         if pair not in run_pairs:
-            st.info(f"The regressor exists only for the pairs the run trained on: "
-                    f"{', '.join(f'{a} ↔ {b}' for a, b in run_pairs)}. Pick one with the ★ buttons above.")
+            st.info(t("feature_maps.fit_pairs_only",
+                      pairs=t("feature_maps.list_sep").join(f"{a} ↔ {b}" for a, b in run_pairs)))
         else:
             i = run_pairs.index(pair)
             with torch.no_grad():
@@ -360,79 +394,79 @@ def draw(snap: dict | None, teacher_m) -> None:
                 top = float(tgt[0][chans].abs().max())
                 g_r, _, _ = features.channel_grid(reg[0], channels=chans, scale=top, signed=True)
                 ids = features.tile_channels(chans, tgt.shape[2], tgt.shape[3], cols_n)
-                f1.plotly_chart(viz.feature_grid(g_t, f"Target: teacher · {t_layer}", "teacher", channel_ids=ids), key="fm_fit_target", width="stretch", theme=None)
-                f2.plotly_chart(viz.feature_grid(g_r, f"r(student · {s_layer})", "distilled", channel_ids=ids, signed=True),
+                f1.plotly_chart(localise(viz.feature_grid(g_t, t("feature_maps.fit_target_title", layer=t_layer),
+                                                          "teacher", channel_ids=ids)),
+                                key="fm_fit_target", width="stretch", theme=None)
+                f2.plotly_chart(localise(viz.feature_grid(g_r, t("feature_maps.fit_regressed_title", layer=s_layer),
+                                                          "distilled", channel_ids=ids, signed=True)),
                                 key="fm_fit_regressed", width="stretch", theme=None)
                 err_map = err.numpy()
             else:
-                f1.plotly_chart(viz.map_figure(features.vector_grid(tgt[0]), f"Target: teacher · {t_layer}", "teacher",
-                                               zmax=1.0), key="fm_fit_target", width="stretch", theme=None)
+                f1.plotly_chart(viz.map_figure(features.vector_grid(tgt[0]),
+                                               t("feature_maps.fit_target_title", layer=t_layer), "teacher", zmax=1.0),
+                                key="fm_fit_target", width="stretch", theme=None)
                 top = float(tgt[0].abs().max())
-                f2.plotly_chart(viz.map_figure(features.vector_grid(reg[0], scale=top), f"r(student · {s_layer})",
-                                               "distilled", zmax=1.0), key="fm_fit_regressed", width="stretch", theme=None)
+                f2.plotly_chart(viz.map_figure(features.vector_grid(reg[0], scale=top),
+                                               t("feature_maps.fit_regressed_title", layer=s_layer), "distilled",
+                                               zmax=1.0), key="fm_fit_regressed", width="stretch", theme=None)
                 err_map = features.vector_grid(err, scale=1.0)
-            f3.plotly_chart(viz.map_figure(err_map, "Squared error per position", None, colorscale="Reds", zmin=0.0,
-                                           colorbar_title="error²", hover="error² = %{z:.4f}"),
+            error_sq = t("feature_maps.error_sq")
+            f3.plotly_chart(viz.map_figure(err_map, t("feature_maps.fit_error_title"), None, colorscale="Reds",
+                                           zmin=0.0, colorbar_title=error_sq, hover=error_sq + " = %{z:.4f}"),
                             key="fm_fit_error", width="stretch", theme=None)
-            f3.metric("Hint loss on this image", f"{hint:.4f}",
-                      help=f"Mean of the error map: the MSE between r(F_S) and F_T. In training it is weighted by "
-                           f"beta = {beta:g}, giving {beta * hint:.3g} here.")
-            st.caption("The regressor r (a 1×1 convolution with batch norm, trained with the student) maps the "
-                       "student's channels onto the teacher's; the target's channels are shown in the same order "
-                       "and on the same scale as their regressed copies. Red: where the student still misses.")
+            f3.metric(t("feature_maps.hint_loss"), f"{hint:.4f}",
+                      help=t("feature_maps.hint_help", beta=beta, weighted=beta * hint))
+            st.caption(t("feature_maps.fit_caption"))
     elif snap is not None and method is not None:
-        st.caption("Train a **FitNets** student in the Lab to see its regressed features against the teacher's "
-                   "target here.")
+        st.caption(t("feature_maps.fit_hint"))
 
     # ---------------------------------------------------------- attention
-    st.subheader("Attention maps")
+    st.subheader(t("feature_maps.att_header"))
     spatial = t_feat.dim() == 3 and all(f.dim() == 3 for f in s_feats.values())
     student_has_maps = s_shell is None or any(len(v) == 3 for v in s_shapes.values())
     if t_feat.dim() == 3 and not student_has_maps:
-        st.info(f"The student ({s_arch}) has no spatial feature maps, so it has no attention maps to compare: "
-                f"attention transfer needs a CNN or ResNet student.")
+        st.info(t("feature_maps.no_student_maps", arch=s_arch))
     elif not spatial:
-        bad = f"teacher '{t_layer}' gives a vector of {t_feat.shape[0]}" if t_feat.dim() != 3 else \
-            f"student '{s_layer}' gives a vector of {next(f.shape[0] for f in s_feats.values() if f.dim() != 3)}"
-        st.error(f"Attention maps need spatial feature maps (channels × height × width), but the {bad}. "
-                 f"Pick a stage layer above.")
+        bad = t("feature_maps.bad_teacher", layer=t_layer, n=t_feat.shape[0]) if t_feat.dim() != 3 else \
+            t("feature_maps.bad_student", layer=s_layer,
+              n=next(f.shape[0] for f in s_feats.values() if f.dim() != 3))
+        st.error(t("feature_maps.need_spatial", bad=bad))
     else:
         size = tuple(image.shape[:2])
         t_att = features.attention_overlay(t_feat, size, att_p)
         cols = st.columns(3, gap="medium")
         with cols[0]:
-            st.plotly_chart(viz.overlay_figure(image, t_att["overlay"].numpy(), f"Teacher · {t_layer}", "teacher",
-                                               opacity=opacity), key="fm_att_teacher", width="stretch", theme=None)
+            st.plotly_chart(localise(viz.overlay_figure(image, t_att["overlay"].numpy(),
+                                                        f"{role_title('teacher')} · {t_layer}", "teacher",
+                                                        opacity=opacity)),
+                            key="fm_att_teacher", width="stretch", theme=None)
             h, w = t_att["map"].shape
-            st.caption(f"Map of {h}×{w}, shown at the image's size.")
+            st.caption(t("feature_maps.att_map_caption", h=h, w=w))
         att_losses = {}
         for col, who in zip(cols[1:], ("scratch", "distilled")):
             with col:
                 if who not in s_feats:
                     if not (snap is not None and who == "scratch"):
-                        st.info(f"The {ROLES[who].lower()}'s attention appears here "
-                                + ("after the run's first epoch." if run_matches else f"with a Lab run on {ds_name}."))
+                        st.info(t("feature_maps.att_after_epoch", who=t("roles." + who)) if run_matches else
+                                t("feature_maps.att_with_lab", who=t("roles." + who), dataset=ds_name))
                     continue
                 a = features.attention_overlay(s_feats[who], size, att_p)
-                st.plotly_chart(viz.overlay_figure(image, a["overlay"].numpy(), f"{ROLES[who]} · {s_layer}", who,
-                                                   opacity=opacity), key=f"fm_att_{who}", width="stretch", theme=None)
+                st.plotly_chart(localise(viz.overlay_figure(image, a["overlay"].numpy(),
+                                                            f"{role_title(who)} · {s_layer}", who, opacity=opacity)),
+                                key=f"fm_att_{who}", width="stretch", theme=None)
                 att_losses[who] = float(losses.attention_loss(s_feats[who][None], t_feat[None], att_p))
                 delta = None
                 if who == "distilled" and "scratch" in att_losses:
-                    delta = f"{att_losses['distilled'] - att_losses['scratch']:+.2e} vs scratch"
-                st.metric(f"Attention loss vs the teacher ({who})", f"{att_losses[who]:.2e}", delta=delta,
-                          delta_color="inverse",
-                          help="mean (Q_S − Q_T)² over positions of the L2-normalised maps Q = mean_c |A_c|^p "
-                               f"(p = {att_p:g}), the larger map pooled to the smaller; 0 = the same attention.")
-        st.caption(f"Attention map Q = mean over channels of |activation|^{att_p:g} (Zagoruyko & Komodakis 2017): "
-                   "bright = where the layer responds most. Attention transfer trains the student to make these "
-                   "maps equal to the teacher's.")
+                    delta = t("feature_maps.vs_scratch", delta=att_losses["distilled"] - att_losses["scratch"])
+                st.metric(t("feature_maps.att_loss." + who), f"{att_losses[who]:.2e}", delta=delta,
+                          delta_color="inverse", help=t("feature_maps.att_loss_help", p=att_p))
+        st.caption(t("feature_maps.att_caption", p=att_p))
 
     # ---------------------------------------------------------- layer similarity
-    st.subheader("How close to the teacher, layer by layer")
+    st.subheader(t("feature_maps.sim_header"))
     if snap is None or not run_matches:
-        st.info(f"Needs a Lab run on {ds_name}" + (" and its first epoch" if run_matches else "") +
-                f": then each student's layers are compared with the teacher's over {SIM_BATCH} test images.")
+        st.info(t("feature_maps.sim_needs_epoch" if run_matches else "feature_maps.sim_needs_run", dataset=ds_name,
+                  n=SIM_BATCH))
         return
     pairs = features.aligned_pairs(teacher_m, snap["student"], ds.in_shape)
     for extra in run_pairs + [(t_layer, s_layer)]:
@@ -441,30 +475,28 @@ def draw(snap: dict | None, teacher_m) -> None:
     rows = similarity_rows(job.id, snap["epoch"], teacher_m, students, pairs)
     m1, m2 = st.columns([3, 1.1], gap="large")
     with m2:
-        metric = st.radio("Similarity measure", list(METRICS), key="fm_metric", format_func=METRICS.get,
-                          help="Linear CKA (Kornblith et al. 2019) compares the geometry of two layers' "
-                               "representations of the same images (1 = equal up to rotation and scale). "
-                               "The attention cosine compares where they look (spatial layers only).")
+        metric = st.radio(t("feature_maps.measure"), list(METRICS), key="fm_metric",
+                          format_func=lambda m, lang=i18n.lang(): i18n.text(f"feature_maps.metrics.{m}", lang),
+                          help=t("feature_maps.measure_help"))
+    metric_text = t(f"feature_maps.metrics.{metric}")
     shown = [r for r in rows if metric == "cka" or r["spatial"]]
     labels = [f"{a} ↔ {b}" for a, b in (r["pair"] for r in shown)]
-    series = {f"{ROLES[who].lower()}": [r[metric].get(who) for r in shown] for who in students}
-    fig = viz.similarity_bars(labels, series, f"Similarity to the teacher over {SIM_BATCH} test images "
-                              f"({METRICS[metric]})", ytitle=METRICS[metric],
-                              marked=[r["pair"] in run_pairs for r in shown])
-    m1.plotly_chart(fig, key="fm_similarity", width="stretch", theme=None)
+    # the engine colours the bars by the English role names; localise() translates them after
+    series = {i18n.text("roles." + who, i18n.DEFAULT): [r[metric].get(who) for r in shown] for who in students}
+    fig = viz.similarity_bars(labels, series, t("feature_maps.sim_title", n=SIM_BATCH, metric=metric_text),
+                              ytitle=metric_text, marked=[r["pair"] in run_pairs for r in shown])
+    m1.plotly_chart(localise(fig), key="fm_similarity", width="stretch", theme=None)
     with m2:
         if "scratch" in students and shown:
             gains = [(r[metric]["distilled"] - r[metric]["scratch"], r) for r in shown]
             closer = sum(g > 0 for g, _ in gains)
-            st.markdown(f"The distilled student is closer to the teacher than the scratch one at **{closer} of "
-                        f"{len(gains)}** layer pairs.")
+            st.markdown(t("feature_maps.closer", closer=closer, total=len(gains)))
             for a, b in run_pairs:
                 r = next((r for r in shown if r["pair"] == (a, b)), None)
                 if r is not None:
-                    st.markdown(f"★ Trained pair **{a} ↔ {b}**: {r[metric]['distilled']:.3f} distilled vs "
-                                f"{r[metric]['scratch']:.3f} scratch.")
-        st.caption("★ marks the pairs the method trained; the other pairs sit at the same relative depth. "
-                   "Logit distillation (KD) also pulls the later layers closer, without training them directly.")
+                    st.markdown(t("feature_maps.trained_pair", a=a, b=b, d=r[metric]["distilled"],
+                                  s=r[metric]["scratch"]))
+        st.caption(t("feature_maps.sim_caption"))
 
 
 # ------------------------------------------------------------------ run it
@@ -490,12 +522,13 @@ def run_progress() -> None:
     if snap["status"] in ("queued", "teacher"):
         te = snap["teacher_epoch"]
         st.progress(te[0] / te[1] if te else 0.0,
-                    text=f"The run is training its teacher (once, then cached): epoch {te[0]}/{te[1]}" if te
-                    else "The run is starting…")
+                    text=t("feature_maps.run_teacher", epoch=te[0], total=te[1]) if te
+                    else t("feature_maps.run_starting"))
     else:
         total = snap["total_steps"] or 1
-        st.progress(min(snap["step"] / total, 1.0), text=f"Training: step {snap['step']}/{total}, "
-                    f"epoch {len(snap['epochs'])} of {run_cfg.epochs} done")
+        st.progress(min(snap["step"] / total, 1.0),
+                    text=t("feature_maps.run_training", step=snap["step"], total=total, done=len(snap["epochs"]),
+                           epochs=run_cfg.epochs))
 
 
 def show() -> None:

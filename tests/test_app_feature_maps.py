@@ -172,3 +172,63 @@ def test_after_a_fitnets_run_the_regressed_hint_and_its_error_map_show():
     assert any("only for the pairs the run trained on" in i.value for i in at.info)
     at.button(key="fm_pair_0").click().run()
     assert at.selectbox(key="fm_tl").value == "stage2" and has_chart(at, "fm_fit_error")
+
+
+def page_texts(at: AppTest) -> list[str]:
+    """Everything a user reads on the page: texts, widget labels, help texts and options."""
+    out = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "error",
+                                "warning") for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    for kind in ("selectbox", "select_slider", "slider", "number_input", "toggle", "radio", "button"):
+        for w in at.get(kind):
+            out += [w.label, w.help or ""] + [str(o) for o in getattr(w, "options", None) or []]
+    out += [m.label for m in at.metric] + [link.label for link in at.page_link]
+    return [s for s in out if s]
+
+
+def test_in_chinese_every_text_comes_from_the_catalogue_and_the_pickers_work():
+    import re
+
+    from kd_app import i18n
+
+    zh = lambda key, **kw: i18n.text(key, "zh", **kw)  # noqa: E731
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["lang"] = "zh"
+    at.run()
+    at.switch_page("pages/feature_maps.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "🗺️ " + zh("feature_maps.title")
+    assert zh("feature_maps.intro") in [c.value for c in at.caption]
+    assert zh("feature_maps.no_run") in [i.value for i in at.info]
+    subheaders = [h.value for h in at.subheader]
+    for key in ("feature_maps.feature_header", "feature_maps.att_header", "feature_maps.sim_header"):
+        assert zh(key) in subheaders, key
+    assert at.selectbox(key="fm_tl").label == zh("feature_maps.teacher_layer")
+    assert at.selectbox(key="fm_dataset").options[0].endswith(i18n.text("datasets.mnist-mini", "zh"))
+    assert at.button(key="fm_quick_train").label == zh("feature_maps.quick", epochs=2)
+    assert at.select_slider(key="fm_channels").help == zh("feature_maps.channels_help")
+    # the engine's figure texts are relabelled: the overlay's traces, the figure titles
+    att = chart(at, "fm_att_teacher")
+    assert [t["name"] for t in att["data"]] == [zh("feature_maps.figure.image"), zh("feature_maps.figure.attention")]
+    assert zh("feature_maps.role_title.teacher") in chart(at, "fm_grid_teacher")["layout"]["title"]["text"]
+    assert "channel" not in json.dumps(chart(at, "fm_grid_teacher")["data"][0]["hovertemplate"])
+    # no raw catalogue key anywhere, and the page reads in Chinese
+    shown = page_texts(at)
+    keys = set(i18n.catalogue("zh"))
+    assert not [s for s in shown if s in keys or re.search(r"\bfeature_maps\.[a-z_]", s)]
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    assert sum(bool(cjk.search(s)) for s in shown) > 25
+    # the pickers still drive the figures, in Chinese
+    at.selectbox(key="fm_tl").set_value("stage1").run()
+    assert not at.exception
+    assert z(chart(at, "fm_grid_teacher")).shape == (4 * 15 - 1, 4 * 15 - 1)
+    at.select_slider(key="fm_channels").set_value(4).run()
+    assert not at.exception
+    assert z(chart(at, "fm_grid_teacher")).shape == (2 * 15 - 1, 2 * 15 - 1)
+    at.selectbox(key="fm_tl").set_value("embed").run()
+    assert not at.exception
+    bad = zh("feature_maps.bad_teacher", layer="embed", n=128)
+    assert any(e.value.startswith(zh("feature_maps.need_spatial", bad="").split("，")[0]) and "embed" in e.value
+               for e in at.error), [e.value for e in at.error]
+    assert bad.split("“")[0] in " ".join(e.value for e in at.error)
+    assert at.query_params.get("lang") == "zh"
