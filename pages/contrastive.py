@@ -12,6 +12,9 @@ Students and teacher are compared in one space: the run's projection heads (cont
 and CRD runs), or a linear map from each student's features to the teacher's, fitted on
 training images the same way for every student. Features are computed once per model
 (and per Lab epoch) and kept in the session; the controls only slice and redraw.
+
+Every text comes from the catalogues (``kd_app.i18n``: ``contrastive.*`` in
+``kd_app/locales/<lang>/contrastive.json``); the engine's figure texts are relabelled on the page.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import streamlit as st
 import torch
 import torch.nn.functional as F
 
-from kd_app import chrome, state
+from kd_app import chrome, i18n, state
+from kd_app.i18n import t
 from kd_core import data, methods, models, relations, train, viz
 from kd_core.config import TEACHER_EPOCHS, Config
 from kd_core.errors import KDError
@@ -32,8 +36,59 @@ QUICK_SUBSET = {"cifar10": 5000}
 N_MIN, N_MAX, N_DEFAULT = 8, 128, 32
 TAUS = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0]
 FIT_IMAGES = 2000  # training images for the linear maps
-ROLES = {"teacher": "Teacher", "scratch": "Scratch student", "distilled": "Distilled student"}
-SPACES = {"linear": "A linear map into the teacher's features", "heads": "The run's projection heads"}
+SPACES = ("linear", "heads")  # labels: contrastive.spaces.*
+
+
+def method_title(m) -> str:
+    key = f"methods.{m.name}"
+    return t(key) if key in i18n.catalogue(i18n.DEFAULT) else m.title
+
+
+def status_text(status: str) -> str:
+    key = f"contrastive.status.{status}"
+    return t(key) if key in i18n.catalogue(i18n.DEFAULT) else status
+
+
+def dataset_title(name: str) -> str:
+    key = f"datasets.{name}"
+    return t(key) if key in i18n.catalogue(i18n.DEFAULT) else data.DATASETS[name].title
+
+
+def label_key(who: str) -> str:
+    """The catalogue key of a series' label: 'scratch student', 'distilled student', 'teacher vs itself'."""
+    return "contrastive.teacher_itself" if who == "teacher" else f"roles.{who}"
+
+
+def _sample(name) -> str:
+    return str(name).replace(" · class ", f" · {t('axes.class')} ")
+
+
+def localise_matrix(fig):
+    """viz.relation_heatmap's hover texts (row/col/value, 'class' in the sample names) in the
+    session's language; English figures stay as the engine drew them."""
+    if i18n.lang() == i18n.DEFAULT:
+        return fig
+    heat = fig.data[0]
+    heat.x = [_sample(v) for v in heat.x]
+    heat.y = [_sample(v) for v in heat.y]
+    for axis in (fig.layout.xaxis, fig.layout.yaxis):
+        if axis.tickvals is not None:
+            axis.tickvals = [_sample(v) for v in axis.tickvals]
+    heat.hovertemplate = (f"{t('contrastive.hover.row')} %{{y}}<br>{t('contrastive.hover.col')} %{{x}}<br>"
+                          f"{t('contrastive.hover.value')} %{{z:.4f}}<extra></extra>")
+    return fig
+
+
+def localise_bars(fig, who: list[str], hover_word: str, value: str):
+    """viz.anchor_bars / sample_bars, built with the English series names (which pick the role
+    colours): the series, hover texts and the engine's axis titles in the session's language."""
+    if i18n.lang() == i18n.DEFAULT:
+        return fig
+    for trace, w in zip(fig.data, who):
+        trace.name = t(label_key(w))
+        trace.customdata = [_sample(v) for v in trace.customdata]
+        trace.hovertemplate = f"{t(hover_word)} %{{customdata}}<br>{value}<extra>{trace.name}</extra>"
+    return i18n.localise_figure(fig)
 
 
 # ------------------------------------------------------------------ widget state
@@ -62,22 +117,19 @@ def teacher_for(ds_name: str) -> train.Teacher:
     key = train.teacher_key(ds_name, arch, epochs, train_subset=subset)
     if key in train._teachers:
         return train._teachers[key]
-    with st.status(f"Training the teacher {arch} on {subset:,} {ds_name} images (once; cached afterwards)…",
+    with st.status(t("contrastive.teacher_training", arch=arch, subset=subset, dataset=ds_name),
                    expanded=True) as box:
-        bar = st.progress(0.0, text="starting")
-        t = train.get_teacher(ds_name, arch, epochs, train_subset=subset,
-                              progress=lambda e, n, acc: bar.progress(e / n, text=f"epoch {e}/{n}: {100 * acc:.1f}%"))
-        box.update(label=f"Teacher {arch} ready: {100 * t.test_accuracy:.1f}% test accuracy", state="complete",
+        bar = st.progress(0.0, text=t("contrastive.starting"))
+        teacher = train.get_teacher(ds_name, arch, epochs, train_subset=subset, progress=lambda e, n, acc: bar.progress(
+            e / n, text=t("contrastive.teacher_epoch", epoch=e, total=n, acc=100 * acc)))
+        box.update(label=t("contrastive.teacher_ready", arch=arch, acc=100 * teacher.test_accuracy), state="complete",
                    expanded=False)
-    return t
+    return teacher
 
 
 # ------------------------------------------------------------------ header
-st.title("🧲 Contrastive")
-st.caption("Contrastive distillation turns distillation into a recognition game: the student's embedding of an "
-           "image must pick out the teacher's embedding of the *same* image among the embeddings of other images "
-           "(its negatives). The positives sit on the diagonal of the similarity matrix below; the temperature τ "
-           "decides how sharply each row's softmax singles one out.")
+st.title("🧲 " + t("contrastive.title"))
+st.caption(t("contrastive.intro"))
 
 job = state.lab_job()
 run_cfg: Config | None = None
@@ -104,17 +156,16 @@ if job is not None and st.session_state.get("_ct_seen_job") != job.id:  # a new 
 
 left, right = st.columns([1, 2.3], gap="large")
 with left:
-    choice = st.selectbox("Dataset", list(data.DATASETS), key="ct_dataset",
-                          format_func=lambda n: f"{n} — {data.DATASETS[n].title}",
-                          help="The test images to embed. Your Lab run's students appear when this is the dataset "
-                               "it was trained on.")
+    ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func may run outside the script
+    choice = st.selectbox(t("contrastive.dataset"), list(data.DATASETS), key="ct_dataset",
+                          format_func=ds_labels.get, help=t("contrastive.dataset_help"))
     ds_name = choice
     try:
         ds = state.dataset(choice)
     except KDError as e:
-        st.error(f"Cannot use **{choice}**: {e}")
+        st.error(t("contrastive.cannot_use", name=choice, error=e))
         ds_name = run_cfg.dataset if run_cfg is not None and run_cfg.dataset != choice else DEFAULT_DATASET
-        st.caption(f"Showing **{ds_name}** meanwhile; choose another dataset above.")
+        st.caption(t("contrastive.showing_meanwhile", name=ds_name))
         ds = state.dataset(ds_name)
 
 run_matches = run_cfg is not None and run_cfg.dataset == ds_name
@@ -123,36 +174,26 @@ has_heads = method is not None and method.name in ("contrastive", "crd")
 
 with right:
     if job is None:
-        st.info("No Lab run in this session yet: below, the **teacher** is matched against itself — which shows "
-                "what τ does. Train a contrastive or CRD student in the Lab — or one quick run here — to see a "
-                "student try.")
+        st.info(t("contrastive.no_run"))
     elif not run_matches:
-        st.info(f"Your Lab run #{job.id} was trained on **{run_cfg.dataset}**; choose that dataset to see its "
-                f"students. Showing the {ds_name} teacher only.")
+        st.info(t("contrastive.other_dataset", id=job.id, dataset=run_cfg.dataset, current=ds_name))
     else:
-        what = f"Lab run #{job.id}: **{method.title}**, student **{run_cfg.student}** from teacher **{run_cfg.teacher}**"
+        what = t("contrastive.run_what", id=job.id, method=method_title(method), student=run_cfg.student,
+                 teacher=run_cfg.teacher)
         if running:
-            st.info(what + " — training in the background; the figures below follow it live, epoch by epoch.")
+            st.info(t("contrastive.run_live", what=what))
         elif job.status in ("finished", "stopped"):
-            st.success(what + f" — {job.status}.")
+            st.success(t("contrastive.run_done", what=what, status=status_text(job.status)))
         else:
-            st.error(what + f" — {job.status}: {job.message}")
+            st.error(t("contrastive.run_failed", what=what, status=status_text(job.status), message=job.message))
         if not has_heads:
-            st.caption(f"{method.title} trains no projection heads: both students are compared through a linear "
-                       "map fitted onto the teacher's features — a control for the contrastive methods.")
+            st.caption(t("contrastive.no_heads", method=method_title(method)))
     b1, b2, b3 = st.columns([1, 1, 1])
-    quick_nce = b1.button(f"🚀 Quick contrastive ({QUICK_EPOCHS} epochs)", key="ct_quick_train",
-                          disabled=running,
-                          help="In-batch InfoNCE through projection heads (τ = 0.07, 128-d) on the embeddings, with a "
-                               "scratch student alongside; it runs in the background like a Lab run, and the Lab "
-                               "shows it too.")
-    quick_crd = b2.button(f"🚀 Quick CRD ({QUICK_EPOCHS} epochs)", key="ct_quick_crd", disabled=running,
-                          help="Contrastive representation distillation (Tian et al. 2020): negatives from a memory "
-                               "bank of every training image, τ = 0.07, 128-d heads, with a scratch student alongside. "
-                               "Its bank fills one row per image and epoch, so its heads need many epochs (the paper "
-                               "trains 240).")
-    b3.page_link("pages/lab.py", label="Open the Distillation lab", icon="🧪",
-                 help="Choose in-batch contrastive or CRD, their τ and weights, T and alpha yourself.")
+    quick_nce = b1.button(t("contrastive.quick_nce", epochs=QUICK_EPOCHS), key="ct_quick_train", disabled=running,
+                          help=t("contrastive.quick_nce_help"))
+    quick_crd = b2.button(t("contrastive.quick_crd", epochs=QUICK_EPOCHS), key="ct_quick_crd", disabled=running,
+                          help=t("contrastive.quick_crd_help"))
+    b3.page_link("pages/lab.py", label=t("contrastive.lab_link"), icon="🧪", help=t("contrastive.lab_link_help"))
     if quick_nce or quick_crd:
         try:
             cfg = Config(dataset=ds_name, method="crd" if quick_crd else "contrastive", epochs=QUICK_EPOCHS,
@@ -161,7 +202,7 @@ with right:
             st.session_state.kd_lab_job_id = new.id
             st.rerun()
         except KDError as e:
-            st.error(f"Cannot start the run: {e}")
+            st.error(t("contrastive.cannot_start", error=e))
 
 # ------------------------------------------------------------------ layers and images
 if run_matches:
@@ -185,33 +226,23 @@ y_pool = np.asarray(ds.y_test.cpu().numpy())[pool]
 fit_idx = relations.pool_indices(len(ds.y_train), FIT_IMAGES, seed=1)
 
 with left:
-    n = st.slider("Batch size N", N_MIN, min(N_MAX, len(pool)), step=4, key="ct_n",
-                  help="How many test images form the batch (balanced over the classes, sorted by class): each "
-                       "anchor has N − 1 negatives. Training used batches of 64.")
+    n = st.slider(t("contrastive.n"), N_MIN, min(N_MAX, len(pool)), step=4, key="ct_n",
+                  help=t("contrastive.n_help"))
     n = int(min(n, len(pool)))
-    tau = float(st.select_slider("Temperature τ", TAUS, key="ct_tau",
-                                 help="softmax(cos(s_i, t_j) / τ) over the batch: a small τ makes each row pick one "
-                                      "teacher embedding sharply (the hardest negatives matter most), a large τ "
-                                      "spreads the probability. CRD and most contrastive work use 0.07."))
+    tau = float(st.select_slider(t("contrastive.tau"), TAUS, key="ct_tau", help=t("contrastive.tau_help")))
     if st.session_state.ct_anchor >= n:
         st.session_state.ct_anchor = 0
     a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
-    anchor = int(a1.number_input("Anchor i", 0, n - 1, step=1, key="ct_anchor",
-                                 help="Batch position of the student embedding whose softmax over the teacher's "
-                                      "embeddings is shown as bars (outlined row in the matrices)."))
-    a2.button("🎲", key="ct_new_batch", on_click=new_batch, width="stretch",
-              help="A new batch: another balanced draw of test images.")
+    anchor = int(a1.number_input(t("contrastive.anchor"), 0, n - 1, step=1, key="ct_anchor",
+                                 help=t("contrastive.anchor_help")))
+    a2.button("🎲", key="ct_new_batch", on_click=new_batch, width="stretch", help=t("contrastive.new_batch_help"))
     spaces = ["linear", "heads"] if has_heads else ["linear"]
     if st.session_state.get("ct_space") not in spaces:
         st.session_state.ct_space = st.session_state.get("_keep_ct_space") if \
             st.session_state.get("_keep_ct_space") in spaces else spaces[0]
-    space = st.radio("Shared space", spaces, key="ct_space", format_func=SPACES.get,
-                     disabled=not run_matches,
-                     help="Student and teacher embeddings must live in one space to be compared. A linear map "
-                          "works for any run and treats both students alike: each student's features are mapped "
-                          f"onto the teacher's by least squares on {FIT_IMAGES:,} training images. The run's heads "
-                          "g_S, g_T are what the contrastive loss itself compared (the scratch student has none: it "
-                          "gets the least-squares map onto g_T).")
+    space_labels = {s: t(f"contrastive.spaces.{s}") for s in SPACES}  # format_func may run outside the script
+    space = st.radio(t("contrastive.space"), spaces, key="ct_space", format_func=space_labels.get,
+                     disabled=not run_matches, help=t("contrastive.space_help", fit=FIT_IMAGES))
 
 batch_pos = relations.class_sorted_batch(y_pool, n, seed=int(st.session_state.ct_seed))
 batch_idx = pool[batch_pos]
@@ -223,9 +254,9 @@ with left:
     f = max(1, 112 // img.shape[0])
     c1, c2 = st.columns([1, 2], vertical_alignment="center")
     c1.image(np.repeat(np.repeat(img, f, axis=0), f, axis=1), output_format="PNG", width=112)
-    c2.markdown(f"Anchor: batch position **{anchor}**, test image **#{int(batch_idx[anchor])}**, "
-                f"class **{classes[int(batch_y[anchor])]}**.")
-    st.caption(f"Layers: teacher **{t_layer}**, students **{s_layer}**.")
+    c2.markdown(t("contrastive.anchor_text", pos=anchor, image=int(batch_idx[anchor]),
+                  cls=classes[int(batch_y[anchor])]))
+    st.caption(t("contrastive.layers", t_layer=t_layer, s_layer=s_layer))
 
 
 # ------------------------------------------------------------------ embeddings, once per model
@@ -247,7 +278,7 @@ def prune_cache(job_id: int, epoch: int) -> None:
 def features_of(model_key: tuple, model, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(pool features, fit-set features) of a layer, cached per model and layer."""
     def compute():
-        with st.spinner(f"Computing {layer} features…"):
+        with st.spinner(t("contrastive.computing", layer=layer)):
             return (relations.flat_features(model, ds.x_test[pool], layer),
                     relations.flat_features(model, ds.x_train[fit_idx], layer))
     return cached(("feat", ds_name, *model_key, layer), compute)
@@ -289,42 +320,41 @@ def embeddings(snap: dict | None, teacher_m, teacher_key: str) -> dict[str, torc
 # ------------------------------------------------------------------ drawing
 def draw(snap: dict | None, teacher_m, teacher_key: str) -> None:
     emb = embeddings(snap, teacher_m, teacher_key)
-    t = emb["teacher"]
+    t_emb = emb["teacher"]
     who_list = [w for w in ("scratch", "distilled") if w in emb] or ["teacher"]
-    sims = {w: relations.similarity(emb[w][batch_pos], t[batch_pos]) for w in who_list}
+    sims = {w: relations.similarity(emb[w][batch_pos], t_emb[batch_pos]) for w in who_list}
     soft = {w: relations.row_softmax(sims[w], tau) for w in who_list}
     nce = {w: relations.per_sample_info_nce(sims[w], tau) for w in who_list}
-    label = {w: ROLES[w].lower() if w != "teacher" else "teacher vs itself" for w in who_list}
+    label = {w: t(label_key(w)) for w in who_list}
+    label_en = {w: i18n.text(label_key(w), i18n.DEFAULT) for w in who_list}  # the series' names pick their colours
 
     if snap is not None and run_matches:
-        live = " (live: the run is still training)" if running else ""
-        st.markdown(f"**Students after epoch {snap['epoch']} of {run_cfg.epochs}**{live}, compared in "
-                    f"**{SPACES[space].lower()}**.")
+        live = t("contrastive.live") if running else ""
+        st.markdown(t("contrastive.students_after", epoch=snap["epoch"], epochs=run_cfg.epochs, live=live,
+                      space=space_labels[space].lower()))
     # ---------------------------------------------------------- numbers
     cols = st.columns([1] * len(who_list) + [1.4 if len(who_list) > 1 else 2.4], gap="medium")
     for i, w in enumerate(who_list):
-        r_batch = relations.retrieval_accuracy(emb[w][batch_pos], t[batch_pos])
-        r_pool = relations.retrieval_accuracy(emb[w], t)
+        r_batch = relations.retrieval_accuracy(emb[w][batch_pos], t_emb[batch_pos])
+        r_pool = relations.retrieval_accuracy(emb[w], t_emb)
         other = "scratch" if w == "distilled" and "scratch" in who_list else None
         with cols[i]:
             delta = None
             if other:
-                delta = f"{100 * (r_pool - relations.retrieval_accuracy(emb[other], t)):+.1f} points vs scratch"
-            st.metric(f"Retrieval, {len(pool):,} images · {label[w]}", f"{100 * r_pool:.1f}%", delta=delta,
-                      help=f"How often the nearest teacher embedding (cosine) of a {label[w]} embedding is its own "
-                           f"image's, among all {len(pool):,} pooled test images (chance: {100 / len(pool):.1f}%).")
-            st.metric(f"Retrieval, this batch · {label[w]}", f"{100 * r_batch:.1f}%",
-                      help=f"The same among the {n} images of the batch (chance: {100 / n:.1f}%).")
-            st.metric(f"Mean InfoNCE at τ = {tau:g} · {label[w]}", f"{nce[w].mean():.3f}",
-                      help=f"−mean log softmax(cos/τ) of the positives over this batch; log N = {np.log(n):.2f} "
-                           "is a uniform guess, 0 a perfect one.")
+                delta = t("contrastive.vs_scratch",
+                          delta=100 * (r_pool - relations.retrieval_accuracy(emb[other], t_emb)))
+            st.metric(t("contrastive.retrieval_pool", n=len(pool), who=label[w]), f"{100 * r_pool:.1f}%", delta=delta,
+                      help=t("contrastive.retrieval_pool_help", who=label[w], n=len(pool), chance=100 / len(pool)))
+            st.metric(t("contrastive.retrieval_batch", who=label[w]), f"{100 * r_batch:.1f}%",
+                      help=t("contrastive.retrieval_batch_help", n=n, chance=100 / n))
+            st.metric(t("contrastive.mean_nce", tau=tau, who=label[w]), f"{nce[w].mean():.3f}",
+                      help=t("contrastive.mean_nce_help", log_n=np.log(n)))
     with cols[-1]:
         st.latex(r"\mathcal{L}_i = -\log \frac{e^{\cos(s_i, t_i)/\tau}}{\sum_{j=1}^{N} e^{\cos(s_i, t_j)/\tau}}")
-        st.caption("InfoNCE for anchor i: the student's embedding s_i must single out the teacher's t_i among the "
-                   "batch. CRD scores the same pairs against thousands of negatives from a memory bank.")
+        st.caption(t("contrastive.nce_caption"))
 
     # ---------------------------------------------------------- matrices
-    st.subheader("Similarity: student embeddings (rows) against teacher embeddings (columns)")
+    st.subheader(t("contrastive.sim_header"))
     low = float(np.floor(min(m.min() for m in sims.values()) * 10) / 10)  # one colour scale for both, up to 1
     cols = st.columns(2, gap="medium")
     for col, w in zip(cols, who_list):
@@ -332,40 +362,39 @@ def draw(snap: dict | None, teacher_m, teacher_key: str) -> None:
             fig = viz.relation_heatmap(sims[w], batch_y, classes, batch_idx, f"cos(s_i, t_j) · {label[w]}",
                                        w if w != "teacher" else "teacher", colorscale=viz.SEQUENTIAL, zmin=low,
                                        zmax=1.0, colorbar_title="cos", highlight=anchor)
-            st.plotly_chart(fig, key=f"ct_sim_{w}", width="stretch", theme=None)
+            st.plotly_chart(localise_matrix(fig), key=f"ct_sim_{w}", width="stretch", theme=None)
     if who_list == ["teacher"]:
         with cols[1]:
-            fig = viz.relation_heatmap(soft["teacher"], batch_y, classes, batch_idx, f"softmax at τ = {tau:g}",
-                                       "teacher", colorscale=viz.SEQUENTIAL, zmin=0.0, zmax=1.0, colorbar_title="p",
-                                       highlight=anchor)
-            st.plotly_chart(fig, key="ct_soft_teacher", width="stretch", theme=None)
-    st.caption(f"Cosine similarity, coloured from {low:g} (dark) to 1 (yellow). The diagonal holds the positives "
-               "(the same image); the class blocks show that images of one class look alike to both networks — the "
-               "hardest negatives sit inside the positive's block.")
+            fig = viz.relation_heatmap(soft["teacher"], batch_y, classes, batch_idx,
+                                       t("contrastive.softmax_at", tau=tau), "teacher", colorscale=viz.SEQUENTIAL,
+                                       zmin=0.0, zmax=1.0, colorbar_title="p", highlight=anchor)
+            st.plotly_chart(localise_matrix(fig), key="ct_soft_teacher", width="stretch", theme=None)
+    st.caption(t("contrastive.sim_caption", low=low))
     if who_list != ["teacher"]:
-        st.subheader(f"Each row's softmax at τ = {tau:g}")
+        st.subheader(t("contrastive.soft_header", tau=tau))
         cols = st.columns(2, gap="medium")
         for col, w in zip(cols, who_list):
             with col:
                 fig = viz.relation_heatmap(soft[w], batch_y, classes, batch_idx, f"softmax · {label[w]}", w,
                                            colorscale=viz.SEQUENTIAL, zmin=0.0, zmax=1.0, colorbar_title="p",
                                            highlight=anchor)
-                st.plotly_chart(fig, key=f"ct_soft_{w}", width="stretch", theme=None)
+                st.plotly_chart(localise_matrix(fig), key=f"ct_soft_{w}", width="stretch", theme=None)
 
     # ---------------------------------------------------------- one anchor, and every anchor's loss
     cols = st.columns(2, gap="medium")
     with cols[0]:
-        fig = viz.anchor_bars({label[w]: soft[w][anchor] for w in who_list}, batch_y, classes, anchor, tau, batch_idx,
-                              title=f"Anchor {anchor} (class {classes[int(batch_y[anchor])]}): its softmax over the "
-                                    f"batch")
+        fig = viz.anchor_bars({label_en[w]: soft[w][anchor] for w in who_list}, batch_y, classes, anchor, tau,
+                              batch_idx, title=t("contrastive.anchor_title", anchor=anchor,
+                                                 cls=classes[int(batch_y[anchor])]))
+        fig.layout.yaxis.title.text = t("contrastive.softmax_at", tau=tau)
+        localise_bars(fig, who_list, "contrastive.hover.teacher", "p = %{y:.4f}")
         st.plotly_chart(fig, key="ct_anchor_bars", width="stretch", theme=None)
     with cols[1]:
-        fig = viz.sample_bars({label[w]: nce[w] for w in who_list}, batch_y, classes, batch_idx,
-                              title=f"InfoNCE of every anchor at τ = {tau:g}", ytitle="−log p(positive)")
+        fig = viz.sample_bars({label_en[w]: nce[w] for w in who_list}, batch_y, classes, batch_idx,
+                              title=t("contrastive.nce_title", tau=tau), ytitle=t("contrastive.nce_axis"))
+        localise_bars(fig, who_list, "contrastive.hover.anchor", "%{y:.3f}")
         st.plotly_chart(fig, key="ct_nce", width="stretch", theme=None)
-    st.caption(f"Lower τ: the softmax concentrates on the most similar teacher embedding — the positive when the "
-               f"student has learnt to recognise it, else a look-alike from the same class. log N = {np.log(n):.2f} "
-               "is the loss of a uniform guess.")
+    st.caption(t("contrastive.tau_caption", log_n=np.log(n)))
 
 
 # ------------------------------------------------------------------ run it
@@ -390,12 +419,13 @@ def run_progress() -> None:
     if snap["status"] in ("queued", "teacher"):
         te = snap["teacher_epoch"]
         st.progress(te[0] / te[1] if te else 0.0,
-                    text=f"The run is training its teacher (once, then cached): epoch {te[0]}/{te[1]}" if te
-                    else "The run is starting…")
+                    text=t("contrastive.progress_teacher", epoch=te[0], total=te[1]) if te
+                    else t("contrastive.progress_starting"))
     else:
         total = snap["total_steps"] or 1
-        st.progress(min(snap["step"] / total, 1.0), text=f"Training: step {snap['step']}/{total}, "
-                    f"epoch {len(snap['epochs'])} of {run_cfg.epochs} done")
+        st.progress(min(snap["step"] / total, 1.0), text=t("contrastive.progress_training", step=snap["step"],
+                                                           total=total, done=len(snap["epochs"]),
+                                                           epochs=run_cfg.epochs))
 
 
 def show() -> None:
@@ -407,11 +437,11 @@ def show() -> None:
     if teacher_m is None:  # the run is still preparing its teacher
         return
     if snap is None and run_matches:
-        st.info("The students' embeddings appear after the run's first epoch; meanwhile, the teacher against itself.")
+        st.info(t("contrastive.wait_first_epoch"))
     try:
         draw(snap, teacher_m, teacher.key if teacher is not None else "run")
     except (KDError, ValueError) as e:
-        st.error(f"Cannot draw the embeddings: {e}")
+        st.error(t("contrastive.cannot_draw", error=e))
 
 
 if running and run_matches:

@@ -10,6 +10,9 @@ map (PCA or t-SNE) of each network's features, coloured by class.
 Features are computed once per model (and per Lab epoch) for a fixed pool of test images
 and kept in the session; every control only slices and redraws. During a live Lab run the
 figures follow the frozen per-epoch snapshots (``state.lab_snapshot``).
+
+Every text comes from the catalogues (``kd_app.i18n``: ``relations.*`` in
+``kd_app/locales/<lang>/relations.json``); the engine's figure texts are relabelled on the page.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from kd_app import chrome, state
+from kd_app import chrome, i18n, state
+from kd_app.i18n import t
 from kd_core import data, methods, models, relations, train, viz
 from kd_core.config import TEACHER_EPOCHS, Config
 from kd_core.errors import KDError
@@ -27,27 +31,63 @@ DEFAULT_DATASET = "mnist-mini"
 QUICK_EPOCHS = 2
 QUICK_SUBSET = {"cifar10": 5000}  # quick runs on CIFAR-10 use a training subset (CPU)
 N_MIN, N_MAX, N_DEFAULT = 8, 128, 40
-ROLES = {"teacher": "Teacher", "scratch": "Scratch student", "distilled": "Distilled student"}
-KINDS = {"distance": "Distances (RKD)", "angle": "Angles (RKD)", "sp": "Gram matrix (SP)", "pkt": "Probabilities (PKT)"}
+ROLES = ("teacher", "scratch", "distilled")  # labels: relations.role.* (capitalised), roles.* (lower case)
+KINDS = ("distance", "angle", "sp", "pkt")  # labels: relations.kinds.*, formulas: relations.explain.*
 SYMBOL = {"distance": "ψ_D", "angle": "ψ_A", "sp": "G", "pkt": "p"}
-EXPLAIN = {
-    "distance": r"$\psi_D(i, j) = \|e_i - e_j\|_2 / \mu$, with $\mu$ the mean distance over the batch's pairs "
-                r"(Park et al. 2019). Dividing by $\mu$ makes networks of any width and scale comparable: "
-                "only *relative* distances are transferred. Dark blocks on the diagonal: images of one class lie "
-                "close together.",
-    "angle": r"$\psi_A(i, j, k) = \cos\angle e_i\, e_j\, e_k$: the angle at the anchor $e_j$ between the directions "
-             r"to $e_i$ and to $e_k$ (Park et al. 2019). Row $i$, column $k$, for the anchor chosen on the left "
-             "(outlined row: the anchor itself, 0 by definition). RKD matches these over all triplets of the batch.",
-    "sp": r"$G = \mathrm{normalise}_{\text{rows}}(E E^\top)$, the batch's similarity matrix with each row scaled "
-          r"to unit length (Tung & Mori 2019). SP's loss is $\|G_T - G_S\|_F^2 / b^2$.",
-    "pkt": r"$p(j \mid i) = K(e_i, e_j) / \sum_k K(e_i, e_k)$ with the cosine kernel $K = (\cos + 1)/2$: how "
-           r"likely image $i$ is to pick $j$ as its neighbour (Passalis & Tefas 2018). PKT's loss is the KL "
-           "divergence between the teacher's and the student's probabilities.",
-}
-MAPS = {"pca": "PCA", "tsne": "t-SNE"}
-LOSS_HELP = {"rkd_distance": "RKD distance-wise: Huber loss between the ψ_D matrices",
-             "rkd_angle": "RKD angle-wise: Huber loss between the ψ_A potentials of all triplets",
-             "sp": "SP: ‖G_T − G_S‖²_F / b²", "pkt": "PKT: KL between the neighbour probabilities"}
+MAPS = {"pca": "PCA", "tsne": "t-SNE"}  # method names, the same in every language
+
+
+def role(who: str) -> str:
+    """'Teacher', 'Scratch student', ... at the start of a label."""
+    return t(f"relations.role.{who}")
+
+
+def role_lower(who: str) -> str:
+    """'teacher', 'scratch student', ... inside a sentence."""
+    return t(f"roles.{who}")
+
+
+def method_title(m) -> str:
+    key = f"methods.{m.name}"
+    return t(key) if key in i18n.catalogue(i18n.DEFAULT) else m.title
+
+
+def status_text(status: str) -> str:
+    key = f"relations.status.{status}"
+    return t(key) if key in i18n.catalogue(i18n.DEFAULT) else status
+
+
+def dataset_title(name: str) -> str:
+    key = f"datasets.{name}"
+    return t(key) if key in i18n.catalogue(i18n.DEFAULT) else data.DATASETS[name].title
+
+
+def localise_matrix(fig):
+    """viz.relation_heatmap's hover texts (row/col/value, 'class' in the sample names) in the
+    session's language; English figures stay as the engine drew them."""
+    if i18n.lang() == i18n.DEFAULT:
+        return fig
+    word = f" · {t('axes.class')} "
+    heat = fig.data[0]
+    heat.x = [str(v).replace(" · class ", word) for v in heat.x]
+    heat.y = [str(v).replace(" · class ", word) for v in heat.y]
+    for axis in (fig.layout.xaxis, fig.layout.yaxis):
+        if axis.tickvals is not None:
+            axis.tickvals = [str(v).replace(" · class ", word) for v in axis.tickvals]
+    heat.hovertemplate = (f"{t('relations.hover.row')} %{{y}}<br>{t('relations.hover.col')} %{{x}}<br>"
+                          f"{t('relations.hover.value')} %{{z:.4f}}<extra></extra>")
+    return fig
+
+
+def localise_scatter(fig):
+    """viz.embedding_scatter's hover texts and legend title in the session's language."""
+    if i18n.lang() == i18n.DEFAULT:
+        return fig
+    for trace in fig.data:
+        trace.hovertemplate = (f"{t('relations.hover.test_image')} #%{{customdata}}<br>"
+                               f"{t('relations.hover.label')} {trace.name}<extra></extra>")
+    fig.update_layout(legend_title_text=t("axes.class") + " ")
+    return fig
 
 
 # ------------------------------------------------------------------ widget state
@@ -76,22 +116,19 @@ def teacher_for(ds_name: str) -> train.Teacher:
     key = train.teacher_key(ds_name, arch, epochs, train_subset=subset)
     if key in train._teachers:
         return train._teachers[key]
-    with st.status(f"Training the teacher {arch} on {subset:,} {ds_name} images (once; cached afterwards)…",
+    with st.status(t("relations.teacher_training", arch=arch, subset=subset, dataset=ds_name),
                    expanded=True) as box:
-        bar = st.progress(0.0, text="starting")
-        t = train.get_teacher(ds_name, arch, epochs, train_subset=subset,
-                              progress=lambda e, n, acc: bar.progress(e / n, text=f"epoch {e}/{n}: {100 * acc:.1f}%"))
-        box.update(label=f"Teacher {arch} ready: {100 * t.test_accuracy:.1f}% test accuracy", state="complete",
+        bar = st.progress(0.0, text=t("relations.starting"))
+        teacher = train.get_teacher(ds_name, arch, epochs, train_subset=subset, progress=lambda e, n, acc: bar.progress(
+            e / n, text=t("relations.teacher_epoch", epoch=e, total=n, acc=100 * acc)))
+        box.update(label=t("relations.teacher_ready", arch=arch, acc=100 * teacher.test_accuracy), state="complete",
                    expanded=False)
-    return t
+    return teacher
 
 
 # ------------------------------------------------------------------ header
-st.title("🕸️ Relations")
-st.caption("Relational distillation does not ask the student to reproduce the teacher's features — a smaller "
-           "network could not — but the *relations between samples*: which images lie close together, the angles "
-           "they form, who is whose neighbour. Compare these matrices for the teacher, a student trained from "
-           "scratch and a distilled student on one batch of test images, sorted by class so the class blocks show.")
+st.title("🕸️ " + t("relations.title"))
+st.caption(t("relations.intro"))
 
 job = state.lab_job()
 run_cfg: Config | None = None
@@ -114,17 +151,16 @@ if job is not None and st.session_state.get("_rel_seen_job") != job.id:  # a new
 
 left, right = st.columns([1, 2.3], gap="large")
 with left:
-    choice = st.selectbox("Dataset", list(data.DATASETS), key="rel_dataset",
-                          format_func=lambda n: f"{n} — {data.DATASETS[n].title}",
-                          help="The test images to relate. Your Lab run's students appear when this is the "
-                               "dataset it was trained on.")
+    ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func may run outside the script
+    choice = st.selectbox(t("relations.dataset"), list(data.DATASETS), key="rel_dataset",
+                          format_func=ds_labels.get, help=t("relations.dataset_help"))
     ds_name = choice
     try:
         ds = state.dataset(choice)
     except KDError as e:
-        st.error(f"Cannot use **{choice}**: {e}")
+        st.error(t("relations.cannot_use", name=choice, error=e))
         ds_name = run_cfg.dataset if run_cfg is not None and run_cfg.dataset != choice else DEFAULT_DATASET
-        st.caption(f"Showing **{ds_name}** meanwhile; choose another dataset above.")
+        st.caption(t("relations.showing_meanwhile", name=ds_name))
         ds = state.dataset(ds_name)
 
 run_matches = run_cfg is not None and run_cfg.dataset == ds_name
@@ -133,29 +169,24 @@ method = methods.get(run_cfg.method) if run_matches else None
 # ------------------------------------------------------------------ the Lab run, or a quick one
 with right:
     if job is None:
-        st.info("No Lab run in this session yet: below are the **teacher's** relations only. Train a student with "
-                "a relational method (RKD, SP or PKT) in the Lab — or one quick run here — to compare.")
+        st.info(t("relations.no_run"))
     elif not run_matches:
-        st.info(f"Your Lab run #{job.id} was trained on **{run_cfg.dataset}**; choose that dataset to see its "
-                f"students. Showing the {ds_name} teacher only.")
+        st.info(t("relations.other_dataset", id=job.id, dataset=run_cfg.dataset, current=ds_name))
     else:
-        what = f"Lab run #{job.id}: **{method.title}**, student **{run_cfg.student}** from teacher **{run_cfg.teacher}**"
+        what = t("relations.run_what", id=job.id, method=method_title(method), student=run_cfg.student,
+                 teacher=run_cfg.teacher)
         if running:
-            st.info(what + " — training in the background; the figures below follow it live, epoch by epoch.")
+            st.info(t("relations.run_live", what=what))
         elif job.status in ("finished", "stopped"):
-            st.success(what + f" — {job.status}.")
+            st.success(t("relations.run_done", what=what, status=status_text(job.status)))
         else:
-            st.error(what + f" — {job.status}: {job.message}")
+            st.error(t("relations.run_failed", what=what, status=status_text(job.status), message=job.message))
         if method.family != "relational":
-            st.caption(f"{method.title} does not train the relations directly: a fine control for the relational "
-                       f"methods (logit KD still pulls them towards the teacher's).")
+            st.caption(t("relations.not_relational", method=method_title(method)))
     b1, b2 = st.columns([1.3, 1])
-    quick = b1.button(f"🚀 Train a quick RKD student ({QUICK_EPOCHS} epochs)", key="rel_quick_train", disabled=running,
-                      help="Relational KD with the paper's weights (distance 25, angle 50) on the embeddings, with a "
-                           "scratch student alongside; it runs in the background like a Lab run, and the Lab shows "
-                           "it too.")
-    b2.page_link("pages/lab.py", label="Open the Distillation lab", icon="🧪",
-                 help="Choose the method (RKD, SP, PKT, …), the layers, T and alpha yourself.")
+    quick = b1.button(t("relations.quick", epochs=QUICK_EPOCHS), key="rel_quick_train", disabled=running,
+                      help=t("relations.quick_help"))
+    b2.page_link("pages/lab.py", label=t("relations.lab_link"), icon="🧪", help=t("relations.lab_link_help"))
     if quick:
         try:
             cfg = Config(dataset=ds_name, method="rkd", epochs=QUICK_EPOCHS, train_subset=QUICK_SUBSET.get(ds_name))
@@ -163,7 +194,7 @@ with right:
             st.session_state.kd_lab_job_id = new.id
             st.rerun()
         except KDError as e:
-            st.error(f"Cannot start the run: {e}")
+            st.error(t("relations.cannot_start", error=e))
 
 # ------------------------------------------------------------------ layers
 # Architectures come from the run's config (known before any weights exist), weights from
@@ -197,37 +228,32 @@ pool = relations.pool_indices(len(ds.y_test))
 y_pool = np.asarray(ds.y_test.cpu().numpy())[pool]
 
 with left:
-    n = st.slider("Batch size N", N_MIN, min(N_MAX, len(pool)), step=4, key="rel_n",
-                  help="How many test images form the batch, balanced over the classes and sorted by class. "
-                       "Relational losses are computed over such a batch in training (64 images there).")
+    n = st.slider(t("relations.n"), N_MIN, min(N_MAX, len(pool)), step=4, key="rel_n", help=t("relations.n_help"))
     n = int(min(n, len(pool)))
     if st.session_state.rel_anchor >= n:
         st.session_state.rel_anchor = 0
     a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
-    anchor = int(a1.number_input("Anchor for the angles", 0, n - 1, step=1, key="rel_anchor",
-                                 help="Batch position of the anchor j whose angles ψ_A(i, j, k) the Angles view "
-                                      "shows; hover a matrix to see which image is where."))
-    a2.button("🎲", key="rel_new_batch", on_click=new_batch, width="stretch",
-              help="A new batch: another balanced draw of test images.")
+    anchor = int(a1.number_input(t("relations.anchor"), 0, n - 1, step=1, key="rel_anchor",
+                                 help=t("relations.anchor_help")))
+    a2.button("🎲", key="rel_new_batch", on_click=new_batch, width="stretch", help=t("relations.new_batch_help"))
     p1, p2 = st.columns(2)
-    t_layer = p1.selectbox("Teacher layer", t_taps, key="rel_tl",
-                           help="Whose output is the teacher's embedding e_i (flattened). The run's pair is the "
-                                "default; 'embed' is the penultimate layer.")
+    t_layer = p1.selectbox(t("relations.teacher_layer"), t_taps, key="rel_tl", help=t("relations.teacher_layer_help"))
     if s_taps:
-        s_layer = p2.selectbox("Student layer", s_taps, key="rel_sl",
-                               help="The students' layer compared with it; the method trained this pair.")
+        s_layer = p2.selectbox(t("relations.student_layer"), s_taps, key="rel_sl",
+                               help=t("relations.student_layer_help"))
     else:
         s_layer = None
-        p2.selectbox("Student layer", ["—"], key="rel_sl_none", disabled=True,
-                     help="Appears once there is a Lab run on this dataset.")
+        p2.selectbox(t("relations.student_layer"), ["—"], key="rel_sl_none", disabled=True,
+                     help=t("relations.student_layer_none_help"))
     if run_pairs:
-        st.caption("The run trained: " + ", ".join(f"**{a} ↔ {b}**" for a, b in run_pairs) + ".")
+        st.caption(t("relations.run_trained",
+                     pairs=t("relations.list_sep").join(f"**{a} ↔ {b}**" for a, b in run_pairs)))
 
+kind_labels = {k: t(f"relations.kinds.{k}") for k in KINDS}  # format_func may run outside the script
 with right:
-    kind = st.radio("Relation", list(KINDS), key="rel_kind", format_func=KINDS.get, horizontal=True,
-                    help="Which relation of the batch to show: RKD's distances or angles, SP's Gram matrix or PKT's "
-                         "neighbour probabilities.")
-    st.markdown(EXPLAIN[kind])
+    kind = st.radio(t("relations.kind"), list(KINDS), key="rel_kind", format_func=kind_labels.get, horizontal=True,
+                    help=t("relations.kind_help"))
+    st.markdown(t(f"relations.explain.{kind}"))
 
 batch_pos = relations.class_sorted_batch(y_pool, n, seed=int(st.session_state.rel_seed))
 batch_idx = pool[batch_pos]  # test image numbers
@@ -239,8 +265,8 @@ with left:
     f = max(1, 112 // img.shape[0])
     c1, c2 = st.columns([1, 2], vertical_alignment="center")
     c1.image(np.repeat(np.repeat(img, f, axis=0), f, axis=1), output_format="PNG", width=112)
-    c2.markdown(f"Anchor: batch position **{anchor}**, test image **#{int(batch_idx[anchor])}**, "
-                f"class **{classes[int(batch_y[anchor])]}**.")
+    c2.markdown(t("relations.anchor_text", pos=anchor, image=int(batch_idx[anchor]),
+                  cls=classes[int(batch_y[anchor])]))
 
 
 # ------------------------------------------------------------------ features, once per model
@@ -250,7 +276,7 @@ def pool_features(model_key: tuple, model, layer: str):
     cache = st.session_state.setdefault("rel_cache", {})
     key = ("feat", ds_name, *model_key, layer)
     if key not in cache:
-        with st.spinner(f"Computing {layer} features of {len(pool)} test images…"):
+        with st.spinner(t("relations.computing", layer=layer, n=len(pool))):
             cache[key] = relations.flat_features(model, ds.x_test[pool], layer)
     return cache[key]
 
@@ -259,7 +285,7 @@ def map_2d(model_key: tuple, feats, layer: str, how: str) -> np.ndarray:
     cache = st.session_state.setdefault("rel_cache", {})
     key = ("map", ds_name, *model_key, layer, how)
     if key not in cache:
-        with st.spinner(f"{MAPS[how]} of {len(feats)} embeddings…"):
+        with st.spinner(t("relations.mapping", how=MAPS[how], n=len(feats))):
             cache[key] = relations.embed_2d(feats.numpy(), how)
     return cache[key]
 
@@ -300,26 +326,26 @@ def draw(snap: dict | None, teacher_m, teacher_key: str) -> None:
     mats = {who: relations.relation_matrices(e, anchor) for who, e in batch.items()}
 
     # ---------------------------------------------------------- the matrices
-    st.subheader(f"{KINDS[kind]} of {n} test images")
+    st.subheader(t("relations.matrices_header", kind=kind_labels[kind], n=n))
     if snap is not None and run_matches:
-        live = " (live: the run is still training)" if running else ""
-        st.markdown(f"**Students after epoch {snap['epoch']} of {run_cfg.epochs}**{live}; "
-                    f"teacher layer **{t_layer}**, student layer **{s_layer}**.")
+        live = t("relations.live") if running else ""
+        st.markdown(t("relations.students_after", epoch=snap["epoch"], epochs=run_cfg.epochs, live=live,
+                      t_layer=t_layer, s_layer=s_layer))
     rng = shared_range(kind, {w: m[kind] for w, m in mats.items()})
     cols = st.columns(3, gap="small")
-    for col, who in zip(cols, ("teacher", "scratch", "distilled")):
+    for col, who in zip(cols, ROLES):
         with col:
             if who in mats:
-                lab = f"{ROLES[who]} · {t_layer if who == 'teacher' else s_layer}"
+                lab = f"{role(who)} · {t_layer if who == 'teacher' else s_layer}"
                 fig = viz.relation_heatmap(mats[who][kind], batch_y, classes, batch_idx, lab, who,
                                            colorbar_title=SYMBOL[kind], height=380,
                                            highlight=anchor if kind == "angle" else None, **rng)
-                st.plotly_chart(fig, key=f"rel_mat_{who}", width="stretch", theme=None)
+                st.plotly_chart(localise_matrix(fig), key=f"rel_mat_{who}", width="stretch", theme=None)
             elif snap is not None and who == "scratch":
-                st.info("This run trained no scratch student (tick **Also train from scratch** in the Lab).")
+                st.info(t("relations.no_scratch"))
             else:
-                st.info(f"The {ROLES[who].lower()}'s matrix appears here "
-                        + ("after the run's first epoch." if run_matches else f"with a Lab run on {ds_name}."))
+                st.info(t("relations.matrix_after_epoch", who=role_lower(who)) if run_matches
+                        else t("relations.matrix_with_run", who=role_lower(who), dataset=ds_name))
 
     if not students:
         return
@@ -329,51 +355,46 @@ def draw(snap: dict | None, teacher_m, teacher_key: str) -> None:
     gaps = {who: relations.matrix_gap(mats[who][kind], mats["teacher"][kind]) for who in students}
     cols = st.columns(3, gap="small")
     with cols[0]:
-        st.markdown(f"**Student − teacher** ({SYMBOL[kind]}): red where the student's relation is larger, blue "
-                    "where smaller, white where it matches.")
+        st.markdown(t("relations.diff_text", symbol=SYMBOL[kind]))
         for who in students:
             delta = None
             if who == "distilled" and "scratch" in gaps:
-                delta = f"{gaps['distilled'] - gaps['scratch']:+.4f} vs scratch"
-            st.metric(f"{ROLES[who]}: mean |difference|", f"{gaps[who]:.4f}", delta=delta, delta_color="inverse",
-                      help=f"Mean over the {n}×{n} cells of |{SYMBOL[kind]}(student) − {SYMBOL[kind]}(teacher)|; "
-                           "0 = the same relations as the teacher.")
+                delta = t("relations.vs_scratch", delta=gaps["distilled"] - gaps["scratch"])
+            st.metric(t("relations.mean_diff", who=role(who)), f"{gaps[who]:.4f}", delta=delta, delta_color="inverse",
+                      help=t("relations.mean_diff_help", n=n, symbol=SYMBOL[kind]))
     for col, who in zip(cols[1:], ("scratch", "distilled")):
         with col:
             if who in diffs:
                 fig = viz.relation_heatmap(diffs[who], batch_y, classes, batch_idx,
-                                           f"{ROLES[who]} − teacher", who, colorscale="RdBu_r", zmin=-top, zmax=top,
-                                           zmid=0.0, colorbar_title="Δ", height=380,
+                                           t("relations.diff_title", who=role(who)), who, colorscale="RdBu_r",
+                                           zmin=-top, zmax=top, zmid=0.0, colorbar_title="Δ", height=380,
                                            highlight=anchor if kind == "angle" else None)
-                st.plotly_chart(fig, key=f"rel_diff_{who}", width="stretch", theme=None)
+                st.plotly_chart(localise_matrix(fig), key=f"rel_diff_{who}", width="stretch", theme=None)
 
-    st.markdown(f"**The losses on this batch** (unweighted; teacher layer {t_layer}, student layer {s_layer})")
+    st.markdown(t("relations.losses_header", t_layer=t_layer, s_layer=s_layer))
     rows = {who: relations.relational_losses(batch[who], batch["teacher"]) for who in students}
-    table = pd.DataFrame({"loss": [relations.LOSSES[k] for k in relations.LOSSES],
-                          "what": [LOSS_HELP[k] for k in relations.LOSSES],
-                          **{ROLES[w].lower(): [rows[w][k] for k in relations.LOSSES] for w in students}})
+    table = pd.DataFrame({t("relations.col_loss"): [t(f"relations.losses.{k}") for k in relations.LOSSES],
+                          t("relations.col_what"): [t(f"relations.loss_help.{k}") for k in relations.LOSSES],
+                          **{role_lower(w): [rows[w][k] for k in relations.LOSSES] for w in students}})
     if "scratch" in rows:
-        table["distilled / scratch"] = [rows["distilled"][k] / rows["scratch"][k] if rows["scratch"][k] else np.nan
+        table[t("relations.col_ratio")] = [rows["distilled"][k] / rows["scratch"][k] if rows["scratch"][k] else np.nan
                                         for k in relations.LOSSES]
     st.dataframe(table, key="rel_losses", hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.4g") for c in table.columns[2:]})
     if method is not None and method.family == "relational":
-        st.caption(f"{method.title} trained on "
-                   + ", ".join(f"{a} ↔ {b}" for a, b in run_pairs) + " with the weights "
-                   + ", ".join(f"{k} = {v:g}" for k, v in run_cfg.method_params().items()) + ". A ratio below 1: "
-                   "the distilled student's relations are closer to the teacher's than the scratch student's.")
+        sep = t("relations.list_sep")
+        st.caption(t("relations.weights_caption", method=method_title(method),
+                     pairs=sep.join(f"{a} ↔ {b}" for a, b in run_pairs),
+                     weights=sep.join(f"{k} = {v:g}" for k, v in run_cfg.method_params().items())))
 
 
 def draw_maps(snap: dict | None, teacher_m, teacher_key: str) -> None:
-    st.subheader("The embeddings in 2-D")
+    st.subheader(t("relations.maps_header"))
     m1, m2 = st.columns([1, 3], vertical_alignment="center")
-    how = m1.radio("Map", list(MAPS), key="rel_map", format_func=MAPS.get, horizontal=True,
-                   help="PCA: the two directions of largest variance (a linear view, instant). t-SNE: keeps "
-                        "neighbourhoods (non-linear; a few seconds per network, then cached).")
-    layers = f"{t_layer} for the teacher, {s_layer} for the students" if s_layer else t_layer
-    m2.caption(f"{len(pool):,} test images, each network's features ({layers}), coloured by the true class. "
-               "The students' maps are rotated and scaled onto the teacher's (orthogonal Procrustes), so all are "
-               "drawn the same way round; hover a point for its image number and label.")
+    how = m1.radio(t("relations.map"), list(MAPS), key="rel_map", format_func=MAPS.get, horizontal=True,
+                   help=t("relations.map_help"))
+    layers = t("relations.map_layers", t_layer=t_layer, s_layer=s_layer) if s_layer else t_layer
+    m2.caption(t("relations.map_caption", n=len(pool), layers=layers))
     models_ = {"teacher": (("teacher", teacher_key, ""), teacher_m, t_layer)}
     if snap is not None:
         if snap.get("baseline") is not None:
@@ -384,17 +405,18 @@ def draw_maps(snap: dict | None, teacher_m, teacher_key: str) -> None:
         pts[who] = map_2d(key, pool_features(key, model, layer), layer, how)
     cache = st.session_state.setdefault("rel_cache", {})
     cols = st.columns(3, gap="small")
-    for col, who in zip(cols, ("teacher", "scratch", "distilled")):
+    for col, who in zip(cols, ROLES):
         with col:
             if who not in pts:
-                st.info(f"The {ROLES[who].lower()}'s map appears here "
-                        + ("after the run's first epoch." if run_matches else f"with a Lab run on {ds_name}."))
+                st.info(t("relations.map_after_epoch", who=role_lower(who)) if run_matches
+                        else t("relations.map_with_run", who=role_lower(who), dataset=ds_name))
                 continue
             # the figure only changes with the models, the layers and the map: built once, redrawn as is
-            fig_key = ("fig", ds_name, *models_[who][0], models_[who][2], how, models_["teacher"][2])
+            fig_key = ("fig", ds_name, *models_[who][0], models_[who][2], how, models_["teacher"][2], i18n.lang())
             if fig_key not in cache:
                 p = pts[who] if who == "teacher" else relations.align_to(pts["teacher"], pts[who])
-                cache[fig_key] = viz.embedding_scatter(p, y_pool, classes, pool, f"{ROLES[who]} · {MAPS[how]}", who)
+                cache[fig_key] = localise_scatter(
+                    viz.embedding_scatter(p, y_pool, classes, pool, f"{role(who)} · {MAPS[how]}", who))
             st.plotly_chart(cache[fig_key], key=f"rel_map_{who}", width="stretch", theme=None)
 
 
@@ -420,12 +442,13 @@ def run_progress() -> None:
     if snap["status"] in ("queued", "teacher"):
         te = snap["teacher_epoch"]
         st.progress(te[0] / te[1] if te else 0.0,
-                    text=f"The run is training its teacher (once, then cached): epoch {te[0]}/{te[1]}" if te
-                    else "The run is starting…")
+                    text=t("relations.progress_teacher", epoch=te[0], total=te[1]) if te
+                    else t("relations.progress_starting"))
     else:
         total = snap["total_steps"] or 1
-        st.progress(min(snap["step"] / total, 1.0), text=f"Training: step {snap['step']}/{total}, "
-                    f"epoch {len(snap['epochs'])} of {run_cfg.epochs} done")
+        st.progress(min(snap["step"] / total, 1.0), text=t("relations.progress_training", step=snap["step"],
+                                                           total=total, done=len(snap["epochs"]),
+                                                           epochs=run_cfg.epochs))
 
 
 def show() -> None:
@@ -440,7 +463,7 @@ def show() -> None:
         draw(snap, teacher_m, teacher.key if teacher is not None else "run")
         draw_maps(snap, teacher_m, teacher.key if teacher is not None else "run")
     except (KDError, ValueError) as e:
-        st.error(f"Cannot draw the relations: {e}")
+        st.error(t("relations.cannot_draw", error=e))
 
 
 if running and run_matches:

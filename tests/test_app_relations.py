@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from kd_app import i18n
 from kd_core.config import Config
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -201,3 +203,126 @@ def test_after_a_contrastive_run_the_distilled_student_finds_its_teacher_embeddi
     at.radio(key="ct_space").set_value("heads").run()
     assert not at.exception and not at.error
     assert retrieval("distilled") > 10  # the heads InfoNCE trained align sample with sample
+
+
+# ------------------------------------------------------------------ in Chinese
+CJK = re.compile(r"[\u4e00-\u9fff]")
+KEY_LIKE = re.compile(r"\b(relations|contrastive|roles|axes|datasets|status|methods)\.[a-z_]")
+
+
+def everything_shown(at: AppTest) -> list[str]:
+    """Every text a user can read: elements, widget labels, help texts and options, metrics,
+    links, and the figures' titles, series, hover texts, axis titles and annotations."""
+    out = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success",
+                                "warning", "error") for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    for kind in ("selectbox", "select_slider", "number_input", "button", "radio", "slider"):
+        for w in at.get(kind):
+            out += [w.label, w.help or ""] + [str(o) for o in getattr(w, "options", None) or []]
+    out += [x for m in at.metric for x in (m.label, str(m.value), m.proto.help)]
+    out += [x for link in at.page_link for x in (link.proto.label, link.proto.help)]
+    for c in at.get("plotly_chart"):
+        spec = json.loads(c.proto.spec)
+        lay = spec["layout"]
+        out.append(lay.get("title", {}).get("text", ""))
+        out.append(lay.get("legend", {}).get("title", {}).get("text", ""))
+        out += [tr.get("name", "") for tr in spec["data"]] + [tr.get("hovertemplate", "") for tr in spec["data"]]
+        out += [lay[k].get("title", {}).get("text", "") or "" for k in lay if k.startswith(("xaxis", "yaxis"))]
+        out += [a.get("text", "") for a in lay.get("annotations", [])]
+    return [s for s in out if s]
+
+
+def open_in_chinese(page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["lang"] = "zh"
+    at.run()
+    at.switch_page(f"pages/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def check_all_chinese(at: AppTest, english: tuple[str, ...]) -> None:
+    shown = everything_shown(at)
+    assert not [s for s in shown if s in set(i18n.catalogue("zh")) or KEY_LIKE.search(s)]  # no raw key
+    assert not [s for s in shown for w in english if w in s]
+    assert sum(bool(CJK.search(s)) for s in shown) > 25
+
+
+@pytest.mark.parametrize("page", ["relations", "contrastive"])
+def test_the_page_in_chinese(page):
+    def zh(key, **fmt):
+        return i18n.text(key, "zh", **fmt)
+
+    at = open_in_chinese(page)
+    markdown = [m.value for m in at.markdown]
+    captions = [c.value for c in at.caption]
+    assert at.query_params["lang"] == "zh"
+    if page == "relations":
+        assert at.title[0].value == "🕸️ " + zh("relations.title")
+        assert zh("relations.intro") in captions
+        assert [i.value for i in at.info][0] == zh("relations.no_run")
+        assert zh("relations.explain.distance") in markdown
+        assert [h.value for h in at.subheader] == [zh("relations.matrices_header", kind=zh("relations.kinds.distance"),
+                                                      n=40), zh("relations.maps_header")]
+        box = at.selectbox(key="rel_dataset")
+        assert box.label == zh("relations.dataset") and box.help == zh("relations.dataset_help")
+        assert f"mnist-mini — {zh('datasets.mnist-mini')}" in box.options
+        kinds = ("distance", "angle", "sp", "pkt")
+        assert at.radio(key="rel_kind").options == [zh(f"relations.kinds.{k}") for k in kinds]
+        assert at.slider(key="rel_n").label == zh("relations.n")
+        assert at.button(key="rel_quick_train").label == zh("relations.quick", epochs=2)
+        mat = chart(at, "rel_mat_teacher")
+        assert zh("relations.role.teacher") in mat["layout"]["title"]["text"]
+        assert mat["data"][0]["hovertemplate"].startswith(zh("relations.hover.row"))
+        assert mat["layout"]["xaxis"]["ticktext"] == [str(c) for c in range(10)]
+        scatter = chart(at, "rel_map_teacher")
+        assert scatter["layout"]["legend"]["title"]["text"].strip() == zh("axes.class")
+        check_all_chinese(at, ("Relations", "Relational", "No Lab run", "Dataset", "Batch size", "Anchor",
+                               "Teacher", "teacher", "Distances", "test images", "embeddings", "class ", "row "))
+        # the controls still work, in Chinese
+        at.radio(key="rel_kind").set_value("angle").run()
+        at.slider(key="rel_n").set_value(64).run()
+        assert not at.exception, at.exception
+        assert zh("relations.explain.angle") in [m.value for m in at.markdown]
+        assert at.subheader[0].value == zh("relations.matrices_header", kind=zh("relations.kinds.angle"), n=64)
+        assert z(chart(at, "rel_mat_teacher")).shape == (64, 64)
+        at.number_input(key="rel_anchor").set_value(5).run()
+        assert not at.exception
+        assert zh("relations.anchor_text", pos=5, image="", cls="").split("#")[0] in " ".join(
+            m.value for m in at.markdown)
+        check_all_chinese(at, ("Angles", "Anchor", "test image", "teacher"))
+    else:
+        assert at.title[0].value == "🧲 " + zh("contrastive.title")
+        assert zh("contrastive.intro") in captions
+        assert [i.value for i in at.info] == [zh("contrastive.no_run")]
+        assert zh("contrastive.nce_caption") in captions and zh("contrastive.layers", t_layer="embed",
+                                                                   s_layer="embed") in captions
+        assert at.select_slider(key="ct_tau").label == zh("contrastive.tau")
+        assert at.radio(key="ct_space").options == [zh("contrastive.spaces.linear")]
+        itself = zh("contrastive.teacher_itself")
+        labels = [m.label for m in at.metric]
+        assert zh("contrastive.retrieval_pool", n=1000, who=itself) in labels
+        assert zh("contrastive.mean_nce", tau=0.07, who=itself) in labels
+        bars = chart(at, "ct_anchor_bars")
+        assert [tr["name"] for tr in bars["data"]] == [itself]
+        assert bars["data"][0]["marker"]["color"] == "#0072B2"  # still the teacher's colour
+        assert bars["layout"]["xaxis"]["title"]["text"] == zh("contrastive.figure.teacher_j")
+        assert bars["layout"]["yaxis"]["title"]["text"] == zh("contrastive.softmax_at", tau=0.07)
+        assert [a["text"] for a in bars["layout"]["annotations"]] == [zh("contrastive.figure.positive")]
+        nce = chart(at, "ct_nce")
+        assert nce["layout"]["yaxis"]["title"]["text"] == zh("contrastive.nce_axis")
+        assert nce["layout"]["xaxis"]["title"]["text"] == zh("contrastive.figure.anchor_i")
+        check_all_chinese(at, ("Contrastive", "No Lab run", "Dataset", "Temperature", "Anchor", "Retrieval",
+                               "teacher", "positive", "Similarity", "softmax at", "class "))
+        # the controls still work, in Chinese
+        soft = z(chart(at, "ct_soft_teacher"))
+        at.select_slider(key="ct_tau").set_value(0.5).run()
+        assert not at.exception, at.exception
+        assert z(chart(at, "ct_soft_teacher")).max(1).mean() < soft.max(1).mean()
+        assert zh("contrastive.mean_nce", tau=0.5, who=itself) in [m.label for m in at.metric]
+        at.number_input(key="ct_anchor").set_value(3).run()
+        at.slider(key="ct_n").set_value(16).run()
+        assert not at.exception, at.exception
+        head = zh("contrastive.anchor_title", anchor=3, cls="@").split("@")[0]
+        assert chart(at, "ct_anchor_bars")["layout"]["title"]["text"].startswith(head)
+        check_all_chinese(at, ("Anchor", "teacher", "softmax at", "InfoNCE of"))
