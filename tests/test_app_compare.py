@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from kd_app import i18n
 from kd_core import runs, sweep, train
 from kd_core.config import Config
 
@@ -44,8 +46,10 @@ def saved(tmp_path, monkeypatch, trainers):
     return a, b
 
 
-def open_compare() -> AppTest:
+def open_compare(lang: str = "en") -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
+    if lang != "en":
+        at.query_params["lang"] = lang
     at.run()
     at.switch_page("pages/compare.py")
     at.run()
@@ -167,3 +171,89 @@ def test_the_latest_leaderboard_is_shown(saved, tmp_path):
     at.selectbox(key="cmp_board").set_value("broken").run()
     assert not at.exception
     assert any("cannot be read" in w.value for w in at.warning)
+
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+RAW_KEY = re.compile(r"\b(compare|status|roles|axes|datasets|methods|nav)\.[a-z_-]+")
+
+
+def shown_texts(at: AppTest) -> list[str]:
+    """Everything a user reads: texts, widget labels, help texts and options, tab and expander
+    labels, table headers and row names, and the charts' titles, legends and axis titles."""
+    out = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning",
+                                "error") for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    for kind in ("selectbox", "multiselect", "select_slider", "slider", "number_input", "text_input", "checkbox",
+                 "toggle", "button", "download_button"):
+        for w in at.get(kind):
+            out += [w.label, getattr(w.proto, "help", "")] + [str(o) for o in getattr(w.proto, "options", [])]
+    out += [e.label for kind in ("tab", "expander") for e in at.get(kind)]
+    for d in at.dataframe:
+        out += [str(c) for c in d.value.columns] + [str(i) for i in d.value.index]
+    for c in at.get("plotly_chart"):
+        spec = json.loads(c.proto.spec)
+        out += [tr.get("name", "") for tr in spec["data"]]
+        out += [spec["layout"].get(k, {}).get("title", {}).get("text", "") for k in ("xaxis", "yaxis")]
+        out.append(spec["layout"].get("title", {}).get("text", ""))
+    return [s for s in out if s]
+
+
+def test_the_page_in_chinese(saved, tmp_path):
+    a, b = saved
+    zh = lambda key, **kw: i18n.text(key, "zh", **kw)  # noqa: E731
+    at = open_compare("zh")
+    assert at.title[0].value == "📊 " + zh("compare.title")
+    assert [tab.label for tab in at.get("tab")] == [zh("compare.tabs.runs"), zh("compare.tabs.sweep"),
+                                                    zh("compare.tabs.board")]
+    assert zh("compare.units.saved_many", n=2) in [s.value for s in at.subheader]
+    assert any(e.label == zh("compare.runs.skipped", n=1) for e in at.expander)
+    assert zh("compare.sweep.intro") in [m.value for m in at.markdown]
+    assert zh("compare.board.none") in [i.value for i in at.info]
+    assert at.multiselect(key="cmp_pick").label == zh("compare.runs.pick")
+    assert at.selectbox(key="cmp_sw_dataset").label == zh("compare.sweep.dataset")
+    assert zh("datasets.mnist-mini") in at.selectbox(key="cmp_sw_dataset").proto.options[0]
+
+    # the two runs side by side: rows, values, captions and charts in Chinese
+    at.multiselect(key="cmp_pick").set_value([a.id, b.id]).run()
+    assert not at.exception
+    settings, results = [d.value for d in at.dataframe if "1. soft T=2" in d.value.columns]
+    assert list(settings.loc[zh("compare.side.rows.temperature")]) == ["2", "4"]
+    assert list(settings.loc[zh("compare.side.rows.status")]) == [zh("status.finished")] * 2
+    assert zh("compare.side.metrics.student_acc") in results.index
+    note = zh("compare.side.differ", names=zh("compare.side.rows.temperature"))
+    assert any(c.value.startswith(note) for c in at.caption)
+    acc = json.loads(next(e for e in at.get("plotly_chart") if e.proto.id.endswith("cmp_acc_chart")).proto.spec)
+    assert acc["layout"]["title"]["text"] == zh("compare.charts.acc_title")
+    assert zh("compare.charts.scratch_series", name="1. soft T=2") in [tr.get("name") for tr in acc["data"]]
+    assert acc["layout"]["xaxis"]["title"]["text"] == zh("axes.epoch")
+
+    # the sweep's controls still work, and their texts follow
+    at.select_slider(key="cmp_sw_fraction").set_value(0.2)
+    at.selectbox(key="cmp_sw_dataset").set_value("digits")
+    at.multiselect(key="cmp_sw_T").set_value([]).run()
+    assert not at.exception
+    assert zh("compare.sweep.problem") in [c.value for c in at.caption]
+    assert at.button(key="cmp_sw_start").disabled
+    at.multiselect(key="cmp_sw_T").set_value([2.0, 4.0]).run()
+    assert not at.exception
+    assert at.session_state["cmp_sw_fraction"] == 0.2 and at.session_state["cmp_sw_dataset"] == "digits"
+    plan = zh("compare.sweep.plan", runs=2 * 2 * 2 + 2, epochs=zh("compare.units.epoch_many", n=2), dataset="digits")
+    assert plan in [c.value for c in at.caption]
+
+    # a leaderboard, with the engine's English row names translated
+    (tmp_path / "boards" / "digits.csv").write_text(
+        "method,name,n,acc_mean,acc_std,agree_mean,agree_std,ece_mean,dataset,teacher,student,epochs,labeled_fraction,seeds,created\n"
+        "teacher,Teacher (cnn-32-64),1,0.99,,,,,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n"
+        "none,Student (scratch),2,0.60,0.02,0.60,0.02,0.1,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n"
+        "kd,KD,2,0.70,0.01,0.71,0.01,0.1,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n")
+    at.run()
+    assert not at.exception
+    board = frame(at, zh("compare.board.col_acc"))
+    assert board[zh("compare.board.col_method")].tolist() == [zh("compare.board.teacher_name", arch="cnn-32-64"),
+                                                              zh("compare.board.scratch_name"), "KD"]
+    assert board[zh("compare.board.col_delta")].tolist()[2] == "+10.00"
+
+    shown = shown_texts(at)
+    assert not [s for s in shown if s in i18n.catalogue("zh") or RAW_KEY.search(s)]  # no raw catalogue key
+    assert sum(bool(CJK.search(s)) for s in shown) > 60
+    for english in ("Saved runs", "Runs to compare", "Side by side", "Leaderboard", "Choose the grid"):
+        assert not [s for s in shown if english in s], english
