@@ -44,7 +44,7 @@ def _used_keys() -> tuple[set[str], set[str]]:
                     prefixes.add(arg.left.value)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in in_fstrings \
                     and re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+", node.value) \
-                    and node.value.split(".")[0] in sections:
+                    and node.value.split(".")[0] in sections and not node.value.endswith(".py"):
                 exact.add(node.value)
     return exact, prefixes
 
@@ -123,3 +123,33 @@ def test_per_page_catalogues_may_not_redefine_a_key(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         i18n.catalogue.cache_clear()
+
+
+# Streamlit calls whose first argument (or label/help/body/text) is text a user reads
+_TEXT_CALLS = {"markdown", "caption", "info", "warning", "error", "success", "header", "subheader", "title", "write",
+               "button", "toggle", "checkbox", "slider", "select_slider", "selectbox", "radio", "multiselect",
+               "number_input", "text_input", "text_area", "metric", "expander", "tabs", "download_button", "page_link",
+               "progress", "spinner", "status", "form_submit_button", "popover", "file_uploader", "toast"}
+_WORD = re.compile(r"[A-Za-z]{3,}")
+_NOT_PROSE = re.compile(r"\$[^$]*\$|:[a-z_]+:|\*\*|KD Playground")  # LaTeX, icons, markup, the product's name
+
+
+def _prose(node) -> bool:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return not node.value.endswith(".py") and bool(_WORD.search(_NOT_PROSE.sub("", node.value)))
+    if isinstance(node, ast.JoinedStr):
+        parts = [v.value for v in node.values if isinstance(v, ast.Constant)]
+        return not (parts and parts[0].startswith("pages/")) and any(_WORD.search(_NOT_PROSE.sub("", p)) for p in parts)
+    return False
+
+
+def test_pages_take_their_words_from_the_catalogues():
+    """No English sentence typed straight into a Streamlit call: it would stay English in
+    Chinese. (Page paths, formulas and the product's name are not prose.)"""
+    literals = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _TEXT_CALLS:
+                texts = node.args[:1] + [k.value for k in node.keywords if k.arg in ("label", "help", "body", "text")]
+                literals += [f"{path.name}:{node.lineno}: {ast.unparse(a)[:60]}" for a in texts if _prose(a)]
+    assert not literals
