@@ -59,15 +59,21 @@ def catalogue(lang: str) -> dict[str, str]:
 
 @lru_cache(maxsize=None)
 def _figure_texts(lang: str) -> dict[str, str]:
-    """English text -> this language, for the ``roles``, ``axes`` and ``figure`` sections."""
+    """English text -> this language, for the ``roles`` and ``axes`` sections and any
+    ``figure`` section (top level, or a page's: ``relations.figure.*``)."""
     en, here = catalogue(DEFAULT), catalogue(lang)
-    return {en[k]: here[k] for k in en if k.split(".")[0] in ("roles", "axes", "figure") and "{" not in en[k]}
+
+    def wanted(key: str) -> bool:
+        parts = key.split(".")
+        return parts[0] in ("roles", "axes", "figure") or (len(parts) > 2 and parts[1] == "figure")
+
+    return {en[k]: here[k] for k in en if wanted(k) and "{" not in en[k]}
 
 
 def localise_figure(fig, language: str | None = None):
     """Translate the English texts that ``kd_core.viz`` writes into a figure (trace names,
-    axis titles, annotations) when they are in the ``roles``, ``axes`` or ``figure``
-    sections; ``kd_core`` stays free of the UI's languages. Returns the figure."""
+    axis titles, annotations) when they are in the ``roles``, ``axes`` or a ``figure``
+    section; ``kd_core`` stays free of the UI's languages. Returns the figure."""
     language = language or lang()
     if language == DEFAULT:
         return fig

@@ -270,7 +270,7 @@ register(Method(
 register(Method(
     name="fitnets", title="FitNets hints (Romero et al. 2015)", family="feature",
     paper="Romero, Ballas, Kahou, Chassang, Gatta & Bengio 2015, FitNets: Hints for Thin Deep Nets (ICLR)",
-    summary="A trainable regressor maps the student's hint layer onto the teacher's guided layer; match them with MSE.",
+    summary="A trainable regressor maps the student's guided layer onto the teacher's hint layer; match them with MSE.",
     formula=r"\mathcal{L} = " + _CE + r" + <beta>\,\frac{1}{n}\left\| F_T - r(F_S) \right\|_2^2",
     params=(Param("beta", 100.0, 0.0, 1000.0, "Hint weight; 100 as in RepDistiller's FitNets setting.", r"\beta", log=True),),
     tap_kind="any", prefer="spatial", multi_pair=True, terms=_fitnets_terms, make_modules=_regressors,
