@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from kd_core import data, models
-from kd_core.config import TEACHER_EPOCHS
+from kd_core import data
 
 from . import i18n, state
 from .i18n import t

@@ -62,31 +62,57 @@ def dataset(name: str) -> data.Dataset:
 _teacher_lock = threading.Lock()
 
 
-def teacher(dataset_name: str, arch: str = "", epochs: int = 0) -> train.Teacher:
-    """The cached teacher, trained on first use with a progress bar on this page."""
+def teacher(dataset_name: str, arch: str = "", epochs: int = 0, train_subset: int | None = None) -> train.Teacher:
+    """The cached teacher, trained on first use with a progress bar on this page
+    (``train_subset``: on that many training images only, e.g. CIFAR-10 on a CPU)."""
     from kd_core.config import TEACHER_EPOCHS
     from kd_core import models
 
     arch = arch or models.preset(dataset_name)[0]
     epochs = epochs or TEACHER_EPOCHS.get(dataset_name, 10)
-    key = train.teacher_key(dataset_name, arch, epochs)
+    key = train.teacher_key(dataset_name, arch, epochs, train_subset=train_subset)
     if key in train._teachers:
         return train._teachers[key]
     from kd_core import paths
 
     if (paths.subdir("teachers") / key / "weights.safetensors").exists():
         with st.spinner(t("lab.state.loading_cached", arch=arch)):
-            return train.get_teacher(dataset_name, arch, epochs)
-    with st.status(t("lab.state.training_teacher", arch=arch, dataset=dataset_name), expanded=True) as box:
+            return train.get_teacher(dataset_name, arch, epochs, train_subset=train_subset)
+    label = (t("lab.state.training_teacher_subset", arch=arch, subset=train_subset, dataset=dataset_name)
+             if train_subset else t("lab.state.training_teacher", arch=arch, dataset=dataset_name))
+    with st.status(label, expanded=True) as box:
         bar = st.progress(0.0, text=t("lab.state.starting"))
 
         def progress(epoch, total, acc):
             bar.progress(epoch / total, text=t("lab.state.epoch", epoch=epoch, total=total, acc=100 * acc))
 
-        trained = train.get_teacher(dataset_name, arch, epochs, progress=progress)
+        trained = train.get_teacher(dataset_name, arch, epochs, train_subset=train_subset, progress=progress)
         box.update(label=t("lab.state.teacher_ready", arch=arch, acc=100 * trained.test_accuracy), state="complete",
                    expanded=False)
     return trained
+
+
+# quick runs from the Feature maps / Relations / Contrastive pages on CIFAR-10 use a training
+# subset, so that a CPU trains them in a lecture
+QUICK_SUBSET = {"cifar10": 5000}
+
+
+def quick_teacher(dataset_name: str) -> train.Teacher:
+    """The preset teacher of a dataset as the pages' quick runs use it (CIFAR-10: on a subset)."""
+    return teacher(dataset_name, train_subset=QUICK_SUBSET.get(dataset_name))
+
+
+def keep(key: str, default) -> None:
+    """Give a widget its value from before a visit to another page (Streamlit drops the state
+    of widgets a run does not draw); call before drawing it, and ``remember`` after."""
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(f"_keep_{key}", default)
+
+
+def remember(*keys: str) -> None:
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[f"_keep_{key}"] = st.session_state[key]
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)

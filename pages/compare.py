@@ -44,18 +44,6 @@ BOARD_NAMES = {"none": "compare.board.scratch_name", "contrastive": "compare.boa
 
 
 # ------------------------------------------------------------------ widget state
-def keep(key: str, default) -> None:
-    """Widgets keep their values across a visit to another page."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"_keep_{key}", default)
-
-
-def remember(*keys: str) -> None:
-    for k in keys:
-        if k in st.session_state:
-            st.session_state[f"_keep_{k}"] = st.session_state[k]
-
-
 def when(ts: float) -> str:
     return time.strftime(t("compare.when"), time.localtime(ts))
 
@@ -378,15 +366,15 @@ with tab_runs:
 
 
 # ================================================================== sweep
-keep("cmp_sw_dataset", "mnist-mini")
-keep("cmp_sw_method", "kd")
-keep("cmp_sw_T", [1.0, 2.0, 4.0, 8.0])
-keep("cmp_sw_alpha", [0.5, 0.9])
-keep("cmp_sw_fraction", 0.1)
-keep("cmp_sw_seeds", 2)
-keep("cmp_sw_epochs", 2)
-keep("cmp_sw_scratch", True)
-keep("cmp_sw_workers", os.cpu_count() or 1)
+state.keep("cmp_sw_dataset", "mnist-mini")
+state.keep("cmp_sw_method", "kd")
+state.keep("cmp_sw_T", [1.0, 2.0, 4.0, 8.0])
+state.keep("cmp_sw_alpha", [0.5, 0.9])
+state.keep("cmp_sw_fraction", 0.1)
+state.keep("cmp_sw_seeds", 2)
+state.keep("cmp_sw_epochs", 2)
+state.keep("cmp_sw_scratch", True)
+state.keep("cmp_sw_workers", os.cpu_count() or 1)
 if st.session_state.cmp_sw_dataset not in data.DATASETS:
     st.session_state.cmp_sw_dataset = "mnist-mini"
 
@@ -601,5 +589,5 @@ with tab_board:
             st.download_button(t("compare.board.download"), path.read_bytes(), path.name, mime="text/csv",
                                key="cmp_board_dl")
 
-remember("cmp_sw_dataset", "cmp_sw_method", "cmp_sw_T", "cmp_sw_alpha", "cmp_sw_fraction", "cmp_sw_seeds",
-         "cmp_sw_epochs", "cmp_sw_scratch", "cmp_sw_workers")
+state.remember("cmp_sw_dataset", "cmp_sw_method", "cmp_sw_T", "cmp_sw_alpha", "cmp_sw_fraction", "cmp_sw_seeds",
+               "cmp_sw_epochs", "cmp_sw_scratch", "cmp_sw_workers")

@@ -27,12 +27,11 @@ import torch.nn.functional as F
 from kd_app import chrome, i18n, state
 from kd_app.i18n import t
 from kd_core import data, methods, models, relations, train, viz
-from kd_core.config import TEACHER_EPOCHS, Config
+from kd_core.config import Config
 from kd_core.errors import KDError
 
 DEFAULT_DATASET = "mnist-mini"
 QUICK_EPOCHS = 2
-QUICK_SUBSET = {"cifar10": 5000}
 N_MIN, N_MAX, N_DEFAULT = 8, 128, 32
 TAUS = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0]
 FIT_IMAGES = 2000  # training images for the linear maps
@@ -92,42 +91,10 @@ def localise_bars(fig, who: list[str], hover_word: str, value: str):
 
 
 # ------------------------------------------------------------------ widget state
-def keep(key: str, default) -> None:
-    """Widgets keep their values across a visit to another page (see soft_targets)."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"_keep_{key}", default)
-
-
-def remember(*keys: str) -> None:
-    for key in keys:
-        if key in st.session_state:
-            st.session_state[f"_keep_{key}"] = st.session_state[key]
-
-
 def new_batch() -> None:
     st.session_state.ct_seed = int(np.random.default_rng().integers(1, 10_000))
 
 
-def teacher_for(ds_name: str) -> train.Teacher:
-    """The preset teacher of a dataset (CIFAR-10: on a training subset), trained once with progress."""
-    arch, subset = models.preset(ds_name)[0], QUICK_SUBSET.get(ds_name)
-    if subset is None:
-        return state.teacher(ds_name)
-    epochs = TEACHER_EPOCHS.get(ds_name, 10)
-    key = train.teacher_key(ds_name, arch, epochs, train_subset=subset)
-    if key in train._teachers:
-        return train._teachers[key]
-    with st.status(t("contrastive.teacher_training", arch=arch, subset=subset, dataset=ds_name),
-                   expanded=True) as box:
-        bar = st.progress(0.0, text=t("contrastive.starting"))
-        teacher = train.get_teacher(ds_name, arch, epochs, train_subset=subset, progress=lambda e, n, acc: bar.progress(
-            e / n, text=t("contrastive.teacher_epoch", epoch=e, total=n, acc=100 * acc)))
-        box.update(label=t("contrastive.teacher_ready", arch=arch, acc=100 * teacher.test_accuracy), state="complete",
-                   expanded=False)
-    return teacher
-
-
-# ------------------------------------------------------------------ header
 st.title("🧲 " + t("contrastive.title"))
 st.caption(t("contrastive.intro"))
 
@@ -138,11 +105,11 @@ if job is not None:
     run_cfg = trainer.config if trainer is not None else job.config.resolved()
 running = job is not None and not job.done
 
-keep("ct_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
-keep("ct_n", N_DEFAULT)
-keep("ct_anchor", 0)
-keep("ct_seed", 0)
-keep("ct_tau", 0.07)
+state.keep("ct_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
+state.keep("ct_n", N_DEFAULT)
+state.keep("ct_anchor", 0)
+state.keep("ct_seed", 0)
+state.keep("ct_tau", 0.07)
 if st.session_state.ct_dataset not in data.DATASETS:
     st.session_state.ct_dataset = DEFAULT_DATASET
 if job is not None and st.session_state.get("_ct_seen_job") != job.id:  # a new Lab run: follow it once
@@ -197,7 +164,7 @@ with right:
     if quick_nce or quick_crd:
         try:
             cfg = Config(dataset=ds_name, method="crd" if quick_crd else "contrastive", epochs=QUICK_EPOCHS,
-                         train_subset=QUICK_SUBSET.get(ds_name))
+                         train_subset=state.QUICK_SUBSET.get(ds_name))
             new = state.job_manager().submit(cfg, owner=state.session_id())
             st.session_state.kd_lab_job_id = new.id
             st.rerun()
@@ -407,7 +374,7 @@ def current() -> tuple[dict | None, object | None, train.Teacher | None]:
         if found is not None:
             return found[0], found[0]["teacher"], teacher
         return None, (teacher.model if teacher is not None else None), teacher
-    teacher = teacher_for(ds_name)
+    teacher = state.quick_teacher(ds_name)
     return None, teacher.model, teacher
 
 
@@ -456,4 +423,4 @@ if running and run_matches:
 else:
     show()
 
-remember("ct_dataset", "ct_n", "ct_anchor", "ct_seed", "ct_tau", "ct_space")
+state.remember("ct_dataset", "ct_n", "ct_anchor", "ct_seed", "ct_tau", "ct_space")

@@ -18,31 +18,18 @@ import torch
 from kd_app import chrome, i18n, state
 from kd_app.i18n import t
 from kd_core import data, features, losses, methods, models, train, viz
-from kd_core.config import TEACHER_EPOCHS, Config
+from kd_core.config import Config
 from kd_core.errors import KDError
 
 DEFAULT_DATASET = "mnist-mini"
 CHANNELS = [4, 9, 16, 25, 36, 64]
 SIM_BATCH = 500  # test images for the layer-similarity figure
 QUICK_EPOCHS = 2
-QUICK_SUBSET = {"cifar10": 5000}  # quick runs on CIFAR-10 use a training subset (CPU)
 IMG_PX = 240
 METRICS = ("cka", "attention")  # texts: feature_maps.metrics.*
 
 
 # ------------------------------------------------------------------ widget state
-def keep(key: str, default) -> None:
-    """Widgets keep their values across a visit to another page (see soft_targets)."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"_keep_{key}", default)
-
-
-def remember(*keys: str) -> None:
-    for key in keys:
-        if key in st.session_state:
-            st.session_state[f"_keep_{key}"] = st.session_state[key]
-
-
 def set_pair(tl: str, sl: str) -> None:
     st.session_state.fm_tl, st.session_state.fm_sl = tl, sl
 
@@ -105,26 +92,6 @@ def localise(fig):
     return fig
 
 
-def teacher_for(ds_name: str) -> train.Teacher:
-    """The preset teacher of a dataset (CIFAR-10: on a training subset), trained once with progress."""
-    arch, subset = models.preset(ds_name)[0], QUICK_SUBSET.get(ds_name)
-    if subset is None:
-        return state.teacher(ds_name)
-    epochs = TEACHER_EPOCHS.get(ds_name, 10)
-    key = train.teacher_key(ds_name, arch, epochs, train_subset=subset)
-    if key in train._teachers:
-        return train._teachers[key]
-    with st.status(t("feature_maps.teacher_training", arch=arch, subset=subset, dataset=ds_name),
-                   expanded=True) as box:
-        bar = st.progress(0.0, text=t("feature_maps.starting"))
-        teacher = train.get_teacher(ds_name, arch, epochs, train_subset=subset, progress=lambda e, n, acc: bar.progress(
-            e / n, text=t("feature_maps.epoch", epoch=e, total=n, acc=100 * acc)))
-        box.update(label=t("feature_maps.teacher_ready", arch=arch, acc=100 * teacher.test_accuracy),
-                   state="complete", expanded=False)
-    return teacher
-
-
-# ------------------------------------------------------------------ header
 st.title("🗺️ " + t("feature_maps.title"))
 st.caption(t("feature_maps.intro"))
 
@@ -135,12 +102,12 @@ if job is not None:
     run_cfg = trainer.config if trainer is not None else job.config.resolved()
 running = job is not None and not job.done
 
-keep("fm_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
-keep("fm_channels", 16)
-keep("fm_opacity", 0.6)
-keep("fm_metric", "cka")
-keep("fm_all_layers", False)
-keep("fm_image", 0)
+state.keep("fm_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
+state.keep("fm_channels", 16)
+state.keep("fm_opacity", 0.6)
+state.keep("fm_metric", "cka")
+state.keep("fm_all_layers", False)
+state.keep("fm_image", 0)
 if st.session_state.fm_dataset not in data.DATASETS:
     st.session_state.fm_dataset = DEFAULT_DATASET
 # a new Lab run: follow its dataset (once) and its trained layer pair
@@ -189,7 +156,7 @@ with right:
     b2.page_link("pages/lab.py", label=t("feature_maps.lab_link"), icon="🧪", help=t("feature_maps.lab_link_help"))
     if quick:
         try:
-            cfg = Config(dataset=ds_name, method="at", epochs=QUICK_EPOCHS, train_subset=QUICK_SUBSET.get(ds_name))
+            cfg = Config(dataset=ds_name, method="at", epochs=QUICK_EPOCHS, train_subset=state.QUICK_SUBSET.get(ds_name))
             new = state.job_manager().submit(cfg, owner=state.session_id())
             st.session_state.kd_lab_job_id = new.id
             st.rerun()
@@ -237,8 +204,8 @@ if st.session_state.get("_fm_context") != context:
     st.session_state._fm_context = context
     for k in ("fm_tl", "fm_sl", "_keep_fm_tl", "_keep_fm_sl"):
         st.session_state.pop(k, None)
-keep("fm_tl", None)
-keep("fm_sl", None)
+state.keep("fm_tl", None)
+state.keep("fm_sl", None)
 
 with right:
     every = st.session_state.fm_all_layers
@@ -509,7 +476,7 @@ def current() -> tuple[dict | None, object | None, train.Teacher | None]:
         if found is not None:
             return found[0], found[0]["teacher"], teacher
         return None, (teacher.model if teacher is not None else None), teacher
-    teacher = teacher_for(ds_name)
+    teacher = state.quick_teacher(ds_name)
     return None, teacher.model, teacher
 
 
@@ -554,4 +521,4 @@ if running and run_matches:
 else:
     show()
 
-remember("fm_dataset", "fm_channels", "fm_opacity", "fm_metric", "fm_all_layers", "fm_image", "fm_tl", "fm_sl")
+state.remember("fm_dataset", "fm_channels", "fm_opacity", "fm_metric", "fm_all_layers", "fm_image", "fm_tl", "fm_sl")

@@ -5,12 +5,11 @@ comes from the catalogues (``kd_app/locales/<lang>/lab.json``, ``kd_app.i18n``).
 from __future__ import annotations
 
 import math
-import time
 
 import pandas as pd
 import streamlit as st
 
-from kd_app import chrome, i18n, links, state
+from kd_app import i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, methods, models, viz
 from kd_core.config import Config

@@ -24,12 +24,11 @@ import streamlit as st
 from kd_app import chrome, i18n, state
 from kd_app.i18n import t
 from kd_core import data, methods, models, relations, train, viz
-from kd_core.config import TEACHER_EPOCHS, Config
+from kd_core.config import Config
 from kd_core.errors import KDError
 
 DEFAULT_DATASET = "mnist-mini"
 QUICK_EPOCHS = 2
-QUICK_SUBSET = {"cifar10": 5000}  # quick runs on CIFAR-10 use a training subset (CPU)
 N_MIN, N_MAX, N_DEFAULT = 8, 128, 40
 ROLES = ("teacher", "scratch", "distilled")  # labels: relations.role.* (capitalised), roles.* (lower case)
 KINDS = ("distance", "angle", "sp", "pkt")  # labels: relations.kinds.*, formulas: relations.explain.*
@@ -91,42 +90,10 @@ def localise_scatter(fig):
 
 
 # ------------------------------------------------------------------ widget state
-def keep(key: str, default) -> None:
-    """Widgets keep their values across a visit to another page (see soft_targets)."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"_keep_{key}", default)
-
-
-def remember(*keys: str) -> None:
-    for key in keys:
-        if key in st.session_state:
-            st.session_state[f"_keep_{key}"] = st.session_state[key]
-
-
 def new_batch() -> None:
     st.session_state.rel_seed = int(np.random.default_rng().integers(1, 10_000))
 
 
-def teacher_for(ds_name: str) -> train.Teacher:
-    """The preset teacher of a dataset (CIFAR-10: on a training subset), trained once with progress."""
-    arch, subset = models.preset(ds_name)[0], QUICK_SUBSET.get(ds_name)
-    if subset is None:
-        return state.teacher(ds_name)
-    epochs = TEACHER_EPOCHS.get(ds_name, 10)
-    key = train.teacher_key(ds_name, arch, epochs, train_subset=subset)
-    if key in train._teachers:
-        return train._teachers[key]
-    with st.status(t("relations.teacher_training", arch=arch, subset=subset, dataset=ds_name),
-                   expanded=True) as box:
-        bar = st.progress(0.0, text=t("relations.starting"))
-        teacher = train.get_teacher(ds_name, arch, epochs, train_subset=subset, progress=lambda e, n, acc: bar.progress(
-            e / n, text=t("relations.teacher_epoch", epoch=e, total=n, acc=100 * acc)))
-        box.update(label=t("relations.teacher_ready", arch=arch, acc=100 * teacher.test_accuracy), state="complete",
-                   expanded=False)
-    return teacher
-
-
-# ------------------------------------------------------------------ header
 st.title("🕸️ " + t("relations.title"))
 st.caption(t("relations.intro"))
 
@@ -137,12 +104,12 @@ if job is not None:
     run_cfg = trainer.config if trainer is not None else job.config.resolved()
 running = job is not None and not job.done
 
-keep("rel_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
-keep("rel_n", N_DEFAULT)
-keep("rel_anchor", 0)
-keep("rel_seed", 0)
-keep("rel_kind", "distance")
-keep("rel_map", "pca")
+state.keep("rel_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
+state.keep("rel_n", N_DEFAULT)
+state.keep("rel_anchor", 0)
+state.keep("rel_seed", 0)
+state.keep("rel_kind", "distance")
+state.keep("rel_map", "pca")
 if st.session_state.rel_dataset not in data.DATASETS:
     st.session_state.rel_dataset = DEFAULT_DATASET
 if job is not None and st.session_state.get("_rel_seen_job") != job.id:  # a new Lab run: follow its dataset once
@@ -189,7 +156,7 @@ with right:
     b2.page_link("pages/lab.py", label=t("relations.lab_link"), icon="🧪", help=t("relations.lab_link_help"))
     if quick:
         try:
-            cfg = Config(dataset=ds_name, method="rkd", epochs=QUICK_EPOCHS, train_subset=QUICK_SUBSET.get(ds_name))
+            cfg = Config(dataset=ds_name, method="rkd", epochs=QUICK_EPOCHS, train_subset=state.QUICK_SUBSET.get(ds_name))
             new = state.job_manager().submit(cfg, owner=state.session_id())
             st.session_state.kd_lab_job_id = new.id
             st.rerun()
@@ -220,8 +187,8 @@ if st.session_state.get("_rel_context") != context:  # a new run, dataset or net
     st.session_state._rel_context = context
     for k in ("rel_tl", "rel_sl", "_keep_rel_tl", "_keep_rel_sl"):
         st.session_state.pop(k, None)
-keep("rel_tl", default_pair[0] if default_pair[0] in t_taps else t_taps[-1])
-keep("rel_sl", default_pair[1] if default_pair[1] in s_taps else (s_taps[-1] if s_taps else None))
+state.keep("rel_tl", default_pair[0] if default_pair[0] in t_taps else t_taps[-1])
+state.keep("rel_sl", default_pair[1] if default_pair[1] in s_taps else (s_taps[-1] if s_taps else None))
 
 classes = [str(c) for c in ds.classes]
 pool = relations.pool_indices(len(ds.y_test))
@@ -430,7 +397,7 @@ def current() -> tuple[dict | None, object | None, train.Teacher | None]:
         if found is not None:
             return found[0], found[0]["teacher"], teacher
         return None, (teacher.model if teacher is not None else None), teacher
-    teacher = teacher_for(ds_name)
+    teacher = state.quick_teacher(ds_name)
     return None, teacher.model, teacher
 
 
@@ -478,4 +445,4 @@ if running and run_matches:
 else:
     show()
 
-remember("rel_dataset", "rel_n", "rel_anchor", "rel_seed", "rel_kind", "rel_map", "rel_tl", "rel_sl")
+state.remember("rel_dataset", "rel_n", "rel_anchor", "rel_seed", "rel_kind", "rel_map", "rel_tl", "rel_sl")

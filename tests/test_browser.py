@@ -5,7 +5,6 @@ through the UI until its results appear, and no exception box anywhere."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
