@@ -192,3 +192,37 @@ def save_lab_run(job):
     from kd_core import runs
 
     return runs.save_lab_run(job)
+
+
+def run_source(job, run_matches: bool, dataset_name: str):
+    """(snapshot, teacher model, Teacher) for the Feature maps / Relations / Contrastive pages
+    to draw from: the Lab run's latest snapshot when the run is on the page's dataset (its
+    teacher model while it has none yet, or None while it trains its teacher), else the
+    dataset's quick-run teacher."""
+    if run_matches:
+        tr = job.trainer
+        teacher_ = getattr(tr, "teacher", None) if tr is not None else None
+        found = lab_snapshot()
+        if found is not None:
+            return found[0], found[0]["teacher"], teacher_
+        return None, (teacher_.model if teacher_ is not None else None), teacher_
+    teacher_ = quick_teacher(dataset_name)
+    return None, teacher_.model, teacher_
+
+
+def run_progress() -> None:
+    """A progress bar for this session's live Lab run: its teacher's epochs, then its steps."""
+    j = lab_job()
+    if j is None or j.done:
+        return
+    snap = j.snapshot()
+    if snap["status"] in ("queued", "teacher"):
+        te = snap["teacher_epoch"]
+        st.progress(te[0] / te[1] if te else 0.0,
+                    text=t("lab.state.progress_teacher", epoch=te[0], total=te[1]) if te
+                    else t("lab.state.progress_starting"))
+    else:
+        total = snap["total_steps"] or 1
+        st.progress(min(snap["step"] / total, 1.0),
+                    text=t("lab.state.progress_training", step=snap["step"], total=total, done=len(snap["epochs"]),
+                           epochs=snap["config"].epochs))

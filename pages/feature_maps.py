@@ -467,41 +467,10 @@ def draw(snap: dict | None, teacher_m) -> None:
 
 
 # ------------------------------------------------------------------ run it
-def current() -> tuple[dict | None, object | None, train.Teacher | None]:
-    """(snapshot, teacher model, Teacher) to draw from: the Lab run's when it matches the dataset."""
-    if run_matches:
-        tr = job.trainer
-        teacher = getattr(tr, "teacher", None) if tr is not None else None
-        found = state.lab_snapshot()
-        if found is not None:
-            return found[0], found[0]["teacher"], teacher
-        return None, (teacher.model if teacher is not None else None), teacher
-    teacher = state.quick_teacher(ds_name)
-    return None, teacher.model, teacher
-
-
-def run_progress() -> None:
-    """Where the live run is: teacher training, or steps and the epoch the maps show."""
-    j = state.lab_job()
-    if j is None or j.done:
-        return
-    snap = j.snapshot()
-    if snap["status"] in ("queued", "teacher"):
-        te = snap["teacher_epoch"]
-        st.progress(te[0] / te[1] if te else 0.0,
-                    text=t("feature_maps.run_teacher", epoch=te[0], total=te[1]) if te
-                    else t("feature_maps.run_starting"))
-    else:
-        total = snap["total_steps"] or 1
-        st.progress(min(snap["step"] / total, 1.0),
-                    text=t("feature_maps.run_training", step=snap["step"], total=total, done=len(snap["epochs"]),
-                           epochs=run_cfg.epochs))
-
-
 def show() -> None:
     if running and run_matches:
-        run_progress()
-    snap, teacher_m, teacher = current()
+        state.run_progress()
+    snap, teacher_m, teacher = state.run_source(job, run_matches, ds_name)
     if teacher is not None:
         st.caption(chrome.teacher_caption(teacher))
     if teacher_m is None:  # the run is still preparing its teacher
