@@ -12,10 +12,11 @@ import math
 
 import numpy as np
 import streamlit as st
+import torch
 
-from kd_app import chrome, i18n, state
+from kd_app import chrome, draw, i18n, state
 from kd_app.i18n import t
-from kd_core import data, metrics, viz
+from kd_core import data, images, metrics, viz
 from kd_core.errors import KDError
 
 TEMPERATURES = [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]
@@ -27,6 +28,9 @@ TEACHER_LIGHT = "#A6CEE8"  # the teacher's blue, lightened: its plain (T = 1) pr
 ROLE_KEYS = {"distilled student": "roles.distilled", "scratch student": "roles.scratch"}  # the Lab's series
 BIG_PX = 300  # the chosen image, on screen
 THUMB_PX = 56  # gallery thumbnails
+CANVAS_PX = 360  # the drawing canvas: big enough for a projector
+SEEN_PX = 168  # "what the model sees", enlarged
+OWN_SOURCES = ["draw", "upload"]
 
 
 # ------------------------------------------------------------------ numpy on cached logits
@@ -124,8 +128,8 @@ def relabel_bars(fig, names: list[str]):
 
 def legend_below(fig, height: int = 430):
     """Long series names go under the plot, where they cannot cover the title."""
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="center", x=0.5),
-                      height=height, margin=dict(b=110))
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="center", x=0.5),
+                      height=height, margin=dict(b=120))
     return fig
 
 
@@ -282,6 +286,89 @@ with right:
     st.markdown(t("soft_targets.reading", T=T, c=classes[cls], keep=100 * pT[cls], share=100 * (1 - pT[cls]),
                   share1=100 * (1 - p1[cls]), wrong=classes[top_wrong], h=entropy_bits(pT), hmax=math.log2(K)))
 
+# ------------------------------------------------------------------ your own digit
+def own_image_error(e: KDError) -> str:
+    """An image refusal in the session's language (the engine's English line as a fallback)."""
+    key = f"soft_targets.own.errors.{getattr(e, 'code', '')}"
+    if key in i18n.catalogue(i18n.DEFAULT):
+        try:
+            return t(key, **getattr(e, "params", {}))
+        except (KeyError, IndexError, ValueError):
+            pass
+    return str(e)
+
+
+def own_image(content: bytes | None, name: str):
+    """(pixels (C, H, W) in [0, 1], normalised (1, C, H, W) input) of a drawing or upload,
+    prepared like the dataset's images; None (with an st.error saying why) when refused."""
+    try:
+        px = images.pixels(images.check_upload(content, name), ds_name)
+        return px, data.normalise_images(torch.from_numpy(px)[None], ds)
+    except KDError as e:
+        st.error(t("soft_targets.own.refused", error=own_image_error(e)))
+        return None
+
+
+def own_logits(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return metrics.predict_logits(model, x)[0].numpy()
+
+
+st.subheader(t("soft_targets.own.header"))
+st.caption(t("soft_targets.own.intro") + (" " + t("soft_targets.own.photo_note") if ds_name == "cifar10" else ""))
+keep("st_own_source", "draw")
+o1, o2, o3 = st.columns([1.4, 0.6, 2.1], gap="medium")
+with o1:
+    source = st.radio(t("soft_targets.own.source"), OWN_SOURCES, key="st_own_source", horizontal=True,
+                      format_func=lambda v, lang=i18n.lang(): i18n.text(f"soft_targets.own.sources.{v}", lang),
+                      label_visibility="collapsed")
+    content, own_name = None, t("soft_targets.own.drawing")
+    if source == "draw":
+        drawn = draw.canvas(key="st_canvas", size=CANVAS_PX, clear_label=t("soft_targets.own.clear"),
+                            hint=t("soft_targets.own.canvas_hint"))
+        if drawn:
+            try:
+                content = images.from_data_url(drawn)
+            except KDError as e:
+                st.error(t("soft_targets.own.refused", error=own_image_error(e)))
+    else:
+        up = st.file_uploader(t("soft_targets.own.upload"), type=images.EXTENSIONS, key="st_upload",
+                              help=t("soft_targets.own.upload_help", mb=images.MAX_UPLOAD_BYTES // 1024 // 1024))
+        if up is not None:
+            content, own_name = up.getvalue(), up.name
+if content is None:
+    own = None
+    o2.caption(t(f"soft_targets.own.waiting.{source}"))
+else:
+    with o3:
+        own = own_image(content, own_name)
+if own is not None:
+    own_px, own_x = own
+    own_z = own_logits(teacher.model, own_x)
+    with o2:
+        st.markdown(t("soft_targets.own.seen", h=own_px.shape[1], w=own_px.shape[2]))
+        st.image(upscale(viz.to_display(own_px), SEEN_PX), width=SEEN_PX, output_format="PNG")
+        st.caption(t("soft_targets.own.seen_caption." + images.RECIPES.get(ds_name, "mnist")))
+    series = {"teacher at T = 1 (plain softmax)": softmax(own_z, 1.0), f"teacher at T = {T:g}": softmax(own_z, T)}
+    names = [t("soft_targets.series_t1"), series_name("roles.teacher", T)]
+    found_student = state.distilled_student()
+    if found_student is not None and found_student[0].config.dataset == ds_name:
+        tr = found_student[0]
+        for role, model in (("distilled student", tr.student), ("scratch student", tr.baseline)):
+            if model is not None:
+                series[f"{role} at T = {T:g}"] = softmax(own_logits(model, own_x), T)
+                names.append(series_name(ROLE_KEYS[role], T))
+    ofig = viz.prob_bars(series, classes, title=t("soft_targets.own.chart_title", T=T), log=log_scale)
+    relabel_bars(ofig, names)
+    ofig.data[0].marker.color = TEACHER_LIGHT
+    legend_below(ofig, height=400)
+    with o3:
+        st.plotly_chart(ofig, key="st_chart_own", width="stretch", theme=None)
+        p_own = softmax(own_z, 1.0)
+        g_own = int(np.argmax(own_z))
+        st.markdown(t("soft_targets.own.guess", guess=classes[g_own], p=100 * p_own[g_own],
+                      h=entropy_bits(softmax(own_z, T)), T=T, hmax=math.log2(K)))
+
 # ------------------------------------------------------------------ the distilled student
 st.subheader(t("soft_targets.student_header"))
 found = state.distilled_student()
@@ -346,4 +433,4 @@ with h1:
     top = t("soft_targets.list_sep").join(f"{classes[a]}↔{classes[b]}" for a, b, _ in pairs)
     st.caption(t("soft_targets.pairs_caption", T=T, pairs=top))
 
-remember("st_dataset", "st_T", "st_log", "st_hide_diag", "st_class", "st_index")
+remember("st_dataset", "st_T", "st_log", "st_hide_diag", "st_class", "st_index", "st_own_source")

@@ -195,6 +195,13 @@ def test_distilled_student_is_compared_with_the_teacher():
     assert len(kls) == 2 and all(float(m.value.split()[0]) >= 0 for m in kls)
     at.select_slider(key="st_T").set_value(1.0).run()
     assert [t["name"] for t in _chart(at, "st_chart_student")["data"]][0] == "teacher at T = 1"
+    at.radio(key="st_own_source").set_value("upload").run()  # an own digit: the students' soft targets too
+    at.file_uploader(key="st_upload").set_value(("one.png", _png_of_a_one(), "image/png")).run()
+    assert not at.exception and not at.error
+    own = _own_bars(at)
+    assert list(own) == ["teacher at T = 1 (plain softmax)", "teacher at T = 1", "distilled student at T = 1",
+                         "scratch student at T = 1"]
+    assert all(abs(sum(y) - 1) < 1e-6 for y in own.values())
 
 
 # ------------------------------------------------------------------ in Chinese
@@ -236,7 +243,8 @@ def test_the_page_in_chinese():
         return i18n.text(key, "zh", **fmt)
 
     assert at.title[0].value == "🌡️ " + z("soft_targets.title")
-    assert [h.value for h in at.subheader] == [z("soft_targets.student_header"), z("soft_targets.dark_header")]
+    assert [h.value for h in at.subheader] == [z("soft_targets.own.header"), z("soft_targets.student_header"),
+                                               z("soft_targets.dark_header")]
     captions = [c.value for c in at.caption]
     markdown = _texts(at)
     assert z("soft_targets.intro") in captions and z("soft_targets.formula_caption") in captions
@@ -339,3 +347,95 @@ def test_distilled_student_in_chinese():
     assert not at.exception
     assert _chart(at, "st_chart_student")["data"][0]["name"] == z("soft_targets.series_at", who=z("roles.teacher"),
                                                                   T=1.0)
+
+
+# ------------------------------------------------------------------ your own digit (draw / upload)
+def _png_of_a_one(paper: int = 0, ink: int = 255) -> bytes:
+    """A thick "1", small and off-centre in a 300x300 picture, as PNG bytes."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (300, 300), paper)
+    d = ImageDraw.Draw(img)
+    d.line([(220, 30), (232, 110)], fill=ink, width=9)
+    d.line([(220, 30), (206, 44)], fill=ink, width=7)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _own_bars(at: AppTest) -> dict[str, list[float]]:
+    return {t["name"]: t["y"] for t in _chart(at, "st_chart_own")["data"] if t["type"] == "bar"}
+
+
+def test_own_digit_controls_render_and_wait_for_a_drawing(first_run):
+    at = first_run
+    source = at.radio(key="st_own_source")
+    assert source.value == "draw" and list(source.options) == ["✏️ Draw", "📁 Upload"]
+    assert "✏️ Your own digit" in [h.value for h in at.subheader]
+    assert i18n.text("soft_targets.own.waiting.draw", "en") in [c.value for c in at.caption]
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("st_chart_own")]  # nothing drawn yet
+    assert not at.error and not at.exception
+
+
+def test_an_uploaded_digit_gets_soft_targets_that_follow_T():
+    at = _app()
+    at.radio(key="st_own_source").set_value("upload").run()
+    up = at.file_uploader(key="st_upload")
+    assert set(up.allowed_type) >= {".png", ".jpg", ".jpeg"} or set(up.allowed_type) >= {"png", "jpg", "jpeg"}
+    assert i18n.text("soft_targets.own.waiting.upload", "en") in [c.value for c in at.caption]
+    up.set_value(("one.png", _png_of_a_one(paper=255, ink=0), "image/png")).run()  # dark ink on white paper
+    assert not at.exception and not at.error
+    bars = _own_bars(at)
+    assert set(bars) == {"teacher at T = 1 (plain softmax)", "teacher at T = 4"}
+    for y in bars.values():
+        assert len(y) == 10 and abs(sum(y) - 1) < 1e-6
+    assert int(np.argmax(bars["teacher at T = 1 (plain softmax)"])) == 1
+    assert "The teacher reads **1**" in _texts(at)
+    assert "**What the model sees** (28×28)" in _texts(at)
+    at.select_slider(key="st_T").set_value(20.0).run()  # the temperature above drives this chart too
+    hot = _own_bars(at)["teacher at T = 20"]
+    assert max(hot) < max(bars["teacher at T = 4"])
+    assert _chart(at, "st_chart_own")["layout"]["title"]["text"] == "Soft targets of your image at T = 20"
+
+
+@pytest.mark.parametrize("name,content,words", [
+    ("notes.png", b"these are not pixels", "not an image that can be read"),
+    ("big.png", b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024 + 1), "the limit is 2 MB"),
+    ("blank.png", None, "The image is empty"),
+])
+def test_bad_uploads_are_refused_and_the_page_stays_usable(name, content, words):
+    if content is None:  # an all-black picture: an empty canvas
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("L", (280, 280), 0).save(buf, "PNG")
+        content = buf.getvalue()
+    at = _app()
+    at.radio(key="st_own_source").set_value("upload").run()
+    at.file_uploader(key="st_upload").set_value((name, content, "image/png")).run()
+    assert not at.exception
+    assert len(at.error) == 1 and at.error[0].value.startswith("Cannot use this image:"), [e.value for e in at.error]
+    assert words in at.error[0].value
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("st_chart_own")]
+    at.select_slider(key="st_T").set_value(10.0).run()  # the rest of the page still works
+    assert not at.exception and _entropy_marker(at)[0] == 10.0
+    at.file_uploader(key="st_upload").set_value(("one.png", _png_of_a_one(), "image/png")).run()
+    assert not at.exception and not at.error and _own_bars(at)
+
+
+def test_a_refused_upload_is_explained_in_chinese():
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["lang"] = "zh"
+    at.run()
+    at.switch_page("pages/soft_targets.py")
+    at.run()
+    at.radio(key="st_own_source").set_value("upload").run()
+    assert at.file_uploader(key="st_upload").label == i18n.text("soft_targets.own.upload", "zh")
+    at.file_uploader(key="st_upload").set_value(("坏.png", b"not a picture", "image/png")).run()
+    assert not at.exception
+    assert at.error[0].value == i18n.text("soft_targets.own.refused", "zh", error=i18n.text(
+        "soft_targets.own.errors.not_image", "zh", name="坏.png", formats="PNG, JPEG, GIF, BMP, WebP"))

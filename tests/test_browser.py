@@ -149,3 +149,82 @@ def test_a_short_training_run_from_the_lab(server, browser):
     assert page.get_by_text("scratch student").first.is_visible()
     page.screenshot(path=str(SHOTS / "lab-results.png"), full_page=True)
     page.close()
+
+
+def _png_of_a_one(paper: int, ink: int) -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (300, 300), paper)
+    d = ImageDraw.Draw(img)
+    d.line([(220, 30), (232, 110)], fill=ink, width=9)
+    d.line([(220, 30), (206, 44)], fill=ink, width=7)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _to_top(page, text: str):
+    page.get_by_text(text).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+
+
+def _own_chart(page):
+    return page.locator(".st-key-st_chart_own")
+
+
+def test_draw_and_upload_a_digit_on_the_soft_targets_page(server, browser):
+    """Draw a "7" with the mouse on the canvas component, then upload a PNG and a bad file:
+    the soft targets of the drawn/uploaded image appear, the bad file gets an error box."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    _open(page, f"{server}/soft-targets")
+    page.get_by_text("Your own digit").first.scroll_into_view_if_needed()
+    assert page.get_by_text("Draw a digit on the black square").first.is_visible()
+    assert _own_chart(page).count() == 0
+    pad = page.frame_locator("iframe[title*='kd_draw_canvas']").locator("canvas")
+    pad.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    box = pad.bounding_box()
+    assert box and box["width"] >= 300 and abs(box["height"] - box["width"]) < 1  # large enough for a projector
+    x0, y0, w = box["x"], box["y"], box["width"]
+    page.mouse.move(x0 + 0.25 * w, y0 + 0.2 * w)  # a "7": the bar, then the diagonal
+    page.mouse.down()
+    page.mouse.move(x0 + 0.75 * w, y0 + 0.2 * w, steps=12)
+    page.mouse.move(x0 + 0.45 * w, y0 + 0.85 * w, steps=16)
+    page.mouse.up()
+    _own_chart(page).wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=60_000)
+    page.wait_for_timeout(1500)
+    _no_exception(page)
+    assert page.get_by_text("The teacher reads").first.is_visible()
+    _to_top(page, "Your own digit")
+    page.mouse.move(5, 5)
+    page.screenshot(path=str(SHOTS / "soft-targets-draw.png"))
+    page.frame_locator("iframe[title*='kd_draw_canvas']").get_by_role("button", name="Clear").click()
+    page.get_by_text("Draw a digit on the black square").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=60_000)
+    assert _own_chart(page).count() == 0
+
+    page.get_by_text("📁 Upload").first.click()
+    page.wait_for_selector(IDLE, timeout=60_000)
+    page.wait_for_timeout(500)
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
+        files=[{"name": "one.png", "mimeType": "image/png", "buffer": _png_of_a_one(paper=255, ink=0)}])
+    page.get_by_text("The teacher reads 1").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=60_000)
+    page.wait_for_timeout(1000)
+    _no_exception(page)
+    assert _own_chart(page).count() == 1
+    _to_top(page, "Your own digit")
+    page.screenshot(path=str(SHOTS / "soft-targets-upload.png"))
+
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
+        files=[{"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\nnot really"}])
+    page.get_by_text("Cannot use this image").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=60_000)
+    _no_exception(page)
+    assert "broken.png" in page.locator("[data-testid='stAlertContentError']").first.inner_text()
+    assert _own_chart(page).count() == 0
+    page.close()
