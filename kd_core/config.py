@@ -35,6 +35,7 @@ class Config:
     omit_class: int | None = None
     baseline: bool = True
     train_subset: int | None = None  # keep only this many training images (CIFAR-10 on a CPU)
+    assistant: str = ""  # method 'ta': the teacher assistant's architecture; empty: a preset
 
     # ------------------------------------------------------------ resolution
     def resolved(self) -> "Config":
@@ -97,7 +98,7 @@ class Config:
             raise ConfigError(f"method '{self.method}' takes one layer pair, got {len(self.pairs)}")
         from . import models
 
-        for role in ("teacher", "student"):
+        for role in ("teacher", "student", "assistant"):
             arch = getattr(self, role)
             if arch:
                 models.check_name(arch)

@@ -184,3 +184,69 @@ def info_nce_loss(student_emb: Tensor, teacher_emb: Tensor, tau: float) -> Tenso
     :math:`-\frac{1}{B}\sum_i \log \frac{\exp(s_i\cdot t_i/\tau)}{\sum_j \exp(s_i\cdot t_j/\tau)}`."""
     logits = contrastive_logits(student_emb, teacher_emb, tau)
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+
+# ---------------------------------------------------------------- beyond one teacher
+
+def ensemble_weights(teacher_logits: Tensor, weighting: str = "mean") -> Tensor:
+    r"""Per-sample weights (K, B) of K teachers, summing to 1 over the teachers.
+
+    ``"mean"``: :math:`w_k = 1/K` (Hinton et al. 2015 distil an ensemble through its
+    averaged predictions). ``"confidence"``: a softmax over the teachers of their negative
+    entropy at T = 1, :math:`w_k(x) = e^{-H(p_k(x))} / \sum_j e^{-H(p_j(x))}` with
+    :math:`p_k = \mathrm{softmax}(z_k)`: on each image, the surer teacher counts more.
+    (You et al. 2017, "Learning from Multiple Teacher Networks" (KDD), average the teachers'
+    soft targets; per-sample confidence weights follow the later multi-teacher work.)
+    """
+    K = teacher_logits.shape[0]
+    if weighting == "mean":
+        return torch.full(teacher_logits.shape[:2], 1.0 / K, dtype=teacher_logits.dtype, device=teacher_logits.device)
+    if weighting == "confidence":
+        log_p = F.log_softmax(teacher_logits, dim=-1)
+        entropy = -(log_p.exp() * log_p).sum(-1)  # (K, B)
+        return F.softmax(-entropy, dim=0)
+    raise ValueError(f"weighting must be 'mean' or 'confidence', got {weighting!r}")
+
+
+def ensemble_soft_targets(teacher_logits: Tensor, temperature: float, weighting: str = "mean") -> Tensor:
+    r"""The blended soft targets (B, C) of K teachers whose logits are stacked as (K, B, C):
+
+    .. math:: \bar p^{(T)}(x) = \sum_{k=1}^{K} w_k(x)\,\mathrm{softmax}(z_k(x)/T)
+
+    with the weights of :func:`ensemble_weights` (Hinton et al. 2015; You et al. 2017).
+    Probabilities are blended, not logits: the result is a proper distribution.
+    """
+    w = ensemble_weights(teacher_logits, weighting)
+    return (w.unsqueeze(-1) * softmax_t(teacher_logits, temperature)).sum(0)
+
+
+def ensemble_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float, weighting: str = "mean") -> Tensor:
+    r"""Multi-teacher KD: :math:`T^2\,\mathrm{KL}(\bar p^{(T)} \,\|\, \mathrm{softmax}(s/T))`, batch-averaged,
+    with :math:`\bar p^{(T)}` from :func:`ensemble_soft_targets` (``teacher_logits``: (K, B, C))."""
+    p = ensemble_soft_targets(teacher_logits, temperature, weighting)
+    log_p_s = log_softmax_t(student_logits, temperature)
+    kl = (p * (torch.log(p.clamp_min(1e-30)) - log_p_s)).sum(-1).mean()
+    return kl * temperature**2
+
+
+def mutual_learning_loss(student_logits: Tensor, peer_logits: list[Tensor], target: Tensor,
+                         labelled: Tensor | None = None, weight: float = 1.0) -> Tensor:
+    r"""Deep Mutual Learning (Zhang, Xiang, Hospedales & Lu 2018, CVPR), for student k:
+
+    .. math:: \mathcal{L}_k = \mathrm{CE}(y, p_k) + \frac{\lambda}{K-1}\sum_{l \ne k} \mathrm{KL}(p_l \,\|\, p_k)
+
+    with :math:`p = \mathrm{softmax}(z)` (T = 1, as in the paper) and :math:`\lambda` = ``weight``
+    (1 in the paper). CE covers the ``labelled`` samples only (all when None); the KL, all of
+    them. Pass the peers' logits detached: each student mimics the others, not the reverse.
+    """
+    if labelled is None or labelled.all():
+        ce = F.cross_entropy(student_logits, target)
+    elif labelled.any():
+        ce = F.cross_entropy(student_logits[labelled], target[labelled])
+    else:
+        ce = student_logits.sum() * 0.0
+    if not peer_logits:
+        return ce
+    log_p = F.log_softmax(student_logits, dim=-1)
+    kl = sum(F.kl_div(log_p, F.log_softmax(z, dim=-1), reduction="batchmean", log_target=True) for z in peer_logits)
+    return ce + weight * kl / len(peer_logits)

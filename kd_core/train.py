@@ -60,6 +60,8 @@ class Teacher:
     train_seconds: float
     from_cache: bool
     _profile: dict | None = None
+    members: list | None = None  # an ensemble's teachers: [{"arch", "seed", "test_accuracy", ...}]
+    info: dict | None = None  # an ensemble's own facts (weighting, temperature, accuracy at T = 1)
 
     def profile(self, in_shape) -> dict:
         """Parameters, FLOPs and CPU latency, measured once per teacher."""
@@ -238,7 +240,12 @@ class Trainer:
         self.method = cfg.method_obj
         self.params = cfg.method_params()
         self.device = device or models.pick_device()
+        if self.method.pipeline is not None:
+            raise ConfigError(f"method '{self.method.name}' chains several runs or trains without a teacher; "
+                              "run it with train.distil() or train.method_events()")
         self.ds = data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
+        if teacher is None and self.method.make_teacher is not None:  # e.g. an ensemble of teachers
+            teacher = self.method.make_teacher(cfg, self.device, teacher_progress)
         self.teacher = teacher or get_teacher(cfg.dataset, cfg.teacher, cfg.teacher_epochs,
                                               train_subset=cfg.train_subset, progress=teacher_progress, device=self.device)
         torch.manual_seed(cfg.seed)
@@ -493,6 +500,11 @@ class Trainer:
         }
         if self.baseline is not None:
             result["baseline"] = block(self.baseline, "baseline") | {"arch": self.config.student}
+        if self.teacher.members:
+            result["teachers"] = [dict(m) for m in self.teacher.members]
+            accs = [m["test_accuracy"] for m in self.teacher.members]
+            result["ensemble"] = {**(self.teacher.info or {}), "test_accuracy": result["teacher"]["test_accuracy"],
+                                  "mean_member_accuracy": sum(accs) / len(accs), "best_member_accuracy": max(accs)}
         return result
 
 
@@ -512,6 +524,26 @@ def _masked_ce(logits: Tensor, y: Tensor, labelled: Tensor) -> Tensor:
     return F.cross_entropy(logits[labelled], y[labelled])
 
 
+def method_events(config: Config, teacher_progress=None):
+    """Events of any method: a Trainer's, or a chained / teacher-free method's pipeline
+    (kd_core/beyond.py), which ends with the same ``{"kind": "end", "result": ...}``."""
+    cfg = config.resolved().validate()
+    m = cfg.method_obj
+    if m.pipeline is not None:
+        return m.pipeline(cfg, teacher_progress=teacher_progress)
+    return Trainer(cfg, teacher_progress=teacher_progress).events()
+
+
 def distil(config: Config, on_event=None, teacher: Teacher | None = None) -> dict:
-    """Convenience: build a Trainer and run it to the end; returns the summary dict."""
-    return Trainer(config, teacher=teacher).run(on_event)
+    """Convenience: build a Trainer and run it to the end; returns the summary dict.
+    Methods that chain runs (born-again, TA) or train without a teacher (DML) run their
+    pipeline instead (``teacher`` then does not apply)."""
+    if config.method_obj.pipeline is None:
+        return Trainer(config, teacher=teacher).run(on_event)
+    result = None
+    for ev in method_events(config):
+        if on_event is not None:
+            on_event(ev)
+        if ev["kind"] == "end":
+            result = ev["result"]
+    return result
