@@ -78,17 +78,23 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=d.baseline,
                    help="also train the same student from scratch, side by side")
     p.add_argument("--train-subset", type=_int("train-subset"), default=None, help="keep only this many training images")
+    p.add_argument("--generations", type=_int("generations"), default=None, metavar="G",
+                   help="born-again: generations of students (same as --param generations=G)")
+    p.add_argument("--assistant", default="", metavar="ARCH",
+                   help="ta: the teacher assistant's architecture (default: an intermediate CNN)")
 
 
 def config_from_args(a) -> Config:
     params = {}
     for name, value in a.param:
         params[name] = value
+    if getattr(a, "generations", None) is not None:
+        params["generations"] = a.generations
     return Config(dataset=a.dataset, teacher=a.teacher, student=a.student, method=a.method,
                   temperature=a.temperature, alpha=a.alpha, params=params, pairs=list(a.pair),
                   epochs=a.epochs, teacher_epochs=a.teacher_epochs, lr=a.lr, batch_size=a.batch_size,
                   seed=a.seed, labeled_fraction=a.labeled_fraction, omit_class=a.omit_class,
-                  baseline=a.baseline, train_subset=a.train_subset)
+                  baseline=a.baseline, train_subset=a.train_subset, assistant=getattr(a, "assistant", "") or "")
 
 
 def _pct(v) -> str:
@@ -116,15 +122,67 @@ def results_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def beyond_table(result: dict) -> str:
+    """The extra rows of the methods beyond one teacher: ensemble members, generations,
+    the assistant chain, the mutual learners ('' for the other methods)."""
+    lines = []
+    if result.get("teachers"):
+        e = result["ensemble"]
+        lines.append(f"ensemble of {len(result['teachers'])} ({e['weighting']} blend at T={e['temperature']:g}): "
+                     f"{_pct(e['test_accuracy'])} (at T=1: {_pct(e['test_accuracy_at_T1'])}); "
+                     f"mean member {_pct(e['mean_member_accuracy'])}")
+        lines += [f"  teacher {m['arch']} seed {m['seed']}: {_pct(m['test_accuracy'])}" for m in result["teachers"]]
+    for g in result.get("generations") or []:
+        lines.append(f"generation {g['generation']} ({g['arch']}{', the teacher' if g['generation'] == 0 else ''}): "
+                     f"{_pct(g['test_accuracy'])}")
+    for c in result.get("chain") or []:
+        lines.append(f"{c['role']} ({c['arch']}): {_pct(c['test_accuracy'])}")
+    for k, s in enumerate(result.get("students") or []):
+        lines.append(f"mutual learner {k + 1} ({s['arch']}): {_pct(s['test_accuracy'])}")
+    return "\n".join(lines)
+
+
+def _train_pipeline(cfg: Config, a) -> int:
+    from tqdm import tqdm
+
+    from . import train
+
+    pbar = None
+    for ev in train.method_events(cfg):
+        if ev["kind"] == "start" and "total_steps" in ev:
+            pbar = tqdm(total=ev["total_steps"], desc=f"{cfg.method} {ev.get('stage', '')}".strip(), file=sys.stderr, unit="step")
+        elif ev["kind"] == "step" and pbar is not None:
+            pbar.update(1)
+        elif ev["kind"] == "epoch" and pbar is not None:
+            pbar.set_postfix({"student": f"{ev['student_acc']:.3f}"})
+        elif ev["kind"] in ("stage_end", "end") and pbar is not None:
+            pbar.close()
+            pbar = None
+        if ev["kind"] == "end" and ev["status"] != "finished":
+            print(f"run {ev['status']}: {ev['message']}", file=sys.stderr)
+    result = ev["result"]
+    print(results_table(result))
+    print(beyond_table(result))
+    if a.json:
+        out = {k: v for k, v in result.items() if k != "step_losses"}
+        paths.atomic_write_text(a.json, json.dumps(out, indent=1))
+    return 0 if result["status"] != "diverged" else 3
+
+
 def cmd_train(a) -> int:
     from tqdm import tqdm
 
     from . import train
 
     cfg = config_from_args(a).resolved().validate()
+    if cfg.method_obj.pipeline is not None:
+        return _train_pipeline(cfg, a)
     bar = {"teacher": None}
 
     def teacher_progress(epoch, epochs, acc):
+        if bar["teacher"] is not None and epoch == 1:  # the next teacher of an ensemble
+            bar["teacher"].close()
+            bar["teacher"] = None
         if bar["teacher"] is None:
             bar["teacher"] = tqdm(total=epochs, desc=f"teacher {cfg.teacher}", file=sys.stderr, unit="epoch")
         bar["teacher"].set_postfix(acc=f"{acc:.3f}")
@@ -152,6 +210,8 @@ def cmd_train(a) -> int:
                 print(f"run {ev['status']}: {ev['message']}", file=sys.stderr)
     result = trainer.result
     print(results_table(result))
+    if result.get("teachers"):
+        print(beyond_table(result))
     if a.json:
         out = {k: v for k, v in result.items() if k != "step_losses"}
         paths.atomic_write_text(a.json, json.dumps(out, indent=1))
@@ -161,7 +221,7 @@ def cmd_train(a) -> int:
 def cmd_methods(a) -> int:
     from . import methods
 
-    for m in methods.METHODS.values():
+    for m in methods.all_methods().values():
         ps = ", ".join(f"{p.name}={p.default:g}" for p in m.params)
         print(f"{m.name:12s} {m.title}" + (f"  [{ps}]" if ps else ""))
     return 0

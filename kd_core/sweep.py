@@ -70,7 +70,9 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
         s = result["student"]
         out.update(status=result["status"], message=result["message"], student_acc=s["test_accuracy"],
                    agreement=s.get("agreement"), ece=s.get("ece"),
-                   teacher_acc=result["teacher"]["test_accuracy"],
+                   # the single cached teacher (an ensemble's teacher 0; none for DML)
+                   teacher_acc=(result["teachers"][0]["test_accuracy"] if result.get("teachers")
+                                else (result.get("teacher") or {}).get("test_accuracy")),
                    history=[h["test_accuracy"] for h in s.get("history", [])])
     except KDError as e:
         out["message"] = str(e)
@@ -160,22 +162,24 @@ class Sweep:
         return cls(base, cells, configs, ref, "grid")._checked()
 
     @classmethod
-    def leaderboard(cls, base: Config, seeds=(0, 1, 2), methods=None, kd_on_all: bool = False) -> "Sweep":
+    def leaderboard(cls, base: Config, seeds=(0, 1, 2), methods=None, kd_on_all: bool = False,
+                    beyond: bool = False) -> "Sweep":
         """Every method (default: the whole registry, 'none' first as the scratch student) on
         ``base``'s teacher/student pair. Methods other than the logit ones train on CE plus their
         own term (alpha = 0), as in the CRD paper's Table 1; ``kd_on_all`` adds the KD term
-        (``base.alpha``) to every method instead."""
+        (``base.alpha``) to every method instead. ``beyond`` appends the methods beyond one
+        teacher (ensemble, born-again, TA, DML) to the default list; they use ``base.alpha``."""
         from . import methods as methods_mod
 
         base = base.resolved().validate()
-        names = list(methods or methods_mod.METHODS)
+        names = list(methods or (list(methods_mod.METHODS) + (list(methods_mod.BEYOND) if beyond else [])))
         for n in names:
             methods_mod.get(n)
         names.sort(key=lambda n: n != "none")
         cells, configs = [], []
         for n in names:
             m = methods_mod.get(n)
-            alpha = base.alpha if (m.family == "logits" or kd_on_all) else 0.0
+            alpha = base.alpha if (m.family in ("logits", "multi-teacher", "chain") or kd_on_all) else 0.0
             cell = {"method": n}
             cells.append(cell)
             configs.append([replace(base, method=n, alpha=alpha, params={}, pairs=[], baseline=False, seed=int(s))
@@ -218,8 +222,15 @@ class Sweep:
         """Train (or load) the teacher here, once, before any worker starts."""
         from . import train
 
+        from . import methods as methods_mod
+
         b = self.base
-        return train.get_teacher(b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress)
+        teacher = train.get_teacher(b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress)
+        for cfgs in self.configs:  # methods with several teachers (ensemble): all of them, once, here
+            m = methods_mod.get(cfgs[0].method)
+            if m.prepare is not None:
+                m.prepare(cfgs[0], progress)
+        return teacher
 
     def results(self, backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
                 stop: threading.Event | None = None, teacher_progress=None):
@@ -486,7 +497,9 @@ def _text_table(rows: list[list[str]]) -> str:
 # ---------------------------------------------------------------- leaderboard
 
 LEADERBOARD_NAMES = {"none": "Student (scratch)", "kd": "KD", "dkd": "DKD", "fitnets": "FitNets", "at": "AT",
-                     "sp": "SP", "rkd": "RKD", "pkt": "PKT", "contrastive": "Contrastive", "crd": "CRD"}
+                     "sp": "SP", "rkd": "RKD", "pkt": "PKT", "contrastive": "Contrastive", "crd": "CRD",
+                     "ensemble": "Ensemble KD", "born-again": "Born-again (teacher-sized, last gen.)", "ta": "TA KD",
+                     "dml": "DML (student 1)"}
 
 
 def leaderboard_dir() -> Path:
@@ -546,11 +559,11 @@ def leaderboard_csv(res: SweepResult, path=None) -> str:
 
 def leaderboard(dataset: str = "mnist-mini", seeds=(0, 1, 2), methods=None, base: Config | None = None,
                 backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
-                kd_on_all: bool = False, csv_path=None, on_result=None, teacher_progress=None):
+                kd_on_all: bool = False, csv_path=None, on_result=None, teacher_progress=None, beyond: bool = False):
     """Train every registered method (and the scratch student) with each seed; returns
     (SweepResult, text table, path of the CSV saved under ``<home>/leaderboards``)."""
     base = replace(base or Config(), dataset=dataset)
-    sw = Sweep.leaderboard(base, seeds=seeds, methods=methods, kd_on_all=kd_on_all)
+    sw = Sweep.leaderboard(base, seeds=seeds, methods=methods, kd_on_all=kd_on_all, beyond=beyond)
     res = sw.run(backend=backend, n_jobs=n_jobs, address=address, on_result=on_result, teacher_progress=teacher_progress)
     saved = leaderboard_dir() / f"{dataset}.csv"
     text = leaderboard_csv(res, saved)
@@ -709,6 +722,9 @@ def add_subcommands(sub, add_run_args, config_from_args) -> None:
     add_run_args(lb)
     lb.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="seeds per method (default: 0,1,2)")
     lb.add_argument("--methods", default="", metavar="M1,M2", help="only these methods (default: the whole registry)")
+    lb.add_argument("--beyond", action="store_true",
+                    help="also the methods beyond one teacher: ensemble, born-again, ta, dml (slower: several "
+                         "teachers or chained runs)")
     lb.add_argument("--kd-on-all", action="store_true",
                     help="add the KD term (--alpha) to every method; by default feature, relational and contrastive "
                          "methods train on CE plus their own loss, as in the CRD paper's Table 1")
@@ -788,11 +804,12 @@ def cmd_leaderboard(a, config_from_args) -> int:
     base = config_from_args(a)
     seeds = parse_list(a.seeds, int, "--seeds")
     methods = parse_list(a.methods, str, "--methods") if a.methods else None
-    sw = Sweep.leaderboard(base.resolved(), seeds=seeds, methods=methods, kd_on_all=a.kd_on_all)  # refuse bad values first
+    sw = Sweep.leaderboard(base.resolved(), seeds=seeds, methods=methods, kd_on_all=a.kd_on_all,
+                           beyond=a.beyond)  # refuse bad values first
     teacher_progress, on_result = _bars(sw.total, f"leaderboard ({len(sw.cells)} methods x {len(seeds)} seeds)")
     res, text, saved = leaderboard(base.dataset, seeds=seeds, methods=methods, base=base, backend=a.backend,
                                    n_jobs=a.n_jobs, address=a.address, kd_on_all=a.kd_on_all, csv_path=a.csv or None,
-                                   on_result=on_result, teacher_progress=teacher_progress)
+                                   on_result=on_result, teacher_progress=teacher_progress, beyond=a.beyond)
     print(text)
     print(f"wrote {saved}" + (f" and {a.csv}" if a.csv else ""))
     return 0 if not res.errors() else 3
