@@ -115,6 +115,28 @@ def remember(*keys: str) -> None:
             st.session_state[f"_keep_{key}"] = st.session_state[key]
 
 
+_SETTING = (bool, int, float, str, type(None))
+
+
+def keep_all(prefix: str) -> None:
+    """``keep`` for every setting ``remember_all(prefix)`` saved (the Lab's controls are
+    many and named per method and dataset)."""
+    ss = st.session_state
+    for k in [k for k in ss if k.startswith("_keep_" + prefix)]:
+        key = k[len("_keep_"):]
+        if key not in ss:
+            ss[key] = ss[k]
+
+
+def remember_all(prefix: str, skip: tuple[str, ...] = ()) -> None:
+    """``remember`` every widget value under ``prefix`` that is a setting (a number, text,
+    flag or choice; not a button in ``skip``, not a chart's or table's selection)."""
+    ss = st.session_state
+    for key in [k for k in ss if isinstance(k, str) and k.startswith(prefix) and k not in skip]:
+        if isinstance(ss[key], _SETTING):
+            ss["_keep_" + key] = ss[key]
+
+
 @st.cache_resource(max_entries=16, show_spinner=False)
 def test_logits(teacher_key: str, _model: torch.nn.Module, dataset_name: str) -> np.ndarray:
     """The teacher's logits on the test set, computed once per teacher and shared."""

@@ -53,6 +53,7 @@ st.title("🧪 " + t("lab.title"))
 st.caption(t("lab.intro"))
 
 # a shared link (?method=dkd&temperature=2...) sets the controls on the first visit; bad values -> notices
+state.keep_all("lab_")  # the controls as they were before a visit to another page
 links.restore_lab(options={"lab_T": TEMPERATURES, "lab_lr": LEARNING_RATES, "lab_fraction": FRACTIONS,
                            "lab_batch": BATCHES}, limits={"lab_epochs": (1, 50), "lab_seed": (0, 10_000)},
                   no_class=NO_CLASS)
@@ -385,3 +386,4 @@ with output:
         draw_job()
 
 links.write_lab(cfg)  # the address bar always holds this set-up: copy it to share it
+state.remember_all("lab_", skip=("lab_train", "lab_stop"))

@@ -202,3 +202,23 @@ def test_the_lab_in_chinese():
     assert [tr["name"] for tr in per_class["data"]][0] == zh["roles.teacher"]
     no_raw_keys(at)
     assert at.query_params["lang"] == "zh"  # the language stays in the link
+
+
+def test_settings_survive_a_visit_to_another_page():
+    at = open_lab()
+    at.selectbox(key="lab_method").set_value("dkd").run()
+    at.number_input(key="lab_epochs").set_value(3).run()
+    at.select_slider(key="lab_T").set_value(2.0).run()
+    at.checkbox(key="lab_baseline").uncheck().run()
+    nckd = at.get("number_input") + at.get("slider")
+    nckd = next(w for w in nckd if w.key == "lab_p_dkd_nckd_weight")
+    nckd.set_value(4.0).run()
+    at.switch_page("pages/soft_targets.py").run()
+    at.switch_page("pages/lab.py").run()
+    assert not at.exception
+    assert at.selectbox(key="lab_method").value == "dkd"
+    assert at.number_input(key="lab_epochs").value == 3
+    assert at.select_slider(key="lab_T").value == 2.0
+    assert at.checkbox(key="lab_baseline").value is False
+    assert next(w for w in at.get("number_input") + at.get("slider") if w.key == "lab_p_dkd_nckd_weight").value == 4.0
+    assert r"4\,\mathrm{NCKD}" in formula(at)  # the formula shows the restored weight
