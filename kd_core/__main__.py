@@ -175,6 +175,9 @@ def cmd_train(a) -> int:
     from . import train
 
     cfg = config_from_args(a).resolved().validate()
+    from . import data
+
+    train.check_batch_fits(cfg, data.load(cfg.dataset))  # before any teacher is trained
     if cfg.method_obj.pipeline is not None:
         return _train_pipeline(cfg, a)
     bar = {"teacher": None}

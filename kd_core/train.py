@@ -298,6 +298,7 @@ class Trainer:
     # ---------------------------------------------------------- data prep
     def _prepare(self):
         cfg, dev = self.config, self.device
+        check_batch_fits(cfg, self.ds)
         keep = torch.arange(len(self.ds.y_train))
         if cfg.omit_class is not None:
             keep = keep[self.ds.y_train != cfg.omit_class]
@@ -522,6 +523,17 @@ def _masked_ce(logits: Tensor, y: Tensor, labelled: Tensor) -> Tensor:
     if not labelled.any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits[labelled], y[labelled])
+
+
+def check_batch_fits(config: Config, ds) -> None:
+    """Refuse a batch larger than the student's transfer set (the training images, less an
+    omitted class): it would silently train one short step per epoch."""
+    y = ds.y_train
+    n = len(y) if config.omit_class is None else int((y != config.omit_class).sum())
+    if config.batch_size > n:
+        where = f"the {n:,} training images of {config.dataset}" + (
+            f" without class {config.omit_class}" if config.omit_class is not None else "")
+        raise ConfigError(f"batch_size {config.batch_size} is larger than {where}; choose at most {n}")
 
 
 def method_events(config: Config, teacher_progress=None):

@@ -11,7 +11,7 @@ import streamlit as st
 
 from kd_app import i18n, links, state
 from kd_app.i18n import t
-from kd_core import data, methods, models, viz
+from kd_core import data, methods, models, train, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
 
@@ -206,6 +206,7 @@ with controls:
     problem = None
     try:
         cfg.resolved().validate()
+        train.check_batch_fits(cfg, state.dataset(ds_name))
         if method.needs_features:  # refuse impossible layer pairings before training
             from kd_core.train import resolve_pairs
 

@@ -27,6 +27,8 @@ BAD = [
     (["--lr", "50"], "learning rate"),
     (["--epochs", "0"], "epochs must be in"),
     (["--batch-size", "0"], "batch_size must be in"),
+    (["--batch-size", "2000"], "batch_size 2000 is larger than the 1,437 training images of digits"),
+    (["--batch-size", "1400", "--omit-class", "3"], "larger than the 1,291 training images of digits without class 3"),
     (["--labeled-fraction", "0"], "labelled fraction"),
     (["--labeled-fraction", "1.2"], "labelled fraction"),
     (["--omit-class", "10"], "omit_class must be in [0, 9]"),
