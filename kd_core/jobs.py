@@ -34,6 +34,7 @@ class Job:
     step: int = 0
     total_steps: int = 0
     teacher_epoch: tuple[int, int] | None = None
+    stage: str = ""  # a chained method's current inner run ("generation 2", "assistant", ...)
     steps: list = field(default_factory=list)  # {"step", "epoch", "losses", "baseline_loss"}
     epochs: list = field(default_factory=list)  # epoch events
     result: dict | None = None
@@ -67,7 +68,7 @@ class Job:
         """A consistent copy of what a page draws."""
         with self._lock:
             return {"id": self.id, "status": self.status, "message": self.message, "step": self.step,
-                    "total_steps": self.total_steps, "teacher_epoch": self.teacher_epoch,
+                    "total_steps": self.total_steps, "teacher_epoch": self.teacher_epoch, "stage": self.stage,
                     "steps": list(self.steps), "epochs": list(self.epochs), "result": self.result,
                     "config": self.config}
 
@@ -84,22 +85,44 @@ class Job:
                 with self._lock:
                     self.teacher_epoch = (epoch, epochs)
 
-            trainer = train.Trainer(self.config, teacher_progress=teacher_progress)
-            self.trainer = trainer
-            if self._stop.is_set():
-                trainer.stop()
-            with self._lock:
-                self.status = "running"
-                self._run_started = time.time()
-            for ev in trainer.events():
+            # a chained or teacher-free method (born-again, TA, DML) runs its pipeline,
+            # whose inner runs' events carry their "stage"; the rest run one Trainer
+            pipeline = self.config.method_obj.pipeline is not None
+            if pipeline:
+                events = train.method_events(self.config, teacher_progress=teacher_progress)
+            else:
+                trainer = train.Trainer(self.config, teacher_progress=teacher_progress)
+                self.trainer = trainer
+                if self._stop.is_set():
+                    trainer.stop()
+                with self._lock:
+                    self.status = "running"
+                    self._run_started = time.time()
+                events = trainer.events()
+            for ev in events:
+                if pipeline and self._stop.is_set():
+                    events.close()
+                    with self._lock:
+                        self.status, self.message = "stopped", "stopped"
+                    break
                 with self._lock:
                     kind = ev["kind"]
+                    if pipeline:
+                        if self.status == "teacher":
+                            self.status, self._run_started = "running", time.time()
+                        self.stage = ev.get("stage", self.stage)
                     if kind == "start":
-                        self.total_steps = ev["total_steps"]
+                        if "total_steps" in ev:
+                            self.total_steps = ev["total_steps"]
                         self._run_started = time.time()
                     elif kind == "step":
+                        if pipeline and "total_steps" in ev:
+                            self.total_steps = ev["total_steps"]
                         self.step = ev["step"]
-                        self.steps.append({k: ev[k] for k in ("step", "epoch", "losses", "loss", "baseline_loss")})
+                        rec = {k: ev[k] for k in ("step", "epoch", "losses", "loss", "baseline_loss")}
+                        if "stage" in ev:
+                            rec["stage"] = ev["stage"]
+                        self.steps.append(rec)
                     elif kind == "epoch":
                         self.epochs.append({k: v for k, v in ev.items() if k != "kind"})
                     elif kind == "end":
