@@ -14,6 +14,7 @@ pages = [
     st.Page("pages/relations.py", title="Relations", icon="🕸️", url_path="relations"),
     st.Page("pages/contrastive.py", title="Contrastive", icon="🧲", url_path="contrastive"),
     st.Page("pages/compare.py", title="Compare & sweep", icon="📊", url_path="compare"),
+    st.Page("pages/beyond.py", title="Beyond one teacher", icon="👥", url_path="beyond"),
 ]
 nav = st.navigation(i18n.localise_pages(pages))
 chrome.sidebar()

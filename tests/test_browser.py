@@ -102,7 +102,8 @@ def _no_exception(page):
 
 
 PAGES = [("soft-targets", "Soft targets"), ("lab", "Distillation lab"), ("feature-maps", "Feature maps"),
-         ("relations", "Relations"), ("contrastive", "Contrastive"), ("compare", "Compare & sweep")]
+         ("relations", "Relations"), ("contrastive", "Contrastive"), ("compare", "Compare & sweep"),
+         ("beyond", "Beyond one teacher")]
 
 
 @pytest.mark.parametrize("path,title", PAGES)
