@@ -167,17 +167,18 @@ def test_ensemble_trains_end_to_end_and_reports_every_teacher(monkeypatch, kd_ho
 
 
 @pytest.mark.slow
-def test_ensemble_is_at_least_as_accurate_as_its_mean_member_on_mnist_mini():
-    """Three seeds of the preset teacher at the dataset's recipe (the first is the ordinary
-    cached teacher; the others take ~30 s each on a CPU the first time), and the preset
-    teacher alternated with an MLP: blending their probabilities, averaged or weighted by
-    confidence, is at least as accurate as the average teacher."""
-    for archs in (1, 2):
+def test_ensemble_is_at_least_as_accurate_as_its_mean_member():
+    """Two seeds of the preset teacher, and the preset teacher alternated with an MLP (three
+    teachers), at the dataset's recipe: blending their probabilities, averaged or weighted by
+    confidence, is at least as accurate as the average teacher. On digits, whose teachers
+    train in seconds (mnist-mini shows the same: members 98.2/98.3/98.0%, ensemble 98.3%;
+    with an MLP member 98.2/94.4/98.3%, ensemble 98.2% at T = 1 — measured, see the note)."""
+    for archs, k in ((1, 2), (2, 3)):
         for weighting in (0, 1):
-            t = beyond.ensemble_teacher(Config(dataset="mnist-mini", method="ensemble",
-                                               params={"weighting": weighting, "archs": archs}))
+            t = beyond.ensemble_teacher(Config(dataset="digits", method="ensemble",
+                                               params={"weighting": weighting, "archs": archs, "teachers": k}))
             accs = [m["test_accuracy"] for m in t.members]
-            assert len(accs) == 3
+            assert len(accs) == k and len({m["arch"] for m in t.members}) == archs
             assert t.test_accuracy >= sum(accs) / len(accs), (archs, weighting, t.test_accuracy, accs)
             assert t.info["test_accuracy_at_T1"] >= sum(accs) / len(accs), (archs, weighting, t.info, accs)
 
