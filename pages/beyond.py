@@ -103,21 +103,26 @@ ens_params = {"teachers": int(k), "archs": int(archs), "weighting": beyond.WEIGH
 ens_cfg = Config(dataset=ds_name, method="ensemble", temperature=T_ENSEMBLE, params=ens_params, train_subset=subset)
 
 
-def members_cached(cfg: Config) -> bool:
+def missing_members(cfg: Config) -> int:
     c = cfg.resolved()
-    for arch, seed in beyond.member_specs(c):
-        key = train.teacher_key(c.dataset, arch, c.teacher_epochs, seed=seed, train_subset=c.train_subset)
-        if key not in train._teachers and not (paths.subdir("teachers") / key / "weights.safetensors").exists():
-            return False
-    return True
+    return sum(1 for arch, seed in beyond.member_specs(c)
+               if not _cached(train.teacher_key(c.dataset, arch, c.teacher_epochs, seed=seed, train_subset=c.train_subset)))
+
+
+def _cached(key: str) -> bool:
+    return key in train._teachers or (paths.subdir("teachers") / key / "weights.safetensors").exists()
 
 
 def ensemble_teacher(cfg: Config):
-    """The ensemble, its members trained (with progress on this page) the first time."""
-    if members_cached(cfg):
+    """The ensemble, its members trained (with progress on this page) the first time — only
+    when asked: opening the page never starts minutes of training by itself."""
+    if missing_members(cfg) == 0:
         with st.spinner(t("beyond.ens.loading")):
             return beyond.ensemble_teacher(cfg)
     specs = beyond.member_specs(cfg)
+    st.info(t("beyond.ens.missing", n=missing_members(cfg), k=len(specs)))
+    if not st.button(t("beyond.ens.train_members"), key="by_train_members", type="primary"):
+        return None
     with st.status(t("beyond.ens.training", k=len(specs)), expanded=True) as box:
         bar = st.progress(0.0, text=t("beyond.ens.starting"))
 
@@ -132,7 +137,7 @@ def ensemble_teacher(cfg: Config):
 with right:
     try:
         teacher = ensemble_teacher(ens_cfg)
-        soft = beyond.image_soft_targets(ens_cfg, index, "test", temperature=T)
+        soft = beyond.image_soft_targets(ens_cfg, index, "test", temperature=T) if teacher is not None else None
     except KDError as e:
         st.error(t("beyond.ens.cannot", error=e))
         teacher = soft = None

@@ -31,6 +31,10 @@ def open_page(lang: str | None = None, **settings) -> AppTest:
     at.switch_page("pages/beyond.py")
     at.run()
     assert not at.exception, at.exception
+    missing = [b for b in at.button if b.key == "by_train_members"]
+    if missing:  # the members are trained when asked, as a user would
+        missing[0].click().run()
+        assert not at.exception, at.exception
     return at
 
 
@@ -133,3 +137,19 @@ def test_the_page_in_chinese():
     texts += [w.label for kind in ("slider", "radio", "number_input", "selectbox", "button") for w in getattr(at, kind)]
     assert not [x for x in texts if isinstance(x, str) and "beyond." in x]
     assert any(i18n.text("beyond.ens.header", "zh") in x for x in texts)
+
+
+def test_opening_the_page_trains_nothing_until_asked(monkeypatch):
+    from kd_core import train
+
+    monkeypatch.setattr(train, "train_teacher", lambda *a, **k: pytest.fail("the page trained a teacher by itself"))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["by_dataset"] = "digits"
+    at.session_state["by_k"] = 6  # seeds 2..5 of the digits teacher are in no cache
+    at.run()
+    at.switch_page("pages/beyond.py")
+    at.run()
+    assert not at.exception
+    assert any(b.key == "by_train_members" for b in at.button)
+    assert any(i18n.text("beyond.ens.train_members", "en") == b.label for b in at.button)
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("by_bars")]
