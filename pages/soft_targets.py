@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from kd_app import chrome, draw, i18n, state
+from kd_app import chrome, draw, i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, images, metrics, viz
 from kd_core.errors import KDError
@@ -161,6 +161,12 @@ def pick_random(counts: list[int]) -> None:
 st.title("🌡️ " + t("soft_targets.title"))
 st.caption(t("soft_targets.intro"))
 
+# the address bar holds the dataset, T and the two switches: a lecturer can share this view
+FIELDS = [links.choice("dataset", "st_dataset", list(data.DATASETS), DEFAULT_DATASET),
+          links.number("T", "st_T", DEFAULT_T, options=TEMPERATURES),
+          links.flag("log", "st_log", False),
+          links.flag("hide_diagonal", "st_hide_diag", False)]
+links.sync("soft-targets", FIELDS)
 keep("st_dataset", DEFAULT_DATASET)
 keep("st_T", DEFAULT_T)
 keep("st_log", False)

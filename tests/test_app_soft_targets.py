@@ -439,3 +439,29 @@ def test_a_refused_upload_is_explained_in_chinese():
     assert not at.exception
     assert at.error[0].value == i18n.text("soft_targets.own.refused", "zh", error=i18n.text(
         "soft_targets.own.errors.not_image", "zh", name="坏.png", formats="PNG, JPEG, GIF, BMP, WebP"))
+
+
+def test_a_shared_link_opens_the_same_view_and_bad_values_fall_back_with_a_notice():
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page("pages/soft_targets.py")  # the link opens this page directly
+    at.query_params["T"] = "10"
+    at.query_params["log"] = "true"
+    at.query_params["hide_diagonal"] = "yes"
+    at.run()
+    assert not at.exception
+    assert at.select_slider(key="st_T").value == 10.0
+    assert at.toggle(key="st_log").value is True and at.toggle(key="st_hide_diag").value is True
+    assert _current_bars(at, "10").sum() == pytest.approx(1.0, abs=1e-4)
+    # moving T writes it back to the address bar
+    at.select_slider(key="st_T").set_value(2.0).run()
+    assert at.query_params["T"] == ["2"] or at.query_params["T"] == "2"
+
+    bad = AppTest.from_file(APP, default_timeout=180)
+    bad.switch_page("pages/soft_targets.py")
+    bad.query_params["T"] = "hot"
+    bad.query_params["dataset"] = "imagenet"
+    bad.run()
+    assert not bad.exception
+    assert bad.select_slider(key="st_T").value == 4.0 and bad.selectbox(key="st_dataset").value == "mnist-mini"
+    warnings = " ".join(w.value for w in bad.warning)
+    assert "hot" in warnings and "imagenet" in warnings
