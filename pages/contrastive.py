@@ -24,7 +24,7 @@ import streamlit as st
 import torch
 import torch.nn.functional as F
 
-from kd_app import chrome, i18n, state
+from kd_app import chrome, i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, methods, models, relations, train, viz
 from kd_core.config import Config
@@ -105,6 +105,12 @@ if job is not None:
     run_cfg = trainer.config if trainer is not None else job.config.resolved()
 running = job is not None and not job.done
 
+# the address bar holds the view (dataset, batch, tau): a shared link shows the same matrices
+FIELDS = [links.choice("dataset", "ct_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET),
+          links.choice("n", "ct_n", list(range(N_MIN, N_MAX + 1, 4)), N_DEFAULT),
+          links.number("batch", "ct_seed", 0, 0, 10_000, integer=True),
+          links.number("tau", "ct_tau", 0.07, options=TAUS)]
+links.sync("contrastive", FIELDS)
 state.keep("ct_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
 state.keep("ct_n", N_DEFAULT)
 state.keep("ct_anchor", 0)

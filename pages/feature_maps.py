@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from kd_app import chrome, i18n, state
+from kd_app import chrome, i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, features, losses, methods, models, train, viz
 from kd_core.config import Config
@@ -102,6 +102,13 @@ if job is not None:
     run_cfg = trainer.config if trainer is not None else job.config.resolved()
 running = job is not None and not job.done
 
+# the address bar holds the view's settings: a shared link shows the same maps
+FIELDS = [links.choice("dataset", "fm_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET),
+          links.choice("channels", "fm_channels", CHANNELS, 16),
+          links.number("opacity", "fm_opacity", 0.6, 0.0, 1.0),
+          links.choice("measure", "fm_metric", list(METRICS), "cka"),
+          links.flag("all_layers", "fm_all_layers", False)]
+links.sync("feature-maps", FIELDS)
 state.keep("fm_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
 state.keep("fm_channels", 16)
 state.keep("fm_opacity", 0.6)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from kd_app import chrome, i18n, state
+from kd_app import chrome, i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, methods, models, relations, train, viz
 from kd_core.config import Config
@@ -104,6 +104,13 @@ if job is not None:
     run_cfg = trainer.config if trainer is not None else job.config.resolved()
 running = job is not None and not job.done
 
+# the address bar holds the view (dataset, batch, relation, map): a shared link shows the same matrices
+FIELDS = [links.choice("dataset", "rel_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET),
+          links.choice("n", "rel_n", list(range(N_MIN, N_MAX + 1, 4)), N_DEFAULT),
+          links.number("batch", "rel_seed", 0, 0, 10_000, integer=True),
+          links.choice("relation", "rel_kind", list(KINDS), "distance"),
+          links.choice("map", "rel_map", list(MAPS), "pca")]
+links.sync("relations", FIELDS)
 state.keep("rel_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
 state.keep("rel_n", N_DEFAULT)
 state.keep("rel_anchor", 0)

@@ -129,3 +129,26 @@ def test_number_fields_validate(raw, value, note):
         assert v == value and bool(n) == note
     assert links.choice("d", "k", [0, 1, 2], 0).parse("2") == (2, None)
     assert links.flag("f", "k", False).parse("yes") == (True, None)
+
+
+VIEW_LINKS = [
+    ("pages/relations.py", {"dataset": "digits", "n": "24", "batch": "7", "relation": "angle", "map": "tsne"},
+     {"rel_dataset": "digits", "rel_n": 24, "rel_seed": 7, "rel_kind": "angle", "rel_map": "tsne"}),
+    ("pages/contrastive.py", {"dataset": "digits", "n": "16", "batch": "3", "tau": "0.2"},
+     {"ct_dataset": "digits", "ct_n": 16, "ct_seed": 3, "ct_tau": 0.2}),
+    ("pages/feature_maps.py", {"dataset": "digits", "channels": "9", "opacity": "0.3", "measure": "attention",
+                               "all_layers": "true"},
+     {"fm_dataset": "digits", "fm_channels": 9, "fm_opacity": 0.3, "fm_metric": "attention", "fm_all_layers": True}),
+]
+
+
+@pytest.mark.parametrize("page,query,expected", VIEW_LINKS, ids=[p.split("/")[1] for p, _, _ in VIEW_LINKS])
+def test_the_view_pages_restore_a_link_and_write_it_back(page, query, expected):
+    at = open_page(page, query)
+    for key, value in expected.items():
+        assert at.session_state[key] == value, key
+    assert not at.warning  # nothing was refused
+    assert all(at.query_params[k] in (v, [v]) for k, v in query.items())  # the URL still holds the view
+    bad = open_page(page, {"dataset": "imagenet", "n" if "channels" not in query else "channels": "7"})
+    notices = " ".join(w.value for w in bad.warning)
+    assert "imagenet" in notices and "7" in notices
