@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import i18n, state
+from kd_app import i18n, links, state
 from kd_app.i18n import t
 from kd_core import beyond, data, methods, paths, train, viz
 from kd_core.config import Config
@@ -55,6 +55,20 @@ def random_image(n: int) -> None:
 st.title("👥 " + t("beyond.title"))
 st.caption(t("beyond.intro"))
 
+# the address bar holds the page's settings: a shared link opens the same ensemble and run set-up
+HALVES = [x / 2 for x in range(2, 41)]  # the T slider's values, 1.0 .. 20.0
+FIELDS = [links.choice("dataset", "by_dataset", list(data.DATASETS), DEFAULT_DATASET),
+          links.number("teachers", "by_k", 3, 1, 6, integer=True),
+          links.choice("archs", "by_archs", [1, 2], 1),
+          links.choice("weighting", "by_weighting", list(beyond.WEIGHTINGS), "mean"),
+          links.number("T", "by_T", 4.0, options=HALVES),
+          links.choice("method", "by_method", list(RUN_METHODS), "born-again"),
+          links.number("generations", "by_generations", 3, 0, 10, integer=True),
+          links.number("students", "by_students", 2, 2, 4, integer=True),
+          links.number("beta", "by_beta", 1.0, 0.0, 20.0),
+          links.number("epochs", "by_epochs", 3, 1, 50, integer=True),
+          links.number("labels", "by_frac", 0.1, options=[x / 100 for x in range(1, 101)])]
+links.sync("beyond", FIELDS)
 state.keep("by_dataset", DEFAULT_DATASET)
 if st.session_state.by_dataset not in data.DATASETS:
     st.session_state.by_dataset = DEFAULT_DATASET

@@ -139,6 +139,10 @@ VIEW_LINKS = [
     ("pages/feature_maps.py", {"dataset": "digits", "channels": "9", "opacity": "0.3", "measure": "attention",
                                "all_layers": "true"},
      {"fm_dataset": "digits", "fm_channels": 9, "fm_opacity": 0.3, "fm_metric": "attention", "fm_all_layers": True}),
+    ("pages/beyond.py", {"dataset": "digits", "teachers": "2", "weighting": "confidence", "T": "2.5", "method": "dml",
+                         "students": "3", "epochs": "1"},
+     {"by_dataset": "digits", "by_k": 2, "by_weighting": "confidence", "by_T": 2.5, "by_method": "dml",
+      "by_students": 3, "by_epochs": 1}),
 ]
 
 
@@ -149,6 +153,7 @@ def test_the_view_pages_restore_a_link_and_write_it_back(page, query, expected):
         assert at.session_state[key] == value, key
     assert not at.warning  # nothing was refused
     assert all(at.query_params[k] in (v, [v]) for k, v in query.items())  # the URL still holds the view
-    bad = open_page(page, {"dataset": "imagenet", "n" if "channels" not in query else "channels": "7"})
+    number = next(k for k in ("channels", "teachers", "n") if k in query)  # 7 is none of its values
+    bad = open_page(page, {"dataset": "imagenet", number: "7"})
     notices = " ".join(w.value for w in bad.warning)
     assert "imagenet" in notices and "7" in notices
