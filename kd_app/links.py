@@ -88,6 +88,26 @@ def choice(name: str, key: str, options: Sequence, default) -> Field:
     return Field(name, key, default, parse, str)
 
 
+def several(name: str, key: str, options: Sequence, default: list) -> Field:
+    """Several of ``options`` (a multiselect), comma-separated in the link ("1,2,4");
+    numbers are compared by value, so "4" matches 4.0."""
+    def value_of(raw: str):
+        if isinstance(options[0], (int, float)):
+            try:
+                return type(options[0])(float(raw))
+            except ValueError:
+                return None
+        return raw
+
+    def parse(raw: str):
+        values = [value_of(r.strip()) for r in raw.split(",") if r.strip()]
+        if not values or any(v not in options for v in values):
+            raise ValueError(t("links.not_a_choice", options=", ".join(_fmt_num(o) for o in options)))
+        return list(dict.fromkeys(values)), None
+
+    return Field(name, key, list(default), parse, lambda vs: ",".join(_fmt_num(v) for v in vs))
+
+
 def flag(name: str, key: str, default: bool) -> Field:
     def parse(raw: str):
         low = raw.strip().lower()

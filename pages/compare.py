@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import i18n, state
+from kd_app import i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, methods, runs, sweep, viz
 from kd_core.config import Config
@@ -366,6 +366,17 @@ with tab_runs:
 
 
 # ================================================================== sweep
+SWEEP_METHODS = [n for n, m in methods.METHODS.items() if m.uses_temperature or m.uses_alpha]
+# the address bar holds the sweep's set-up: a shared link opens the same grid, ready to start
+FIELDS = [links.choice("dataset", "cmp_sw_dataset", list(data.DATASETS), "mnist-mini"),
+          links.choice("method", "cmp_sw_method", SWEEP_METHODS, "kd"),
+          links.several("T", "cmp_sw_T", TEMPERATURES, [1.0, 2.0, 4.0, 8.0]),
+          links.several("alpha", "cmp_sw_alpha", ALPHAS, [0.5, 0.9]),
+          links.number("labels", "cmp_sw_fraction", 0.1, options=FRACTIONS),
+          links.number("seeds", "cmp_sw_seeds", 2, 1, 5, integer=True),
+          links.number("epochs", "cmp_sw_epochs", 2, 1, 20, integer=True),
+          links.flag("scratch", "cmp_sw_scratch", True)]
+links.sync("compare", FIELDS)
 state.keep("cmp_sw_dataset", "mnist-mini")
 state.keep("cmp_sw_method", "kd")
 state.keep("cmp_sw_T", [1.0, 2.0, 4.0, 8.0])
@@ -378,7 +389,6 @@ state.keep("cmp_sw_workers", os.cpu_count() or 1)
 if st.session_state.cmp_sw_dataset not in data.DATASETS:
     st.session_state.cmp_sw_dataset = "mnist-mini"
 
-SWEEP_METHODS = [n for n, m in methods.METHODS.items() if m.uses_temperature or m.uses_alpha]
 
 
 def sweep_job() -> sweep.SweepJob | None:

@@ -139,6 +139,10 @@ VIEW_LINKS = [
     ("pages/feature_maps.py", {"dataset": "digits", "channels": "9", "opacity": "0.3", "measure": "attention",
                                "all_layers": "true"},
      {"fm_dataset": "digits", "fm_channels": 9, "fm_opacity": 0.3, "fm_metric": "attention", "fm_all_layers": True}),
+    ("pages/compare.py", {"dataset": "digits", "method": "dkd", "T": "2,4", "alpha": "0.25,1", "labels": "0.5",
+                          "seeds": "1", "epochs": "3", "scratch": "false"},
+     {"cmp_sw_dataset": "digits", "cmp_sw_method": "dkd", "cmp_sw_T": [2.0, 4.0], "cmp_sw_alpha": [0.25, 1.0],
+      "cmp_sw_fraction": 0.5, "cmp_sw_seeds": 1, "cmp_sw_epochs": 3, "cmp_sw_scratch": False}),
     ("pages/beyond.py", {"dataset": "digits", "teachers": "2", "weighting": "confidence", "T": "2.5", "method": "dml",
                          "students": "3", "epochs": "1"},
      {"by_dataset": "digits", "by_k": 2, "by_weighting": "confidence", "by_T": 2.5, "by_method": "dml",
@@ -153,7 +157,16 @@ def test_the_view_pages_restore_a_link_and_write_it_back(page, query, expected):
         assert at.session_state[key] == value, key
     assert not at.warning  # nothing was refused
     assert all(at.query_params[k] in (v, [v]) for k, v in query.items())  # the URL still holds the view
-    number = next(k for k in ("channels", "teachers", "n") if k in query)  # 7 is none of its values
+    number = next(k for k in ("channels", "teachers", "n", "seeds") if k in query)  # 7 is none of its values
     bad = open_page(page, {"dataset": "imagenet", number: "7"})
     notices = " ".join(w.value for w in bad.warning)
     assert "imagenet" in notices and "7" in notices
+
+
+def test_several_values_parse_by_value_and_refuse_strangers():
+    f = links.several("T", "k", [1.0, 2.0, 4.0], [1.0])
+    assert f.parse("4,1,4") == ([4.0, 1.0], None)
+    assert f.fmt([2.0, 4.0]) == "2,4"
+    for raw in ("", "3", "2,x", ","):
+        with pytest.raises(ValueError):
+            f.parse(raw)
