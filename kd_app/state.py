@@ -248,3 +248,13 @@ def run_progress() -> None:
         st.progress(min(snap["step"] / total, 1.0),
                     text=t("lab.state.progress_training", step=snap["step"], total=total, done=len(snap["epochs"]),
                            epochs=snap["config"].epochs))
+
+
+def lab_run():
+    """(job, its resolved config, running?) of this session's Lab run, or (None, None, False):
+    what the Feature maps, Relations and Contrastive pages follow."""
+    job = lab_job()
+    if job is None:
+        return None, None, False
+    trainer = job.trainer
+    return job, (trainer.config if trainer is not None else job.config.resolved()), not job.done

@@ -98,12 +98,7 @@ def new_batch() -> None:
 st.title("🧲 " + t("contrastive.title"))
 st.caption(t("contrastive.intro"))
 
-job = state.lab_job()
-run_cfg: Config | None = None
-if job is not None:
-    trainer = job.trainer
-    run_cfg = trainer.config if trainer is not None else job.config.resolved()
-running = job is not None and not job.done
+job, run_cfg, running = state.lab_run()
 
 # the address bar holds the view (dataset, batch, tau): a shared link shows the same matrices
 FIELDS = [links.choice("dataset", "ct_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET),

@@ -95,12 +95,7 @@ def localise(fig):
 st.title("🗺️ " + t("feature_maps.title"))
 st.caption(t("feature_maps.intro"))
 
-job = state.lab_job()
-run_cfg: Config | None = None
-if job is not None:
-    trainer = job.trainer
-    run_cfg = trainer.config if trainer is not None else job.config.resolved()
-running = job is not None and not job.done
+job, run_cfg, running = state.lab_run()
 
 # the address bar holds the view's settings: a shared link shows the same maps
 FIELDS = [links.choice("dataset", "fm_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET),
