@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8501
 ADDRESS ?= localhost
 
-.PHONY: run test test-fast bench venv clean
+.PHONY: run test test-fast lint format bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,15 @@ test: venv
 test-fast: venv
 	@$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# ruff's lint and format check (settings in pyproject.toml); `make format` rewrites the tree
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 bench: venv
 	$(PY) -m kd_core bench

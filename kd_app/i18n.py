@@ -18,7 +18,7 @@ switches and a shared link opens in the same language.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import streamlit as st
@@ -42,7 +42,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalogue(lang: str) -> dict[str, str]:
     """The flattened catalogue of ``lang`` (``{"lesson.title": "..."}``), from its main file
     and its per-page files."""
@@ -57,7 +57,7 @@ def catalogue(lang: str) -> dict[str, str]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _figure_texts(lang: str) -> dict[str, str]:
     """English text -> this language, for the ``roles`` and ``axes`` sections and any
     ``figure`` section (top level, or a page's: ``relations.figure.*``)."""

@@ -23,9 +23,10 @@ same as the CLI's config and validated by the same rules.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import streamlit as st
 
@@ -242,7 +243,7 @@ def restore_lab(options: dict[str, Sequence], limits: dict[str, tuple[int, int]]
     ds = cfg.dataset
     teacher, student = models.preset(ds)
     choices = models.suggested_models(ds)
-    for role, arch, default in (("teacher", cfg.teacher, teacher), ("student", cfg.student, student)):
+    for role, arch, _default in (("teacher", cfg.teacher, teacher), ("student", cfg.student, student)):
         if arch and arch in choices:
             ss[f"lab_{role}_{ds}"] = arch
         elif arch:

@@ -65,8 +65,8 @@ _teacher_lock = threading.Lock()
 def teacher(dataset_name: str, arch: str = "", epochs: int = 0, train_subset: int | None = None) -> train.Teacher:
     """The cached teacher, trained on first use with a progress bar on this page
     (``train_subset``: on that many training images only, e.g. CIFAR-10 on a CPU)."""
-    from kd_core.config import TEACHER_EPOCHS
     from kd_core import models
+    from kd_core.config import TEACHER_EPOCHS
 
     arch = arch or models.preset(dataset_name)[0]
     epochs = epochs or TEACHER_EPOCHS.get(dataset_name, 10)

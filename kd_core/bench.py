@@ -532,7 +532,7 @@ def threads_comparison(ds: data_mod.Dataset, dataset: str, label: str, n: int, r
     keep = torch.get_num_threads()
     res = {1: {"kd": [], "floor": []}, 2: {"kd": [], "floor": []}}
     try:
-        for r in range(repeats):
+        for _r in range(repeats):
             for th in (1, 2):
                 torch.set_num_threads(th)
                 res[th]["kd"].append(kd.run(n))
@@ -727,7 +727,7 @@ def _time_ms(fn, args_list, repeats: int) -> dict:
     fn(args_list[0])  # warm-up
     times = []
     with _ForwardCounter() as fc:
-        for r in range(repeats):
+        for _r in range(repeats):
             for a in args_list:
                 t0 = time.perf_counter()
                 fn(a)
@@ -847,7 +847,7 @@ def redraws(s: Settings, device) -> dict:
                 "side by side, serialised",
         "module": ("kd_core.relations present but not used (API unknown to the bench)" if _optional("relations")
                    else "kd_core.relations absent: the equivalent computation from kd_core.losses")}
-    for k, v in out.items():
+    for _k, v in out.items():
         v["target_ms"] = REDRAW_TARGET_MS
         v["met"] = bool(v["median_ms"] < REDRAW_TARGET_MS)
     return out
@@ -1111,7 +1111,7 @@ def report(res: dict) -> str:
              f"  CPU: {env['cpu']}, {env['usable_cpus']} usable core(s) of {env['cpu_count']}, {env['memory_gb']} GB; "
              f"python {env['python']}; {env['platform']}",
              f"  load average at start {env['load_average_start']}, at end {env.get('load_average_end')}; git {env['git']}", ""]
-    for key, suite in res["training"].items():
+    for _key, suite in res["training"].items():
         lines.append(f"== {suite['dataset']}: teacher {suite['teacher']} -> student {suite['student']}, batch "
                      f"{suite['batch_size']}, {suite['transfer_set']} images, {suite['steps_per_measurement']} steps "
                      f"per measurement")
@@ -1220,7 +1220,6 @@ def _targets(res: dict) -> list[dict]:
                 "met": live["met"]})
     for k, v in res["redraw"].items():
         if "median_ms" in v:
-            fwd = v.get("samples_forwarded_per_call", 0)
             out.append({"target": f"redraw {k} < 100 ms", "measured": f"{v['median_ms']:.1f} ms (median)",
                         "met": v["met"]})
     st = res["redraw"].get("soft_target_slider_app")

@@ -38,7 +38,7 @@ class Config:
     assistant: str = ""  # method 'ta': the teacher assistant's architecture; empty: a preset
 
     # ------------------------------------------------------------ resolution
-    def resolved(self) -> "Config":
+    def resolved(self) -> Config:
         """A copy with presets filled in (teacher, student, teacher epochs)."""
         from . import models
 
@@ -69,7 +69,7 @@ class Config:
         return out
 
     # ------------------------------------------------------------ validation
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Raise ConfigError with one line saying what is wrong and what is allowed."""
         from . import data
 
@@ -109,7 +109,7 @@ class Config:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: dict) -> Config:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -123,7 +123,7 @@ class Config:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Config":
+    def from_json(cls, text: str) -> Config:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -149,7 +149,7 @@ class Config:
         return q
 
     @classmethod
-    def from_query(cls, query: dict) -> tuple["Config", list[str]]:
+    def from_query(cls, query: dict) -> tuple[Config, list[str]]:
         """Parse query parameters leniently: each bad value falls back to its default and
         adds a notice. Returns (config, notices)."""
         cfg = cls()

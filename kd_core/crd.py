@@ -271,7 +271,7 @@ def make_modules(shapes: list, params: dict) -> CRD:
                other_class=bool(params.get("other_class", 1)))
 
 
-def crd_terms(ctx: "StepContext") -> dict:
+def crd_terms(ctx: StepContext) -> dict:
     """The registry's ``terms``: ``beta * (L_NCE(student anchors) + L_NCE(teacher anchors))``.
     ``ctx.target`` (the label, or the teacher's prediction for an unlabelled image) gives
     each image's class for the other-class negatives."""

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from . import losses, methods, models, paths
 
-
 # ---------------------------------------------------------------- extracting features
 
 @torch.no_grad()

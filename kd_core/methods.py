@@ -14,10 +14,9 @@ adding one entry to ``METHODS``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

@@ -226,7 +226,7 @@ class FeatureTaps:
         self.outputs: dict[str, Tensor] = {}
         self._versions: dict[str, int] = {}
 
-    def __enter__(self) -> "FeatureTaps":
+    def __enter__(self) -> FeatureTaps:
         self.outputs.clear()
         self._versions.clear()
         for name, mod in zip(self.names, self._modules):

@@ -167,7 +167,7 @@ class Run:
         with torch.random.fork_rng(devices=[]):  # the weights are loaded next: leave torch's RNG as it was
             return method.make_modules(shapes, self.config.method_params())
 
-    def restore(self, teacher=None) -> "RestoredRun":
+    def restore(self, teacher=None) -> RestoredRun:
         """A Trainer-like object (``config``, ``student``, ``baseline``, ``modules``, ``teacher``,
         ``pairs``, ``result``, ``snapshot()``) so the app's pages can show this run as if it had
         just finished. The teacher comes from the teacher cache (trained again if it is gone)."""

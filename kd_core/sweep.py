@@ -58,9 +58,9 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
     try:
         if os.getpid() != task.get("parent_pid"):
             os.environ.update(task.get("env") or {})
-        from . import train
-
         import torch
+
+        from . import train
 
         train.set_threads()
         out["threads"] = torch.get_num_threads()
@@ -135,7 +135,7 @@ class Sweep:
     # ---------------------------------------------------------- constructors
     @classmethod
     def grid(cls, base: Config, temperatures, alphas, seeds=(0,), methods=None, fractions=None,
-             scratch: bool = False) -> "Sweep":
+             scratch: bool = False) -> Sweep:
         """T x alpha (x methods x labelled fractions), ``seeds`` per cell; ``scratch`` adds the
         student alone (method 'none') per fraction as a reference."""
         base = base.resolved().validate()
@@ -163,7 +163,7 @@ class Sweep:
 
     @classmethod
     def leaderboard(cls, base: Config, seeds=(0, 1, 2), methods=None, kd_on_all: bool = False,
-                    beyond: bool = False) -> "Sweep":
+                    beyond: bool = False) -> Sweep:
         """Every method (default: the whole registry, 'none' first as the scratch student) on
         ``base``'s teacher/student pair. Methods other than the logit ones train on CE plus their
         own term (alpha = 0), as in the CRD paper's Table 1; ``kd_on_all`` adds the KD term
@@ -186,7 +186,7 @@ class Sweep:
                             for s in seeds])
         return cls(base, cells, configs, [False] * len(cells), "leaderboard")._checked()
 
-    def _checked(self) -> "Sweep":
+    def _checked(self) -> Sweep:
         if not self.configs or not self.configs[0]:
             raise ConfigError("a sweep needs at least one cell and one seed")
         if self.total > MAX_TASKS:
@@ -220,9 +220,8 @@ class Sweep:
     # ---------------------------------------------------------- running
     def prepare_teacher(self, progress=None):
         """Train (or load) the teacher here, once, before any worker starts."""
-        from . import train
-
         from . import methods as methods_mod
+        from . import train
 
         b = self.base
         teacher = train.get_teacher(b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress)
@@ -258,7 +257,7 @@ class Sweep:
         yield from runner(tasks, min(n_jobs, len(tasks)), address, blob, stop)
 
     def run(self, backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
-            on_result=None, stop: threading.Event | None = None, teacher_progress=None) -> "SweepResult":
+            on_result=None, stop: threading.Event | None = None, teacher_progress=None) -> SweepResult:
         res = SweepResult(self)
         for r in self.results(backend, n_jobs, address, stop, teacher_progress):
             res.add(r)
@@ -604,7 +603,7 @@ class SweepJob:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kd-sweep", daemon=True)
 
-    def start(self) -> "SweepJob":
+    def start(self) -> SweepJob:
         self._thread.start()
         return self
 

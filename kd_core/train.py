@@ -150,7 +150,7 @@ def get_teacher(dataset: str, arch: str | None = None, epochs: int | None = None
             except Exception as e:  # corrupted cache: rebuild, with a notice
                 import warnings
 
-                warnings.warn(f"teacher cache {folder} was unreadable ({type(e).__name__}); retraining the teacher")
+                warnings.warn(f"teacher cache {folder} was unreadable ({type(e).__name__}); retraining the teacher", stacklevel=2)
                 model = None
         if model is None:
             t0 = time.perf_counter()

@@ -140,7 +140,7 @@ def test_after_an_at_run_the_distilled_student_is_closer_to_the_teacher(at_run):
     assert set(bars) == {"scratch student", "distilled student"}
     trained = "★ stage2 ↔ stage2"
     assert trained in bars["distilled student"]
-    for pair, d in bars["distilled student"].items():
+    for _pair, d in bars["distilled student"].items():
         assert 0 < d <= 1 + 1e-9
     assert bars["distilled student"][trained] > bars["scratch student"][trained] + 0.02
     assert sum(bars["distilled student"][p] > bars["scratch student"][p] for p in bars["scratch student"]) >= 3

@@ -4,11 +4,10 @@ with live values, a real background run polled to its results, Stop, and bad com
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-
-from pathlib import Path
 
 from kd_app import i18n
 

@@ -84,7 +84,7 @@ def test_every_key_used_in_the_source_exists():
 def test_formatted_texts_format(lang):
     """Every text with placeholders formats with dummy values (no stray braces)."""
     cat = i18n.catalogue(lang)
-    for key, text in cat.items():
+    for _key, text in cat.items():
         names = _placeholders(text)
         if names:
             text.format(**{n: 1 for n in names})

@@ -16,7 +16,6 @@ import time
 import urllib.request
 
 import pytest
-
 from test_browser import ARGS, CHROMIUM, _open, _require_browser, server  # noqa: F401 (fixture)
 
 SESSIONS = int(os.environ.get("KD_LOAD_SESSIONS", "20"))

@@ -8,6 +8,7 @@ import torch
 
 from kd_core import losses
 
+
 @pytest.fixture(autouse=True)
 def _float64_and_seed():
     """Double precision so the comparisons with the by-hand sums are tight; restored after."""

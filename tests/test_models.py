@@ -66,7 +66,7 @@ def test_teacher_is_clearly_bigger_than_student(dataset):
 
 
 def test_suggested_models_put_presets_first_and_all_build():
-    for ds, shape in SHAPES.items():
+    for ds, _shape in SHAPES.items():
         names = models.suggested_models(ds)
         assert names[:2] == list(models.preset(ds))
         assert len(names) == len(set(names)) and 4 <= len(names) <= 10
