@@ -33,6 +33,6 @@ def _home() -> str:
 
 
 def teacher_caption(t_) -> str:
-    return (t("chrome.teacher_caption", arch=t_.arch, dataset=t_.dataset, epochs=t_.epochs,
-              acc=100 * t_.test_accuracy)
-            + (t("chrome.from_cache") if t_.from_cache else ""))
+    return t(
+        "chrome.teacher_caption", arch=t_.arch, dataset=t_.dataset, epochs=t_.epochs, acc=100 * t_.test_accuracy
+    ) + (t("chrome.from_cache") if t_.from_cache else "")

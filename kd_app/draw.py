@@ -20,5 +20,6 @@ _component = components.declare_component("kd_draw_canvas", path=str(_FRONTEND))
 def canvas(*, key: str, size: int = 336, stroke: int = 0, clear_label: str = "Clear", hint: str = "") -> str | None:
     """The drawing as a ``data:image/png;base64,...`` URL, or None when the canvas is blank.
     ``stroke`` is the pen's width in px (0: a twelfth of ``size``, like an MNIST stroke)."""
-    return _component(size=size, stroke=stroke or round(size / 12), clear_label=clear_label, hint=hint,
-                      key=key, default=None)
+    return _component(
+        size=size, stroke=stroke or round(size / 12), clear_label=clear_label, hint=hint, key=key, default=None
+    )

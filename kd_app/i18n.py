@@ -154,8 +154,14 @@ def language_selector() -> str:
     st.session_state["_kd_lang_checked"] = True
     if KEY not in st.session_state or st.session_state[KEY] not in LANGUAGES:
         st.session_state[KEY] = lang()
-    choice = st.radio(t("sidebar.language"), list(LANGUAGES), key=KEY, horizontal=True,
-                      format_func=LANGUAGES.get, help=t("sidebar.language_help"))
+    choice = st.radio(
+        t("sidebar.language"),
+        list(LANGUAGES),
+        key=KEY,
+        horizontal=True,
+        format_func=LANGUAGES.get,
+        help=t("sidebar.language_help"),
+    )
     if first and bad is not None and bad not in LANGUAGES:
         st.warning(t("sidebar.bad_language", value=bad, default=LANGUAGES[DEFAULT]))
     want = None if choice == DEFAULT else choice

@@ -53,8 +53,15 @@ def _fmt_num(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def number(name: str, key: str, default: float | int, low: float | None = None, high: float | None = None,
-           integer: bool = False, options: Sequence[float] | None = None) -> Field:
+def number(
+    name: str,
+    key: str,
+    default: float | int,
+    low: float | None = None,
+    high: float | None = None,
+    integer: bool = False,
+    options: Sequence[float] | None = None,
+) -> Field:
     """A number in [low, high]; with ``options`` (a select_slider's values), a value in
     their range snaps to the nearest one (with a notice)."""
     if options is not None:
@@ -92,6 +99,7 @@ def choice(name: str, key: str, options: Sequence, default) -> Field:
 def several(name: str, key: str, options: Sequence, default: list) -> Field:
     """Several of ``options`` (a multiselect), comma-separated in the link ("1,2,4");
     numbers are compared by value, so "4" matches 4.0."""
+
     def value_of(raw: str):
         if isinstance(options[0], (int, float)):
             try:
@@ -192,9 +200,18 @@ def _query() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ the Lab
-LAB_KEYS = {"dataset": "lab_dataset", "method": "lab_method", "temperature": "lab_T", "alpha": "lab_alpha",
-            "epochs": "lab_epochs", "lr": "lab_lr", "batch_size": "lab_batch", "labeled_fraction": "lab_fraction",
-            "seed": "lab_seed", "baseline": "lab_baseline"}
+LAB_KEYS = {
+    "dataset": "lab_dataset",
+    "method": "lab_method",
+    "temperature": "lab_T",
+    "alpha": "lab_alpha",
+    "epochs": "lab_epochs",
+    "lr": "lab_lr",
+    "batch_size": "lab_batch",
+    "labeled_fraction": "lab_fraction",
+    "seed": "lab_seed",
+    "baseline": "lab_baseline",
+}
 
 
 def _is_config_param(name: str) -> bool:
@@ -247,8 +264,9 @@ def restore_lab(options: dict[str, Sequence], limits: dict[str, tuple[int, int]]
         if arch and arch in choices:
             ss[f"lab_{role}_{ds}"] = arch
         elif arch:
-            notices.append(t("links.lab_notice", detail=t("links.not_offered", name=role, value=arch,
-                                                         options=", ".join(choices))))
+            notices.append(
+                t("links.lab_notice", detail=t("links.not_offered", name=role, value=arch, options=", ".join(choices)))
+            )
     method = methods.get(cfg.method)
     for p in method.params:
         if p.name in cfg.params:
@@ -274,8 +292,9 @@ def restore_lab(options: dict[str, Sequence], limits: dict[str, tuple[int, int]]
                 ss[f"lab_tl_{method.name}_{res.teacher}{suffix}"] = a
                 ss[f"lab_sl_{method.name}_{res.student}{suffix}"] = b
         except KDError as e:
-            notices.append(t("links.lab_notice", detail=t("links.ignored", name="pairs", value=",".join(cfg.pairs),
-                                                         reason=str(e))))
+            notices.append(
+                t("links.lab_notice", detail=t("links.ignored", name="pairs", value=",".join(cfg.pairs), reason=str(e)))
+            )
     show(notices)
     return notices
 

@@ -78,8 +78,11 @@ def teacher(dataset_name: str, arch: str = "", epochs: int = 0, train_subset: in
     if (paths.subdir("teachers") / key / "weights.safetensors").exists():
         with st.spinner(t("lab.state.loading_cached", arch=arch)):
             return train.get_teacher(dataset_name, arch, epochs, train_subset=train_subset)
-    label = (t("lab.state.training_teacher_subset", arch=arch, subset=train_subset, dataset=dataset_name)
-             if train_subset else t("lab.state.training_teacher", arch=arch, dataset=dataset_name))
+    label = (
+        t("lab.state.training_teacher_subset", arch=arch, subset=train_subset, dataset=dataset_name)
+        if train_subset
+        else t("lab.state.training_teacher", arch=arch, dataset=dataset_name)
+    )
     with st.status(label, expanded=True) as box:
         bar = st.progress(0.0, text=t("lab.state.starting"))
 
@@ -87,8 +90,11 @@ def teacher(dataset_name: str, arch: str = "", epochs: int = 0, train_subset: in
             bar.progress(epoch / total, text=t("lab.state.epoch", epoch=epoch, total=total, acc=100 * acc))
 
         trained = train.get_teacher(dataset_name, arch, epochs, train_subset=train_subset, progress=progress)
-        box.update(label=t("lab.state.teacher_ready", arch=arch, acc=100 * trained.test_accuracy), state="complete",
-                   expanded=False)
+        box.update(
+            label=t("lab.state.teacher_ready", arch=arch, acc=100 * trained.test_accuracy),
+            state="complete",
+            expanded=False,
+        )
     return trained
 
 
@@ -123,7 +129,7 @@ def keep_all(prefix: str) -> None:
     many and named per method and dataset)."""
     ss = st.session_state
     for k in [k for k in ss if k.startswith("_keep_" + prefix)]:
-        key = k[len("_keep_"):]
+        key = k[len("_keep_") :]
         if key not in ss:
             ss[key] = ss[k]
 
@@ -240,14 +246,22 @@ def run_progress() -> None:
     snap = j.snapshot()
     if snap["status"] in ("queued", "teacher"):
         te = snap["teacher_epoch"]
-        st.progress(te[0] / te[1] if te else 0.0,
-                    text=t("lab.state.progress_teacher", epoch=te[0], total=te[1]) if te
-                    else t("lab.state.progress_starting"))
+        st.progress(
+            te[0] / te[1] if te else 0.0,
+            text=t("lab.state.progress_teacher", epoch=te[0], total=te[1]) if te else t("lab.state.progress_starting"),
+        )
     else:
         total = snap["total_steps"] or 1
-        st.progress(min(snap["step"] / total, 1.0),
-                    text=t("lab.state.progress_training", step=snap["step"], total=total, done=len(snap["epochs"]),
-                           epochs=snap["config"].epochs))
+        st.progress(
+            min(snap["step"] / total, 1.0),
+            text=t(
+                "lab.state.progress_training",
+                step=snap["step"],
+                total=total,
+                done=len(snap["epochs"]),
+                epochs=snap["config"].epochs,
+            ),
+        )
 
 
 def lab_run():

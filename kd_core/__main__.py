@@ -33,6 +33,7 @@ def _float(name):
         if math.isnan(v) or math.isinf(v):
             raise argparse.ArgumentTypeError(f"{name} must be a finite number, got '{text}'")
         return v
+
     return parse
 
 
@@ -42,6 +43,7 @@ def _int(name):
             return int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a whole number, got '{text}'") from None
+
     return parse
 
 
@@ -61,27 +63,61 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="", help="teacher architecture (default: the dataset's preset)")
     p.add_argument("--student", default="", help="student architecture (default: the dataset's preset)")
     p.add_argument("--method", default=d.method, help="distillation method; see 'methods'")
-    p.add_argument("--temperature", "-T", type=_float("temperature"), default=d.temperature, help="softmax temperature T > 0")
+    p.add_argument(
+        "--temperature", "-T", type=_float("temperature"), default=d.temperature, help="softmax temperature T > 0"
+    )
     p.add_argument("--alpha", type=_float("alpha"), default=d.alpha, help="weight of the KD term in [0, 1]")
-    p.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
-                   help="a method's own hyper-parameter (repeatable)")
-    p.add_argument("--pair", action="append", default=[], metavar="T_LAYER:S_LAYER",
-                   help="teacher:student layer pair for feature methods (repeatable)")
+    p.add_argument(
+        "--param",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a method's own hyper-parameter (repeatable)",
+    )
+    p.add_argument(
+        "--pair",
+        action="append",
+        default=[],
+        metavar="T_LAYER:S_LAYER",
+        help="teacher:student layer pair for feature methods (repeatable)",
+    )
     p.add_argument("--epochs", type=_int("epochs"), default=d.epochs)
     p.add_argument("--teacher-epochs", type=_int("teacher-epochs"), default=0, help="0: the dataset's recipe")
     p.add_argument("--lr", type=_float("lr"), default=d.lr, help="learning rate (Adam)")
     p.add_argument("--batch-size", type=_int("batch-size"), default=d.batch_size)
     p.add_argument("--seed", type=_int("seed"), default=d.seed)
-    p.add_argument("--labeled-fraction", type=_float("labeled-fraction"), default=d.labeled_fraction,
-                   help="fraction of the transfer set whose labels the student sees, in (0, 1]")
-    p.add_argument("--omit-class", type=_int("omit-class"), default=None, help="remove this class from the student's data")
-    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=d.baseline,
-                   help="also train the same student from scratch, side by side")
-    p.add_argument("--train-subset", type=_int("train-subset"), default=None, help="keep only this many training images")
-    p.add_argument("--generations", type=_int("generations"), default=None, metavar="G",
-                   help="born-again: generations of students (same as --param generations=G)")
-    p.add_argument("--assistant", default="", metavar="ARCH",
-                   help="ta: the teacher assistant's architecture (default: an intermediate CNN)")
+    p.add_argument(
+        "--labeled-fraction",
+        type=_float("labeled-fraction"),
+        default=d.labeled_fraction,
+        help="fraction of the transfer set whose labels the student sees, in (0, 1]",
+    )
+    p.add_argument(
+        "--omit-class", type=_int("omit-class"), default=None, help="remove this class from the student's data"
+    )
+    p.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=d.baseline,
+        help="also train the same student from scratch, side by side",
+    )
+    p.add_argument(
+        "--train-subset", type=_int("train-subset"), default=None, help="keep only this many training images"
+    )
+    p.add_argument(
+        "--generations",
+        type=_int("generations"),
+        default=None,
+        metavar="G",
+        help="born-again: generations of students (same as --param generations=G)",
+    )
+    p.add_argument(
+        "--assistant",
+        default="",
+        metavar="ARCH",
+        help="ta: the teacher assistant's architecture (default: an intermediate CNN)",
+    )
 
 
 def config_from_args(a) -> Config:
@@ -90,11 +126,26 @@ def config_from_args(a) -> Config:
         params[name] = value
     if getattr(a, "generations", None) is not None:
         params["generations"] = a.generations
-    return Config(dataset=a.dataset, teacher=a.teacher, student=a.student, method=a.method,
-                  temperature=a.temperature, alpha=a.alpha, params=params, pairs=list(a.pair),
-                  epochs=a.epochs, teacher_epochs=a.teacher_epochs, lr=a.lr, batch_size=a.batch_size,
-                  seed=a.seed, labeled_fraction=a.labeled_fraction, omit_class=a.omit_class,
-                  baseline=a.baseline, train_subset=a.train_subset, assistant=getattr(a, "assistant", "") or "")
+    return Config(
+        dataset=a.dataset,
+        teacher=a.teacher,
+        student=a.student,
+        method=a.method,
+        temperature=a.temperature,
+        alpha=a.alpha,
+        params=params,
+        pairs=list(a.pair),
+        epochs=a.epochs,
+        teacher_epochs=a.teacher_epochs,
+        lr=a.lr,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        labeled_fraction=a.labeled_fraction,
+        omit_class=a.omit_class,
+        baseline=a.baseline,
+        train_subset=a.train_subset,
+        assistant=getattr(a, "assistant", "") or "",
+    )
 
 
 def _pct(v) -> str:
@@ -107,9 +158,18 @@ def results_table(result: dict) -> str:
         r = result.get(role)
         if r is None:
             continue
-        rows.append((role if role != "baseline" else "scratch", r["arch"], _pct(r["test_accuracy"]),
-                     _pct(r.get("agreement")) if role != "teacher" else "—", f"{r['ece']:.3f}",
-                     f"{r['params']:,}", f"{r['flops'] / 1e6:.2f}", f"{r['latency_ms']:.3f}"))
+        rows.append(
+            (
+                role if role != "baseline" else "scratch",
+                r["arch"],
+                _pct(r["test_accuracy"]),
+                _pct(r.get("agreement")) if role != "teacher" else "—",
+                f"{r['ece']:.3f}",
+                f"{r['params']:,}",
+                f"{r['flops'] / 1e6:.2f}",
+                f"{r['latency_ms']:.3f}",
+            )
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     cfg = result["config"]
@@ -128,13 +188,17 @@ def beyond_table(result: dict) -> str:
     lines = []
     if result.get("teachers"):
         e = result["ensemble"]
-        lines.append(f"ensemble of {len(result['teachers'])} ({e['weighting']} blend at T={e['temperature']:g}): "
-                     f"{_pct(e['test_accuracy'])} (at T=1: {_pct(e['test_accuracy_at_T1'])}); "
-                     f"mean member {_pct(e['mean_member_accuracy'])}")
+        lines.append(
+            f"ensemble of {len(result['teachers'])} ({e['weighting']} blend at T={e['temperature']:g}): "
+            f"{_pct(e['test_accuracy'])} (at T=1: {_pct(e['test_accuracy_at_T1'])}); "
+            f"mean member {_pct(e['mean_member_accuracy'])}"
+        )
         lines += [f"  teacher {m['arch']} seed {m['seed']}: {_pct(m['test_accuracy'])}" for m in result["teachers"]]
     for g in result.get("generations") or []:
-        lines.append(f"generation {g['generation']} ({g['arch']}{', the teacher' if g['generation'] == 0 else ''}): "
-                     f"{_pct(g['test_accuracy'])}")
+        lines.append(
+            f"generation {g['generation']} ({g['arch']}{', the teacher' if g['generation'] == 0 else ''}): "
+            f"{_pct(g['test_accuracy'])}"
+        )
     for c in result.get("chain") or []:
         lines.append(f"{c['role']} ({c['arch']}): {_pct(c['test_accuracy'])}")
     for k, s in enumerate(result.get("students") or []):
@@ -150,7 +214,12 @@ def _train_pipeline(cfg: Config, a) -> int:
     pbar = None
     for ev in train.method_events(cfg):
         if ev["kind"] == "start" and "total_steps" in ev:
-            pbar = tqdm(total=ev["total_steps"], desc=f"{cfg.method} {ev.get('stage', '')}".strip(), file=sys.stderr, unit="step")
+            pbar = tqdm(
+                total=ev["total_steps"],
+                desc=f"{cfg.method} {ev.get('stage', '')}".strip(),
+                file=sys.stderr,
+                unit="step",
+            )
         elif ev["kind"] == "step" and pbar is not None:
             pbar.update(1)
         elif ev["kind"] == "epoch" and pbar is not None:
@@ -194,12 +263,17 @@ def cmd_train(a) -> int:
     trainer = train.Trainer(cfg, teacher_progress=teacher_progress)
     if bar["teacher"] is not None:
         bar["teacher"].close()
-    print(f"teacher {trainer.teacher.arch}: test accuracy {_pct(trainer.teacher.test_accuracy)}"
-          f" ({'cached' if trainer.teacher.from_cache else 'trained now'})", file=sys.stderr)
+    print(
+        f"teacher {trainer.teacher.arch}: test accuracy {_pct(trainer.teacher.test_accuracy)}"
+        f" ({'cached' if trainer.teacher.from_cache else 'trained now'})",
+        file=sys.stderr,
+    )
     pbar = None
     for ev in trainer.events():
         if ev["kind"] == "start":
-            pbar = tqdm(total=ev["total_steps"], desc=f"{cfg.method} student {cfg.student}", file=sys.stderr, unit="step")
+            pbar = tqdm(
+                total=ev["total_steps"], desc=f"{cfg.method} student {cfg.student}", file=sys.stderr, unit="step"
+            )
         elif ev["kind"] == "step":
             pbar.update(1)
         elif ev["kind"] == "epoch":
@@ -251,13 +325,23 @@ def main(argv=None) -> int:
     from . import sweep as sweep_mod  # `sweep` and `leaderboard` (their commands live in kd_core/sweep.py)
 
     sweep_mod.add_subcommands(sub, _add_run_args, config_from_args)
-    b = sub.add_parser("bench", help="measure the engine against the student alone and the conventional loop "
-                                     "(see PERFORMANCE.md)")
+    b = sub.add_parser(
+        "bench", help="measure the engine against the student alone and the conventional loop (see PERFORMANCE.md)"
+    )
     b.add_argument("--quick", action="store_true", help="a few steps of 2-3 methods: checks that it works (tests)")
-    b.add_argument("--json", metavar="FILE", default="artifacts/bench.json",
-                   help="write the results as JSON (default: artifacts/bench.json; '' for none)")
-    b.add_argument("--repeats", type=_int("repeats"), default=None, metavar="N",
-                   help="interleaved rounds per measurement (default: 3; quick: 1)")
+    b.add_argument(
+        "--json",
+        metavar="FILE",
+        default="artifacts/bench.json",
+        help="write the results as JSON (default: artifacts/bench.json; '' for none)",
+    )
+    b.add_argument(
+        "--repeats",
+        type=_int("repeats"),
+        default=None,
+        metavar="N",
+        help="interleaved rounds per measurement (default: 3; quick: 1)",
+    )
     b.add_argument("--methods", default="", metavar="A,B", help="only these methods (default: the whole registry)")
     b.set_defaults(func=cmd_bench)
     a = parser.parse_args(argv)

@@ -59,8 +59,15 @@ REDRAW_TARGET_MS = 100.0
 
 SOFT_T = [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]  # the page's slider
 T_GRID = np.geomspace(0.1, 20.0, 81)  # the page's entropy curve
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 
 
 @dataclass(frozen=True)
@@ -85,15 +92,43 @@ class Settings:
 
 def settings(quick: bool = False, repeats: int | None = None) -> Settings:
     if quick:
-        return Settings(quick=True, repeats=repeats or 1, mnist_subset=640, mnist_steps=3, cifar_train=128,
-                        cifar_test=64, cifar_steps=2, per_step_variants=False, threads=False, live_rounds=1,
-                        live_epochs=2, live_subset=640, live_polls=(0.5,), live_switch_interval=None,
-                        redraw_repeats=3, app=False)
+        return Settings(
+            quick=True,
+            repeats=repeats or 1,
+            mnist_subset=640,
+            mnist_steps=3,
+            cifar_train=128,
+            cifar_test=64,
+            cifar_steps=2,
+            per_step_variants=False,
+            threads=False,
+            live_rounds=1,
+            live_epochs=2,
+            live_subset=640,
+            live_polls=(0.5,),
+            live_switch_interval=None,
+            redraw_repeats=3,
+            app=False,
+        )
     # many short interleaved rounds: each ratio pairs measurements a second or two apart
-    return Settings(quick=False, repeats=repeats or 9, mnist_subset=None, mnist_steps=21, cifar_train=1024,
-                    cifar_test=512, cifar_steps=2, per_step_variants=True, threads=True, live_rounds=2,
-                    live_epochs=5, live_subset=None, live_polls=(1.0, 0.5), live_switch_interval=0.001,
-                    redraw_repeats=15, app=True)
+    return Settings(
+        quick=False,
+        repeats=repeats or 9,
+        mnist_subset=None,
+        mnist_steps=21,
+        cifar_train=1024,
+        cifar_test=512,
+        cifar_steps=2,
+        per_step_variants=True,
+        threads=True,
+        live_rounds=2,
+        live_epochs=5,
+        live_subset=None,
+        live_polls=(1.0, 0.5),
+        live_switch_interval=0.001,
+        redraw_repeats=15,
+        app=True,
+    )
 
 
 def log(msg: str) -> None:
@@ -119,6 +154,7 @@ def _sync(device) -> None:
 
 # ---------------------------------------------------------------- the machine
 
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -131,10 +167,16 @@ def _cpu_model() -> str:
 
 def _git() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head + (" (with uncommitted changes)" if dirty else "") if head else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -165,6 +207,7 @@ def environment(device) -> dict:
 
 
 # ---------------------------------------------------------------- teachers and data
+
 
 def random_teacher(dataset: str, arch: str, in_shape, num_classes: int, device, key: str = "bench") -> train.Teacher:
     """A frozen teacher with random weights: it costs what a trained one costs."""
@@ -199,8 +242,9 @@ def cifar_shaped(n_train: int, n_test: int, seed: int = 0) -> data_mod.Dataset:
     y = torch.randint(0, info.num_classes, (n_train,), generator=g)
     xt = torch.randn(n_test, *info.in_shape, generator=g)
     yt = torch.randint(0, info.num_classes, (n_test,), generator=g)
-    return data_mod.Dataset("cifar10", x, y, xt, yt, [f"class {i}" for i in range(info.num_classes)],
-                            (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    return data_mod.Dataset(
+        "cifar10", x, y, xt, yt, [f"class {i}" for i in range(info.num_classes)], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    )
 
 
 @contextlib.contextmanager
@@ -239,12 +283,14 @@ def feature_budget(nbytes: int | None):
 
 # ---------------------------------------------------------------- steppers: run n steps, return seconds
 
+
 class EngineStepper:
     """The real ``Trainer.events()`` advanced n steps at a time. Only the calls that return a
     step are timed; the end-of-epoch evaluation (and snapshot) is timed apart."""
 
-    def __init__(self, cfg: Config, teacher: train.Teacher, device, ds=None, budget: int | None = None,
-                 warmup: int = 2):
+    def __init__(
+        self, cfg: Config, teacher: train.Teacher, device, ds=None, budget: int | None = None, warmup: int = 2
+    ):
         with dataset_override(ds):
             self.trainer = train.Trainer(cfg, teacher=teacher, device=device)
         self.device = device
@@ -319,8 +365,9 @@ class ConventionalStepper:
     over the dataset, the teacher's forward pass in every step, the KD loss, and the loss
     read back for logging."""
 
-    def __init__(self, cfg: Config, teacher: torch.nn.Module, x, y, in_shape, num_classes: int, device,
-                 warmup: int = 2):
+    def __init__(
+        self, cfg: Config, teacher: torch.nn.Module, x, y, in_shape, num_classes: int, device, warmup: int = 2
+    ):
         from torch.utils.data import DataLoader, TensorDataset
 
         cfg = cfg.resolved()
@@ -329,8 +376,12 @@ class ConventionalStepper:
         self.teacher = teacher.eval()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, foreach=True)  # as the engine's
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=10**6)
-        self.loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=cfg.batch_size, shuffle=True,
-                                 generator=torch.Generator().manual_seed(cfg.seed))
+        self.loader = DataLoader(
+            TensorDataset(x.cpu(), y.cpu()),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
         self.it = iter(self.loader)
         self.cfg, self.device = cfg, device
         self.run(warmup)
@@ -363,6 +414,7 @@ class ConventionalStepper:
 
 # ---------------------------------------------------------------- training throughput
 
+
 def pick_methods(names: list[str] | None, quick: bool) -> list[str]:
     """Methods to measure: ``names`` (checked), else the whole registry (quick: 2-3 of them)."""
     registry = list(methods.METHODS)
@@ -384,12 +436,23 @@ def pick_methods(names: list[str] | None, quick: bool) -> list[str]:
 def _bench_config(dataset: str, method: str, epochs: int, subset: int | None = None) -> Config:
     # every label visible: the student's CE is over the whole batch, as in the floor and the
     # conventional loop; no scratch baseline beside it (the floor is measured apart)
-    return Config(dataset=dataset, method=method, baseline=False, labeled_fraction=1.0, epochs=epochs,
-                  train_subset=subset)
+    return Config(
+        dataset=dataset, method=method, baseline=False, labeled_fraction=1.0, epochs=epochs, train_subset=subset
+    )
 
 
-def training_suite(label: str, dataset: str, ds: data_mod.Dataset, method_names: list[str], n_steps: int | None,
-                   repeats: int, device, per_step_variants: bool, synthetic: bool, subset: int | None = None) -> dict:
+def training_suite(
+    label: str,
+    dataset: str,
+    ds: data_mod.Dataset,
+    method_names: list[str],
+    n_steps: int | None,
+    repeats: int,
+    device,
+    per_step_variants: bool,
+    synthetic: bool,
+    subset: int | None = None,
+) -> dict:
     """Interleaved throughput of every method, the floor and the conventional loop on one dataset."""
     base = Config(dataset=dataset, train_subset=subset).resolved()
     teacher = random_teacher(dataset, base.teacher, ds.in_shape, ds.num_classes, device)
@@ -423,16 +486,21 @@ def training_suite(label: str, dataset: str, ds: data_mod.Dataset, method_names:
         if per_step_variants and st.trainer.pairs and st.cached_features:
             key = f"{name} (teacher per step)"
             try:
-                st2 = EngineStepper(_bench_config(dataset, name, epochs, subset), teacher, device, ds=override,
-                                    budget=-1)
+                st2 = EngineStepper(
+                    _bench_config(dataset, name, epochs, subset), teacher, device, ds=override, budget=-1
+                )
                 variants[key] = dict(row, method=name, teacher_features="per step", setup_s=st2.setup_s)
                 steppers[key] = st2
             except Exception as e:
                 errors[key] = f"{type(e).__name__}: {e}"
     try:
         conv = ConventionalStepper(base, teacher.model, ds.x_train, ds.y_train, ds.in_shape, ds.num_classes, device)
-        variants["conventional"] = {"method": "kd", "family": "logits", "teacher_features": None,
-                                    "what": "DataLoader + teacher forward every step + KD loss"}
+        variants["conventional"] = {
+            "method": "kd",
+            "family": "logits",
+            "teacher_features": None,
+            "what": "DataLoader + teacher forward every step + KD loss",
+        }
         steppers["conventional"] = conv
     except Exception as e:
         errors["conventional"] = f"{type(e).__name__}: {e}"
@@ -460,16 +528,18 @@ def training_suite(label: str, dataset: str, ds: data_mod.Dataset, method_names:
         ratios = [t / f for t, f in ts]
         t_med = _median([t for t, _ in ts])
         row = dict(row)
-        row.update({
-            "samples_per_s": n * samples_per_step / t_med,
-            "step_ms": 1000 * t_med / n,
-            "epoch_s": steps_per_epoch * t_med / n,
-            "ratio": _median(ratios),
-            "ratio_q1": _quartiles(ratios)[0],
-            "ratio_q3": _quartiles(ratios)[1],
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-        })
+        row.update(
+            {
+                "samples_per_s": n * samples_per_step / t_med,
+                "step_ms": 1000 * t_med / n,
+                "epoch_s": steps_per_epoch * t_med / n,
+                "ratio": _median(ratios),
+                "ratio_q1": _quartiles(ratios)[0],
+                "ratio_q3": _quartiles(ratios)[1],
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+            }
+        )
         st = steppers[key]
         if isinstance(st, EngineStepper) and st.eval_s:
             row["eval_s"] = _median(st.eval_s)
@@ -490,8 +560,11 @@ def training_suite(label: str, dataset: str, ds: data_mod.Dataset, method_names:
         "steps_per_epoch": steps_per_epoch,
         "steps_per_measurement": n,
         "rounds": repeats,
-        "floor": {"samples_per_s": n * samples_per_step / floor_med, "step_ms": 1000 * floor_med / n,
-                  "epoch_s": steps_per_epoch * floor_med / n},
+        "floor": {
+            "samples_per_s": n * samples_per_step / floor_med,
+            "step_ms": 1000 * floor_med / n,
+            "epoch_s": steps_per_epoch * floor_med / n,
+        },
         "methods": {k: v for k, v in out_rows.items() if k in method_names},
         "per_step": {k: v for k, v in out_rows.items() if k.endswith("(teacher per step)")},
         "errors": errors,
@@ -540,8 +613,12 @@ def threads_comparison(ds: data_mod.Dataset, dataset: str, label: str, n: int, r
     finally:
         torch.set_num_threads(keep)
         kd.close()
-    out = {"dataset": label, "steps": n, "rounds": repeats,
-           "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+    out = {
+        "dataset": label,
+        "steps": n,
+        "rounds": repeats,
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
     for th in (1, 2):
         out[f"threads_{th}"] = {k: 1000 * _median(v) / n for k, v in res[th].items()}  # ms per step
     out["kd_2_over_1"] = _median([b / a for a, b in zip(res[1]["kd"], res[2]["kd"])])
@@ -572,6 +649,7 @@ def softmax_micro(repeats: int = 2000) -> dict:
 
 # ---------------------------------------------------------------- the live app
 
+
 def render_lab(job, snap: dict) -> int:
     """What the Lab page's live fragment draws from a job's snapshot (pages/lab.py draw_job),
     serialised as Streamlit sends a Plotly figure. Returns the bytes."""
@@ -579,8 +657,10 @@ def render_lab(job, snap: dict) -> int:
     epochs = snap["epochs"]
     teacher_acc = epochs[0]["teacher_acc"] if epochs else None
     job.eta_seconds()
-    figs = [viz.accuracy_curves(epochs, teacher_acc, cfg.epochs, "Test accuracy per epoch"),
-            viz.loss_curves(snap["steps"], "Loss terms per step")]
+    figs = [
+        viz.accuracy_curves(epochs, teacher_acc, cfg.epochs, "Test accuracy per epoch"),
+        viz.loss_curves(snap["steps"], "Loss terms per step"),
+    ]
     if epochs:
         figs.append(viz.agreement_curves(epochs, cfg.epochs, "Agreement with the teacher"))
     return sum(len(f.to_json()) for f in figs)
@@ -638,8 +718,7 @@ def live_app(s: Settings, device) -> dict:
 
     def headless_run():
         epochs = []
-        res = train.Trainer(cfg, device=device).run(
-            lambda ev: epochs.append(ev) if ev["kind"] == "epoch" else None)
+        res = train.Trainer(cfg, device=device).run(lambda ev: epochs.append(ev) if ev["kind"] == "epoch" else None)
         return dict(res, epoch_events=epochs)
 
     with registered_teacher(teacher, key):
@@ -665,21 +744,37 @@ def live_app(s: Settings, device) -> dict:
         e = r["epoch_events"]
         return (e[-1]["step"] - e[0]["step"]) / (e[-1]["elapsed"] - e[0]["elapsed"])
 
-    out = {"config": {"dataset": rc.dataset, "method": rc.method, "epochs": rc.epochs, "baseline": rc.baseline,
-                      "labeled_fraction": rc.labeled_fraction, "train_subset": rc.train_subset},
-           "rounds": s.live_rounds, "headless": {"wall_s": _median([wall(r) for r in headless]),
-                                                 "steps_per_s": _median([loop(r) for r in headless]),
-                                                 "samples_per_s": _median([sps(r) for r in headless])}}
+    out = {
+        "config": {
+            "dataset": rc.dataset,
+            "method": rc.method,
+            "epochs": rc.epochs,
+            "baseline": rc.baseline,
+            "labeled_fraction": rc.labeled_fraction,
+            "train_subset": rc.train_subset,
+        },
+        "rounds": s.live_rounds,
+        "headless": {
+            "wall_s": _median([wall(r) for r in headless]),
+            "steps_per_s": _median([loop(r) for r in headless]),
+            "samples_per_s": _median([sps(r) for r in headless]),
+        },
+    }
     for k, interval, switch in variants:
         ps = pairs[k]
-        out[k] = {"interval_s": interval, "switch_interval_s": switch or sys.getswitchinterval(),
-                  "wall_s": _median([wall(j) for j, _, _ in ps]), "steps_per_s": _median([loop(j) for j, _, _ in ps]),
-                  "samples_per_s": _median([sps(j) for j, _, _ in ps]),
-                  "cost": _median([1 - 2 * loop(j) / (loop(a) + loop(b)) for j, a, b in ps]),
-                  "cost_wall": _median([2 * wall(j) / (wall(a) + wall(b)) - 1 for j, a, b in ps]),
-                  "cost_throughput": _median([1 - 2 * sps(j) / (sps(a) + sps(b)) for j, a, b in ps]),
-                  "render_ms_median": 1000 * _median(renders[k]), "render_ms_max": 1000 * max(renders[k], default=0),
-                  "polls": len(renders[k])}
+        out[k] = {
+            "interval_s": interval,
+            "switch_interval_s": switch or sys.getswitchinterval(),
+            "wall_s": _median([wall(j) for j, _, _ in ps]),
+            "steps_per_s": _median([loop(j) for j, _, _ in ps]),
+            "samples_per_s": _median([sps(j) for j, _, _ in ps]),
+            "cost": _median([1 - 2 * loop(j) / (loop(a) + loop(b)) for j, a, b in ps]),
+            "cost_wall": _median([2 * wall(j) / (wall(a) + wall(b)) - 1 for j, a, b in ps]),
+            "cost_throughput": _median([1 - 2 * sps(j) / (sps(a) + sps(b)) for j, a, b in ps]),
+            "render_ms_median": 1000 * _median(renders[k]),
+            "render_ms_max": 1000 * max(renders[k], default=0),
+            "polls": len(renders[k]),
+        }
     page = out.get("poll_1s") or out[variants[0][0]]  # the Lab page's fragment redraws every second
     out["cost"] = page["cost"]
     out["target"] = LIVE_COST_TARGET
@@ -688,6 +783,7 @@ def live_app(s: Settings, device) -> dict:
 
 
 # ---------------------------------------------------------------- redraws
+
 
 def _np_log_softmax(z, T):
     s = np.asarray(z, dtype=np.float64) / T
@@ -716,6 +812,7 @@ class _ForwardCounter:
         def hook(module, args, output):
             if hasattr(module, "arch") and args and isinstance(args[0], torch.Tensor):
                 self.samples += int(args[0].shape[0])
+
         self._h = torch.nn.modules.module.register_module_forward_hook(hook)
         return self
 
@@ -732,8 +829,12 @@ def _time_ms(fn, args_list, repeats: int) -> dict:
                 t0 = time.perf_counter()
                 fn(a)
                 times.append(time.perf_counter() - t0)
-    return {"median_ms": 1000 * _median(times), "max_ms": 1000 * max(times), "calls": len(times),
-            "samples_forwarded_per_call": fc.samples / len(times)}
+    return {
+        "median_ms": 1000 * _median(times),
+        "max_ms": 1000 * max(times),
+        "calls": len(times),
+        "samples_forwarded_per_call": fc.samples / len(times),
+    }
 
 
 def redraws(s: Settings, device) -> dict:
@@ -754,18 +855,25 @@ def redraws(s: Settings, device) -> dict:
     def soft_targets(T):
         z = logits[i]
         p1, pT = _np_softmax(z, 1.0), _np_softmax(z, T)
-        f1 = viz.prob_bars({"teacher at T = 1 (plain softmax)": p1, f"teacher at T = {T:g}": pT}, classes,
-                           title="Teacher's probabilities for this image", highlight=int(y[i]))
+        f1 = viz.prob_bars(
+            {"teacher at T = 1 (plain softmax)": p1, f"teacher at T = {T:g}": pT},
+            classes,
+            title="Teacher's probabilities for this image",
+            highlight=int(y[i]),
+        )
         ent = {"teacher": _entropy_bits(_np_softmax(z[None, :], T_GRID[:, None]))}
         f2 = viz.entropy_curve(T_GRID, ent, T, max_entropy=math.log2(K), title="Entropy of softmax(z / T)")
         p = _np_softmax(logits, T)
         matrix = np.stack([p[y == c].mean(axis=0) for c in range(K)])
-        f3 = viz.heatmap(matrix, classes, classes, title=f"Average soft targets per true class, T = {T:g}", zmin=0, zmax=1)
+        f3 = viz.heatmap(
+            matrix, classes, classes, title=f"Average soft targets per true class, T = {T:g}", zmin=0, zmax=1
+        )
         return sum(len(f.to_json()) for f in (f1, f2, f3))
 
     out["soft_target_slider"] = _time_ms(soft_targets, SOFT_T, s.redraw_repeats) | {
         "what": "softmax at T of the cached test logits, probability bars, entropy curve and dark-knowledge "
-                "heatmap (kd_core.viz), each serialised with fig.to_json()"}
+        "heatmap (kd_core.viz), each serialised with fig.to_json()"
+    }
 
     t_stage, s_stage = models.default_pair(teacher, student, ds.in_shape, "spatial")
     torch.manual_seed(1)
@@ -819,34 +927,52 @@ def redraws(s: Settings, device) -> dict:
             raise ImportError("kd_core.features is absent")
         out["feature_map"] = _time_ms(feature_map, images, s.redraw_repeats) | {
             "what": f"one channel-grid figure: a test image through the frozen teacher ({t_stage}), its 16 "
-                    "strongest channels (features.extract/channel_grid, viz.feature_grid), serialised"}
+            "strongest channels (features.extract/channel_grid, viz.feature_grid), serialised"
+        }
         out["feature_maps_page"] = _time_ms(feature_maps_page, images, s.redraw_repeats) | {
             "what": "everything the Feature maps page redraws on a slider move: teacher, scratch and distilled "
-                    "student each give a channel grid, an attention overlay and a prediction (6 figures)"}
+            "student each give a channel grid, an attention overlay and a prediction (6 figures)"
+        }
     except Exception as e:  # the page's API moved on: time the equivalent computation
         out["feature_map"] = _time_ms(feature_map_fallback, images, s.redraw_repeats) | {
             "what": f"equivalent computation (kd_core.features unusable: {type(e).__name__}: {e}): a test image "
-                    f"through the teacher, 16 channels of {t_stage} as one heatmap"}
+            f"through the teacher, 16 channels of {t_stage} as one heatmap"
+        }
 
     N = 64
 
     def relations(offset):
         xb = ds.x_test[offset : offset + N]
-        with torch.no_grad(), models.FeatureTaps(teacher, ["embed"]) as tt, models.FeatureTaps(student, ["embed"]) as ss:
+        with (
+            torch.no_grad(),
+            models.FeatureTaps(teacher, ["embed"]) as tt,
+            models.FeatureTaps(student, ["embed"]) as ss,
+        ):
             teacher(xb)
             student(xb)
         figs = []
         for name, e in (("teacher", tt["embed"]), ("student", ss["embed"])):
-            figs.append(viz.heatmap(losses.normalised_distances(e).numpy(), list(range(N)), list(range(N)),
-                                    title=f"{name}: normalised distances", text_fmt=None))
+            figs.append(
+                viz.heatmap(
+                    losses.normalised_distances(e).numpy(),
+                    list(range(N)),
+                    list(range(N)),
+                    title=f"{name}: normalised distances",
+                    text_fmt=None,
+                )
+            )
         return sum(len(fig.to_json()) for fig in figs)
 
     out["relations_n64"] = _time_ms(relations, [0, 64, 128], s.redraw_repeats) | {
         "what": "a relations figure at N = 64: 64 test images through the frozen teacher and student (embed "
-                "taps), RKD's normalised distance matrices (losses.normalised_distances), two 64x64 heatmaps "
-                "side by side, serialised",
-        "module": ("kd_core.relations present but not used (API unknown to the bench)" if _optional("relations")
-                   else "kd_core.relations absent: the equivalent computation from kd_core.losses")}
+        "taps), RKD's normalised distance matrices (losses.normalised_distances), two 64x64 heatmaps "
+        "side by side, serialised",
+        "module": (
+            "kd_core.relations present but not used (API unknown to the bench)"
+            if _optional("relations")
+            else "kd_core.relations absent: the equivalent computation from kd_core.losses"
+        ),
+    }
     for _k, v in out.items():
         v["target_ms"] = REDRAW_TARGET_MS
         v["met"] = bool(v["median_ms"] < REDRAW_TARGET_MS)
@@ -910,14 +1036,22 @@ print(json.dumps({"median_ms": 1000 * statistics.median(script_s), "max_ms": 100
 def soft_targets_apptest(repeats: int) -> dict:
     """Server time of a whole Soft-targets script rerun after a slider move (Streamlit's
     AppTest, in a child process: the engine never imports streamlit). Needs the app's teacher."""
-    proc = subprocess.run([sys.executable, "-c", APPTEST_CHILD, str(ROOT / "app.py"), str(repeats)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900, env=_child_env())
+    proc = subprocess.run(
+        [sys.executable, "-c", APPTEST_CHILD, str(ROOT / "app.py"), str(repeats)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=_child_env(),
+    )
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["what"] = ("a whole rerun of the Soft targets page after a move of the temperature slider, driven by "
-                   "AppTest: the server-side script run (ScriptRunner._run_script) that rebuilds and sends every "
-                   "element; AppTest's own polling excluded (apptest_wall_median_ms includes it)")
+    out["what"] = (
+        "a whole rerun of the Soft targets page after a move of the temperature slider, driven by "
+        "AppTest: the server-side script run (ScriptRunner._run_script) that rebuilds and sends every "
+        "element; AppTest's own polling excluded (apptest_wall_median_ms includes it)"
+    )
     out["target_ms"] = REDRAW_TARGET_MS
     out["met"] = bool(out["median_ms"] < REDRAW_TARGET_MS)
     return out
@@ -930,6 +1064,7 @@ def _child_env() -> dict:
 
 
 # ---------------------------------------------------------------- memory
+
 
 def _peak_rss_mb(pid: int | str = "self") -> float:
     """Peak resident memory (VmHWM) of a process, in MiB."""
@@ -967,20 +1102,28 @@ def lab_run_child(epochs: int, subset: int | None) -> dict:
         job = JobManager(max_running=1).submit(cfg, owner="bench")
         while not job.done:
             time.sleep(0.1)
-    return {"status": job.status, "rss_before_run_mb": before, "rss_after_run_mb": _rss_mb(),
-            "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "status": job.status,
+        "rss_before_run_mb": before,
+        "rss_after_run_mb": _rss_mb(),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def lab_run_memory(s: Settings) -> dict:
-    code = ("import json; from kd_core import bench; "
-            f"print(json.dumps(bench.lab_run_child({s.live_epochs}, {s.live_subset!r})))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=_child_env())
+    code = (
+        "import json; from kd_core import bench; "
+        f"print(json.dumps(bench.lab_run_child({s.live_epochs}, {s.live_subset!r})))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600, env=_child_env()
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"the Lab-run child failed: {proc.stderr.strip()[-500:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["config"] = f"Lab defaults (kd, mnist-mini, scratch baseline), {s.live_epochs} epoch(s)" + (
-        f", train_subset={s.live_subset}" if s.live_subset else "")
+        f", train_subset={s.live_subset}" if s.live_subset else ""
+    )
     return out
 
 
@@ -1002,10 +1145,27 @@ def app_memory(sessions: int = 10) -> dict:
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     logfile = open(os.devnull, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=_child_env(), stdout=logfile,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=_child_env(),
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+    )
     out: dict = {"sessions": sessions}
     idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
     try:
@@ -1056,8 +1216,15 @@ def app_memory(sessions: int = 10) -> dict:
 
 # ---------------------------------------------------------------- profile (for PERFORMANCE.md)
 
-def profile_step(method: str = "kd", dataset: str = "mnist-mini", steps: int = 120, conventional: bool = False,
-                 threads: int | None = None, top: int = 15) -> str:
+
+def profile_step(
+    method: str = "kd",
+    dataset: str = "mnist-mini",
+    steps: int = 120,
+    conventional: bool = False,
+    threads: int | None = None,
+    top: int = 15,
+) -> str:
     """cProfile of ``steps`` training steps of the engine (or of the conventional loop), top
     functions by own time. ``python -c "from kd_core import bench; print(bench.profile_step())"``"""
     import cProfile
@@ -1084,11 +1251,14 @@ def profile_step(method: str = "kd", dataset: str = "mnist-mini", steps: int = 1
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
     what = "conventional loop" if conventional else f"engine, method {method}"
-    return f"{what} on {dataset}, {steps} steps, {torch.get_num_threads()} thread(s): " \
-           f"{1000 * wall / steps:.2f} ms/step under the profiler\n" + buf.getvalue()
+    return (
+        f"{what} on {dataset}, {steps} steps, {torch.get_num_threads()} thread(s): "
+        f"{1000 * wall / steps:.2f} ms/step under the profiler\n" + buf.getvalue()
+    )
 
 
 # ---------------------------------------------------------------- the report
+
 
 def _fmt_ratio(r: dict) -> str:
     return f"{r['ratio']:.2f} ({r['ratio_q1']:.2f}-{r['ratio_q3']:.2f})"
@@ -1105,68 +1275,149 @@ def _yes(met) -> str:
 
 def report(res: dict) -> str:
     env = res["environment"]
-    lines = [f"KD Playground benchmark ({res['mode']} mode, {res['rounds']} round(s), {res['seconds']:.0f} s)",
-             f"  torch {env['torch']}, {env['torch_threads']} thread(s) (KD_PLAYGROUND_THREADS={env['KD_PLAYGROUND_THREADS']}), "
-             f"device {env['device']}",
-             f"  CPU: {env['cpu']}, {env['usable_cpus']} usable core(s) of {env['cpu_count']}, {env['memory_gb']} GB; "
-             f"python {env['python']}; {env['platform']}",
-             f"  load average at start {env['load_average_start']}, at end {env.get('load_average_end')}; git {env['git']}", ""]
+    lines = [
+        f"KD Playground benchmark ({res['mode']} mode, {res['rounds']} round(s), {res['seconds']:.0f} s)",
+        f"  torch {env['torch']}, {env['torch_threads']} thread(s) (KD_PLAYGROUND_THREADS={env['KD_PLAYGROUND_THREADS']}), "
+        f"device {env['device']}",
+        f"  CPU: {env['cpu']}, {env['usable_cpus']} usable core(s) of {env['cpu_count']}, {env['memory_gb']} GB; "
+        f"python {env['python']}; {env['platform']}",
+        f"  load average at start {env['load_average_start']}, at end {env.get('load_average_end')}; git {env['git']}",
+        "",
+    ]
     for _key, suite in res["training"].items():
-        lines.append(f"== {suite['dataset']}: teacher {suite['teacher']} -> student {suite['student']}, batch "
-                     f"{suite['batch_size']}, {suite['transfer_set']} images, {suite['steps_per_measurement']} steps "
-                     f"per measurement")
-        rows = [("variant", "family", "teacher feats", "samples/s", "ms/step", "x floor (quartiles)", "target", "met", "setup s")]
+        lines.append(
+            f"== {suite['dataset']}: teacher {suite['teacher']} -> student {suite['student']}, batch "
+            f"{suite['batch_size']}, {suite['transfer_set']} images, {suite['steps_per_measurement']} steps "
+            f"per measurement"
+        )
+        rows = [
+            (
+                "variant",
+                "family",
+                "teacher feats",
+                "samples/s",
+                "ms/step",
+                "x floor (quartiles)",
+                "target",
+                "met",
+                "setup s",
+            )
+        ]
         f = suite["floor"]
-        rows.append(("floor: student alone, minimal loop", "", "", f"{f['samples_per_s']:.0f}", f"{f['step_ms']:.2f}",
-                     "1.00", "", "", ""))
+        rows.append(
+            (
+                "floor: student alone, minimal loop",
+                "",
+                "",
+                f"{f['samples_per_s']:.0f}",
+                f"{f['step_ms']:.2f}",
+                "1.00",
+                "",
+                "",
+                "",
+            )
+        )
         for name, r in list(suite["methods"].items()) + list(suite["per_step"].items()):
-            rows.append((name, r["family"], r.get("teacher_features") or "", f"{r['samples_per_s']:.0f}",
-                         f"{r['step_ms']:.2f}", _fmt_ratio(r), f"<= {r['target']}" if r.get("target") else "",
-                         _yes(r.get("met")), f"{r.get('setup_s', 0):.2f}"))
+            rows.append(
+                (
+                    name,
+                    r["family"],
+                    r.get("teacher_features") or "",
+                    f"{r['samples_per_s']:.0f}",
+                    f"{r['step_ms']:.2f}",
+                    _fmt_ratio(r),
+                    f"<= {r['target']}" if r.get("target") else "",
+                    _yes(r.get("met")),
+                    f"{r.get('setup_s', 0):.2f}",
+                )
+            )
         if "conventional" in suite:
             c = suite["conventional"]
-            rows.append(("conventional KD (DataLoader + teacher)", "logits", "per step", f"{c['samples_per_s']:.0f}",
-                         f"{c['step_ms']:.2f}", _fmt_ratio(c), "", "", ""))
+            rows.append(
+                (
+                    "conventional KD (DataLoader + teacher)",
+                    "logits",
+                    "per step",
+                    f"{c['samples_per_s']:.0f}",
+                    f"{c['step_ms']:.2f}",
+                    _fmt_ratio(c),
+                    "",
+                    "",
+                    "",
+                )
+            )
         lines.append(_table(rows))
         if "conventional" in suite:
             c = suite["conventional"]
-            lines.append(f"  engine KD is {c['engine_kd_speedup']:.2f}x faster than the conventional loop "
-                         f"(quartiles {c['speedup_q1']:.2f}-{c['speedup_q3']:.2f}, "
-                         f"range {c['speedup_min']:.2f}-{c['speedup_max']:.2f})")
+            lines.append(
+                f"  engine KD is {c['engine_kd_speedup']:.2f}x faster than the conventional loop "
+                f"(quartiles {c['speedup_q1']:.2f}-{c['speedup_q3']:.2f}, "
+                f"range {c['speedup_min']:.2f}-{c['speedup_max']:.2f})"
+            )
         if suite.get("teacher_forward_ms"):
-            lines.append(f"  one teacher forward pass ({suite['teacher']}, batch {suite['batch_size']}): "
-                         f"{suite['teacher_forward_ms']:.1f} ms")
+            lines.append(
+                f"  one teacher forward pass ({suite['teacher']}, batch {suite['batch_size']}): "
+                f"{suite['teacher_forward_ms']:.1f} ms"
+            )
         if suite["errors"]:
             for k, v in suite["errors"].items():
                 lines.append(f"  {k}: could not run: {v}")
         lines.append("")
     for t in res.get("threads") or []:
-        lines.append(f"== threads on {t['dataset']} (ms per step, {t['steps']} steps): "
-                     f"kd {t['threads_1']['kd']:.2f} at 1 thread vs {t['threads_2']['kd']:.2f} at 2 "
-                     f"({t['kd_2_over_1']:.2f}x); floor {t['threads_1']['floor']:.2f} vs {t['threads_2']['floor']:.2f} "
-                     f"({t['floor_2_over_1']:.2f}x); load average then {t['load_average']}")
+        lines.append(
+            f"== threads on {t['dataset']} (ms per step, {t['steps']} steps): "
+            f"kd {t['threads_1']['kd']:.2f} at 1 thread vs {t['threads_2']['kd']:.2f} at 2 "
+            f"({t['kd_2_over_1']:.2f}x); floor {t['threads_1']['floor']:.2f} vs {t['threads_2']['floor']:.2f} "
+            f"({t['floor_2_over_1']:.2f}x); load average then {t['load_average']}"
+        )
     if res.get("softmax_micro"):
         m = res["softmax_micro"]
         lines.append(f"== softmax of 64x10: {m['threads_1_us']:.1f} µs at 1 thread, {m['threads_2_us']:.1f} µs at 2")
     if res.get("threads") or res.get("softmax_micro"):
         lines.append("")
     live = res["live_app"]
-    lines.append(f"== live app: {live['config']['epochs']}-epoch Lab run (defaults) in the JobManager's worker, polled "
-                 f"and redrawn, vs headless Trainer.run()")
-    rows = [("variant", "steps/s", "cost", "wall s", "cost (wall)", "samples/s in steps", "cost (in steps)",
-             "render ms (median/max)")]
+    lines.append(
+        f"== live app: {live['config']['epochs']}-epoch Lab run (defaults) in the JobManager's worker, polled "
+        f"and redrawn, vs headless Trainer.run()"
+    )
+    rows = [
+        (
+            "variant",
+            "steps/s",
+            "cost",
+            "wall s",
+            "cost (wall)",
+            "samples/s in steps",
+            "cost (in steps)",
+            "render ms (median/max)",
+        )
+    ]
     h = live["headless"]
-    rows.append(("headless", f"{h['steps_per_s']:.1f}", "", f"{h['wall_s']:.2f}", "", f"{h['samples_per_s']:.0f}", "", ""))
+    rows.append(
+        ("headless", f"{h['steps_per_s']:.1f}", "", f"{h['wall_s']:.2f}", "", f"{h['samples_per_s']:.0f}", "", "")
+    )
     for k, v in live.items():
         if k.startswith("poll_"):
             label = f"job, poll every {v['interval_s']:g} s" + (
-                f", GIL switch interval {1000 * v['switch_interval_s']:g} ms" if "switch" in k else "")
-            rows.append((label, f"{v['steps_per_s']:.1f}", f"{100 * v['cost']:+.1f}%", f"{v['wall_s']:.2f}",
-                         f"{100 * v['cost_wall']:+.1f}%", f"{v['samples_per_s']:.0f}", f"{100 * v['cost_throughput']:+.1f}%",
-                         f"{v['render_ms_median']:.1f}/{v['render_ms_max']:.1f}"))
+                f", GIL switch interval {1000 * v['switch_interval_s']:g} ms" if "switch" in k else ""
+            )
+            rows.append(
+                (
+                    label,
+                    f"{v['steps_per_s']:.1f}",
+                    f"{100 * v['cost']:+.1f}%",
+                    f"{v['wall_s']:.2f}",
+                    f"{100 * v['cost_wall']:+.1f}%",
+                    f"{v['samples_per_s']:.0f}",
+                    f"{100 * v['cost_throughput']:+.1f}%",
+                    f"{v['render_ms_median']:.1f}/{v['render_ms_max']:.1f}",
+                )
+            )
     lines.append(_table(rows))
-    lines.append(f"  cost: training steps/s after epoch 1 (evaluations included) with the page's 1 s polling vs headless: "
-                 f"{100 * live['cost']:.1f}% (target <= {100 * LIVE_COST_TARGET:.0f}%): {_yes(live['met'])}")
+    lines.append(
+        f"  cost: training steps/s after epoch 1 (evaluations included) with the page's 1 s polling vs headless: "
+        f"{100 * live['cost']:.1f}% (target <= {100 * LIVE_COST_TARGET:.0f}%): {_yes(live['met'])}"
+    )
     lines.append("")
     rd = res["redraw"]
     lines.append("== redraws (server time)")
@@ -1181,13 +1432,17 @@ def report(res: dict) -> str:
     lines.append("")
     mem = res["memory"]
     lr = mem["lab_run"]
-    lines.append(f"== memory: a Lab run ({lr['config']}): peak RSS {lr['peak_rss_mb']:.0f} MiB "
-                 f"(before the run {lr['rss_before_run_mb']:.0f} MiB)")
+    lines.append(
+        f"== memory: a Lab run ({lr['config']}): peak RSS {lr['peak_rss_mb']:.0f} MiB "
+        f"(before the run {lr['rss_before_run_mb']:.0f} MiB)"
+    )
     app = mem.get("app")
     if app and "skipped" not in app:
-        lines.append(f"   the app (streamlit run app.py): {app['rss_no_session_mb']:.0f} MiB with no session, "
-                     f"{app['rss_one_session_mb']:.0f} with one, {app['rss_idle_sessions_mb']:.0f} with {app['sessions']} "
-                     f"idle sessions ({app['per_extra_session_mb']:.1f} MiB per extra session); peak {app['peak_rss_mb']:.0f} MiB")
+        lines.append(
+            f"   the app (streamlit run app.py): {app['rss_no_session_mb']:.0f} MiB with no session, "
+            f"{app['rss_one_session_mb']:.0f} with one, {app['rss_idle_sessions_mb']:.0f} with {app['sessions']} "
+            f"idle sessions ({app['per_extra_session_mb']:.1f} MiB per extra session); peak {app['peak_rss_mb']:.0f} MiB"
+        )
     elif app:
         lines.append(f"   the app with ten idle sessions: skipped ({app['skipped']})")
     lines.append("")
@@ -1207,26 +1462,46 @@ def _targets(res: dict) -> list[dict]:
             rows = {k: v for k, v in suite["methods"].items() if v["family"] in fams}
             if rows:
                 worst = max(rows, key=lambda k: rows[k]["ratio"])
-                out.append({"target": f"{suite['dataset']}: {fam} methods <= {limit}x floor",
-                            "measured": f"worst {worst} {rows[worst]['ratio']:.2f}x",
-                            "met": all(v["met"] for v in rows.values())})
+                out.append(
+                    {
+                        "target": f"{suite['dataset']}: {fam} methods <= {limit}x floor",
+                        "measured": f"worst {worst} {rows[worst]['ratio']:.2f}x",
+                        "met": all(v["met"] for v in rows.values()),
+                    }
+                )
     mini = res["training"].get("mnist-mini", {})
     if "conventional" in mini:
         c = mini["conventional"]
-        out.append({"target": f"mnist-mini: >= {SPEEDUP_TARGET:g}x faster than the conventional loop",
-                    "measured": f"{c['engine_kd_speedup']:.2f}x", "met": bool(c["engine_kd_speedup"] >= SPEEDUP_TARGET)})
+        out.append(
+            {
+                "target": f"mnist-mini: >= {SPEEDUP_TARGET:g}x faster than the conventional loop",
+                "measured": f"{c['engine_kd_speedup']:.2f}x",
+                "met": bool(c["engine_kd_speedup"] >= SPEEDUP_TARGET),
+            }
+        )
     live = res["live_app"]
-    out.append({"target": "live app costs <= 10% of headless throughput", "measured": f"{100 * live['cost']:.1f}%",
-                "met": live["met"]})
+    out.append(
+        {
+            "target": "live app costs <= 10% of headless throughput",
+            "measured": f"{100 * live['cost']:.1f}%",
+            "met": live["met"],
+        }
+    )
     for k, v in res["redraw"].items():
         if "median_ms" in v:
-            out.append({"target": f"redraw {k} < 100 ms", "measured": f"{v['median_ms']:.1f} ms (median)",
-                        "met": v["met"]})
+            out.append(
+                {"target": f"redraw {k} < 100 ms", "measured": f"{v['median_ms']:.1f} ms (median)", "met": v["met"]}
+            )
     st = res["redraw"].get("soft_target_slider_app")
     if st and "samples_forwarded" in st:
-        out.append({"target": "no slider redraw retrains or re-runs a model over the dataset",
-                    "measured": f"{st['samples_forwarded']} samples forwarded, {st['optimizer_steps']} optimiser steps "
-                                f"in {st['reruns']} reruns", "met": st["samples_forwarded"] == 0 and st["optimizer_steps"] == 0})
+        out.append(
+            {
+                "target": "no slider redraw retrains or re-runs a model over the dataset",
+                "measured": f"{st['samples_forwarded']} samples forwarded, {st['optimizer_steps']} optimiser steps "
+                f"in {st['reruns']} reruns",
+                "met": st["samples_forwarded"] == 0 and st["optimizer_steps"] == 0,
+            }
+        )
     return out
 
 
@@ -1237,25 +1512,56 @@ def run(quick: bool = False, repeats: int | None = None, method_names: list[str]
     train.set_threads()
     device = models.pick_device()
     t_start = time.perf_counter()
-    res: dict = {"mode": "quick" if quick else "full", "rounds": s.repeats, "settings": asdict(s),
-                 "environment": environment(device), "targets_definition": {
-                     "ratio": RATIO_TARGETS, "conventional_speedup": SPEEDUP_TARGET,
-                     "live_cost": LIVE_COST_TARGET, "redraw_ms": REDRAW_TARGET_MS}}
+    res: dict = {
+        "mode": "quick" if quick else "full",
+        "rounds": s.repeats,
+        "settings": asdict(s),
+        "environment": environment(device),
+        "targets_definition": {
+            "ratio": RATIO_TARGETS,
+            "conventional_speedup": SPEEDUP_TARGET,
+            "live_cost": LIVE_COST_TARGET,
+            "redraw_ms": REDRAW_TARGET_MS,
+        },
+    }
     mini = data_mod.load("mnist-mini", train_subset=s.mnist_subset)
     cifar = cifar_shaped(s.cifar_train, s.cifar_test)
     res["training"] = {
-        "mnist-mini": training_suite("mnist-mini", "mnist-mini", mini, names, s.mnist_steps, s.repeats, device,
-                                     False, synthetic=False, subset=s.mnist_subset),
-        "cifar10-shaped": training_suite("cifar10-shaped (random tensors)", "cifar10", cifar, names, s.cifar_steps,
-                                         s.repeats, device, s.per_step_variants, synthetic=True),
+        "mnist-mini": training_suite(
+            "mnist-mini",
+            "mnist-mini",
+            mini,
+            names,
+            s.mnist_steps,
+            s.repeats,
+            device,
+            False,
+            synthetic=False,
+            subset=s.mnist_subset,
+        ),
+        "cifar10-shaped": training_suite(
+            "cifar10-shaped (random tensors)",
+            "cifar10",
+            cifar,
+            names,
+            s.cifar_steps,
+            s.repeats,
+            device,
+            s.per_step_variants,
+            synthetic=True,
+        ),
     }
     if s.per_step_variants:
         res["training"]["cifar10-shaped"]["teacher_forward_ms"] = teacher_forward_ms("resnet20", cifar, device)
-        res["training"]["mnist-mini"]["teacher_forward_ms"] = teacher_forward_ms(models.preset("mnist-mini")[0], mini, device)
+        res["training"]["mnist-mini"]["teacher_forward_ms"] = teacher_forward_ms(
+            models.preset("mnist-mini")[0], mini, device
+        )
     if s.threads:
         log("[bench] threads: 1 vs 2")
-        res["threads"] = [threads_comparison(mini, "mnist-mini", "mnist-mini", 21, 5, device),
-                          threads_comparison(cifar, "cifar10", "cifar10-shaped", 2, 5, device)]
+        res["threads"] = [
+            threads_comparison(mini, "mnist-mini", "mnist-mini", 21, 5, device),
+            threads_comparison(cifar, "cifar10", "cifar10-shaped", 2, 5, device),
+        ]
         res["softmax_micro"] = softmax_micro()
     log("[bench] live app")
     res["live_app"] = live_app(s, device)
@@ -1275,15 +1581,21 @@ def run(quick: bool = False, repeats: int | None = None, method_names: list[str]
             res["memory"]["app"] = {"skipped": f"{type(e).__name__}: {e}"}
     else:
         res["memory"]["app"] = {"skipped": "quick mode"}
-    res["environment"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    res["environment"]["load_average_end"] = (
+        [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    )
     res["environment"]["torch_threads_end"] = torch.get_num_threads()
     res["seconds"] = time.perf_counter() - t_start
     res["targets"] = _targets(res)
     return res
 
 
-def main(quick: bool = False, json_path: str | None = DEFAULT_JSON, repeats: int | None = None,
-         method_names: list[str] | None = None) -> int:
+def main(
+    quick: bool = False,
+    json_path: str | None = DEFAULT_JSON,
+    repeats: int | None = None,
+    method_names: list[str] | None = None,
+) -> int:
     """The CLI's entry point: run, print the report, write the JSON."""
     res = run(quick=quick, repeats=repeats, method_names=method_names)
     print(report(res))

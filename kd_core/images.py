@@ -71,23 +71,41 @@ def check_upload(content: bytes, name: str = "image") -> Image.Image:
             fmt = probe.format
             w, h = probe.size
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise ImageError(f"{name} has too many pixels; at most {MAX_PIXELS:,} are allowed.", "too_many_pixels",
-                         name=name, limit=MAX_PIXELS) from None
+        raise ImageError(
+            f"{name} has too many pixels; at most {MAX_PIXELS:,} are allowed.",
+            "too_many_pixels",
+            name=name,
+            limit=MAX_PIXELS,
+        ) from None
     except Exception:
-        raise ImageError(f"{name} is not an image that can be read; use {allowed}.", "not_image",
-                         name=name, formats=allowed) from None
+        raise ImageError(
+            f"{name} is not an image that can be read; use {allowed}.", "not_image", name=name, formats=allowed
+        ) from None
     if fmt not in FORMATS:
-        raise ImageError(f"{name} is a {fmt or 'unknown'} image; use {allowed}.", "format", name=name,
-                         format=fmt or "unknown", formats=allowed)
+        raise ImageError(
+            f"{name} is a {fmt or 'unknown'} image; use {allowed}.",
+            "format",
+            name=name,
+            format=fmt or "unknown",
+            formats=allowed,
+        )
     if w * h > MAX_PIXELS:
-        raise ImageError(f"{name} is {w}×{h} pixels; at most {MAX_PIXELS:,} pixels are allowed.", "too_many_pixels",
-                         name=name, limit=MAX_PIXELS)
+        raise ImageError(
+            f"{name} is {w}×{h} pixels; at most {MAX_PIXELS:,} pixels are allowed.",
+            "too_many_pixels",
+            name=name,
+            limit=MAX_PIXELS,
+        )
     try:
         image = Image.open(io.BytesIO(content))
         image.load()  # decodes every pixel: a truncated or corrupt file fails here
     except Exception:
-        raise ImageError(f"{name} is damaged or truncated: its {FORMATS[fmt]} data cannot be decoded.", "damaged",
-                         name=name, format=FORMATS[fmt]) from None
+        raise ImageError(
+            f"{name} is damaged or truncated: its {FORMATS[fmt]} data cannot be decoded.",
+            "damaged",
+            name=name,
+            format=FORMATS[fmt],
+        ) from None
     return image
 
 
@@ -241,8 +259,7 @@ def photo_style(image, size: int = 32) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ per dataset
-RECIPES = {"mnist": "mnist", "mnist-mini": "mnist", "fashion-mnist": "fashion", "digits": "digits",
-           "cifar10": "photo"}
+RECIPES = {"mnist": "mnist", "mnist-mini": "mnist", "fashion-mnist": "fashion", "digits": "digits", "cifar10": "photo"}
 
 
 def pixels(image, dataset_name: str, invert: bool | None = None) -> np.ndarray:
@@ -257,8 +274,11 @@ def pixels(image, dataset_name: str, invert: bool | None = None) -> np.ndarray:
         return digits_style(image, invert)[None]
     if recipe == "photo":
         return photo_style(image)
-    raise ImageError(f"Own images are not supported for the dataset {dataset_name!r}; "
-                     f"use one of {', '.join(RECIPES)}.", "unsupported", dataset=dataset_name)
+    raise ImageError(
+        f"Own images are not supported for the dataset {dataset_name!r}; use one of {', '.join(RECIPES)}.",
+        "unsupported",
+        dataset=dataset_name,
+    )
 
 
 def to_model_input(image, dataset, invert: bool | None = None) -> torch.Tensor:

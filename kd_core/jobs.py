@@ -67,10 +67,19 @@ class Job:
     def snapshot(self) -> dict:
         """A consistent copy of what a page draws."""
         with self._lock:
-            return {"id": self.id, "status": self.status, "message": self.message, "step": self.step,
-                    "total_steps": self.total_steps, "teacher_epoch": self.teacher_epoch, "stage": self.stage,
-                    "steps": list(self.steps), "epochs": list(self.epochs), "result": self.result,
-                    "config": self.config}
+            return {
+                "id": self.id,
+                "status": self.status,
+                "message": self.message,
+                "step": self.step,
+                "total_steps": self.total_steps,
+                "teacher_epoch": self.teacher_epoch,
+                "stage": self.stage,
+                "steps": list(self.steps),
+                "epochs": list(self.epochs),
+                "result": self.result,
+                "config": self.config,
+            }
 
     # ------------------------------------------------------------ worker
     def _run(self) -> None:
@@ -81,6 +90,7 @@ class Job:
         with self._lock:
             self.status, self.started = "teacher", time.time()
         try:
+
             def teacher_progress(epoch, epochs, acc):
                 with self._lock:
                     self.teacher_epoch = (epoch, epochs)
@@ -168,8 +178,15 @@ class JobManager:
     of the training threads so that a server sharing the machine keeps answering first.
     """
 
-    def __init__(self, max_running: int | None = None, is_alive=None, grace_seconds: float = 60.0,
-                 keep_seconds: float = 3600.0, watch_every: float = 5.0, nice: int = 0):
+    def __init__(
+        self,
+        max_running: int | None = None,
+        is_alive=None,
+        grace_seconds: float = 60.0,
+        keep_seconds: float = 3600.0,
+        watch_every: float = 5.0,
+        nice: int = 0,
+    ):
         cpus = os.cpu_count() or 1
         self.max_running = max_running or int(os.environ.get("KD_PLAYGROUND_MAX_JOBS", 0)) or cpus
         self._slots = threading.Semaphore(self.max_running)

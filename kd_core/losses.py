@@ -36,7 +36,9 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     return kl * temperature**2
 
 
-def dkd_parts(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+def dkd_parts(
+    student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
     r"""The two parts of decoupled KD (Zhao et al. 2022): (TCKD, NCKD), each times T^2.
 
     TCKD is the KL between the binary distributions [p_gt, 1 - p_gt] of teacher and
@@ -59,7 +61,9 @@ def dkd_parts(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, te
     return tckd, nckd
 
 
-def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, alpha: float, beta: float, temperature: float) -> Tensor:
+def dkd_loss(
+    student_logits: Tensor, teacher_logits: Tensor, target: Tensor, alpha: float, beta: float, temperature: float
+) -> Tensor:
     r"""Decoupled knowledge distillation (Zhao et al. 2022, CVPR):
 
     .. math:: \alpha \,\mathrm{TCKD} + \beta \,\mathrm{NCKD}
@@ -75,7 +79,9 @@ def hint_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
     hint and the teacher's guided layer, :math:`\frac{1}{n}\|u_h - r(v_g)\|^2`.
     The regressor r is applied by the caller."""
     if student_feat.shape != teacher_feat.shape:
-        raise ValueError(f"hint_loss needs equal shapes, got {tuple(student_feat.shape)} and {tuple(teacher_feat.shape)}")
+        raise ValueError(
+            f"hint_loss needs equal shapes, got {tuple(student_feat.shape)} and {tuple(teacher_feat.shape)}"
+        )
     return F.mse_loss(student_feat, teacher_feat)
 
 
@@ -188,6 +194,7 @@ def info_nce_loss(student_emb: Tensor, teacher_emb: Tensor, tau: float) -> Tenso
 
 # ---------------------------------------------------------------- beyond one teacher
 
+
 def ensemble_weights(teacher_logits: Tensor, weighting: str = "mean") -> Tensor:
     r"""Per-sample weights (K, B) of K teachers, summing to 1 over the teachers.
 
@@ -220,7 +227,9 @@ def ensemble_soft_targets(teacher_logits: Tensor, temperature: float, weighting:
     return (w.unsqueeze(-1) * softmax_t(teacher_logits, temperature)).sum(0)
 
 
-def ensemble_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float, weighting: str = "mean") -> Tensor:
+def ensemble_kd_loss(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float, weighting: str = "mean"
+) -> Tensor:
     r"""Multi-teacher KD: :math:`T^2\,\mathrm{KL}(\bar p^{(T)} \,\|\, \mathrm{softmax}(s/T))`, batch-averaged,
     with :math:`\bar p^{(T)}` from :func:`ensemble_soft_targets` (``teacher_logits``: (K, B, C))."""
     p = ensemble_soft_targets(teacher_logits, temperature, weighting)
@@ -229,8 +238,13 @@ def ensemble_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature
     return kl * temperature**2
 
 
-def mutual_learning_loss(student_logits: Tensor, peer_logits: list[Tensor], target: Tensor,
-                         labelled: Tensor | None = None, weight: float = 1.0) -> Tensor:
+def mutual_learning_loss(
+    student_logits: Tensor,
+    peer_logits: list[Tensor],
+    target: Tensor,
+    labelled: Tensor | None = None,
+    weight: float = 1.0,
+) -> Tensor:
     r"""Deep Mutual Learning (Zhang, Xiang, Hospedales & Lu 2018, CVPR), for student k:
 
     .. math:: \mathcal{L}_k = \mathrm{CE}(y, p_k) + \frac{\lambda}{K-1}\sum_{l \ne k} \mathrm{KL}(p_l \,\|\, p_k)

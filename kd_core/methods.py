@@ -111,7 +111,9 @@ class Method:
                 raise ConfigError(f"method '{self.name}' has no parameter '{name}'; its parameters: {allowed}")
         return {p.name: p.check(overrides.get(p.name, p.default)) for p in self.params}
 
-    def formula_latex(self, temperature: float | None = None, alpha: float | None = None, params: dict | None = None) -> str:
+    def formula_latex(
+        self, temperature: float | None = None, alpha: float | None = None, params: dict | None = None
+    ) -> str:
         """The formula with the current values substituted (symbols where a value is None)."""
         values = self.defaults() | dict(params or {})
         text = self.formula
@@ -130,6 +132,7 @@ def _num(v: float) -> str:
 
 
 # ---------------------------------------------------------------- extra modules
+
 
 class Regressors(nn.Module):
     """One trainable map per layer pair from the student's feature to the teacher's shape:
@@ -170,6 +173,7 @@ def _flat_dim(shape: tuple) -> int:
 
 
 # ---------------------------------------------------------------- terms
+
 
 def _kd_terms(ctx: StepContext) -> dict:
     return {}  # the KL term is added by the training loop through alpha
@@ -249,119 +253,269 @@ def register(method: Method) -> Method:
     return method
 
 
-register(Method(
-    name="none", title="Student alone (no teacher)", family="baseline",
-    paper="—", summary="The student learns from the hard labels only: the floor every method is measured against.",
-    formula=r"\mathcal{L} = \mathrm{CE}(y, p_S)", uses_alpha=False, uses_temperature=False,
-))
-register(Method(
-    name="kd", title="Vanilla KD (Hinton et al. 2015)", family="logits",
-    paper="Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network",
-    summary="Match the teacher's softened class probabilities; T reveals the 'dark knowledge' in the small ones.",
-    formula=r"\mathcal{L} = " + _CE, terms=_kd_terms,
-))
-register(Method(
-    name="dkd", title="Decoupled KD (Zhao et al. 2022)", family="logits",
-    paper="Zhao, Cui, Song, Qiu & Liang 2022, Decoupled Knowledge Distillation (CVPR)",
-    summary="Split KD into target-class (TCKD) and non-target-class (NCKD) parts and weight them freely.",
-    formula=r"\mathcal{L} = \mathrm{CE}(y, p_S) + w\,(<tckd_weight>\,\mathrm{TCKD} + <nckd_weight>\,\mathrm{NCKD}),"
-            r"\quad w = \min(\mathrm{epoch}/<warmup>, 1)",
-    params=(
-        Param("tckd_weight", 1.0, 0.0, 10.0, "alpha of the DKD paper: weight of the target-class term (TCKD).", r"\alpha_{\mathrm{DKD}}"),
-        Param("nckd_weight", 8.0, 0.0, 20.0, "beta of the DKD paper: weight of the non-target-class term (NCKD); 8 for CIFAR-100 in the paper.", r"\beta_{\mathrm{DKD}}"),
-        Param("warmup", 1.0, 0.0, 20.0, "Epochs over which the DKD term ramps up linearly. The paper uses 20 of 240 epochs; our runs are a few epochs long, so 1.", r"E_w"),
-    ),
-    uses_alpha=False, terms=_dkd_terms,
-))
-register(Method(
-    name="fitnets", title="FitNets hints (Romero et al. 2015)", family="feature",
-    paper="Romero, Ballas, Kahou, Chassang, Gatta & Bengio 2015, FitNets: Hints for Thin Deep Nets (ICLR)",
-    summary="A trainable regressor maps the student's guided layer onto the teacher's hint layer; match them with MSE.",
-    formula=r"\mathcal{L} = " + _CE + r" + <beta>\,\frac{1}{n}\left\| F_T - r(F_S) \right\|_2^2",
-    params=(Param("beta", 100.0, 0.0, 1000.0, "Hint weight; 100 as in RepDistiller's FitNets setting.", r"\beta", log=True),),
-    tap_kind="any", prefer="spatial", multi_pair=True, terms=_fitnets_terms, make_modules=_regressors,
-))
-register(Method(
-    name="at", title="Attention transfer (Zagoruyko & Komodakis 2017)", family="feature",
-    paper="Zagoruyko & Komodakis 2017, Paying More Attention to Attention (ICLR)",
-    summary="Match where the networks look: channel-pooled |A|^p maps, L2-normalised, at one or more stages.",
-    formula=r"\mathcal{L} = " + _CE + r" + <beta>\sum_{j}\mathrm{mean}\left(\frac{Q_S^j}{\|Q_S^j\|_2} - \frac{Q_T^j}{\|Q_T^j\|_2}\right)^2,"
-            r"\quad Q = \mathrm{vec}\,\tfrac{1}{C}\textstyle\sum_c |A_c|^{<p>}",
-    params=(
-        Param("beta", 1000.0, 0.0, 10000.0, "Attention weight; 1000 as in the paper (beta/2 with beta=1000 there, on mean-reduced maps).", r"\beta", log=True),
-        Param("p", 2.0, 1.0, 4.0, "Exponent of the attention map; the paper uses 2.", "p"),
-    ),
-    tap_kind="spatial", multi_pair=True, terms=_at_terms,
-))
-register(Method(
-    name="rkd", title="Relational KD (Park et al. 2019)", family="relational",
-    paper="Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR)",
-    summary="Transfer the geometry of the batch: pairwise distances and triplet angles of the embeddings.",
-    formula=r"\mathcal{L} = " + _CE + r" + <distance_weight>\,\ell_\delta(\psi_D^T, \psi_D^S) + <angle_weight>\,\ell_\delta(\psi_A^T, \psi_A^S)",
-    params=(
-        Param("distance_weight", 25.0, 0.0, 200.0, "Weight of the distance-wise term; 25 as in the paper.", r"\lambda_D"),
-        Param("angle_weight", 50.0, 0.0, 200.0, "Weight of the angle-wise term; 50 as in the paper.", r"\lambda_A"),
-    ),
-    tap_kind="any", terms=_rkd_terms,
-))
-register(Method(
-    name="sp", title="Similarity-preserving KD (Tung & Mori 2019)", family="relational",
-    paper="Tung & Mori 2019, Similarity-Preserving Knowledge Distillation (ICCV)",
-    summary="Inputs that the teacher finds similar should look similar to the student: match batch Gram matrices.",
-    formula=r"\mathcal{L} = " + _CE + r" + \frac{<beta>}{b^2}\left\|G_T - G_S\right\|_F^2",
-    params=(Param("beta", 3000.0, 0.0, 20000.0, "SP weight; 3000 as in the paper.", r"\gamma", log=True),),
-    tap_kind="any", prefer="spatial", multi_pair=True, terms=_sp_terms,
-))
-register(Method(
-    name="pkt", title="Probabilistic KT (Passalis & Tefas 2018)", family="relational",
-    paper="Passalis & Tefas 2018, Learning Deep Representations with Probabilistic Knowledge Transfer (ECCV)",
-    summary="Match the conditional probability that sample i picks sample j as a neighbour, under a cosine kernel.",
-    formula=r"\mathcal{L} = " + _CE + r" + <beta>\,\frac{1}{b^2}\sum_{i,j} p^T_{i|j}\log\frac{p^T_{i|j}}{p^S_{i|j}}",
-    params=(Param("beta", 30000.0, 0.0, 100000.0, "PKT weight; 30000 as in RepDistiller.", r"\beta", log=True),),
-    tap_kind="any", terms=_pkt_terms,
-))
-register(Method(
-    name="contrastive", title="Contrastive (in-batch InfoNCE)", family="contrastive",
-    paper="van den Oord et al. 2018 (InfoNCE); Tian, Krishnan & Isola 2020 (CRD) for the projection heads",
-    summary="Student sample i must recognise teacher sample i among the batch through learned projection heads.",
-    formula=r"\mathcal{L} = " + _CE + r" - \frac{<beta>}{B}\sum_i \log\frac{e^{g_S(s_i)\cdot g_T(t_i)/<tau>}}{\sum_j e^{g_S(s_i)\cdot g_T(t_j)/<tau>}}",
-    params=(
-        Param("beta", 0.8, 0.0, 10.0, "Weight of the contrastive term; 0.8 as CRD's default.", r"\beta"),
-        Param("tau", 0.07, 0.01, 1.0, "Softmax temperature of the similarities; 0.07 as in CRD.", r"\tau", log=True),
-        Param("proj_dim", 128, 8, 512, "Dimension of the shared projection space; 128 as in CRD.", "d", integer=True),
-    ),
-    tap_kind="any", terms=_contrastive_terms, make_modules=_projections,
-))
+register(
+    Method(
+        name="none",
+        title="Student alone (no teacher)",
+        family="baseline",
+        paper="—",
+        summary="The student learns from the hard labels only: the floor every method is measured against.",
+        formula=r"\mathcal{L} = \mathrm{CE}(y, p_S)",
+        uses_alpha=False,
+        uses_temperature=False,
+    )
+)
+register(
+    Method(
+        name="kd",
+        title="Vanilla KD (Hinton et al. 2015)",
+        family="logits",
+        paper="Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network",
+        summary="Match the teacher's softened class probabilities; T reveals the 'dark knowledge' in the small ones.",
+        formula=r"\mathcal{L} = " + _CE,
+        terms=_kd_terms,
+    )
+)
+register(
+    Method(
+        name="dkd",
+        title="Decoupled KD (Zhao et al. 2022)",
+        family="logits",
+        paper="Zhao, Cui, Song, Qiu & Liang 2022, Decoupled Knowledge Distillation (CVPR)",
+        summary="Split KD into target-class (TCKD) and non-target-class (NCKD) parts and weight them freely.",
+        formula=r"\mathcal{L} = \mathrm{CE}(y, p_S) + w\,(<tckd_weight>\,\mathrm{TCKD} + <nckd_weight>\,\mathrm{NCKD}),"
+        r"\quad w = \min(\mathrm{epoch}/<warmup>, 1)",
+        params=(
+            Param(
+                "tckd_weight",
+                1.0,
+                0.0,
+                10.0,
+                "alpha of the DKD paper: weight of the target-class term (TCKD).",
+                r"\alpha_{\mathrm{DKD}}",
+            ),
+            Param(
+                "nckd_weight",
+                8.0,
+                0.0,
+                20.0,
+                "beta of the DKD paper: weight of the non-target-class term (NCKD); 8 for CIFAR-100 in the paper.",
+                r"\beta_{\mathrm{DKD}}",
+            ),
+            Param(
+                "warmup",
+                1.0,
+                0.0,
+                20.0,
+                "Epochs over which the DKD term ramps up linearly. The paper uses 20 of 240 epochs; our runs are a few epochs long, so 1.",
+                r"E_w",
+            ),
+        ),
+        uses_alpha=False,
+        terms=_dkd_terms,
+    )
+)
+register(
+    Method(
+        name="fitnets",
+        title="FitNets hints (Romero et al. 2015)",
+        family="feature",
+        paper="Romero, Ballas, Kahou, Chassang, Gatta & Bengio 2015, FitNets: Hints for Thin Deep Nets (ICLR)",
+        summary="A trainable regressor maps the student's guided layer onto the teacher's hint layer; match them with MSE.",
+        formula=r"\mathcal{L} = " + _CE + r" + <beta>\,\frac{1}{n}\left\| F_T - r(F_S) \right\|_2^2",
+        params=(
+            Param(
+                "beta", 100.0, 0.0, 1000.0, "Hint weight; 100 as in RepDistiller's FitNets setting.", r"\beta", log=True
+            ),
+        ),
+        tap_kind="any",
+        prefer="spatial",
+        multi_pair=True,
+        terms=_fitnets_terms,
+        make_modules=_regressors,
+    )
+)
+register(
+    Method(
+        name="at",
+        title="Attention transfer (Zagoruyko & Komodakis 2017)",
+        family="feature",
+        paper="Zagoruyko & Komodakis 2017, Paying More Attention to Attention (ICLR)",
+        summary="Match where the networks look: channel-pooled |A|^p maps, L2-normalised, at one or more stages.",
+        formula=r"\mathcal{L} = "
+        + _CE
+        + r" + <beta>\sum_{j}\mathrm{mean}\left(\frac{Q_S^j}{\|Q_S^j\|_2} - \frac{Q_T^j}{\|Q_T^j\|_2}\right)^2,"
+        r"\quad Q = \mathrm{vec}\,\tfrac{1}{C}\textstyle\sum_c |A_c|^{<p>}",
+        params=(
+            Param(
+                "beta",
+                1000.0,
+                0.0,
+                10000.0,
+                "Attention weight; 1000 as in the paper (beta/2 with beta=1000 there, on mean-reduced maps).",
+                r"\beta",
+                log=True,
+            ),
+            Param("p", 2.0, 1.0, 4.0, "Exponent of the attention map; the paper uses 2.", "p"),
+        ),
+        tap_kind="spatial",
+        multi_pair=True,
+        terms=_at_terms,
+    )
+)
+register(
+    Method(
+        name="rkd",
+        title="Relational KD (Park et al. 2019)",
+        family="relational",
+        paper="Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR)",
+        summary="Transfer the geometry of the batch: pairwise distances and triplet angles of the embeddings.",
+        formula=r"\mathcal{L} = "
+        + _CE
+        + r" + <distance_weight>\,\ell_\delta(\psi_D^T, \psi_D^S) + <angle_weight>\,\ell_\delta(\psi_A^T, \psi_A^S)",
+        params=(
+            Param(
+                "distance_weight",
+                25.0,
+                0.0,
+                200.0,
+                "Weight of the distance-wise term; 25 as in the paper.",
+                r"\lambda_D",
+            ),
+            Param("angle_weight", 50.0, 0.0, 200.0, "Weight of the angle-wise term; 50 as in the paper.", r"\lambda_A"),
+        ),
+        tap_kind="any",
+        terms=_rkd_terms,
+    )
+)
+register(
+    Method(
+        name="sp",
+        title="Similarity-preserving KD (Tung & Mori 2019)",
+        family="relational",
+        paper="Tung & Mori 2019, Similarity-Preserving Knowledge Distillation (ICCV)",
+        summary="Inputs that the teacher finds similar should look similar to the student: match batch Gram matrices.",
+        formula=r"\mathcal{L} = " + _CE + r" + \frac{<beta>}{b^2}\left\|G_T - G_S\right\|_F^2",
+        params=(Param("beta", 3000.0, 0.0, 20000.0, "SP weight; 3000 as in the paper.", r"\gamma", log=True),),
+        tap_kind="any",
+        prefer="spatial",
+        multi_pair=True,
+        terms=_sp_terms,
+    )
+)
+register(
+    Method(
+        name="pkt",
+        title="Probabilistic KT (Passalis & Tefas 2018)",
+        family="relational",
+        paper="Passalis & Tefas 2018, Learning Deep Representations with Probabilistic Knowledge Transfer (ECCV)",
+        summary="Match the conditional probability that sample i picks sample j as a neighbour, under a cosine kernel.",
+        formula=r"\mathcal{L} = "
+        + _CE
+        + r" + <beta>\,\frac{1}{b^2}\sum_{i,j} p^T_{i|j}\log\frac{p^T_{i|j}}{p^S_{i|j}}",
+        params=(Param("beta", 30000.0, 0.0, 100000.0, "PKT weight; 30000 as in RepDistiller.", r"\beta", log=True),),
+        tap_kind="any",
+        terms=_pkt_terms,
+    )
+)
+register(
+    Method(
+        name="contrastive",
+        title="Contrastive (in-batch InfoNCE)",
+        family="contrastive",
+        paper="van den Oord et al. 2018 (InfoNCE); Tian, Krishnan & Isola 2020 (CRD) for the projection heads",
+        summary="Student sample i must recognise teacher sample i among the batch through learned projection heads.",
+        formula=r"\mathcal{L} = "
+        + _CE
+        + r" - \frac{<beta>}{B}\sum_i \log\frac{e^{g_S(s_i)\cdot g_T(t_i)/<tau>}}{\sum_j e^{g_S(s_i)\cdot g_T(t_j)/<tau>}}",
+        params=(
+            Param("beta", 0.8, 0.0, 10.0, "Weight of the contrastive term; 0.8 as CRD's default.", r"\beta"),
+            Param(
+                "tau", 0.07, 0.01, 1.0, "Softmax temperature of the similarities; 0.07 as in CRD.", r"\tau", log=True
+            ),
+            Param(
+                "proj_dim", 128, 8, 512, "Dimension of the shared projection space; 128 as in CRD.", "d", integer=True
+            ),
+        ),
+        tap_kind="any",
+        terms=_contrastive_terms,
+        make_modules=_projections,
+    )
+)
 
 from . import crd as _crd  # noqa: E402  (CRD's module, memory banks and NCE loss live there)
 
-register(Method(
-    name="crd", title="Contrastive representation distillation (Tian et al. 2020)", family="contrastive",
-    paper="Tian, Krishnan & Isola 2020, Contrastive Representation Distillation (ICLR)",
-    summary="The student's embedding of an image must pick out the teacher's embedding of the same image among K "
-            "others held in a memory bank, and the other way round (v → M: student anchors against the teacher's "
-            "bank, teacher anchors against the student's). h = P / (P + K/N) with P = exp(v·M/τ) / Z is the "
-            "probability that a pair is real rather than noise: h⁺ for the image's own row of the bank, h⁻ for the K "
-            "negatives' rows. alpha = 0 gives the paper's CRD; alpha > 0 its CRD+KD.",
-    formula=r"\mathcal{L} = " + _CE + r" - <beta>\sum_{v \to M}\mathbb{E}\Big[\log h^{+} + "
-            r"\sum_{k=1}^{<nce_k>}\log\big(1 - h^{-}_{k}\big)\Big]",
-    params=(
-        Param("beta", 0.8, 0.0, 10.0, "Weight of the CRD term; 0.8 as in the paper's code.", r"\beta"),
-        Param("nce_k", 1024, 16, 16384, "Negatives per anchor, drawn from the memory bank (other training images). "
-              "The paper uses 16384 of CIFAR-100's 50,000 images; 1024 here, for the small datasets and a CPU. "
-              "Capped at the number of training images minus one.", "K", log=True, integer=True),
-        Param("tau", 0.07, 0.01, 1.0, "Temperature of the scores exp(v·M/tau); 0.07 as in the paper.", r"\tau", log=True),
-        Param("momentum", 0.5, 0.0, 0.99, "Momentum of the memory bank: a row keeps this share of its old value "
-              "at each update; 0.5 as in the paper.", "m"),
-        Param("feat_dim", 128, 8, 512, "Dimension of the embedding space of the two heads; 128 as in the paper.",
-              "d", integer=True),
-        Param("other_class", 1, 0, 1, "1: negatives only from other classes, as the authors' code does ('exact' "
-              "mode; an unlabelled image counts as the class the teacher predicts); 0: from any other image, as the "
-              "paper's text puts it — with 10 classes, one negative in ten is then a same-class image.",
-              r"\mathrm{oc}", integer=True),
-    ),
-    tap_kind="any", terms=_crd.crd_terms, make_modules=_crd.make_modules,
-))
+register(
+    Method(
+        name="crd",
+        title="Contrastive representation distillation (Tian et al. 2020)",
+        family="contrastive",
+        paper="Tian, Krishnan & Isola 2020, Contrastive Representation Distillation (ICLR)",
+        summary="The student's embedding of an image must pick out the teacher's embedding of the same image among K "
+        "others held in a memory bank, and the other way round (v → M: student anchors against the teacher's "
+        "bank, teacher anchors against the student's). h = P / (P + K/N) with P = exp(v·M/τ) / Z is the "
+        "probability that a pair is real rather than noise: h⁺ for the image's own row of the bank, h⁻ for the K "
+        "negatives' rows. alpha = 0 gives the paper's CRD; alpha > 0 its CRD+KD.",
+        formula=r"\mathcal{L} = " + _CE + r" - <beta>\sum_{v \to M}\mathbb{E}\Big[\log h^{+} + "
+        r"\sum_{k=1}^{<nce_k>}\log\big(1 - h^{-}_{k}\big)\Big]",
+        params=(
+            Param("beta", 0.8, 0.0, 10.0, "Weight of the CRD term; 0.8 as in the paper's code.", r"\beta"),
+            Param(
+                "nce_k",
+                1024,
+                16,
+                16384,
+                "Negatives per anchor, drawn from the memory bank (other training images). "
+                "The paper uses 16384 of CIFAR-100's 50,000 images; 1024 here, for the small datasets and a CPU. "
+                "Capped at the number of training images minus one.",
+                "K",
+                log=True,
+                integer=True,
+            ),
+            Param(
+                "tau",
+                0.07,
+                0.01,
+                1.0,
+                "Temperature of the scores exp(v·M/tau); 0.07 as in the paper.",
+                r"\tau",
+                log=True,
+            ),
+            Param(
+                "momentum",
+                0.5,
+                0.0,
+                0.99,
+                "Momentum of the memory bank: a row keeps this share of its old value "
+                "at each update; 0.5 as in the paper.",
+                "m",
+            ),
+            Param(
+                "feat_dim",
+                128,
+                8,
+                512,
+                "Dimension of the embedding space of the two heads; 128 as in the paper.",
+                "d",
+                integer=True,
+            ),
+            Param(
+                "other_class",
+                1,
+                0,
+                1,
+                "1: negatives only from other classes, as the authors' code does ('exact' "
+                "mode; an unlabelled image counts as the class the teacher predicts); 0: from any other image, as the "
+                "paper's text puts it — with 10 classes, one negative in ten is then a same-class image.",
+                r"\mathrm{oc}",
+                integer=True,
+            ),
+        ),
+        tap_kind="any",
+        terms=_crd.crd_terms,
+        make_modules=_crd.make_modules,
+    )
+)
 
 
 # ---------------------------------------------------------------- beyond one teacher
@@ -381,64 +535,111 @@ def _beyond():
 def _lazy(name: str) -> Callable:
     def call(*args, **kw):
         return getattr(_beyond(), name)(*args, **kw)
+
     call.__name__ = name
     return call
 
 
 BEYOND["ensemble"] = Method(
-    name="ensemble", title="Multi-teacher ensemble KD (Hinton et al. 2015; You et al. 2017)", family="multi-teacher",
+    name="ensemble",
+    title="Multi-teacher ensemble KD (Hinton et al. 2015; You et al. 2017)",
+    family="multi-teacher",
     paper="Hinton, Vinyals & Dean 2015 (distilling an ensemble); You, Xu, Xu & Tao 2017, Learning from Multiple "
-          "Teacher Networks (KDD)",
+    "Teacher Networks (KDD)",
     summary="K teachers (seeds and/or architectures), each trained once and cached, are blended into one set of soft "
-            "targets: their softened probabilities averaged, or weighted per image by each teacher's confidence "
-            "(a softmax over the teachers of their negative entropy at T = 1).",
+    "targets: their softened probabilities averaged, or weighted per image by each teacher's confidence "
+    "(a softmax over the teachers of their negative entropy at T = 1).",
     formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(\textstyle\sum_{k=1}^{<teachers>}"
-            r" w_k\, p_{T_k}^{(<T>)} \,\|\, p_S^{(<T>)}\right)",
+    r" w_k\, p_{T_k}^{(<T>)} \,\|\, p_S^{(<T>)}\right)",
     params=(
-        Param("teachers", 3, 1, 6, "Number of teachers K. Teacher k has architecture k mod A (see archs) and seed "
-              "k div A; teacher 0 is the ordinary cached teacher.", "K", integer=True),
-        Param("archs", 1, 1, 2, "1: K seeds of the teacher architecture; 2: alternate it with a second architecture "
-              "(an MLP, or resnet14 on CIFAR-10) for more diverse teachers.", "A", integer=True),
-        Param("weighting", 0, 0, 1, "0: average the teachers' softened probabilities (w_k = 1/K); 1: weight them per "
-              "image by confidence, w_k(x) = softmax_k(-H(p_k(x))) with p_k at T = 1.", "w", integer=True),
+        Param(
+            "teachers",
+            3,
+            1,
+            6,
+            "Number of teachers K. Teacher k has architecture k mod A (see archs) and seed "
+            "k div A; teacher 0 is the ordinary cached teacher.",
+            "K",
+            integer=True,
+        ),
+        Param(
+            "archs",
+            1,
+            1,
+            2,
+            "1: K seeds of the teacher architecture; 2: alternate it with a second architecture "
+            "(an MLP, or resnet14 on CIFAR-10) for more diverse teachers.",
+            "A",
+            integer=True,
+        ),
+        Param(
+            "weighting",
+            0,
+            0,
+            1,
+            "0: average the teachers' softened probabilities (w_k = 1/K); 1: weight them per "
+            "image by confidence, w_k(x) = softmax_k(-H(p_k(x))) with p_k at T = 1.",
+            "w",
+            integer=True,
+        ),
     ),
-    make_teacher=_lazy("ensemble_teacher"), prepare=_lazy("prepare_ensemble"),
+    make_teacher=_lazy("ensemble_teacher"),
+    prepare=_lazy("prepare_ensemble"),
 )
 BEYOND["born-again"] = Method(
-    name="born-again", title="Born-again networks (Furlanello et al. 2018)", family="chain",
+    name="born-again",
+    title="Born-again networks (Furlanello et al. 2018)",
+    family="chain",
     paper="Furlanello, Lipton, Tschannen, Itti & Anandkumar 2018, Born-Again Neural Networks (ICML)",
     summary="Self-distillation over generations: generation 1 has the teacher's own architecture and learns from "
-            "the teacher; generation k+1 learns from generation k. The result reports the accuracy of every "
-            "generation (the student is the last one, so it is as large as the teacher).",
+    "the teacher; generation k+1 learns from generation k. The result reports the accuracy of every "
+    "generation (the student is the last one, so it is as large as the teacher).",
     formula=r"\mathcal{L}_{g} = <1-alpha>\,\mathrm{CE}(y, p_{g}) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(p_{g-1}^{(<T>)}"
-            r" \,\|\, p_{g}^{(<T>)}\right),\quad g = 1..<generations>,\ p_0 = p_T",
-    params=(Param("generations", 3, 1, 5, "Generations of students, each with the teacher's architecture.", "G",
-                  integer=True),),
+    r" \,\|\, p_{g}^{(<T>)}\right),\quad g = 1..<generations>,\ p_0 = p_T",
+    params=(
+        Param(
+            "generations", 3, 1, 5, "Generations of students, each with the teacher's architecture.", "G", integer=True
+        ),
+    ),
     pipeline=_lazy("born_again_events"),
 )
 BEYOND["ta"] = Method(
-    name="ta", title="Teacher-assistant KD (Mirzadeh et al. 2020)", family="chain",
+    name="ta",
+    title="Teacher-assistant KD (Mirzadeh et al. 2020)",
+    family="chain",
     paper="Mirzadeh, Farajtabar, Li, Levine, Matsukawa & Ghasemzadeh 2020, Improved Knowledge Distillation via "
-          "Teacher Assistant (AAAI)",
+    "Teacher Assistant (AAAI)",
     summary="Bridge the size gap: the teacher distils an assistant of intermediate size (--assistant), which distils "
-            "the student. The same result holds the direct teacher -> student run for comparison.",
+    "the student. The same result holds the direct teacher -> student run for comparison.",
     formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(p_{A}^{(<T>)}"
-            r" \,\|\, p_S^{(<T>)}\right),\quad p_A \leftarrow \mathrm{KD}(p_T)",
+    r" \,\|\, p_S^{(<T>)}\right),\quad p_A \leftarrow \mathrm{KD}(p_T)",
     pipeline=_lazy("ta_events"),
 )
 BEYOND["dml"] = Method(
-    name="dml", title="Deep mutual learning (Zhang et al. 2018)", family="online",
+    name="dml",
+    title="Deep mutual learning (Zhang et al. 2018)",
+    family="online",
     paper="Zhang, Xiang, Hospedales & Lu 2018, Deep Mutual Learning (CVPR)",
     summary="No pre-trained teacher: K students learn together from scratch, each on its labels plus a KL term "
-            "towards the others' current (detached) predictions at T = 1.",
+    "towards the others' current (detached) predictions at T = 1.",
     formula=r"\mathcal{L}_k = \mathrm{CE}(y, p_k) + \frac{<beta>}{K-1}\sum_{l \ne k}\mathrm{KL}(p_l \,\|\, p_k),"
-            r"\quad k = 1..<students>",
+    r"\quad k = 1..<students>",
     params=(
-        Param("students", 2, 2, 4, "Students trained together (all with the student architecture, different "
-              "initialisations); the first is reported as the student.", "K", integer=True),
+        Param(
+            "students",
+            2,
+            2,
+            4,
+            "Students trained together (all with the student architecture, different "
+            "initialisations); the first is reported as the student.",
+            "K",
+            integer=True,
+        ),
         Param("beta", 1.0, 0.0, 10.0, "Weight of the mimicry (KL) term; 1 in the paper.", r"\lambda"),
     ),
-    uses_alpha=False, uses_temperature=False, pipeline=_lazy("dml_events"),
+    uses_alpha=False,
+    uses_temperature=False,
+    pipeline=_lazy("dml_events"),
 )
 
 

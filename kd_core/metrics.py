@@ -39,8 +39,12 @@ def agreement(student_logits: Tensor, teacher_logits: Tensor) -> float:
 
 def kl_to_teacher(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> float:
     """Mean KL(p_T || p_S) at temperature T (without the T^2 factor)."""
-    return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1),
-                    reduction="batchmean", log_target=True).item()
+    return F.kl_div(
+        F.log_softmax(student_logits / temperature, 1),
+        F.log_softmax(teacher_logits / temperature, 1),
+        reduction="batchmean",
+        log_target=True,
+    ).item()
 
 
 def ece(logits: Tensor, y: Tensor, bins: int = 15) -> float:

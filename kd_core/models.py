@@ -42,6 +42,7 @@ PRESETS: dict[str, dict[str, str]] = {
 
 # ---------------------------------------------------------------- architectures
 
+
 class MLP(nn.Module):
     """Flatten, then Linear+ReLU layers ``layer1..`` with the last one named ``embed``, then ``fc``."""
 
@@ -161,10 +162,13 @@ def _parse(name: str):
         depth, width = int(m.group(1)), int(m.group(2) or 1)
         if 8 <= depth <= 110 and (depth - 2) % 6 == 0 and 1 <= width <= 8:
             return "resnet", depth, width
-        raise ConfigError(f"unknown model '{name}': ResNet depth must be 6n+2 (8, 14, 20, 32, ... 110) "
-                          f"and width 1-8; allowed forms: {FORMS}")
-    raise ConfigError(f"unknown model '{name}'; allowed forms: {FORMS} "
-                      f"(widths 1-16384, 1-6 CNN stages of 1-1024 channels)")
+        raise ConfigError(
+            f"unknown model '{name}': ResNet depth must be 6n+2 (8, 14, 20, 32, ... 110) "
+            f"and width 1-8; allowed forms: {FORMS}"
+        )
+    raise ConfigError(
+        f"unknown model '{name}'; allowed forms: {FORMS} (widths 1-16384, 1-6 CNN stages of 1-1024 channels)"
+    )
 
 
 def build(name: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -192,12 +196,16 @@ def preset(dataset: str) -> tuple[str, str]:
 def suggested_models(dataset: str) -> list[str]:
     """A short list for a UI picker: the presets first."""
     t, s = preset(dataset)
-    extra = ["resnet20", "resnet14", "resnet8", "cnn-16-32"] if dataset == "cifar10" else \
-        ["cnn-16-32", "cnn-4-8", "mlp-256-128", "mlp-64", "mlp-32", "cnn-32-64-128"]
+    extra = (
+        ["resnet20", "resnet14", "resnet8", "cnn-16-32"]
+        if dataset == "cifar10"
+        else ["cnn-16-32", "cnn-4-8", "mlp-256-128", "mlp-64", "mlp-32", "cnn-32-64-128"]
+    )
     return list(dict.fromkeys([t, s] + extra))
 
 
 # ---------------------------------------------------------------- feature taps
+
 
 def _named(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if n}
@@ -237,6 +245,7 @@ class FeatureTaps:
         def hook(module, inputs, output):
             self.outputs[name] = output.detach() if self.detach and isinstance(output, Tensor) else output
             self._versions[name] = _version(output)
+
         return hook
 
     def __exit__(self, *exc) -> None:
@@ -247,8 +256,10 @@ class FeatureTaps:
     def __getitem__(self, name: str) -> Tensor:
         out = self.outputs[name]
         if _version(out) != self._versions[name]:
-            raise ConfigError(f"the output of layer '{name}' was overwritten in place by a later layer "
-                              f"(an in-place ReLU?); tap the layer after it instead")
+            raise ConfigError(
+                f"the output of layer '{name}' was overwritten in place by a later layer "
+                f"(an in-place ReLU?); tap the layer after it instead"
+            )
         return out
 
     def __contains__(self, name: str) -> bool:
@@ -296,6 +307,7 @@ def module_shapes(model: nn.Module, in_shape, names: list[str] | None = None) ->
         def hook(module, inputs, output):
             if isinstance(output, Tensor):
                 shapes[n] = tuple(output.shape[1:])
+
         return hook
 
     handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
@@ -309,7 +321,7 @@ def module_shapes(model: nn.Module, in_shape, names: list[str] | None = None) ->
 
 
 def tap_kind(shape) -> str:
-    """"spatial" for a (C, H, W) feature map, "vector" otherwise (e.g. (D,))."""
+    """ "spatial" for a (C, H, W) feature map, "vector" otherwise (e.g. (D,))."""
     return "spatial" if len(shape) == 3 else "vector"
 
 
@@ -335,6 +347,7 @@ def default_pair(teacher: nn.Module, student: nn.Module, in_shape, kind: str) ->
 
 
 # ---------------------------------------------------------------- profiling
+
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -373,11 +386,15 @@ def copy_to_cpu(model: nn.Module) -> nn.Module:
 
 
 def profile(model: nn.Module, in_shape) -> dict:
-    return {"params": count_params(model), "flops": flops_per_sample(model, in_shape),
-            "latency_ms": cpu_latency_ms(model, in_shape)}
+    return {
+        "params": count_params(model),
+        "flops": flops_per_sample(model, in_shape),
+        "latency_ms": cpu_latency_ms(model, in_shape),
+    }
 
 
 # ---------------------------------------------------------------- weights
+
 
 def state_tensors(module: nn.Module, prefix: str = "") -> dict[str, Tensor]:
     """Parameters and buffers as contiguous CPU clones (safetensors refuses shared or strided ones)."""
@@ -413,8 +430,9 @@ def load_weights(model: nn.Module, path, extra: nn.Module | None = None) -> None
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0] if first else ""
-        raise ConfigError(f"the weights in {path} do not fit {getattr(model, 'arch', type(model).__name__)}: "
-                          f"{detail}") from e
+        raise ConfigError(
+            f"the weights in {path} do not fit {getattr(model, 'arch', type(model).__name__)}: {detail}"
+        ) from e
 
 
 def pick_device() -> torch.device:

@@ -37,6 +37,7 @@ LOSSES = {"rkd_distance": "RKD distance", "rkd_angle": "RKD angle", "sp": "SP", 
 
 # ---------------------------------------------------------------- choosing images
 
+
 def pool_indices(n_test: int, size: int = POOL_SIZE, seed: int = 0) -> np.ndarray:
     """A fixed random subset of ``size`` test positions (all when fewer), ascending."""
     if n_test <= size:
@@ -63,6 +64,7 @@ def class_sorted_batch(y, n: int, seed: int = 0) -> np.ndarray:
 
 # ---------------------------------------------------------------- features
 
+
 def flat_features(model: nn.Module, x: Tensor, layer: str) -> Tensor:
     """The named layer's output on ``x`` (eval mode, CPU), one flattened row per sample."""
     return features.extract(model, x, [layer])[layer].flatten(1)
@@ -83,6 +85,7 @@ def project(modules: nn.Module | None, student_emb: Tensor, teacher_emb: Tensor)
 
 # ---------------------------------------------------------------- relational matrices
 
+
 def anchor_angles(emb: Tensor, anchor: int) -> Tensor:
     """RKD's angle potentials for one anchor j: (B, B) with [i, k] = cos of the angle at
     e_j between e_i and e_k, i.e. ``losses.angle_potentials(emb)[anchor]`` without the
@@ -96,8 +99,12 @@ def relation_matrices(emb: Tensor, anchor: int = 0) -> dict[str, np.ndarray]:
     """The four relational matrices of a batch (see ``MATRICES``), as float arrays."""
     emb = emb.flatten(1).float()
     with torch.no_grad():
-        out = {"distance": losses.normalised_distances(emb), "angle": anchor_angles(emb, anchor),
-               "sp": losses.similarity_matrix(emb), "pkt": losses.pkt_probabilities(emb)}
+        out = {
+            "distance": losses.normalised_distances(emb),
+            "angle": anchor_angles(emb, anchor),
+            "sp": losses.similarity_matrix(emb),
+            "pkt": losses.pkt_probabilities(emb),
+        }
     return {k: v.numpy().astype(np.float64) for k, v in out.items()}
 
 
@@ -105,8 +112,12 @@ def relational_losses(student_emb: Tensor, teacher_emb: Tensor) -> dict[str, flo
     """The unweighted relational losses between a student's and the teacher's batch."""
     s, t = student_emb.flatten(1).float(), teacher_emb.flatten(1).float()
     with torch.no_grad():
-        return {"rkd_distance": float(losses.rkd_distance_loss(s, t)), "rkd_angle": float(losses.rkd_angle_loss(s, t)),
-                "sp": float(losses.sp_loss(s, t)), "pkt": float(losses.pkt_loss(s, t))}
+        return {
+            "rkd_distance": float(losses.rkd_distance_loss(s, t)),
+            "rkd_angle": float(losses.rkd_angle_loss(s, t)),
+            "sp": float(losses.sp_loss(s, t)),
+            "pkt": float(losses.pkt_loss(s, t)),
+        }
 
 
 def matrix_gap(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,6 +126,7 @@ def matrix_gap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- 2-D maps
+
 
 def embed_2d(emb, how: str = "pca", seed: int = 0) -> np.ndarray:
     """(n, 2) coordinates of the rows of ``emb``: PCA, or t-SNE (on at most ``TSNE_MAX``
@@ -141,8 +153,9 @@ def embed_2d(emb, how: str = "pca", seed: int = 0) -> np.ndarray:
             if x.shape[1] > 50:
                 x = PCA(n_components=50, random_state=seed).fit_transform(x)
             perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
-            return TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=perplexity,
-                        random_state=seed, n_jobs=1).fit_transform(x)
+            return TSNE(
+                n_components=2, init="pca", learning_rate="auto", perplexity=perplexity, random_state=seed, n_jobs=1
+            ).fit_transform(x)
     raise ValueError(f"unknown 2-D map '{how}'; use 'pca' or 'tsne'")
 
 
@@ -155,11 +168,12 @@ def align_to(reference: np.ndarray, points: np.ndarray) -> np.ndarray:
     u, _, vt = np.linalg.svd(pc.T @ rc)
     r = u @ vt
     out = pc @ r
-    scale = np.sqrt((rc ** 2).sum() / max((out ** 2).sum(), 1e-12))
+    scale = np.sqrt((rc**2).sum() / max((out**2).sum(), 1e-12))
     return out * scale + ref.mean(0)
 
 
 # ---------------------------------------------------------------- contrastive
+
 
 def fit_linear_map(src: Tensor, dst: Tensor, ridge: float = 1e-2) -> Tensor:
     """Ridge least squares W (D_src + 1, D_dst) with [src, 1] @ W ≈ dst: a student's

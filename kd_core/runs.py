@@ -193,8 +193,14 @@ class RestoredRun:
         self.status = run.status
         self.pairs = [tuple(p) for p in run.result.get("pairs", [])]
         last = run.history[-1]["epoch"] if run.history else 0
-        self._snap = {"epoch": last, "student": student, "baseline": baseline, "modules": modules,
-                      "teacher": teacher.model, "pairs": self.pairs}
+        self._snap = {
+            "epoch": last,
+            "student": student,
+            "baseline": baseline,
+            "modules": modules,
+            "teacher": teacher.model,
+            "pairs": self.pairs,
+        }
 
     def snapshot(self) -> dict:
         return self._snap
@@ -217,11 +223,14 @@ def _load_into(model, extra, raw: bytes, name: str) -> None:
             extra.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
     except RuntimeError as e:
         lines = str(e).strip().splitlines()
-        raise RunError(f"the weights of run '{name}' do not fit {model.arch}: "
-                       f"{lines[1].strip() if len(lines) > 1 else lines[0] if lines else ''}") from None
+        raise RunError(
+            f"the weights of run '{name}' do not fit {model.arch}: "
+            f"{lines[1].strip() if len(lines) > 1 else lines[0] if lines else ''}"
+        ) from None
 
 
 # ---------------------------------------------------------------- saving
+
 
 def thin_steps(steps: list[dict], keep: int = MAX_STEPS_KEPT) -> list[dict]:
     """At most ``keep`` evenly spaced step records (the last one always kept)."""
@@ -254,8 +263,9 @@ def _weights_blob(model, extra=None) -> bytes:
     return save(tensors)
 
 
-def save_run(result: dict, student, baseline=None, modules=None, name: str | None = None,
-             source: str = "", owner: str = "") -> Run:
+def save_run(
+    result: dict, student, baseline=None, modules=None, name: str | None = None, source: str = "", owner: str = ""
+) -> Run:
     """Save a finished or stopped run: ``result`` is ``Trainer.result`` / ``distil()``'s dict;
     ``student`` (with the method's ``modules``) and ``baseline`` are its trained models.
     Returns the saved :class:`Run`."""
@@ -276,9 +286,18 @@ def save_run(result: dict, student, baseline=None, modules=None, name: str | Non
         paths.atomic_write_bytes(target / fname, blob)
         files[fname] = hashlib.sha256(blob).hexdigest()
     metrics = {k: v for k, v in result.items() if k != "step_losses"}
-    doc = {"format": FORMAT, "id": run_id, "name": clean_name(name) or default_name(result["config"]),
-           "created": time.time(), "source": source, "owner": str(owner or ""), "config": config.to_dict(), "result": metrics,
-           "steps": thin_steps(result.get("step_losses") or []), "files": files}
+    doc = {
+        "format": FORMAT,
+        "id": run_id,
+        "name": clean_name(name) or default_name(result["config"]),
+        "created": time.time(),
+        "source": source,
+        "owner": str(owner or ""),
+        "config": config.to_dict(),
+        "result": metrics,
+        "steps": thin_steps(result.get("step_losses") or []),
+        "files": files,
+    }
     paths.atomic_write_text(target / RUN_FILE, json.dumps(_jsonable(doc), indent=1))  # last: the run now exists
     return _from_doc(doc)
 
@@ -287,8 +306,9 @@ def save_trainer(trainer, name: str | None = None, source: str = "", owner: str 
     """Save a Trainer's run once it has ended (finished or stopped)."""
     if trainer.result is None:
         raise RunError("the run has not ended yet")
-    return save_run(trainer.result, trainer.student, trainer.baseline, trainer.modules, name=name, source=source,
-                    owner=owner)
+    return save_run(
+        trainer.result, trainer.student, trainer.baseline, trainer.modules, name=name, source=source, owner=owner
+    )
 
 
 def save_lab_run(job) -> Run | None:
@@ -307,14 +327,23 @@ def save_lab_run(job) -> Run | None:
 
 # ---------------------------------------------------------------- reading
 
+
 def _from_doc(doc: dict) -> Run:
     config = Config.from_dict(dict(doc["config"]))
     result = doc["result"]
     if not isinstance(result, dict):
         raise ValueError("result is not an object")
-    return Run(id=doc["id"], name=str(doc.get("name") or default_name(doc["config"])), created=float(doc["created"]),
-               config=config, result=result, steps=list(doc.get("steps") or []), source=str(doc.get("source", "")),
-               files=dict(doc.get("files") or {}), owner=str(doc.get("owner") or ""))
+    return Run(
+        id=doc["id"],
+        name=str(doc.get("name") or default_name(doc["config"])),
+        created=float(doc["created"]),
+        config=config,
+        result=result,
+        steps=list(doc.get("steps") or []),
+        source=str(doc.get("source", "")),
+        files=dict(doc.get("files") or {}),
+        owner=str(doc.get("owner") or ""),
+    )
 
 
 def _read(run_dir: Path) -> Run:
@@ -331,8 +360,10 @@ def _read(run_dir: Path) -> Run:
     fmt = doc.get("format")
     if fmt != FORMAT:
         age = "an older" if not isinstance(fmt, int) or fmt < FORMAT else "a newer"
-        raise RunError(f"run '{doc.get('name', run_dir.name)}' was saved by {age} version of KD Playground "
-                       f"(format {fmt}, this one reads {FORMAT}); skipped")
+        raise RunError(
+            f"run '{doc.get('name', run_dir.name)}' was saved by {age} version of KD Playground "
+            f"(format {fmt}, this one reads {FORMAT}); skipped"
+        )
     if doc.get("id") != run_dir.name:
         raise RunError(f"run file {file} belongs to another run ('{doc.get('id')}'); skipped")
     try:
@@ -401,8 +432,18 @@ def delete(run_id: str) -> None:
 # ---------------------------------------------------------------- export
 
 MODEL_ROWS = (("teacher", "teacher"), ("student", "distilled student"), ("baseline", "scratch student"))
-METRIC_COLUMNS = ("test_accuracy", "agreement", "kl_to_teacher", "ece", "params", "flops", "latency_ms",
-                  "compression", "speedup", "train_seconds")
+METRIC_COLUMNS = (
+    "test_accuracy",
+    "agreement",
+    "kl_to_teacher",
+    "ece",
+    "params",
+    "flops",
+    "latency_ms",
+    "compression",
+    "speedup",
+    "train_seconds",
+)
 
 
 def metrics_rows(run: Run) -> list[dict]:
@@ -449,8 +490,16 @@ def export_csv(run: Run, what: str = "metrics") -> str:
 
 def export_json(run: Run) -> str:
     """Everything saved with the run (config, metrics, history, thinned losses) as JSON."""
-    doc = {"format": FORMAT, "id": run.id, "name": run.name, "created": run.created, "source": run.source,
-           "config": run.config.to_dict(), "result": run.result, "steps": run.steps}
+    doc = {
+        "format": FORMAT,
+        "id": run.id,
+        "name": run.name,
+        "created": run.created,
+        "source": run.source,
+        "config": run.config.to_dict(),
+        "result": run.result,
+        "steps": run.steps,
+    }
     return json.dumps(_jsonable(doc), indent=1)
 
 

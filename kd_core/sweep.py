@@ -45,6 +45,7 @@ DASK_MISSING = "the dask backend needs Dask's distributed scheduler: pip install
 
 # ---------------------------------------------------------------- the worker side
 
+
 def run_task(task: dict, teacher: dict | None = None) -> dict:
     """Run one (cell, seed): a plain function of plain data, so any backend can ship it.
 
@@ -52,9 +53,21 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
     in another process than the one that planned the sweep); ``teacher`` (a cluster
     at an address) holds the teacher's weights, written into this machine's cache once."""
     t0 = time.perf_counter()
-    out = {"index": task["index"], "cell_index": task.get("cell_index"), "cell": task["cell"], "seed": task["seed"], "reference": task.get("reference", False),
-           "status": "error", "message": "", "student_acc": None, "agreement": None, "ece": None,
-           "history": [], "seconds": 0.0, "worker": os.getpid()}
+    out = {
+        "index": task["index"],
+        "cell_index": task.get("cell_index"),
+        "cell": task["cell"],
+        "seed": task["seed"],
+        "reference": task.get("reference", False),
+        "status": "error",
+        "message": "",
+        "student_acc": None,
+        "agreement": None,
+        "ece": None,
+        "history": [],
+        "seconds": 0.0,
+        "worker": os.getpid(),
+    }
     try:
         if os.getpid() != task.get("parent_pid"):
             os.environ.update(task.get("env") or {})
@@ -68,12 +81,20 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
             _install_teacher(teacher)
         result = train.distil(Config.from_dict(dict(task["config"])))
         s = result["student"]
-        out.update(status=result["status"], message=result["message"], student_acc=s["test_accuracy"],
-                   agreement=s.get("agreement"), ece=s.get("ece"),
-                   # the single cached teacher (an ensemble's teacher 0; none for DML)
-                   teacher_acc=(result["teachers"][0]["test_accuracy"] if result.get("teachers")
-                                else (result.get("teacher") or {}).get("test_accuracy")),
-                   history=[h["test_accuracy"] for h in s.get("history", [])])
+        out.update(
+            status=result["status"],
+            message=result["message"],
+            student_acc=s["test_accuracy"],
+            agreement=s.get("agreement"),
+            ece=s.get("ece"),
+            # the single cached teacher (an ensemble's teacher 0; none for DML)
+            teacher_acc=(
+                result["teachers"][0]["test_accuracy"]
+                if result.get("teachers")
+                else (result.get("teacher") or {}).get("test_accuracy")
+            ),
+            history=[h["test_accuracy"] for h in s.get("history", [])],
+        )
     except KDError as e:
         out["message"] = str(e)
     except Exception as e:  # a bug in one cell: report it, keep the sweep going
@@ -86,8 +107,11 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
 def _teacher_blob(teacher) -> dict:
     """What a remote worker needs to put the teacher in its own cache."""
     folder = paths.subdir("teachers") / teacher.key
-    return {"key": teacher.key, "weights": (folder / "weights.safetensors").read_bytes(),
-            "meta": (folder / "meta.json").read_text()}
+    return {
+        "key": teacher.key,
+        "weights": (folder / "weights.safetensors").read_bytes(),
+        "meta": (folder / "meta.json").read_text(),
+    }
 
 
 def _install_teacher(blob: dict) -> None:
@@ -99,6 +123,7 @@ def _install_teacher(blob: dict) -> None:
 
 
 # ---------------------------------------------------------------- planning
+
 
 def parse_list(text: str, kind=float, name: str = "value") -> list:
     """'2,4, 8' -> [2.0, 4.0, 8.0]; raises ConfigError with one line."""
@@ -134,8 +159,9 @@ class Sweep:
 
     # ---------------------------------------------------------- constructors
     @classmethod
-    def grid(cls, base: Config, temperatures, alphas, seeds=(0,), methods=None, fractions=None,
-             scratch: bool = False) -> Sweep:
+    def grid(
+        cls, base: Config, temperatures, alphas, seeds=(0,), methods=None, fractions=None, scratch: bool = False
+    ) -> Sweep:
         """T x alpha (x methods x labelled fractions), ``seeds`` per cell; ``scratch`` adds the
         student alone (method 'none') per fraction as a reference."""
         base = base.resolved().validate()
@@ -150,20 +176,28 @@ class Sweep:
             for m in methods:
                 for T in temperatures:
                     for a in alphas:
-                        cell = {"method": m, "labeled_fraction": float(frac), "temperature": float(T), "alpha": float(a)}
+                        cell = {
+                            "method": m,
+                            "labeled_fraction": float(frac),
+                            "temperature": float(T),
+                            "alpha": float(a),
+                        }
                         cells.append(cell)
                         configs.append([_cell_config(base, cell, s) for s in seeds])
                         ref.append(False)
             if scratch:
                 cell = {"method": "none", "labeled_fraction": float(frac), "temperature": None, "alpha": None}
                 cells.append(cell)
-                configs.append([_cell_config(base, {"method": "none", "labeled_fraction": float(frac)}, s) for s in seeds])
+                configs.append(
+                    [_cell_config(base, {"method": "none", "labeled_fraction": float(frac)}, s) for s in seeds]
+                )
                 ref.append(True)
         return cls(base, cells, configs, ref, "grid")._checked()
 
     @classmethod
-    def leaderboard(cls, base: Config, seeds=(0, 1, 2), methods=None, kd_on_all: bool = False,
-                    beyond: bool = False) -> Sweep:
+    def leaderboard(
+        cls, base: Config, seeds=(0, 1, 2), methods=None, kd_on_all: bool = False, beyond: bool = False
+    ) -> Sweep:
         """Every method (default: the whole registry, 'none' first as the scratch student) on
         ``base``'s teacher/student pair. Methods other than the logit ones train on CE plus their
         own term (alpha = 0), as in the CRD paper's Table 1; ``kd_on_all`` adds the KD term
@@ -182,8 +216,9 @@ class Sweep:
             alpha = base.alpha if (m.family in ("logits", "multi-teacher", "chain") or kd_on_all) else 0.0
             cell = {"method": n}
             cells.append(cell)
-            configs.append([replace(base, method=n, alpha=alpha, params={}, pairs=[], baseline=False, seed=int(s))
-                            for s in seeds])
+            configs.append(
+                [replace(base, method=n, alpha=alpha, params={}, pairs=[], baseline=False, seed=int(s)) for s in seeds]
+            )
         return cls(base, cells, configs, [False] * len(cells), "leaderboard")._checked()
 
     def _checked(self) -> Sweep:
@@ -212,9 +247,18 @@ class Sweep:
         out = []
         for ci, (cell, cfgs) in enumerate(zip(self.cells, self.configs)):
             for cfg in cfgs:
-                out.append({"index": len(out), "cell_index": ci, "cell": cell, "seed": cfg.seed,
-                            "reference": self.reference[ci], "config": cfg.to_dict(), "env": env or {},
-                            "parent_pid": os.getpid()})
+                out.append(
+                    {
+                        "index": len(out),
+                        "cell_index": ci,
+                        "cell": cell,
+                        "seed": cfg.seed,
+                        "reference": self.reference[ci],
+                        "config": cfg.to_dict(),
+                        "env": env or {},
+                        "parent_pid": os.getpid(),
+                    }
+                )
         return out
 
     # ---------------------------------------------------------- running
@@ -224,15 +268,23 @@ class Sweep:
         from . import train
 
         b = self.base
-        teacher = train.get_teacher(b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress)
+        teacher = train.get_teacher(
+            b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress
+        )
         for cfgs in self.configs:  # methods with several teachers (ensemble): all of them, once, here
             m = methods_mod.get(cfgs[0].method)
             if m.prepare is not None:
                 m.prepare(cfgs[0], progress)
         return teacher
 
-    def results(self, backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
-                stop: threading.Event | None = None, teacher_progress=None):
+    def results(
+        self,
+        backend: str = "joblib",
+        n_jobs: int | None = None,
+        address: str | None = None,
+        stop: threading.Event | None = None,
+        teacher_progress=None,
+    ):
         """Run every task; yield each task's result dict as it finishes (in any order).
         Setting ``stop`` cancels the tasks not yet started (running ones finish)."""
         backend = (backend or "joblib").lower()
@@ -249,15 +301,24 @@ class Sweep:
         remote = address is not None
         env = {"KD_PLAYGROUND_THREADS": "1"}
         if not remote:  # local workers share this process's cache folder and settings
-            env.update({k: v for k, v in os.environ.items() if k.startswith("KD_PLAYGROUND_") and k != "KD_PLAYGROUND_THREADS"})
+            env.update(
+                {k: v for k, v in os.environ.items() if k.startswith("KD_PLAYGROUND_") and k != "KD_PLAYGROUND_THREADS"}
+            )
             env["KD_PLAYGROUND_HOME"] = str(paths.home())
         tasks = self.tasks(env)
         blob = _teacher_blob(teacher) if remote else None
         runner = {"joblib": _joblib, "dask": _dask, "ray": _ray}[backend]
         yield from runner(tasks, min(n_jobs, len(tasks)), address, blob, stop)
 
-    def run(self, backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
-            on_result=None, stop: threading.Event | None = None, teacher_progress=None) -> SweepResult:
+    def run(
+        self,
+        backend: str = "joblib",
+        n_jobs: int | None = None,
+        address: str | None = None,
+        on_result=None,
+        stop: threading.Event | None = None,
+        teacher_progress=None,
+    ) -> SweepResult:
         res = SweepResult(self)
         for r in self.results(backend, n_jobs, address, stop, teacher_progress):
             res.add(r)
@@ -269,8 +330,14 @@ class Sweep:
 def _cell_config(base: Config, cell: dict, seed) -> Config:
     kw = {k: v for k, v in cell.items() if v is not None}
     method_changed = kw.get("method", base.method) != base.method
-    return replace(base, **kw, seed=int(seed), baseline=False,
-                   params={} if method_changed else dict(base.params), pairs=[] if method_changed else list(base.pairs))
+    return replace(
+        base,
+        **kw,
+        seed=int(seed),
+        baseline=False,
+        params={} if method_changed else dict(base.params),
+        pairs=[] if method_changed else list(base.pairs),
+    )
 
 
 def _check_backend(backend: str) -> None:
@@ -288,11 +355,13 @@ def _check_backend(backend: str) -> None:
 
 # ---------------------------------------------------------------- backends
 
+
 def _joblib(tasks, n_jobs, address, blob, stop):
     from joblib import Parallel, delayed
 
     gen = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(
-        delayed(run_task)(t, blob) for t in tasks)
+        delayed(run_task)(t, blob) for t in tasks
+    )
     try:
         for r in gen:
             yield r
@@ -342,11 +411,15 @@ def _ray(tasks, n_jobs, address, blob, stop):
         else:
             root = str(Path(__file__).resolve().parents[1])
             kw["num_cpus"] = n_jobs
-            kw["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}}
+            kw["runtime_env"] = {
+                "env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+            }
         try:
             ray.init(**kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise KDError(f"cannot start or reach Ray{' at ' + address if address else ''}: {str(e).splitlines()[0]}") from None
+            raise KDError(
+                f"cannot start or reach Ray{' at ' + address if address else ''}: {str(e).splitlines()[0]}"
+            ) from None
         started = True
     try:
         remote = ray.remote(num_cpus=1)(run_task)
@@ -365,6 +438,7 @@ def _ray(tasks, n_jobs, address, blob, stop):
 
 
 # ---------------------------------------------------------------- results
+
 
 def _mean(xs):
     xs = [x for x in xs if x is not None]
@@ -415,11 +489,20 @@ class SweepResult:
             got = sorted(by_cell.get(i, []), key=lambda r: r["seed"])
             accs = [r["student_acc"] for r in got]
             agrees = [r["agreement"] for r in got]
-            rows.append({**cell, "reference": self.sweep.reference[i], "n": len(got),
-                         "seeds": len(self.sweep.configs[i]),
-                         "acc_mean": _mean(accs), "acc_std": _std(accs),
-                         "agree_mean": _mean(agrees), "agree_std": _std(agrees),
-                         "ece_mean": _mean([r["ece"] for r in got]), "accs": accs})
+            rows.append(
+                {
+                    **cell,
+                    "reference": self.sweep.reference[i],
+                    "n": len(got),
+                    "seeds": len(self.sweep.configs[i]),
+                    "acc_mean": _mean(accs),
+                    "acc_std": _std(accs),
+                    "agree_mean": _mean(agrees),
+                    "agree_std": _std(agrees),
+                    "ece_mean": _mean([r["ece"] for r in got]),
+                    "accs": accs,
+                }
+            )
         return rows
 
     def best(self, metric: str = "acc_mean", rows: list[dict] | None = None) -> dict | None:
@@ -435,17 +518,44 @@ class SweepResult:
         best = self.best(rows=rows)
         b = self.sweep.base
         cols = list(CELL_KEYS if self.sweep.kind == "grid" else ("method",)) + [
-            "n", "acc_mean", "acc_std", "agree_mean", "agree_std", "ece_mean", "accs", "best", "reference",
-            "dataset", "teacher", "student", "epochs", "teacher_acc"]
+            "n",
+            "acc_mean",
+            "acc_std",
+            "agree_mean",
+            "agree_std",
+            "ece_mean",
+            "accs",
+            "best",
+            "reference",
+            "dataset",
+            "teacher",
+            "student",
+            "epochs",
+            "teacher_acc",
+        ]
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(cols)
         t_acc = self.teacher_acc()
         for r in rows:
-            vals = dict(r, best=r is best, dataset=b.dataset, teacher=b.teacher, student=b.student, epochs=b.epochs,
-                        teacher_acc=t_acc, accs=";".join(f"{a:.6f}" for a in r["accs"]))
-            w.writerow(["" if vals.get(c) is None or (isinstance(vals.get(c), float) and math.isnan(vals[c]))
-                        else (f"{vals[c]:.6f}" if isinstance(vals[c], float) else vals[c]) for c in cols])
+            vals = dict(
+                r,
+                best=r is best,
+                dataset=b.dataset,
+                teacher=b.teacher,
+                student=b.student,
+                epochs=b.epochs,
+                teacher_acc=t_acc,
+                accs=";".join(f"{a:.6f}" for a in r["accs"]),
+            )
+            w.writerow(
+                [
+                    ""
+                    if vals.get(c) is None or (isinstance(vals.get(c), float) and math.isnan(vals[c]))
+                    else (f"{vals[c]:.6f}" if isinstance(vals[c], float) else vals[c])
+                    for c in cols
+                ]
+            )
         text = buf.getvalue()
         if path is not None:
             paths.atomic_write_text(Path(path), text)
@@ -469,7 +579,9 @@ def grid_table(res: SweepResult, metric: str = "acc") -> str:
         for m in res.sweep.axis("method"):
             sub = [r for r in rows if not r["reference"] and r["method"] == m and r["labeled_fraction"] == frac]
             Ts, As = res.sweep.axis("temperature"), res.sweep.axis("alpha")
-            head = [f"{m}, {frac:.0%} labels: {'accuracy' if metric == 'acc' else 'agreement'} (%)   T \\ alpha"] + [f"{a:g}" for a in As]
+            head = [f"{m}, {frac:.0%} labels: {'accuracy' if metric == 'acc' else 'agreement'} (%)   T \\ alpha"] + [
+                f"{a:g}" for a in As
+            ]
             table = [head]
             for T in Ts:
                 line = [f"T={T:g}"]
@@ -483,8 +595,10 @@ def grid_table(res: SweepResult, metric: str = "acc") -> str:
         if ref is not None:
             out.append(f"scratch student (no teacher), {frac:.0%} labels: {fmt_pm(ref['acc_mean'], ref['acc_std'])}%")
     if best is not None:
-        out.append(f"* best cell: {best['method']} T={best['temperature']:g} alpha={best['alpha']:g} "
-                   f"({best['labeled_fraction']:.0%} labels): {fmt_pm(best['acc_mean'], best['acc_std'])}% accuracy")
+        out.append(
+            f"* best cell: {best['method']} T={best['temperature']:g} alpha={best['alpha']:g} "
+            f"({best['labeled_fraction']:.0%} labels): {fmt_pm(best['acc_mean'], best['acc_std'])}% accuracy"
+        )
     return "\n".join(out)
 
 
@@ -495,10 +609,22 @@ def _text_table(rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------- leaderboard
 
-LEADERBOARD_NAMES = {"none": "Student (scratch)", "kd": "KD", "dkd": "DKD", "fitnets": "FitNets", "at": "AT",
-                     "sp": "SP", "rkd": "RKD", "pkt": "PKT", "contrastive": "Contrastive", "crd": "CRD",
-                     "ensemble": "Ensemble KD", "born-again": "Born-again (teacher-sized, last gen.)", "ta": "TA KD",
-                     "dml": "DML (student 1)"}
+LEADERBOARD_NAMES = {
+    "none": "Student (scratch)",
+    "kd": "KD",
+    "dkd": "DKD",
+    "fitnets": "FitNets",
+    "at": "AT",
+    "sp": "SP",
+    "rkd": "RKD",
+    "pkt": "PKT",
+    "contrastive": "Contrastive",
+    "crd": "CRD",
+    "ensemble": "Ensemble KD",
+    "born-again": "Born-again (teacher-sized, last gen.)",
+    "ta": "TA KD",
+    "dml": "DML (student 1)",
+}
 
 
 def leaderboard_dir() -> Path:
@@ -508,12 +634,31 @@ def leaderboard_dir() -> Path:
 def leaderboard_rows(res: SweepResult) -> list[dict]:
     """The leaderboard as rows: teacher first, then each method (mean ± std over seeds)."""
     b = res.sweep.base
-    rows = [{"method": "teacher", "name": f"Teacher ({b.teacher})", "n": 1, "acc_mean": res.teacher_acc(),
-             "acc_std": math.nan, "agree_mean": math.nan, "agree_std": math.nan, "ece_mean": math.nan}]
+    rows = [
+        {
+            "method": "teacher",
+            "name": f"Teacher ({b.teacher})",
+            "n": 1,
+            "acc_mean": res.teacher_acc(),
+            "acc_std": math.nan,
+            "agree_mean": math.nan,
+            "agree_std": math.nan,
+            "ece_mean": math.nan,
+        }
+    ]
     for r in res.rows():
-        rows.append({"method": r["method"], "name": LEADERBOARD_NAMES.get(r["method"], r["method"]), "n": r["n"],
-                     "acc_mean": r["acc_mean"], "acc_std": r["acc_std"], "agree_mean": r["agree_mean"],
-                     "agree_std": r["agree_std"], "ece_mean": r["ece_mean"]})
+        rows.append(
+            {
+                "method": r["method"],
+                "name": LEADERBOARD_NAMES.get(r["method"], r["method"]),
+                "n": r["n"],
+                "acc_mean": r["acc_mean"],
+                "acc_std": r["acc_std"],
+                "agree_mean": r["agree_mean"],
+                "agree_std": r["agree_std"],
+                "ece_mean": r["ece_mean"],
+            }
+        )
     return rows
 
 
@@ -525,13 +670,26 @@ def leaderboard_text(res: SweepResult) -> str:
     for r in rows:
         delta = ""
         mean = math.nan if r["acc_mean"] is None else r["acc_mean"]
-        if scratch is not None and r["method"] not in ("none", "teacher") and not math.isnan(mean) \
-                and not math.isnan(scratch["acc_mean"]):
+        if (
+            scratch is not None
+            and r["method"] not in ("none", "teacher")
+            and not math.isnan(mean)
+            and not math.isnan(scratch["acc_mean"])
+        ):
             delta = f"{100 * (mean - scratch['acc_mean']):+.2f}"
-        head.append([r["name"], fmt_pm(mean, r["acc_std"]),
-                     delta, fmt_pm(r["agree_mean"], r["agree_std"]), "" if r["method"] == "teacher" else str(r["n"])])
-    title = (f"{b.dataset}: teacher {b.teacher} -> student {b.student}; {b.epochs} epochs, "
-             f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} (mean ± std)")
+        head.append(
+            [
+                r["name"],
+                fmt_pm(mean, r["acc_std"]),
+                delta,
+                fmt_pm(r["agree_mean"], r["agree_std"]),
+                "" if r["method"] == "teacher" else str(r["n"]),
+            ]
+        )
+    title = (
+        f"{b.dataset}: teacher {b.teacher} -> student {b.student}; {b.epochs} epochs, "
+        f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} (mean ± std)"
+    )
     return title + "\n" + _text_table(head)
 
 
@@ -539,31 +697,70 @@ def leaderboard_csv(res: SweepResult, path=None) -> str:
     b = res.sweep.base
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    cols = ["method", "name", "n", "acc_mean", "acc_std", "agree_mean", "agree_std", "ece_mean", "dataset", "teacher",
-            "student", "epochs", "labeled_fraction", "seeds", "created"]
+    cols = [
+        "method",
+        "name",
+        "n",
+        "acc_mean",
+        "acc_std",
+        "agree_mean",
+        "agree_std",
+        "ece_mean",
+        "dataset",
+        "teacher",
+        "student",
+        "epochs",
+        "labeled_fraction",
+        "seeds",
+        "created",
+    ]
     w.writerow(cols)
-    meta = {"dataset": b.dataset, "teacher": b.teacher, "student": b.student, "epochs": b.epochs,
-            "labeled_fraction": b.labeled_fraction, "seeds": ";".join(map(str, res.sweep.seeds)),
-            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta = {
+        "dataset": b.dataset,
+        "teacher": b.teacher,
+        "student": b.student,
+        "epochs": b.epochs,
+        "labeled_fraction": b.labeled_fraction,
+        "seeds": ";".join(map(str, res.sweep.seeds)),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     for r in leaderboard_rows(res):
         vals = {**r, **meta}
-        w.writerow(["" if vals[c] is None or (isinstance(vals[c], float) and math.isnan(vals[c]))
-                    else (f"{vals[c]:.6f}" if isinstance(vals[c], float) and c not in ("labeled_fraction",) else vals[c])
-                    for c in cols])
+        w.writerow(
+            [
+                ""
+                if vals[c] is None or (isinstance(vals[c], float) and math.isnan(vals[c]))
+                else (f"{vals[c]:.6f}" if isinstance(vals[c], float) and c not in ("labeled_fraction",) else vals[c])
+                for c in cols
+            ]
+        )
     text = buf.getvalue()
     if path is not None:
         paths.atomic_write_text(Path(path), text)
     return text
 
 
-def leaderboard(dataset: str = "mnist-mini", seeds=(0, 1, 2), methods=None, base: Config | None = None,
-                backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
-                kd_on_all: bool = False, csv_path=None, on_result=None, teacher_progress=None, beyond: bool = False):
+def leaderboard(
+    dataset: str = "mnist-mini",
+    seeds=(0, 1, 2),
+    methods=None,
+    base: Config | None = None,
+    backend: str = "joblib",
+    n_jobs: int | None = None,
+    address: str | None = None,
+    kd_on_all: bool = False,
+    csv_path=None,
+    on_result=None,
+    teacher_progress=None,
+    beyond: bool = False,
+):
     """Train every registered method (and the scratch student) with each seed; returns
     (SweepResult, text table, path of the CSV saved under ``<home>/leaderboards``)."""
     base = replace(base or Config(), dataset=dataset)
     sw = Sweep.leaderboard(base, seeds=seeds, methods=methods, kd_on_all=kd_on_all, beyond=beyond)
-    res = sw.run(backend=backend, n_jobs=n_jobs, address=address, on_result=on_result, teacher_progress=teacher_progress)
+    res = sw.run(
+        backend=backend, n_jobs=n_jobs, address=address, on_result=on_result, teacher_progress=teacher_progress
+    )
     saved = leaderboard_dir() / f"{dataset}.csv"
     text = leaderboard_csv(res, saved)
     if csv_path:
@@ -592,8 +789,14 @@ class SweepJob:
     The thread never touches UI code; a page polls this object. ``is_alive`` (optional)
     says whether its owner is still there; the sweep stops when it is not."""
 
-    def __init__(self, sweep: Sweep, backend: str = "joblib", n_jobs: int | None = None, address: str | None = None,
-                 is_alive=None):
+    def __init__(
+        self,
+        sweep: Sweep,
+        backend: str = "joblib",
+        n_jobs: int | None = None,
+        address: str | None = None,
+        is_alive=None,
+    ):
         self.sweep, self.backend, self.n_jobs, self.address = sweep, backend, n_jobs, address
         self.is_alive = is_alive  # optional () -> bool: whether anybody still watches (a browser session)
         self.result = SweepResult(sweep)
@@ -625,6 +828,7 @@ class SweepJob:
             self.started = time.time()
             self.status = "teacher"
             try:
+
                 def progress(epoch, epochs, acc):
                     self.teacher_epoch = (epoch, epochs)
 
@@ -647,8 +851,15 @@ class SweepJob:
 
 # ---------------------------------------------------------------- figures
 
-def heatmap_figure(res: SweepResult, method: str, fraction: float, metric: str = "acc", title: str | None = None,
-                   best: dict | None = None):
+
+def heatmap_figure(
+    res: SweepResult,
+    method: str,
+    fraction: float,
+    metric: str = "acc",
+    title: str | None = None,
+    best: dict | None = None,
+):
     """T (rows) x alpha (columns) heatmap of a cell metric's mean, with ``mean ± std`` in each
     cell, grey '…' cells while pending, and the best cell starred and outlined."""
     import plotly.graph_objects as go
@@ -672,8 +883,11 @@ def heatmap_figure(res: SweepResult, method: str, fraction: float, metric: str =
                 tr.append("")
                 continue
             star = "★ " if is_best and best["temperature"] == T and best["alpha"] == a else ""
-            tr.append(f"{star}{100 * m:.1f}" + ("" if math.isnan(s) else f"<br>± {100 * s:.1f}")
-                      + (f"<br>({r['n']}/{r['seeds']} seeds)" if r["n"] < r["seeds"] else ""))
+            tr.append(
+                f"{star}{100 * m:.1f}"
+                + ("" if math.isnan(s) else f"<br>± {100 * s:.1f}")
+                + (f"<br>({r['n']}/{r['seeds']} seeds)" if r["n"] < r["seeds"] else "")
+            )
         z.append(zr)
         text.append(tr)
         pending.append(pr)
@@ -681,17 +895,38 @@ def heatmap_figure(res: SweepResult, method: str, fraction: float, metric: str =
     name = "accuracy" if metric == "acc" else "agreement"
     fig = go.Figure()
     # grey cells under the data: a pending cell stays visible (with '…') until its runs finish
-    fig.add_heatmap(z=[[0] * len(As) for _ in Ts], x=xs, y=ys, colorscale=[[0, "#EEEEEE"], [1, "#EEEEEE"]],
-                    showscale=False, text=pending, texttemplate="%{text}", textfont=dict(size=22, color="#888888"),
-                    hoverinfo="skip", xgap=3, ygap=3)
-    fig.add_heatmap(z=z, x=xs, y=ys, text=text, texttemplate="%{text}", textfont=dict(size=16),
-                    colorscale=viz.SEQUENTIAL, colorbar=dict(title=dict(text=f"{name} %"), thickness=14),
-                    hoverongaps=False, xgap=3, ygap=3,
-                    hovertemplate=f"T=%{{y}}, alpha=%{{x}}: {name} %{{z:.2f}}%<extra></extra>")
+    fig.add_heatmap(
+        z=[[0] * len(As) for _ in Ts],
+        x=xs,
+        y=ys,
+        colorscale=[[0, "#EEEEEE"], [1, "#EEEEEE"]],
+        showscale=False,
+        text=pending,
+        texttemplate="%{text}",
+        textfont=dict(size=22, color="#888888"),
+        hoverinfo="skip",
+        xgap=3,
+        ygap=3,
+    )
+    fig.add_heatmap(
+        z=z,
+        x=xs,
+        y=ys,
+        text=text,
+        texttemplate="%{text}",
+        textfont=dict(size=16),
+        colorscale=viz.SEQUENTIAL,
+        colorbar=dict(title=dict(text=f"{name} %"), thickness=14),
+        hoverongaps=False,
+        xgap=3,
+        ygap=3,
+        hovertemplate=f"T=%{{y}}, alpha=%{{x}}: {name} %{{z:.2f}}%<extra></extra>",
+    )
     if is_best:
         bx, by = As.index(best["alpha"]), Ts.index(best["temperature"])
-        fig.add_shape(type="rect", x0=bx - 0.5, x1=bx + 0.5, y0=by - 0.5, y1=by + 0.5,
-                      line=dict(color="#000000", width=4))
+        fig.add_shape(
+            type="rect", x0=bx - 0.5, x1=bx + 0.5, y0=by - 0.5, y1=by + 0.5, line=dict(color="#000000", width=4)
+        )
     fig.update_xaxes(title="alpha (weight of the KD term)", type="category", showgrid=False)
     fig.update_yaxes(title="temperature T", type="category", autorange="reversed", showgrid=False)
     viz.style(fig, title, height=150 + 90 * len(Ts))
@@ -701,45 +936,83 @@ def heatmap_figure(res: SweepResult, method: str, fraction: float, metric: str =
 
 # ---------------------------------------------------------------- command line
 
+
 def add_subcommands(sub, add_run_args, config_from_args) -> None:
     """Register ``sweep`` and ``leaderboard`` on the CLI's subparsers (see ``__main__``)."""
-    s = sub.add_parser("sweep", help="T x alpha grid (x methods x labelled fractions), several seeds per cell, "
-                                      "in parallel; prints the grid and writes a CSV")
+    s = sub.add_parser(
+        "sweep",
+        help="T x alpha grid (x methods x labelled fractions), several seeds per cell, "
+        "in parallel; prints the grid and writes a CSV",
+    )
     add_run_args(s)
-    s.add_argument("--temperatures", default="1,2,4,8", metavar="T1,T2", help="temperatures to sweep (default: 1,2,4,8)")
+    s.add_argument(
+        "--temperatures", default="1,2,4,8", metavar="T1,T2", help="temperatures to sweep (default: 1,2,4,8)"
+    )
     s.add_argument("--alphas", default="0.5,0.9", metavar="A1,A2", help="alpha values to sweep (default: 0.5,0.9)")
     s.add_argument("--methods", default="", metavar="M1,M2", help="methods to sweep (default: --method)")
-    s.add_argument("--fractions", default="", metavar="F1,F2", help="labelled fractions to sweep (default: --labeled-fraction)")
+    s.add_argument(
+        "--fractions", default="", metavar="F1,F2", help="labelled fractions to sweep (default: --labeled-fraction)"
+    )
     s.add_argument("--seeds", default="0", metavar="S1,S2", help="seeds per cell (default: 0)")
     s.add_argument("--scratch", action="store_true", help="also train the student alone per fraction, as a reference")
     _add_backend_args(s)
-    s.add_argument("--csv", metavar="FILE", default="", help="write the per-cell results here "
-                                                            "(default: <KD_PLAYGROUND_HOME>/sweeps/<time>.csv)")
+    s.add_argument(
+        "--csv",
+        metavar="FILE",
+        default="",
+        help="write the per-cell results here (default: <KD_PLAYGROUND_HOME>/sweeps/<time>.csv)",
+    )
     s.set_defaults(func=lambda a: cmd_sweep(a, config_from_args))
-    lb = sub.add_parser("leaderboard", help="every method on one teacher/student pair, several seeds: "
-                                            "a table like the CRD paper's Table 1, also saved as CSV")
+    lb = sub.add_parser(
+        "leaderboard",
+        help="every method on one teacher/student pair, several seeds: "
+        "a table like the CRD paper's Table 1, also saved as CSV",
+    )
     add_run_args(lb)
     lb.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="seeds per method (default: 0,1,2)")
     lb.add_argument("--methods", default="", metavar="M1,M2", help="only these methods (default: the whole registry)")
-    lb.add_argument("--beyond", action="store_true",
-                    help="also the methods beyond one teacher: ensemble, born-again, ta, dml (slower: several "
-                         "teachers or chained runs)")
-    lb.add_argument("--kd-on-all", action="store_true",
-                    help="add the KD term (--alpha) to every method; by default feature, relational and contrastive "
-                         "methods train on CE plus their own loss, as in the CRD paper's Table 1")
+    lb.add_argument(
+        "--beyond",
+        action="store_true",
+        help="also the methods beyond one teacher: ensemble, born-again, ta, dml (slower: several "
+        "teachers or chained runs)",
+    )
+    lb.add_argument(
+        "--kd-on-all",
+        action="store_true",
+        help="add the KD term (--alpha) to every method; by default feature, relational and contrastive "
+        "methods train on CE plus their own loss, as in the CRD paper's Table 1",
+    )
     _add_backend_args(lb)
-    lb.add_argument("--csv", metavar="FILE", default="", help="also write the table here "
-                                                             "(it is always saved in <KD_PLAYGROUND_HOME>/leaderboards)")
+    lb.add_argument(
+        "--csv",
+        metavar="FILE",
+        default="",
+        help="also write the table here (it is always saved in <KD_PLAYGROUND_HOME>/leaderboards)",
+    )
     lb.set_defaults(func=lambda a: cmd_leaderboard(a, config_from_args))
 
 
 def _add_backend_args(p) -> None:
-    p.add_argument("--backend", default="joblib", choices=BACKENDS,
-                   help="joblib: local processes (default); dask or ray: a cluster (see --address)")
-    p.add_argument("--address", default="", help="scheduler address of a Dask cluster (tcp://host:8786) or a Ray "
-                                                 "cluster (host:6379 or ray://host:10001); empty: a local cluster")
-    p.add_argument("--n-jobs", type=_positive_int, default=None, metavar="N",
-                   help="parallel workers for local runs (default: one per CPU core)")
+    p.add_argument(
+        "--backend",
+        default="joblib",
+        choices=BACKENDS,
+        help="joblib: local processes (default); dask or ray: a cluster (see --address)",
+    )
+    p.add_argument(
+        "--address",
+        default="",
+        help="scheduler address of a Dask cluster (tcp://host:8786) or a Ray "
+        "cluster (host:6379 or ray://host:10001); empty: a local cluster",
+    )
+    p.add_argument(
+        "--n-jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="parallel workers for local runs (default: one per CPU core)",
+    )
 
 
 def _positive_int(text):
@@ -785,13 +1058,19 @@ def _bars(total: int, label: str):
 
 def cmd_sweep(a, config_from_args) -> int:
     base = config_from_args(a)
-    sw = Sweep.grid(base, parse_list(a.temperatures, float, "--temperatures"), parse_list(a.alphas, float, "--alphas"),
-                    seeds=parse_list(a.seeds, int, "--seeds"),
-                    methods=parse_list(a.methods, str, "--methods") if a.methods else None,
-                    fractions=parse_list(a.fractions, float, "--fractions") if a.fractions else None, scratch=a.scratch)
+    sw = Sweep.grid(
+        base,
+        parse_list(a.temperatures, float, "--temperatures"),
+        parse_list(a.alphas, float, "--alphas"),
+        seeds=parse_list(a.seeds, int, "--seeds"),
+        methods=parse_list(a.methods, str, "--methods") if a.methods else None,
+        fractions=parse_list(a.fractions, float, "--fractions") if a.fractions else None,
+        scratch=a.scratch,
+    )
     teacher_progress, on_result = _bars(sw.total, f"sweep ({len(sw.cells)} cells x {len(sw.seeds)} seeds)")
-    res = sw.run(backend=a.backend, n_jobs=a.n_jobs, address=a.address, on_result=on_result,
-                 teacher_progress=teacher_progress)
+    res = sw.run(
+        backend=a.backend, n_jobs=a.n_jobs, address=a.address, on_result=on_result, teacher_progress=teacher_progress
+    )
     print(grid_table(res))
     path = Path(a.csv) if a.csv else paths.subdir("sweeps") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.csv"
     res.to_csv(path)
@@ -803,12 +1082,24 @@ def cmd_leaderboard(a, config_from_args) -> int:
     base = config_from_args(a)
     seeds = parse_list(a.seeds, int, "--seeds")
     methods = parse_list(a.methods, str, "--methods") if a.methods else None
-    sw = Sweep.leaderboard(base.resolved(), seeds=seeds, methods=methods, kd_on_all=a.kd_on_all,
-                           beyond=a.beyond)  # refuse bad values first
+    sw = Sweep.leaderboard(
+        base.resolved(), seeds=seeds, methods=methods, kd_on_all=a.kd_on_all, beyond=a.beyond
+    )  # refuse bad values first
     teacher_progress, on_result = _bars(sw.total, f"leaderboard ({len(sw.cells)} methods x {len(seeds)} seeds)")
-    res, text, saved = leaderboard(base.dataset, seeds=seeds, methods=methods, base=base, backend=a.backend,
-                                   n_jobs=a.n_jobs, address=a.address, kd_on_all=a.kd_on_all, csv_path=a.csv or None,
-                                   on_result=on_result, teacher_progress=teacher_progress, beyond=a.beyond)
+    res, text, saved = leaderboard(
+        base.dataset,
+        seeds=seeds,
+        methods=methods,
+        base=base,
+        backend=a.backend,
+        n_jobs=a.n_jobs,
+        address=a.address,
+        kd_on_all=a.kd_on_all,
+        csv_path=a.csv or None,
+        on_result=on_result,
+        teacher_progress=teacher_progress,
+        beyond=a.beyond,
+    )
     print(text)
     print(f"wrote {saved}" + (f" and {a.csv}" if a.csv else ""))
     return 0 if not res.errors() else 3

@@ -49,6 +49,7 @@ def set_threads() -> int:
 
 # ---------------------------------------------------------------- teachers
 
+
 @dataclass
 class Teacher:
     model: nn.Module  # frozen, eval mode; shared: never train or modify it
@@ -78,8 +79,19 @@ _teachers_guard = threading.Lock()
 def teacher_key(dataset: str, arch: str, epochs: int, seed: int = 0, train_subset: int | None = None) -> str:
     """What produced a teacher: recipe, architecture and the exact data split it saw."""
     ds = data_mod.load(dataset, train_subset=train_subset)
-    return paths.key_of({"v": 1, "dataset": dataset, "data": ds.fingerprint, "arch": arch, "epochs": epochs,
-                         "seed": seed, "lr": TEACHER_LR, "batch": TEACHER_BATCH, "subset": train_subset})
+    return paths.key_of(
+        {
+            "v": 1,
+            "dataset": dataset,
+            "data": ds.fingerprint,
+            "arch": arch,
+            "epochs": epochs,
+            "seed": seed,
+            "lr": TEACHER_LR,
+            "batch": TEACHER_BATCH,
+            "subset": train_subset,
+        }
+    )
 
 
 def _epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
@@ -87,8 +99,15 @@ def _epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor
     return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def train_teacher(ds: data_mod.Dataset, arch: str, epochs: int, seed: int = 0, device=None,
-                  progress=None, stop: threading.Event | None = None) -> nn.Module:
+def train_teacher(
+    ds: data_mod.Dataset,
+    arch: str,
+    epochs: int,
+    seed: int = 0,
+    device=None,
+    progress=None,
+    stop: threading.Event | None = None,
+) -> nn.Module:
     """Train ``arch`` on all of ``ds``'s labelled training data with Adam.
     ``progress(epoch, epochs, test_accuracy)`` is called after each epoch."""
     device = device or models.pick_device()
@@ -117,8 +136,15 @@ def train_teacher(ds: data_mod.Dataset, arch: str, epochs: int, seed: int = 0, d
     return model
 
 
-def get_teacher(dataset: str, arch: str | None = None, epochs: int | None = None, seed: int = 0,
-                train_subset: int | None = None, progress=None, device=None) -> Teacher:
+def get_teacher(
+    dataset: str,
+    arch: str | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    train_subset: int | None = None,
+    progress=None,
+    device=None,
+) -> Teacher:
     """The teacher for (dataset, arch, epochs, seed): from memory, else from the disk cache,
     else trained now (``progress`` as in ``train_teacher``) and saved. Thread-safe: two
     sessions asking for the same teacher train it once."""
@@ -150,15 +176,24 @@ def get_teacher(dataset: str, arch: str | None = None, epochs: int | None = None
             except Exception as e:  # corrupted cache: rebuild, with a notice
                 import warnings
 
-                warnings.warn(f"teacher cache {folder} was unreadable ({type(e).__name__}); retraining the teacher", stacklevel=2)
+                warnings.warn(
+                    f"teacher cache {folder} was unreadable ({type(e).__name__}); retraining the teacher", stacklevel=2
+                )
                 model = None
         if model is None:
             t0 = time.perf_counter()
             model = train_teacher(ds, arch, epochs, seed=seed, device=device, progress=progress)
             seconds = time.perf_counter() - t0
             acc = metrics.accuracy(metrics.predict_logits(model, ds.x_test), ds.y_test)
-            meta = {"arch": arch, "dataset": dataset, "epochs": epochs, "seed": seed,
-                    "test_accuracy": acc, "train_seconds": seconds, "subset": train_subset}
+            meta = {
+                "arch": arch,
+                "dataset": dataset,
+                "epochs": epochs,
+                "seed": seed,
+                "test_accuracy": acc,
+                "train_seconds": seconds,
+                "subset": train_subset,
+            }
             models.save_weights(model, weights)
             import json
 
@@ -166,8 +201,16 @@ def get_teacher(dataset: str, arch: str | None = None, epochs: int | None = None
         model = model.to(device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        teacher = Teacher(model, arch, dataset, float(meta["test_accuracy"]), key, epochs,
-                          float(meta.get("train_seconds", 0.0)), from_cache)
+        teacher = Teacher(
+            model,
+            arch,
+            dataset,
+            float(meta["test_accuracy"]),
+            key,
+            epochs,
+            float(meta.get("train_seconds", 0.0)),
+            from_cache,
+        )
         with _teachers_guard:
             _teachers[key] = teacher
         return teacher
@@ -175,7 +218,10 @@ def get_teacher(dataset: str, arch: str | None = None, epochs: int | None = None
 
 # ---------------------------------------------------------------- layer pairs
 
-def resolve_pairs(method: methods.Method, teacher: nn.Module, student: nn.Module, in_shape, pairs) -> list[tuple[str, str, tuple, tuple]]:
+
+def resolve_pairs(
+    method: methods.Method, teacher: nn.Module, student: nn.Module, in_shape, pairs
+) -> list[tuple[str, str, tuple, tuple]]:
     """The (teacher_layer, student_layer, teacher_shape, student_shape) pairs a method uses,
     checked before training: names must exist and shapes must suit the method."""
     if not method.needs_features:
@@ -192,23 +238,31 @@ def resolve_pairs(method: methods.Method, teacher: nn.Module, student: nn.Module
     s_shapes = models.module_shapes(student, in_shape)
     out = []
     for t_name, s_name in pairs:
-        for role, name, shapes, model in (("teacher", t_name, t_shapes, teacher), ("student", s_name, s_shapes, student)):
+        for role, name, shapes, model in (
+            ("teacher", t_name, t_shapes, teacher),
+            ("student", s_name, s_shapes, student),
+        ):
             if name not in shapes:
                 hint = ", ".join(getattr(model, "tap_names", list(shapes)[:8]))
                 raise ConfigError(f"the {role} has no layer '{name}'; try one of: {hint}")
         ts, ss = tuple(t_shapes[t_name]), tuple(s_shapes[s_name])
         if method.tap_kind == "spatial" and (len(ts) != 3 or len(ss) != 3):
             bad = f"teacher '{t_name}' gives {ts}" if len(ts) != 3 else f"student '{s_name}' gives {ss}"
-            raise ConfigError(f"{method.name} needs spatial feature maps (C, H, W) on both sides, but {bad}; pick stage layers")
+            raise ConfigError(
+                f"{method.name} needs spatial feature maps (C, H, W) on both sides, but {bad}; pick stage layers"
+            )
         if method.name == "fitnets" and len(ts) != len(ss):
-            raise ConfigError(f"FitNets cannot regress a {'spatial map' if len(ss) == 3 else 'vector'} "
-                              f"(student '{s_name}' {ss}) onto a {'spatial map' if len(ts) == 3 else 'vector'} "
-                              f"(teacher '{t_name}' {ts}); pair two stages or two vector layers")
+            raise ConfigError(
+                f"FitNets cannot regress a {'spatial map' if len(ss) == 3 else 'vector'} "
+                f"(student '{s_name}' {ss}) onto a {'spatial map' if len(ts) == 3 else 'vector'} "
+                f"(teacher '{t_name}' {ts}); pair two stages or two vector layers"
+            )
         out.append((t_name, s_name, ts, ss))
     return out
 
 
 # ---------------------------------------------------------------- students
+
 
 def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
     """A stratified random subset of ``fraction`` of each class (at least one per class)."""
@@ -241,13 +295,21 @@ class Trainer:
         self.params = cfg.method_params()
         self.device = device or models.pick_device()
         if self.method.pipeline is not None:
-            raise ConfigError(f"method '{self.method.name}' chains several runs or trains without a teacher; "
-                              "run it with train.distil() or train.method_events()")
+            raise ConfigError(
+                f"method '{self.method.name}' chains several runs or trains without a teacher; "
+                "run it with train.distil() or train.method_events()"
+            )
         self.ds = data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
         if teacher is None and self.method.make_teacher is not None:  # e.g. an ensemble of teachers
             teacher = self.method.make_teacher(cfg, self.device, teacher_progress)
-        self.teacher = teacher or get_teacher(cfg.dataset, cfg.teacher, cfg.teacher_epochs,
-                                              train_subset=cfg.train_subset, progress=teacher_progress, device=self.device)
+        self.teacher = teacher or get_teacher(
+            cfg.dataset,
+            cfg.teacher,
+            cfg.teacher_epochs,
+            train_subset=cfg.train_subset,
+            progress=teacher_progress,
+            device=self.device,
+        )
         torch.manual_seed(cfg.seed)
         self.student = models.build(cfg.student, self.ds.in_shape, self.ds.num_classes).to(self.device)
         self.baseline = copy.deepcopy(self.student) if cfg.baseline else None
@@ -282,8 +344,14 @@ class Trainer:
                 p.requires_grad_(False)
             return c
 
-        snap = {"epoch": epoch, "student": frozen(self.student), "baseline": frozen(self.baseline),
-                "modules": frozen(self.modules), "teacher": self.teacher.model, "pairs": [(p[0], p[1]) for p in self.pairs]}
+        snap = {
+            "epoch": epoch,
+            "student": frozen(self.student),
+            "baseline": frozen(self.baseline),
+            "modules": frozen(self.modules),
+            "teacher": self.teacher.model,
+            "pairs": [(p[0], p[1]) for p in self.pairs],
+        }
         with self._snapshot_lock:
             self._snapshot = snap
 
@@ -347,9 +415,16 @@ class Trainer:
             b_sched = torch.optim.lr_scheduler.CosineAnnealingLR(b_opt, T_max=total_steps)
         s_names = [p[1] for p in self.pairs]
         t_names = [p[0] for p in self.pairs]
-        yield {"kind": "start", "total_steps": total_steps, "epochs": cfg.epochs, "transfer_set": n,
-               "labelled": int(self.labelled.sum()), "teacher_acc": metrics.accuracy(self.t_test_logits, self.ds.y_test),
-               "pairs": [(p[0], p[1]) for p in self.pairs], "config": cfg.to_dict()}
+        yield {
+            "kind": "start",
+            "total_steps": total_steps,
+            "epochs": cfg.epochs,
+            "transfer_set": n,
+            "labelled": int(self.labelled.sum()),
+            "teacher_acc": metrics.accuracy(self.t_test_logits, self.ds.y_test),
+            "pairs": [(p[0], p[1]) for p in self.pairs],
+            "config": cfg.to_dict(),
+        }
         step, status, message = 0, "finished", ""
         self.train_seconds = 0.0
         epoch = 0
@@ -375,7 +450,9 @@ class Trainer:
                     with torch.no_grad():
                         _, t_feats = _forward(self.teacher.model, xb, t_names)
                 s_logits, s_feats = _forward(self.student, xb, s_names)
-                terms = self._loss_terms(s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch)
+                terms = self._loss_terms(
+                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch
+                )
                 loss = sum(terms.values())
                 b_loss = None
                 if self.baseline is not None:
@@ -384,8 +461,10 @@ class Trainer:
                 if bad:
                     which = "student" if not torch.isfinite(loss) else "scratch baseline"
                     status = "diverged"
-                    message = (f"the {which}'s loss became {'NaN' if torch.isnan(loss if which == 'student' else b_loss) else 'infinite'} "
-                               f"at step {step + 1} (epoch {epoch}); lower the learning rate (now {cfg.lr:g})")
+                    message = (
+                        f"the {which}'s loss became {'NaN' if torch.isnan(loss if which == 'student' else b_loss) else 'infinite'} "
+                        f"at step {step + 1} (epoch {epoch}); lower the learning rate (now {cfg.lr:g})"
+                    )
                     break
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -398,8 +477,13 @@ class Trainer:
                     b_sched.step()
                 step += 1
                 self.train_seconds += time.perf_counter() - t0
-                rec = {"step": step, "epoch": epoch, "losses": {k: v.item() for k, v in terms.items()},
-                       "loss": loss.item(), "baseline_loss": None if b_loss is None else b_loss.item()}
+                rec = {
+                    "step": step,
+                    "epoch": epoch,
+                    "losses": {k: v.item() for k, v in terms.items()},
+                    "loss": loss.item(),
+                    "baseline_loss": None if b_loss is None else b_loss.item(),
+                }
                 self.steps.append(rec)
                 yield {"kind": "step", "total_steps": total_steps, "elapsed": time.perf_counter() - t_start, **rec}
             if status != "finished":
@@ -438,7 +522,19 @@ class Trainer:
         if m.name != "none":
             # unlabelled samples take the teacher's prediction where a method needs "the" class (DKD)
             target = torch.where(lab, y, t_logits.argmax(1))
-            ctx = methods.StepContext(s_logits, t_logits, target, lab, s_feats, t_feats, cfg.temperature, self.params, self.modules, progress, self.index[idx])
+            ctx = methods.StepContext(
+                s_logits,
+                t_logits,
+                target,
+                lab,
+                s_feats,
+                t_feats,
+                cfg.temperature,
+                self.params,
+                self.modules,
+                progress,
+                self.index[idx],
+            )
             terms.update(m.terms(ctx))
         if not terms:
             terms["ce"] = ce
@@ -448,9 +544,14 @@ class Trainer:
     def _evaluate(self, epoch: int, partial: bool = False) -> dict:
         s = metrics.predict_logits(self.student, self.x_test)
         y = self.ds.y_test
-        ev = {"epoch": epoch, "step": len(self.steps), "partial": partial,
-              "student_acc": metrics.accuracy(s, y), "student_agreement": metrics.agreement(s, self.t_test_logits),
-              "teacher_acc": metrics.accuracy(self.t_test_logits, y)}
+        ev = {
+            "epoch": epoch,
+            "step": len(self.steps),
+            "partial": partial,
+            "student_acc": metrics.accuracy(s, y),
+            "student_agreement": metrics.agreement(s, self.t_test_logits),
+            "teacher_acc": metrics.accuracy(self.t_test_logits, y),
+        }
         ev["agreement"] = ev["student_agreement"]  # short alias
         if self.config.omit_class is not None:
             c = self.config.omit_class
@@ -460,7 +561,9 @@ class Trainer:
             ev["baseline_acc"] = metrics.accuracy(b, y)
             ev["baseline_agreement"] = metrics.agreement(b, self.t_test_logits)
             if self.config.omit_class is not None:
-                ev["baseline_omitted_acc"] = metrics.per_class_accuracy(b, y, self.ds.num_classes)[self.config.omit_class]
+                ev["baseline_omitted_acc"] = metrics.per_class_accuracy(b, y, self.ds.num_classes)[
+                    self.config.omit_class
+                ]
         return ev
 
     def _summary(self, status: str, message: str, steps: int, total_steps: int, seconds: float) -> dict:
@@ -477,9 +580,11 @@ class Trainer:
             out["speedup"] = t_prof["latency_ms"] / max(prof["latency_ms"], 1e-9)
             out["train_seconds"] = self.train_seconds
             out["samples_per_second"] = samples / self.train_seconds if self.train_seconds > 0 else 0.0
-            out["history"] = [{"epoch": h["epoch"], "test_accuracy": h[f"{loss_key}_acc"],
-                               "agreement": h[f"{loss_key}_agreement"]}
-                              for h in self.history if f"{loss_key}_acc" in h]
+            out["history"] = [
+                {"epoch": h["epoch"], "test_accuracy": h[f"{loss_key}_acc"], "agreement": h[f"{loss_key}_agreement"]}
+                for h in self.history
+                if f"{loss_key}_acc" in h
+            ]
             return out
 
         result = {
@@ -492,9 +597,13 @@ class Trainer:
             "device": str(self.device),
             "pairs": [(p[0], p[1]) for p in self.pairs],
             "classes": list(ds.classes),
-            "teacher": {"arch": self.teacher.arch, "test_accuracy": metrics.accuracy(self.t_test_logits, y),
-                        "per_class_accuracy": metrics.per_class_accuracy(self.t_test_logits, y, k),
-                        "ece": metrics.ece(self.t_test_logits, y), **t_prof},
+            "teacher": {
+                "arch": self.teacher.arch,
+                "test_accuracy": metrics.accuracy(self.t_test_logits, y),
+                "per_class_accuracy": metrics.per_class_accuracy(self.t_test_logits, y, k),
+                "ece": metrics.ece(self.t_test_logits, y),
+                **t_prof,
+            },
             "student": block(self.student, "student") | {"arch": self.config.student},
             "step_losses": self.steps,
             "epochs": self.history,
@@ -504,8 +613,12 @@ class Trainer:
         if self.teacher.members:
             result["teachers"] = [dict(m) for m in self.teacher.members]
             accs = [m["test_accuracy"] for m in self.teacher.members]
-            result["ensemble"] = {**(self.teacher.info or {}), "test_accuracy": result["teacher"]["test_accuracy"],
-                                  "mean_member_accuracy": sum(accs) / len(accs), "best_member_accuracy": max(accs)}
+            result["ensemble"] = {
+                **(self.teacher.info or {}),
+                "test_accuracy": result["teacher"]["test_accuracy"],
+                "mean_member_accuracy": sum(accs) / len(accs),
+                "best_member_accuracy": max(accs),
+            }
         return result
 
 
@@ -532,7 +645,8 @@ def check_batch_fits(config: Config, ds) -> None:
     n = len(y) if config.omit_class is None else int((y != config.omit_class).sum())
     if config.batch_size > n:
         where = f"the {n:,} training images of {config.dataset}" + (
-            f" without class {config.omit_class}" if config.omit_class is not None else "")
+            f" without class {config.omit_class}" if config.omit_class is not None else ""
+        )
         raise ConfigError(f"batch_size {config.batch_size} is larger than {where}; choose at most {n}")
 
 

@@ -57,17 +57,19 @@ st.caption(t("beyond.intro"))
 
 # the address bar holds the page's settings: a shared link opens the same ensemble and run set-up
 HALVES = [x / 2 for x in range(2, 41)]  # the T slider's values, 1.0 .. 20.0
-FIELDS = [links.choice("dataset", "by_dataset", list(data.DATASETS), DEFAULT_DATASET),
-          links.number("teachers", "by_k", 3, 1, 6, integer=True),
-          links.choice("archs", "by_archs", [1, 2], 1),
-          links.choice("weighting", "by_weighting", list(beyond.WEIGHTINGS), "mean"),
-          links.number("T", "by_T", 4.0, options=HALVES),
-          links.choice("method", "by_method", list(RUN_METHODS), "born-again"),
-          links.number("generations", "by_generations", 3, 0, 10, integer=True),
-          links.number("students", "by_students", 2, 2, 4, integer=True),
-          links.number("beta", "by_beta", 1.0, 0.0, 20.0),
-          links.number("epochs", "by_epochs", 3, 1, 50, integer=True),
-          links.number("labels", "by_frac", 0.1, options=[x / 100 for x in range(1, 101)])]
+FIELDS = [
+    links.choice("dataset", "by_dataset", list(data.DATASETS), DEFAULT_DATASET),
+    links.number("teachers", "by_k", 3, 1, 6, integer=True),
+    links.choice("archs", "by_archs", [1, 2], 1),
+    links.choice("weighting", "by_weighting", list(beyond.WEIGHTINGS), "mean"),
+    links.number("T", "by_T", 4.0, options=HALVES),
+    links.choice("method", "by_method", list(RUN_METHODS), "born-again"),
+    links.number("generations", "by_generations", 3, 0, 10, integer=True),
+    links.number("students", "by_students", 2, 2, 4, integer=True),
+    links.number("beta", "by_beta", 1.0, 0.0, 20.0),
+    links.number("epochs", "by_epochs", 3, 1, 50, integer=True),
+    links.number("labels", "by_frac", 0.1, options=[x / 100 for x in range(1, 101)]),
+]
 links.sync("beyond", FIELDS)
 state.keep("by_dataset", DEFAULT_DATASET)
 if st.session_state.by_dataset not in data.DATASETS:
@@ -99,15 +101,25 @@ weight_labels = {w: t(f"beyond.ens.weighting_{w}") for w in beyond.WEIGHTINGS}
 with left:
     k = st.slider(t("beyond.ens.k"), 1, 6, key="by_k", help=t("beyond.ens.k_help"))
     archs = st.radio(t("beyond.ens.archs"), [1, 2], key="by_archs", horizontal=True, help=t("beyond.ens.archs_help"))
-    weighting = st.radio(t("beyond.ens.weighting"), list(beyond.WEIGHTINGS), key="by_weighting", horizontal=True,
-                         format_func=weight_labels.get, help=t("beyond.ens.weighting_help"))
+    weighting = st.radio(
+        t("beyond.ens.weighting"),
+        list(beyond.WEIGHTINGS),
+        key="by_weighting",
+        horizontal=True,
+        format_func=weight_labels.get,
+        help=t("beyond.ens.weighting_help"),
+    )
     T = st.slider(t("beyond.ens.T"), 1.0, 20.0, step=0.5, key="by_T", help=t("beyond.ens.T_help"))
     a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
-    index = int(a1.number_input(t("beyond.ens.index"), 0, n_test - 1, step=1, key="by_index",
-                                help=t("beyond.ens.index_help", n=n_test)))
-    a2.button("🎲", key="by_random", on_click=random_image, args=(n_test,), width="stretch",
-              help=t("beyond.ens.random_help"))
-    img = np.clip(viz.to_display(ds.denormalise(ds.x_test[index: index + 1])[0].cpu().numpy()), 0.0, 1.0)
+    index = int(
+        a1.number_input(
+            t("beyond.ens.index"), 0, n_test - 1, step=1, key="by_index", help=t("beyond.ens.index_help", n=n_test)
+        )
+    )
+    a2.button(
+        "🎲", key="by_random", on_click=random_image, args=(n_test,), width="stretch", help=t("beyond.ens.random_help")
+    )
+    img = np.clip(viz.to_display(ds.denormalise(ds.x_test[index : index + 1])[0].cpu().numpy()), 0.0, 1.0)
     f = max(1, 112 // img.shape[0])
     c1, c2 = st.columns([1, 2], vertical_alignment="center")
     c1.image(np.repeat(np.repeat(img, f, axis=0), f, axis=1), output_format="PNG", width=112)
@@ -119,8 +131,11 @@ ens_cfg = Config(dataset=ds_name, method="ensemble", temperature=T_ENSEMBLE, par
 
 def missing_members(cfg: Config) -> int:
     c = cfg.resolved()
-    return sum(1 for arch, seed in beyond.member_specs(c)
-               if not _cached(train.teacher_key(c.dataset, arch, c.teacher_epochs, seed=seed, train_subset=c.train_subset)))
+    return sum(
+        1
+        for arch, seed in beyond.member_specs(c)
+        if not _cached(train.teacher_key(c.dataset, arch, c.teacher_epochs, seed=seed, train_subset=c.train_subset))
+    )
 
 
 def _cached(key: str) -> bool:
@@ -170,21 +185,45 @@ with right:
             trace.hovertemplate = f"{t('axes.class')} %{{x}}: %{{y:.4f}}<extra>{trace.name}</extra>"
         fig.update_layout(height=470, margin=dict(b=140), legend=dict(orientation="h", x=0.0, y=-0.3, yanchor="top"))
         st.plotly_chart(i18n.localise_figure(fig), key="by_bars", width="stretch", theme=None)
-        rows = [{t("beyond.ens.col_member"): name, t("beyond.ens.col_arch"): m["arch"], t("beyond.ens.col_seed"): str(m["seed"]),
-                 t("beyond.ens.col_weight"): m["weight"], t("beyond.ens.col_acc"): 100 * m["test_accuracy"]}
-                for name, m in zip(names, soft["members"])]
+        rows = [
+            {
+                t("beyond.ens.col_member"): name,
+                t("beyond.ens.col_arch"): m["arch"],
+                t("beyond.ens.col_seed"): str(m["seed"]),
+                t("beyond.ens.col_weight"): m["weight"],
+                t("beyond.ens.col_acc"): 100 * m["test_accuracy"],
+            }
+            for name, m in zip(names, soft["members"])
+        ]
         ens_acc = teacher.info["test_accuracy_at_T1"]
-        rows.append({t("beyond.ens.col_member"): t("beyond.ens.ensemble_row"), t("beyond.ens.col_arch"): "—",
-                     t("beyond.ens.col_seed"): "—", t("beyond.ens.col_weight"): sum(m["weight"] for m in soft["members"]),
-                     t("beyond.ens.col_acc"): 100 * ens_acc})
-        st.dataframe(pd.DataFrame(rows), key="by_members", hide_index=True, width="stretch",
-                     column_config={t("beyond.ens.col_weight"): st.column_config.NumberColumn(format="%.3f"),
-                                    t("beyond.ens.col_acc"): st.column_config.NumberColumn(format="%.2f%%")})
+        rows.append(
+            {
+                t("beyond.ens.col_member"): t("beyond.ens.ensemble_row"),
+                t("beyond.ens.col_arch"): "—",
+                t("beyond.ens.col_seed"): "—",
+                t("beyond.ens.col_weight"): sum(m["weight"] for m in soft["members"]),
+                t("beyond.ens.col_acc"): 100 * ens_acc,
+            }
+        )
+        st.dataframe(
+            pd.DataFrame(rows),
+            key="by_members",
+            hide_index=True,
+            width="stretch",
+            column_config={
+                t("beyond.ens.col_weight"): st.column_config.NumberColumn(format="%.3f"),
+                t("beyond.ens.col_acc"): st.column_config.NumberColumn(format="%.2f%%"),
+            },
+        )
         best = max(m["test_accuracy"] for m in soft["members"])
         m1, m2 = st.columns(2)
         m1.metric(t("beyond.ens.best_member"), pct(best))
-        m2.metric(t("beyond.ens.ensemble_acc"), pct(ens_acc), delta=t("beyond.ens.vs_best", delta=100 * (ens_acc - best)),
-                  help=t("beyond.ens.ensemble_acc_help"))
+        m2.metric(
+            t("beyond.ens.ensemble_acc"),
+            pct(ens_acc),
+            delta=t("beyond.ens.vs_best", delta=100 * (ens_acc - best)),
+            help=t("beyond.ens.ensemble_acc_help"),
+        )
         st.caption(t(f"beyond.ens.weights_caption_{soft['weighting']}"))
 
 with st.expander(t("beyond.explain_title", method=method_title("ensemble")), expanded=False):
@@ -203,29 +242,53 @@ state.keep("by_frac", 0.1)
 method_labels = {m: method_title(m) for m in RUN_METHODS}
 run_left, run_right = st.columns([1, 2.3], gap="large")
 with run_left:
-    method = st.radio(t("beyond.run.method"), list(RUN_METHODS), key="by_method", format_func=method_labels.get,
-                      help=t("beyond.run.method_help"))
+    method = st.radio(
+        t("beyond.run.method"),
+        list(RUN_METHODS),
+        key="by_method",
+        format_func=method_labels.get,
+        help=t("beyond.run.method_help"),
+    )
     params: dict = {}
     assistant = ""
     if method == "ensemble":
         params = dict(ens_params)
         st.caption(t("beyond.run.ensemble_uses", k=k, archs=archs, weighting=weight_labels[weighting]))
     elif method == "born-again":
-        params["generations"] = int(st.number_input(t("beyond.run.generations"), 0, 10, step=1, key="by_generations",
-                                                    help=t("beyond.run.generations_help")))
+        params["generations"] = int(
+            st.number_input(
+                t("beyond.run.generations"), 0, 10, step=1, key="by_generations", help=t("beyond.run.generations_help")
+            )
+        )
     elif method == "ta":
         preset = beyond.ASSISTANT.get(ds_name, beyond.ASSISTANT_DEFAULT)
-        assistant = st.text_input(t("beyond.run.assistant"), key="by_assistant", placeholder=preset,
-                                  help=t("beyond.run.assistant_help", preset=preset)).strip()
+        assistant = st.text_input(
+            t("beyond.run.assistant"),
+            key="by_assistant",
+            placeholder=preset,
+            help=t("beyond.run.assistant_help", preset=preset),
+        ).strip()
     else:
-        params["students"] = int(st.slider(t("beyond.run.students"), 2, 4, key="by_students",
-                                           help=t("beyond.run.students_help")))
-        params["beta"] = float(st.number_input(t("beyond.run.beta"), 0.0, 20.0, step=0.5, key="by_beta",
-                                               help=t("beyond.run.beta_help")))
-    epochs = int(st.number_input(t("beyond.run.epochs"), 1, 50, step=1, key="by_epochs", help=t("beyond.run.epochs_help")))
+        params["students"] = int(
+            st.slider(t("beyond.run.students"), 2, 4, key="by_students", help=t("beyond.run.students_help"))
+        )
+        params["beta"] = float(
+            st.number_input(t("beyond.run.beta"), 0.0, 20.0, step=0.5, key="by_beta", help=t("beyond.run.beta_help"))
+        )
+    epochs = int(
+        st.number_input(t("beyond.run.epochs"), 1, 50, step=1, key="by_epochs", help=t("beyond.run.epochs_help"))
+    )
     frac = float(st.slider(t("beyond.run.frac"), 0.01, 1.0, step=0.01, key="by_frac", help=t("beyond.run.frac_help")))
-    cfg = Config(dataset=ds_name, method=method, temperature=T if method == "ensemble" else 4.0, params=params,
-                 epochs=epochs, labeled_fraction=frac, assistant=assistant, train_subset=subset)
+    cfg = Config(
+        dataset=ds_name,
+        method=method,
+        temperature=T if method == "ensemble" else 4.0,
+        params=params,
+        epochs=epochs,
+        labeled_fraction=frac,
+        assistant=assistant,
+        train_subset=subset,
+    )
     error = None
     try:
         cfg.resolved().validate()
@@ -250,20 +313,35 @@ with run_left:
 with run_right:
     m = methods.get(method)
     st.markdown(f"**{method_title(method)}** — " + t(f"beyond.explain.{method}"))
-    st.latex(m.formula_latex(cfg.temperature if m.uses_temperature else None,
-                             cfg.alpha if m.uses_alpha else None, methods.get(method).resolve_params(params)
-                             if error is None else None))
+    st.latex(
+        m.formula_latex(
+            cfg.temperature if m.uses_temperature else None,
+            cfg.alpha if m.uses_alpha else None,
+            methods.get(method).resolve_params(params) if error is None else None,
+        )
+    )
 
 
 # ------------------------------------------------------------------ results
 def bar_chart(labels: list[str], values: list[float], title: str, colours: list[str], baseline: float | None = None):
-    fig = go.Figure(go.Bar(x=labels, y=[100 * v for v in values], marker_color=colours,
-                           text=[f"{100 * v:.1f}%" for v in values], textposition="outside",
-                           hovertemplate="%{x}: %{y:.2f}%<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=labels,
+            y=[100 * v for v in values],
+            marker_color=colours,
+            text=[f"{100 * v:.1f}%" for v in values],
+            textposition="outside",
+            hovertemplate="%{x}: %{y:.2f}%<extra></extra>",
+        )
+    )
     lo = min([v for v in values] + ([baseline] if baseline is not None else []))
     if baseline is not None:
-        fig.add_hline(y=100 * baseline, line_dash="dash", line_color="#555",
-                      annotation_text=t("beyond.res.scratch_line", acc=100 * baseline))
+        fig.add_hline(
+            y=100 * baseline,
+            line_dash="dash",
+            line_color="#555",
+            annotation_text=t("beyond.res.scratch_line", acc=100 * baseline),
+        )
     fig.update_yaxes(title_text=t("axes.test_accuracy") + " (%)", range=[max(0.0, 100 * lo - 10), 100.5])
     fig.update_xaxes(type="category")
     return viz.style(fig, title)
@@ -274,12 +352,22 @@ def dml_curves(epochs_log: list[dict], k_students: int, title: str):
     xs = [e["epoch"] for e in epochs_log]
     for i in range(k_students):
         ys = [100 * e["student_accs"][i] for e in epochs_log if "student_accs" in e]
-        fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=t("beyond.res.dml_student", k=i + 1),
-                        line=dict(color=viz.EXTRA[i % len(viz.EXTRA)], width=3))
+        fig.add_scatter(
+            x=xs,
+            y=ys,
+            mode="lines+markers",
+            name=t("beyond.res.dml_student", k=i + 1),
+            line=dict(color=viz.EXTRA[i % len(viz.EXTRA)], width=3),
+        )
     base = [100 * e["baseline_acc"] for e in epochs_log if e.get("baseline_acc") is not None]
     if base:
-        fig.add_scatter(x=xs[:len(base)], y=base, mode="lines+markers", name=t("beyond.res.independent"),
-                        line=dict(color="#555555", width=2, dash="dash"))
+        fig.add_scatter(
+            x=xs[: len(base)],
+            y=base,
+            mode="lines+markers",
+            name=t("beyond.res.independent"),
+            line=dict(color="#555555", width=2, dash="dash"),
+        )
     fig.update_xaxes(title_text=t("axes.epoch"), dtick=1)
     fig.update_yaxes(title_text=t("axes.test_accuracy") + " (%)")
     return viz.style(fig, title)
@@ -296,30 +384,50 @@ def show_result(snap: dict) -> None:
     if name == "ensemble":
         c = st.columns(3)
         c[0].metric(t("beyond.res.ensemble_teacher"), pct(r["teacher"]["test_accuracy"]))
-        c[1].metric(t("beyond.res.student"), pct(r["student"]["test_accuracy"]),
-                    delta=None if base is None else t("beyond.res.vs_scratch", delta=100 * (r["student"]["test_accuracy"] - base)))
+        c[1].metric(
+            t("beyond.res.student"),
+            pct(r["student"]["test_accuracy"]),
+            delta=None
+            if base is None
+            else t("beyond.res.vs_scratch", delta=100 * (r["student"]["test_accuracy"] - base)),
+        )
         c[2].metric(t("beyond.res.scratch"), pct(base))
-        labels = [t("beyond.res.ensemble_teacher"), t("beyond.res.student")] + ([t("beyond.res.scratch")] if base is not None else [])
+        labels = [t("beyond.res.ensemble_teacher"), t("beyond.res.student")] + (
+            [t("beyond.res.scratch")] if base is not None else []
+        )
         values = [r["teacher"]["test_accuracy"], r["student"]["test_accuracy"]] + ([base] if base is not None else [])
-        fig = bar_chart(labels, values, t("beyond.res.ensemble_title"), ["#1f77b4", "#d62728", "#7f7f7f"][:len(values)])
+        fig = bar_chart(
+            labels, values, t("beyond.res.ensemble_title"), ["#1f77b4", "#d62728", "#7f7f7f"][: len(values)]
+        )
     elif name == "born-again":
         gens = r["generations"]
-        labels = [t("beyond.res.generation0") if g["generation"] == 0 else t("beyond.res.generation", g=g["generation"])
-                  for g in gens]
+        labels = [
+            t("beyond.res.generation0") if g["generation"] == 0 else t("beyond.res.generation", g=g["generation"])
+            for g in gens
+        ]
         values = [g["test_accuracy"] for g in gens]
-        fig = bar_chart(labels, values, t("beyond.res.born_again_title"),
-                        ["#1f77b4"] + [viz.EXTRA[i % len(viz.EXTRA)] for i in range(len(gens) - 1)], base)
+        fig = bar_chart(
+            labels,
+            values,
+            t("beyond.res.born_again_title"),
+            ["#1f77b4"] + [viz.EXTRA[i % len(viz.EXTRA)] for i in range(len(gens) - 1)],
+            base,
+        )
     elif name == "ta":
         labels = [t(f"beyond.res.chain.{row['role'].replace(' ', '_')}", arch=row["arch"]) for row in r["chain"]]
         values = [row["test_accuracy"] for row in r["chain"]]
-        fig = bar_chart(labels, values, t("beyond.res.ta_title"), ["#1f77b4", "#ff7f0e", "#d62728", "#9467bd"][:len(values)],
-                        base)
+        fig = bar_chart(
+            labels, values, t("beyond.res.ta_title"), ["#1f77b4", "#ff7f0e", "#d62728", "#9467bd"][: len(values)], base
+        )
     else:
         fig = dml_curves(r["epochs"], len(r["students"]), t("beyond.res.dml_title"))
         c = st.columns(len(r["students"]) + 1)
         for i, s in enumerate(r["students"]):
-            c[i].metric(t("beyond.res.dml_student", k=i + 1), pct(s["test_accuracy"]),
-                        delta=None if base is None else t("beyond.res.vs_scratch", delta=100 * (s["test_accuracy"] - base)))
+            c[i].metric(
+                t("beyond.res.dml_student", k=i + 1),
+                pct(s["test_accuracy"]),
+                delta=None if base is None else t("beyond.res.vs_scratch", delta=100 * (s["test_accuracy"] - base)),
+            )
         c[-1].metric(t("beyond.res.independent"), pct(base))
     st.plotly_chart(i18n.localise_figure(fig), key="by_result", width="stretch", theme=None)
     st.caption(t("beyond.res.wall", seconds=r.get("wall_seconds", 0.0)))
@@ -338,20 +446,31 @@ def show_job() -> None:
             st.info(t("beyond.run.queued", what=what, pos=pos))
         elif snap["status"] == "teacher":
             te = snap["teacher_epoch"]
-            st.info(t("beyond.run.teacher", what=what) if te is None
-                    else t("beyond.run.teacher_epoch", what=what, epoch=te[0], total=te[1]))
+            st.info(
+                t("beyond.run.teacher", what=what)
+                if te is None
+                else t("beyond.run.teacher_epoch", what=what, epoch=te[0], total=te[1])
+            )
         else:
             total = max(1, snap["total_steps"])
             stage = stage_text(snap.get("stage") or "")
-            st.progress(min(1.0, snap["step"] / total),
-                        text=t("beyond.run.progress", what=what, stage=stage, step=snap["step"], total=total))
+            st.progress(
+                min(1.0, snap["step"] / total),
+                text=t("beyond.run.progress", what=what, stage=stage, step=snap["step"], total=total),
+            )
             if snap["config"].method == "dml" and snap["epochs"]:
                 fig = dml_curves(snap["epochs"], len(snap["epochs"][-1]["student_accs"]), t("beyond.res.dml_title"))
                 st.plotly_chart(i18n.localise_figure(fig), key="by_live_dml", width="stretch", theme=None)
             elif snap["epochs"]:
                 ev = snap["epochs"][-1]
-                st.caption(t("beyond.run.last_epoch", stage=stage_text(ev.get("stage", "")), epoch=ev["epoch"],
-                             acc=100 * ev.get("student_acc", 0.0)))
+                st.caption(
+                    t(
+                        "beyond.run.last_epoch",
+                        stage=stage_text(ev.get("stage", "")),
+                        epoch=ev["epoch"],
+                        acc=100 * ev.get("student_acc", 0.0),
+                    )
+                )
         return
     if snap["status"] in ("finished", "stopped"):
         st.success(t("beyond.run.done", what=what, status=t(f"beyond.status.{snap['status']}")))
@@ -361,6 +480,7 @@ def show_job() -> None:
 
 
 if running:
+
     @st.fragment(run_every=1.0)
     def live() -> None:
         show_job()
@@ -372,5 +492,18 @@ if running:
 else:
     show_job()
 
-state.remember("by_dataset", "by_k", "by_archs", "by_weighting", "by_T", "by_index", "by_method", "by_generations",
-               "by_assistant", "by_students", "by_beta", "by_epochs", "by_frac")
+state.remember(
+    "by_dataset",
+    "by_k",
+    "by_archs",
+    "by_weighting",
+    "by_T",
+    "by_index",
+    "by_method",
+    "by_generations",
+    "by_assistant",
+    "by_students",
+    "by_beta",
+    "by_epochs",
+    "by_frac",
+)

@@ -32,14 +32,59 @@ FRACTIONS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 DIFF = "background-color: #FFF1B8; font-weight: 600"
 BEST = "background-color: #D6F5E3; font-weight: 700"
 # the rows of the side-by-side tables: internal key -> catalogue key of its label
-SETTING_ROWS = {k: f"compare.side.rows.{k}" for k in (
-    "dataset", "teacher", "student", "method", "temperature", "alpha", "method_params", "pairs", "epochs", "lr",
-    "batch", "fraction", "omitted", "subset", "seed", "status")}
-RESULT_ROWS = {k: f"compare.side.metrics.{k}" for k in (
-    "student_acc", "scratch_acc", "gain", "agreement", "ece", "params", "flops", "latency", "teacher_acc", "time")}
-OVERVIEW_COLS = {k: f"compare.overview.{k}" for k in (
-    "name", "saved", "dataset", "method", "T", "alpha", "epochs", "labels", "student_acc", "scratch_acc", "agreement",
-    "status")}
+SETTING_ROWS = {
+    k: f"compare.side.rows.{k}"
+    for k in (
+        "dataset",
+        "teacher",
+        "student",
+        "method",
+        "temperature",
+        "alpha",
+        "method_params",
+        "pairs",
+        "epochs",
+        "lr",
+        "batch",
+        "fraction",
+        "omitted",
+        "subset",
+        "seed",
+        "status",
+    )
+}
+RESULT_ROWS = {
+    k: f"compare.side.metrics.{k}"
+    for k in (
+        "student_acc",
+        "scratch_acc",
+        "gain",
+        "agreement",
+        "ece",
+        "params",
+        "flops",
+        "latency",
+        "teacher_acc",
+        "time",
+    )
+}
+OVERVIEW_COLS = {
+    k: f"compare.overview.{k}"
+    for k in (
+        "name",
+        "saved",
+        "dataset",
+        "method",
+        "T",
+        "alpha",
+        "epochs",
+        "labels",
+        "student_acc",
+        "scratch_acc",
+        "agreement",
+        "status",
+    )
+}
 BOARD_NAMES = {"none": "compare.board.scratch_name", "contrastive": "compare.board.contrastive_name"}
 
 
@@ -91,8 +136,10 @@ def localise_heatmap(fig: go.Figure, metric: str) -> go.Figure:
     data_trace.hovertemplate = f"T=%{{y}}, alpha=%{{x}}: {name} %{{z:.2f}}%<extra></extra>"
     seeds = re.compile(r"\((\d+)/(\d+) seeds\)")
     if data_trace.text is not None:
-        data_trace.text = [[seeds.sub(lambda m: t("compare.sweep.cell_seeds", n=m.group(1), total=m.group(2)), c)
-                            for c in row] for row in data_trace.text]
+        data_trace.text = [
+            [seeds.sub(lambda m: t("compare.sweep.cell_seeds", n=m.group(1), total=m.group(2)), c) for c in row]
+            for row in data_trace.text
+        ]
     return fig
 
 
@@ -130,21 +177,37 @@ def runs_overview(all_runs: list[runs.Run]) -> None:
     for r in all_runs:
         c, s = r.config, r.result.get("student", {})
         b = r.result.get("baseline") or {}
-        rows.append({col["name"]: r.name, col["saved"]: when(r.created), col["dataset"]: c.dataset,
-                     col["method"]: c.method,
-                     col["T"]: c.temperature if c.method_obj.uses_temperature else None,
-                     col["alpha"]: c.alpha if c.method_obj.uses_alpha else None, col["epochs"]: c.epochs,
-                     col["labels"]: c.labeled_fraction, col["student_acc"]: s.get("test_accuracy"),
-                     col["scratch_acc"]: b.get("test_accuracy"), col["agreement"]: s.get("agreement"),
-                     col["status"]: status_text(r.status)})
+        rows.append(
+            {
+                col["name"]: r.name,
+                col["saved"]: when(r.created),
+                col["dataset"]: c.dataset,
+                col["method"]: c.method,
+                col["T"]: c.temperature if c.method_obj.uses_temperature else None,
+                col["alpha"]: c.alpha if c.method_obj.uses_alpha else None,
+                col["epochs"]: c.epochs,
+                col["labels"]: c.labeled_fraction,
+                col["student_acc"]: s.get("test_accuracy"),
+                col["scratch_acc"]: b.get("test_accuracy"),
+                col["agreement"]: s.get("agreement"),
+                col["status"]: status_text(r.status),
+            }
+        )
     df = pd.DataFrame(rows)
-    st.dataframe(df, hide_index=True, width="stretch", key="cmp_overview",
-                 column_config={col["T"]: st.column_config.NumberColumn(format="%g"),
-                                col["alpha"]: st.column_config.NumberColumn(format="%g"),
-                                col["labels"]: st.column_config.NumberColumn(format="percent"),
-                                col["student_acc"]: st.column_config.NumberColumn(format="percent"),
-                                col["scratch_acc"]: st.column_config.NumberColumn(format="percent"),
-                                col["agreement"]: st.column_config.NumberColumn(format="percent")})
+    st.dataframe(
+        df,
+        hide_index=True,
+        width="stretch",
+        key="cmp_overview",
+        column_config={
+            col["T"]: st.column_config.NumberColumn(format="%g"),
+            col["alpha"]: st.column_config.NumberColumn(format="%g"),
+            col["labels"]: st.column_config.NumberColumn(format="percent"),
+            col["student_acc"]: st.column_config.NumberColumn(format="percent"),
+            col["scratch_acc"]: st.column_config.NumberColumn(format="percent"),
+            col["agreement"]: st.column_config.NumberColumn(format="percent"),
+        },
+    )
 
 
 def manage(all_runs: list[runs.Run], by_id: dict) -> None:
@@ -152,38 +215,81 @@ def manage(all_runs: list[runs.Run], by_id: dict) -> None:
     if st.session_state.get("cmp_manage") not in ids:
         st.session_state.cmp_manage = ids[0]
     labels = run_labels(all_runs)
-    rid = st.selectbox(t("compare.manage.run"), ids, key="cmp_manage", format_func=labels.get,
-                       help=t("compare.manage.run_help"))
+    rid = st.selectbox(
+        t("compare.manage.run"), ids, key="cmp_manage", format_func=labels.get, help=t("compare.manage.run_help")
+    )
     run = by_id[rid]
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    c1.text_input(t("compare.manage.name"), value=run.name, key=f"cmp_name_{rid}", max_chars=runs.MAX_NAME,
-                  help=t("compare.manage.name_help"))
+    c1.text_input(
+        t("compare.manage.name"),
+        value=run.name,
+        key=f"cmp_name_{rid}",
+        max_chars=runs.MAX_NAME,
+        help=t("compare.manage.name_help"),
+    )
     c2.button(t("compare.manage.rename"), key="cmp_rename", on_click=_rename, args=(rid,), width="stretch")
     lab = state.lab_job()
     lab_busy = lab is not None and not lab.done
     d1, d2, d3, d4 = st.columns(4)
-    d1.download_button(t("compare.manage.dl_metrics"), runs.export_csv(run, "metrics"),
-                       runs.export_name(run, "-metrics.csv"), mime="text/csv", key="cmp_dl_metrics", width="stretch",
-                       help=t("compare.manage.dl_metrics_help"))
-    d2.download_button(t("compare.manage.dl_history"), runs.export_csv(run, "history"),
-                       runs.export_name(run, "-history.csv"), mime="text/csv", key="cmp_dl_history", width="stretch",
-                       help=t("compare.manage.dl_history_help"))
-    d3.download_button(t("compare.manage.dl_json"), runs.export_json(run), runs.export_name(run, ".json"),
-                       mime="application/json", key="cmp_dl_json", width="stretch",
-                       help=t("compare.manage.dl_json_help"))
+    d1.download_button(
+        t("compare.manage.dl_metrics"),
+        runs.export_csv(run, "metrics"),
+        runs.export_name(run, "-metrics.csv"),
+        mime="text/csv",
+        key="cmp_dl_metrics",
+        width="stretch",
+        help=t("compare.manage.dl_metrics_help"),
+    )
+    d2.download_button(
+        t("compare.manage.dl_history"),
+        runs.export_csv(run, "history"),
+        runs.export_name(run, "-history.csv"),
+        mime="text/csv",
+        key="cmp_dl_history",
+        width="stretch",
+        help=t("compare.manage.dl_history_help"),
+    )
+    d3.download_button(
+        t("compare.manage.dl_json"),
+        runs.export_json(run),
+        runs.export_name(run, ".json"),
+        mime="application/json",
+        key="cmp_dl_json",
+        width="stretch",
+        help=t("compare.manage.dl_json_help"),
+    )
     try:
         weights = run.weights_bytes("student")
-        d4.download_button(t("compare.manage.dl_weights"), weights, runs.export_name(run, "-student.safetensors"),
-                           mime="application/octet-stream", key="cmp_dl_weights", width="stretch",
-                           help=t("compare.manage.dl_weights_help"))
+        d4.download_button(
+            t("compare.manage.dl_weights"),
+            weights,
+            runs.export_name(run, "-student.safetensors"),
+            mime="application/octet-stream",
+            key="cmp_dl_weights",
+            width="stretch",
+            help=t("compare.manage.dl_weights_help"),
+        )
     except KDError as e:
         d4.warning(str(e))
     o1, o2, o3 = st.columns([1.3, 1, 1.2], vertical_alignment="center")
-    o1.button(t("compare.manage.reload"), key="cmp_reload_btn", on_click=_reload, args=(rid,), disabled=lab_busy,
-              width="stretch", help=t("compare.manage.reload_help_busy" if lab_busy else "compare.manage.reload_help"))
+    o1.button(
+        t("compare.manage.reload"),
+        key="cmp_reload_btn",
+        on_click=_reload,
+        args=(rid,),
+        disabled=lab_busy,
+        width="stretch",
+        help=t("compare.manage.reload_help_busy" if lab_busy else "compare.manage.reload_help"),
+    )
     o2.checkbox(t("compare.manage.confirm"), key="cmp_confirm_delete", help=t("compare.manage.confirm_help"))
-    o3.button(t("compare.manage.delete"), key="cmp_delete", on_click=_delete, args=(rid, run.name),
-              disabled=not st.session_state.get("cmp_confirm_delete"), width="stretch")
+    o3.button(
+        t("compare.manage.delete"),
+        key="cmp_delete",
+        on_click=_delete,
+        args=(rid, run.name),
+        disabled=not st.session_state.get("cmp_confirm_delete"),
+        width="stretch",
+    )
 
 
 def label_of(run: runs.Run, i: int) -> str:
@@ -198,16 +304,22 @@ def side_by_side(sel: list[runs.Run]) -> None:
         c = r.config
         m = c.method_obj
         vals = {
-            "dataset": c.dataset, "teacher": c.teacher, "student": c.student, "method": c.method,
+            "dataset": c.dataset,
+            "teacher": c.teacher,
+            "student": c.student,
+            "method": c.method,
             "temperature": f"{c.temperature:g}" if m.uses_temperature else "—",
             "alpha": f"{c.alpha:g}" if m.uses_alpha else "—",
             "method_params": ", ".join(f"{k}={v:g}" for k, v in c.method_params().items()) or "—",
             "pairs": ", ".join(f"{a}:{b}" for a, b in r.result.get("pairs", [])) or "—",
-            "epochs": str(c.epochs), "lr": f"{c.lr:g}", "batch": str(c.batch_size),
+            "epochs": str(c.epochs),
+            "lr": f"{c.lr:g}",
+            "batch": str(c.batch_size),
             "fraction": f"{c.labeled_fraction:.0%}",
             "omitted": "—" if c.omit_class is None else str(c.omit_class),
             "subset": t("compare.side.all") if c.train_subset is None else str(c.train_subset),
-            "seed": str(c.seed), "status": status_text(r.status),
+            "seed": str(c.seed),
+            "status": status_text(r.status),
         }
         for k, v in vals.items():
             config_rows.setdefault(row_label[k], []).append(v)
@@ -247,14 +359,27 @@ def side_by_side(sel: list[runs.Run]) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown(t("compare.side.settings"))
-        st.dataframe(settings.style.apply(paint, axis=1), width="stretch", height=35 * (len(settings) + 1) + 3,
-                     column_config=index_col, key="cmp_table")
+        st.dataframe(
+            settings.style.apply(paint, axis=1),
+            width="stretch",
+            height=35 * (len(settings) + 1) + 3,
+            column_config=index_col,
+            key="cmp_table",
+        )
     with right:
         st.markdown(t("compare.side.results"))
-        st.dataframe(results.style.apply(paint, axis=1), width="stretch", height=35 * (len(results) + 1) + 3,
-                     column_config=index_col, key="cmp_results")
-        note = (t("compare.side.differ", names=t("compare.side.list_sep").join(sorted(differ))) if differ
-                else t("compare.side.same"))
+        st.dataframe(
+            results.style.apply(paint, axis=1),
+            width="stretch",
+            height=35 * (len(results) + 1) + 3,
+            column_config=index_col,
+            key="cmp_results",
+        )
+        note = (
+            t("compare.side.differ", names=t("compare.side.list_sep").join(sorted(differ)))
+            if differ
+            else t("compare.side.same")
+        )
         st.caption(t("compare.side.caption", note=note))
 
 
@@ -265,24 +390,54 @@ def overlays(sel: list[runs.Run]) -> None:
         col, name = PALETTE[i % len(PALETTE)], label_of(r, i)
         h = r.history
         x = [e["epoch"] + (0.0 if not e.get("partial") else 0.5) for e in h]
-        acc.add_scatter(x=x, y=[e["student_acc"] for e in h], mode="lines+markers", name=name,
-                        line=dict(color=col, width=4), marker=dict(size=9), legendgroup=name)
+        acc.add_scatter(
+            x=x,
+            y=[e["student_acc"] for e in h],
+            mode="lines+markers",
+            name=name,
+            line=dict(color=col, width=4),
+            marker=dict(size=9),
+            legendgroup=name,
+        )
         if h and "baseline_acc" in h[0]:
-            acc.add_scatter(x=x, y=[e["baseline_acc"] for e in h], mode="lines+markers",
-                            name=t("compare.charts.scratch_series", name=name),
-                            line=dict(color=col, width=2, dash="dot"), marker=dict(size=6), legendgroup=name)
-        agree.add_scatter(x=x, y=[e.get("student_agreement", e.get("agreement")) for e in h], mode="lines+markers",
-                          name=name, line=dict(color=col, width=4), marker=dict(size=9))
+            acc.add_scatter(
+                x=x,
+                y=[e["baseline_acc"] for e in h],
+                mode="lines+markers",
+                name=t("compare.charts.scratch_series", name=name),
+                line=dict(color=col, width=2, dash="dot"),
+                marker=dict(size=6),
+                legendgroup=name,
+            )
+        agree.add_scatter(
+            x=x,
+            y=[e.get("student_agreement", e.get("agreement")) for e in h],
+            mode="lines+markers",
+            name=name,
+            line=dict(color=col, width=4),
+            marker=dict(size=9),
+        )
         if r.steps:
-            loss.add_scatter(x=[s["step"] for s in r.steps], y=viz._smooth([s["loss"] for s in r.steps], 5),
-                             mode="lines", name=name, line=dict(color=col, width=3))
+            loss.add_scatter(
+                x=[s["step"] for s in r.steps],
+                y=viz._smooth([s["loss"] for s in r.steps], 5),
+                mode="lines",
+                name=name,
+                line=dict(color=col, width=3),
+            )
         te = r.result.get("teacher", {})
         teachers.add((te.get("arch"), r.config.dataset, round(te.get("test_accuracy", 0), 6)))
     if len(teachers) == 1:
         arch, _, t_acc = next(iter(teachers))
-        acc.add_hline(y=t_acc, line_color=viz.TEACHER, line_width=2, line_dash="dash",
-                      annotation_text=t("roles.teacher_line", acc=100 * t_acc), annotation_position="top left",
-                      annotation_font_color=viz.TEACHER)
+        acc.add_hline(
+            y=t_acc,
+            line_color=viz.TEACHER,
+            line_width=2,
+            line_dash="dash",
+            annotation_text=t("roles.teacher_line", acc=100 * t_acc),
+            annotation_position="top left",
+            annotation_font_color=viz.TEACHER,
+        )
     for fig in (acc, agree):
         fig.update_xaxes(title=t("axes.epoch"), dtick=1)
         fig.update_yaxes(tickformat=".0%")
@@ -305,9 +460,13 @@ def per_class(sel: list[runs.Run]) -> None:
     for i, r in same:
         name = label_of(r, i)
         accs = r.result.get("student", {}).get("per_class_accuracy", [])
-        fig.add_bar(x=list(classes), y=[0 if a is None or a != a else a for a in accs], name=name,
-                    marker_color=PALETTE[i % len(PALETTE)],
-                    hovertemplate=f"{t('axes.class')} %{{x}}: %{{y:.1%}}<extra>" + name + "</extra>")
+        fig.add_bar(
+            x=list(classes),
+            y=[0 if a is None or a != a else a for a in accs],
+            name=name,
+            marker_color=PALETTE[i % len(PALETTE)],
+            hovertemplate=f"{t('axes.class')} %{{x}}: %{{y:.1%}}<extra>" + name + "</extra>",
+        )
     fig.update_layout(barmode="group", bargap=0.15)
     fig.update_xaxes(title=t("axes.class"), type="category")
     fig.update_yaxes(title=t("compare.charts.per_class_axis"), tickformat=".0%", range=[0, 1.05])
@@ -355,8 +514,14 @@ with tab_runs:
             chosen = [r.id for r in all_runs[:2]]
         st.session_state.cmp_pick = chosen
         pick_labels = run_labels(all_runs)
-        pick = st.multiselect(t("compare.runs.pick"), list(by_id), key="cmp_pick", max_selections=len(PALETTE),
-                              format_func=pick_labels.get, help=t("compare.runs.pick_help"))
+        pick = st.multiselect(
+            t("compare.runs.pick"),
+            list(by_id),
+            key="cmp_pick",
+            max_selections=len(PALETTE),
+            format_func=pick_labels.get,
+            help=t("compare.runs.pick_help"),
+        )
         sel = [by_id[i] for i in pick]
         if not sel:
             st.info(t("compare.runs.pick_none"))
@@ -368,14 +533,16 @@ with tab_runs:
 # ================================================================== sweep
 SWEEP_METHODS = [n for n, m in methods.METHODS.items() if m.uses_temperature or m.uses_alpha]
 # the address bar holds the sweep's set-up: a shared link opens the same grid, ready to start
-FIELDS = [links.choice("dataset", "cmp_sw_dataset", list(data.DATASETS), "mnist-mini"),
-          links.choice("method", "cmp_sw_method", SWEEP_METHODS, "kd"),
-          links.several("T", "cmp_sw_T", TEMPERATURES, [1.0, 2.0, 4.0, 8.0]),
-          links.several("alpha", "cmp_sw_alpha", ALPHAS, [0.5, 0.9]),
-          links.number("labels", "cmp_sw_fraction", 0.1, options=FRACTIONS),
-          links.number("seeds", "cmp_sw_seeds", 2, 1, 5, integer=True),
-          links.number("epochs", "cmp_sw_epochs", 2, 1, 20, integer=True),
-          links.flag("scratch", "cmp_sw_scratch", True)]
+FIELDS = [
+    links.choice("dataset", "cmp_sw_dataset", list(data.DATASETS), "mnist-mini"),
+    links.choice("method", "cmp_sw_method", SWEEP_METHODS, "kd"),
+    links.several("T", "cmp_sw_T", TEMPERATURES, [1.0, 2.0, 4.0, 8.0]),
+    links.several("alpha", "cmp_sw_alpha", ALPHAS, [0.5, 0.9]),
+    links.number("labels", "cmp_sw_fraction", 0.1, options=FRACTIONS),
+    links.number("seeds", "cmp_sw_seeds", 2, 1, 5, integer=True),
+    links.number("epochs", "cmp_sw_epochs", 2, 1, 20, integer=True),
+    links.flag("scratch", "cmp_sw_scratch", True),
+]
 links.sync("compare", FIELDS)
 state.keep("cmp_sw_dataset", "mnist-mini")
 state.keep("cmp_sw_method", "kd")
@@ -388,7 +555,6 @@ state.keep("cmp_sw_scratch", True)
 state.keep("cmp_sw_workers", os.cpu_count() or 1)
 if st.session_state.cmp_sw_dataset not in data.DATASETS:
     st.session_state.cmp_sw_dataset = "mnist-mini"
-
 
 
 def sweep_job() -> sweep.SweepJob | None:
@@ -413,18 +579,29 @@ def draw_sweep(job: sweep.SweepJob) -> None:
         st.info(t("compare.sweep.queued"))
     elif job.status == "teacher":
         te = job.teacher_epoch
-        st.progress(te[0] / te[1] if te else 0.0,
-                    text=t("compare.sweep.teacher_epoch", epoch=te[0], total=te[1]) if te
-                    else t("compare.sweep.teacher_prep"))
+        st.progress(
+            te[0] / te[1] if te else 0.0,
+            text=t("compare.sweep.teacher_epoch", epoch=te[0], total=te[1]) if te else t("compare.sweep.teacher_prep"),
+        )
     elif job.status == "running":
-        st.progress(done / total, text=t("compare.sweep.progress" if done else "compare.sweep.progress_starting",
-                                         done=done, total=total, workers=plural("worker", job.n_jobs),
-                                         seconds=time.time() - job.started))
+        st.progress(
+            done / total,
+            text=t(
+                "compare.sweep.progress" if done else "compare.sweep.progress_starting",
+                done=done,
+                total=total,
+                workers=plural("worker", job.n_jobs),
+                seconds=time.time() - job.started,
+            ),
+        )
     elif job.status == "finished":
         st.success(t("compare.sweep.finished", total=total, seconds=job.ended - job.started))
     elif job.status == "stopped":
-        st.warning(t("compare.sweep.stopped_msg", done=done, total=total, message=job.message) if job.message
-                   else t("compare.sweep.stopped", done=done, total=total))
+        st.warning(
+            t("compare.sweep.stopped_msg", done=done, total=total, message=job.message)
+            if job.message
+            else t("compare.sweep.stopped", done=done, total=total)
+        )
     else:
         st.error(t("compare.sweep.failed", message=job.message))
     rows = res.rows()
@@ -440,8 +617,15 @@ def draw_sweep(job: sweep.SweepJob) -> None:
             c2.plotly_chart(localise_heatmap(agree_fig, "agree"), key=f"cmp_hm_agree_{m}_{frac}", width="stretch")
     lines = []
     if best is not None:
-        lines.append(t("compare.sweep.best", T=best["temperature"], alpha=best["alpha"],
-                       acc=sweep.fmt_pm(best["acc_mean"], best["acc_std"]), seeds=plural("seed", best["n"])))
+        lines.append(
+            t(
+                "compare.sweep.best",
+                T=best["temperature"],
+                alpha=best["alpha"],
+                acc=sweep.fmt_pm(best["acc_mean"], best["acc_std"]),
+                seeds=plural("seed", best["n"]),
+            )
+        )
     ref = next((r for r in rows if r["reference"] and r["n"]), None)
     if ref is not None:
         lines.append(t("compare.sweep.scratch", acc=sweep.fmt_pm(ref["acc_mean"], ref["acc_std"])))
@@ -450,8 +634,16 @@ def draw_sweep(job: sweep.SweepJob) -> None:
         lines.append(t("compare.sweep.teacher", arch=b.teacher, acc=pct(t_acc)))
     if lines:
         st.markdown(" ".join(lines))
-    st.caption(t("compare.sweep.caption", seeds=plural("seed", len(sw.seeds)), student=b.student, teacher=b.teacher,
-                 dataset=b.dataset, epochs=plural("epoch", b.epochs)))
+    st.caption(
+        t(
+            "compare.sweep.caption",
+            seeds=plural("seed", len(sw.seeds)),
+            student=b.student,
+            teacher=b.teacher,
+            dataset=b.dataset,
+            epochs=plural("epoch", b.epochs),
+        )
+    )
     errs = res.errors()
     if errs:
         st.warning(t("compare.sweep.failed_runs", n=len(errs), message=errs[0]["message"]))
@@ -461,33 +653,77 @@ with tab_sweep:
     job = sweep_job()
     running = job is not None and not job.done
     st.markdown(t("compare.sweep.intro"))
-    st.latex(r"\mathcal{L} = (1-\alpha)\,\mathrm{CE}(y, p_S) + \alpha\,T^2\,\mathrm{KL}\!\left(p_T^{(T)} \,\|\, p_S^{(T)}\right)")
+    st.latex(
+        r"\mathcal{L} = (1-\alpha)\,\mathrm{CE}(y, p_S) + \alpha\,T^2\,\mathrm{KL}\!\left(p_T^{(T)} \,\|\, p_S^{(T)}\right)"
+    )
     with st.container(border=True):
         a1, a2, a3 = st.columns(3)
         ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func runs outside the script
-        ds_name = a1.selectbox(t("compare.sweep.dataset"), list(data.DATASETS), key="cmp_sw_dataset",
-                               disabled=running, format_func=ds_labels.get, help=t("compare.sweep.dataset_help"))
+        ds_name = a1.selectbox(
+            t("compare.sweep.dataset"),
+            list(data.DATASETS),
+            key="cmp_sw_dataset",
+            disabled=running,
+            format_func=ds_labels.get,
+            help=t("compare.sweep.dataset_help"),
+        )
         if st.session_state.cmp_sw_method not in SWEEP_METHODS:
             st.session_state.cmp_sw_method = "kd"
         method_labels = {n: method_title(n) for n in SWEEP_METHODS}
-        method_name = a2.selectbox(t("compare.sweep.method"), SWEEP_METHODS, key="cmp_sw_method", disabled=running,
-                                   format_func=method_labels.get, help=t("compare.sweep.method_help"))
-        fraction = a3.select_slider(t("compare.sweep.fraction"), FRACTIONS, key="cmp_sw_fraction", disabled=running,
-                                    format_func=lambda v: f"{v:.0%}", help=t("compare.sweep.fraction_help"))
+        method_name = a2.selectbox(
+            t("compare.sweep.method"),
+            SWEEP_METHODS,
+            key="cmp_sw_method",
+            disabled=running,
+            format_func=method_labels.get,
+            help=t("compare.sweep.method_help"),
+        )
+        fraction = a3.select_slider(
+            t("compare.sweep.fraction"),
+            FRACTIONS,
+            key="cmp_sw_fraction",
+            disabled=running,
+            format_func=lambda v: f"{v:.0%}",
+            help=t("compare.sweep.fraction_help"),
+        )
         b1, b2 = st.columns(2)
-        temps = b1.multiselect(t("compare.sweep.temps"), TEMPERATURES, key="cmp_sw_T", disabled=running,
-                               format_func=lambda v: f"{v:g}", help=t("compare.sweep.temps_help"))
-        alphas = b2.multiselect(t("compare.sweep.alphas"), ALPHAS, key="cmp_sw_alpha", disabled=running,
-                                format_func=lambda v: f"{v:g}", help=t("compare.sweep.alphas_help"))
+        temps = b1.multiselect(
+            t("compare.sweep.temps"),
+            TEMPERATURES,
+            key="cmp_sw_T",
+            disabled=running,
+            format_func=lambda v: f"{v:g}",
+            help=t("compare.sweep.temps_help"),
+        )
+        alphas = b2.multiselect(
+            t("compare.sweep.alphas"),
+            ALPHAS,
+            key="cmp_sw_alpha",
+            disabled=running,
+            format_func=lambda v: f"{v:g}",
+            help=t("compare.sweep.alphas_help"),
+        )
         c1, c2, c3, c4 = st.columns(4)
-        seeds = c1.number_input(t("compare.sweep.seeds"), 1, 5, key="cmp_sw_seeds", disabled=running,
-                                help=t("compare.sweep.seeds_help"))
-        epochs = c2.number_input(t("compare.sweep.epochs"), 1, 20, key="cmp_sw_epochs", disabled=running,
-                                 help=t("compare.sweep.epochs_help"))
-        workers = c3.number_input(t("compare.sweep.workers"), 1, max(1, os.cpu_count() or 1) * 2, key="cmp_sw_workers",
-                                  disabled=running, help=t("compare.sweep.workers_help"))
-        scratch = c4.checkbox(t("compare.sweep.scratch_ref"), key="cmp_sw_scratch", disabled=running,
-                              help=t("compare.sweep.scratch_ref_help"))
+        seeds = c1.number_input(
+            t("compare.sweep.seeds"), 1, 5, key="cmp_sw_seeds", disabled=running, help=t("compare.sweep.seeds_help")
+        )
+        epochs = c2.number_input(
+            t("compare.sweep.epochs"), 1, 20, key="cmp_sw_epochs", disabled=running, help=t("compare.sweep.epochs_help")
+        )
+        workers = c3.number_input(
+            t("compare.sweep.workers"),
+            1,
+            max(1, os.cpu_count() or 1) * 2,
+            key="cmp_sw_workers",
+            disabled=running,
+            help=t("compare.sweep.workers_help"),
+        )
+        scratch = c4.checkbox(
+            t("compare.sweep.scratch_ref"),
+            key="cmp_sw_scratch",
+            disabled=running,
+            help=t("compare.sweep.scratch_ref_help"),
+        )
         method = methods.get(method_name)
         if not method.uses_alpha:
             st.caption(t("compare.sweep.no_alpha", method=method_title(method_name)))
@@ -497,15 +733,29 @@ with tab_sweep:
         problem = None
         if not temps or not alphas:
             problem = t("compare.sweep.problem")
-        cfg = Config(dataset=ds_name, method=method_name, labeled_fraction=float(fraction), epochs=int(epochs),
-                     baseline=False)
+        cfg = Config(
+            dataset=ds_name, method=method_name, labeled_fraction=float(fraction), epochs=int(epochs), baseline=False
+        )
         s1, s2, s3 = st.columns([1, 1, 3], vertical_alignment="center")
         # callbacks: the sweep starts (or stops) before the page is drawn again, so the buttons show it
-        s1.button(t("compare.sweep.start"), type="primary", key="cmp_sw_start", disabled=running or problem is not None,
-                  width="stretch", help=t("compare.sweep.start_help"),
-                  on_click=start_sweep, args=(cfg, temps, alphas, int(seeds), bool(scratch), int(workers)))
-        s2.button(t("compare.sweep.stop"), key="cmp_sw_stop", disabled=not running, width="stretch",
-                  help=t("compare.sweep.stop_help"), on_click=lambda: job.stop())
+        s1.button(
+            t("compare.sweep.start"),
+            type="primary",
+            key="cmp_sw_start",
+            disabled=running or problem is not None,
+            width="stretch",
+            help=t("compare.sweep.start_help"),
+            on_click=start_sweep,
+            args=(cfg, temps, alphas, int(seeds), bool(scratch), int(workers)),
+        )
+        s2.button(
+            t("compare.sweep.stop"),
+            key="cmp_sw_stop",
+            disabled=not running,
+            width="stretch",
+            help=t("compare.sweep.stop_help"),
+            on_click=lambda: job.stop(),
+        )
         s3.caption(problem or t("compare.sweep.plan", runs=n_runs, epochs=plural("epoch", epochs), dataset=ds_name))
         if "cmp_sw_error" in st.session_state:
             st.error(st.session_state.pop("cmp_sw_error"))
@@ -514,6 +764,7 @@ with tab_sweep:
     if job is None:
         st.info(t("compare.sweep.press"))
     elif not job.done:
+
         @st.fragment(run_every=1.0)
         def live() -> None:
             j = sweep_job()
@@ -527,8 +778,14 @@ with tab_sweep:
     else:
         draw_sweep(job)
         if job.result.done:
-            st.download_button(t("compare.sweep.download"), job.result.to_csv(), "kd-sweep.csv", mime="text/csv",
-                               key="cmp_sw_download", help=t("compare.sweep.download_help"))
+            st.download_button(
+                t("compare.sweep.download"),
+                job.result.to_csv(),
+                "kd-sweep.csv",
+                mime="text/csv",
+                key="cmp_sw_download",
+                help=t("compare.sweep.download_help"),
+            )
 
 
 # ================================================================== leaderboard
@@ -570,34 +827,60 @@ with tab_board:
 
             col_method = t("compare.board.col_method")
             shown_names = [board_name(meth, name) for meth, name in zip(df["method"], df["name"])]
-            table = pd.DataFrame({
-                col_method: shown_names,
-                t("compare.board.col_acc"): [pm(m, s) for m, s in zip(df["acc_mean"], df["acc_std"])],
-                t("compare.board.col_delta"): ["" if meth in ("none", "teacher") or pd.isna(m) or math.isnan(scratch_acc)
-                                               else f"{100 * (m - scratch_acc):+.2f}"
-                                               for meth, m in zip(df["method"], df["acc_mean"])],
-                t("compare.board.col_agree"): [pm(m, s) for m, s in zip(df["agree_mean"], df["agree_std"])],
-                t("compare.board.col_seeds"): ["" if meth == "teacher" or pd.isna(n) else str(int(n))
-                                               for meth, n in zip(df["method"], df["n"])],
-            })
+            table = pd.DataFrame(
+                {
+                    col_method: shown_names,
+                    t("compare.board.col_acc"): [pm(m, s) for m, s in zip(df["acc_mean"], df["acc_std"])],
+                    t("compare.board.col_delta"): [
+                        ""
+                        if meth in ("none", "teacher") or pd.isna(m) or math.isnan(scratch_acc)
+                        else f"{100 * (m - scratch_acc):+.2f}"
+                        for meth, m in zip(df["method"], df["acc_mean"])
+                    ],
+                    t("compare.board.col_agree"): [pm(m, s) for m, s in zip(df["agree_mean"], df["agree_std"])],
+                    t("compare.board.col_seeds"): [
+                        "" if meth == "teacher" or pd.isna(n) else str(int(n)) for meth, n in zip(df["method"], df["n"])
+                    ],
+                }
+            )
             learned = df[~df["method"].isin(["teacher", "none"])]
-            best_row = learned.loc[learned["acc_mean"].idxmax()] if len(learned) and learned["acc_mean"].notna().any() else None
+            best_row = (
+                learned.loc[learned["acc_mean"].idxmax()]
+                if len(learned) and learned["acc_mean"].notna().any()
+                else None
+            )
             top = None if best_row is None else board_name(best_row["method"], best_row["name"])
 
             def paint_board(row: pd.Series):
                 return [BEST if row[col_method] == top else ""] * len(row)
 
-            st.dataframe(table.style.apply(paint_board, axis=1), hide_index=True, width="stretch", key="cmp_board_table",
-                         height=35 * (len(table) + 1) + 3)
+            st.dataframe(
+                table.style.apply(paint_board, axis=1),
+                hide_index=True,
+                width="stretch",
+                key="cmp_board_table",
+                height=35 * (len(table) + 1) + 3,
+            )
             meta = []
             for col in ("dataset", "teacher", "student", "epochs", "labeled_fraction", "seeds", "created"):
                 if col in df.columns and pd.notna(first.get(col)):
                     value = first[col]
-                    meta.append(t(f"compare.board.meta.{col}",
-                                  value=str(value).replace(";", ", ") if col == "seeds" else value))
+                    meta.append(
+                        t(f"compare.board.meta.{col}", value=str(value).replace(";", ", ") if col == "seeds" else value)
+                    )
             st.caption(t("compare.board.caption", meta=" · ".join(meta)))
-            st.download_button(t("compare.board.download"), path.read_bytes(), path.name, mime="text/csv",
-                               key="cmp_board_dl")
+            st.download_button(
+                t("compare.board.download"), path.read_bytes(), path.name, mime="text/csv", key="cmp_board_dl"
+            )
 
-state.remember("cmp_sw_dataset", "cmp_sw_method", "cmp_sw_T", "cmp_sw_alpha", "cmp_sw_fraction", "cmp_sw_seeds",
-               "cmp_sw_epochs", "cmp_sw_scratch", "cmp_sw_workers")
+state.remember(
+    "cmp_sw_dataset",
+    "cmp_sw_method",
+    "cmp_sw_T",
+    "cmp_sw_alpha",
+    "cmp_sw_fraction",
+    "cmp_sw_seeds",
+    "cmp_sw_epochs",
+    "cmp_sw_scratch",
+    "cmp_sw_workers",
+)

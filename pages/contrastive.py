@@ -73,8 +73,10 @@ def localise_matrix(fig):
     for axis in (fig.layout.xaxis, fig.layout.yaxis):
         if axis.tickvals is not None:
             axis.tickvals = [_sample(v) for v in axis.tickvals]
-    heat.hovertemplate = (f"{t('contrastive.hover.row')} %{{y}}<br>{t('contrastive.hover.col')} %{{x}}<br>"
-                          f"{t('contrastive.hover.value')} %{{z:.4f}}<extra></extra>")
+    heat.hovertemplate = (
+        f"{t('contrastive.hover.row')} %{{y}}<br>{t('contrastive.hover.col')} %{{x}}<br>"
+        f"{t('contrastive.hover.value')} %{{z:.4f}}<extra></extra>"
+    )
     return fig
 
 
@@ -101,10 +103,14 @@ st.caption(t("contrastive.intro"))
 job, run_cfg, running = state.lab_run()
 
 # the address bar holds the view (dataset, batch, tau): a shared link shows the same matrices
-FIELDS = [links.choice("dataset", "ct_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET),
-          links.choice("n", "ct_n", list(range(N_MIN, N_MAX + 1, 4)), N_DEFAULT),
-          links.number("batch", "ct_seed", 0, 0, 10_000, integer=True),
-          links.number("tau", "ct_tau", 0.07, options=TAUS)]
+FIELDS = [
+    links.choice(
+        "dataset", "ct_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET
+    ),
+    links.choice("n", "ct_n", list(range(N_MIN, N_MAX + 1, 4)), N_DEFAULT),
+    links.number("batch", "ct_seed", 0, 0, 10_000, integer=True),
+    links.number("tau", "ct_tau", 0.07, options=TAUS),
+]
 links.sync("contrastive", FIELDS)
 state.keep("ct_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
 state.keep("ct_n", N_DEFAULT)
@@ -125,8 +131,13 @@ if job is not None and st.session_state.get("_ct_seen_job") != job.id:  # a new 
 left, right = st.columns([1, 2.3], gap="large")
 with left:
     ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func may run outside the script
-    choice = st.selectbox(t("contrastive.dataset"), list(data.DATASETS), key="ct_dataset",
-                          format_func=ds_labels.get, help=t("contrastive.dataset_help"))
+    choice = st.selectbox(
+        t("contrastive.dataset"),
+        list(data.DATASETS),
+        key="ct_dataset",
+        format_func=ds_labels.get,
+        help=t("contrastive.dataset_help"),
+    )
     ds_name = choice
     try:
         ds = state.dataset(choice)
@@ -146,8 +157,13 @@ with right:
     elif not run_matches:
         st.info(t("contrastive.other_dataset", id=job.id, dataset=run_cfg.dataset, current=ds_name))
     else:
-        what = t("contrastive.run_what", id=job.id, method=method_title(method), student=run_cfg.student,
-                 teacher=run_cfg.teacher)
+        what = t(
+            "contrastive.run_what",
+            id=job.id,
+            method=method_title(method),
+            student=run_cfg.student,
+            teacher=run_cfg.teacher,
+        )
         if running:
             st.info(t("contrastive.run_live", what=what))
         elif job.status in ("finished", "stopped"):
@@ -157,15 +173,27 @@ with right:
         if not has_heads:
             st.caption(t("contrastive.no_heads", method=method_title(method)))
     b1, b2, b3 = st.columns([1, 1, 1])
-    quick_nce = b1.button(t("contrastive.quick_nce", epochs=QUICK_EPOCHS), key="ct_quick_train", disabled=running,
-                          help=t("contrastive.quick_nce_help"))
-    quick_crd = b2.button(t("contrastive.quick_crd", epochs=QUICK_EPOCHS), key="ct_quick_crd", disabled=running,
-                          help=t("contrastive.quick_crd_help"))
+    quick_nce = b1.button(
+        t("contrastive.quick_nce", epochs=QUICK_EPOCHS),
+        key="ct_quick_train",
+        disabled=running,
+        help=t("contrastive.quick_nce_help"),
+    )
+    quick_crd = b2.button(
+        t("contrastive.quick_crd", epochs=QUICK_EPOCHS),
+        key="ct_quick_crd",
+        disabled=running,
+        help=t("contrastive.quick_crd_help"),
+    )
     b3.page_link("pages/lab.py", label=t("contrastive.lab_link"), icon="🧪", help=t("contrastive.lab_link_help"))
     if quick_nce or quick_crd:
         try:
-            cfg = Config(dataset=ds_name, method="crd" if quick_crd else "contrastive", epochs=QUICK_EPOCHS,
-                         train_subset=state.QUICK_SUBSET.get(ds_name))
+            cfg = Config(
+                dataset=ds_name,
+                method="crd" if quick_crd else "contrastive",
+                epochs=QUICK_EPOCHS,
+                train_subset=state.QUICK_SUBSET.get(ds_name),
+            )
             new = state.job_manager().submit(cfg, owner=state.session_id())
             st.session_state.kd_lab_job_id = new.id
             st.rerun()
@@ -178,9 +206,13 @@ if run_matches:
     pair = ("embed", "embed")
     if method.needs_features:
         try:
-            p = train.resolve_pairs(method, models.build(t_arch, ds.in_shape, ds.num_classes),
-                                    models.build(s_arch, ds.in_shape, ds.num_classes), ds.in_shape,
-                                    run_cfg.parsed_pairs())
+            p = train.resolve_pairs(
+                method,
+                models.build(t_arch, ds.in_shape, ds.num_classes),
+                models.build(s_arch, ds.in_shape, ds.num_classes),
+                ds.in_shape,
+                run_cfg.parsed_pairs(),
+            )
             pair = (p[0][0], p[0][1]) if has_heads else pair
         except KDError:
             pass
@@ -194,23 +226,30 @@ y_pool = np.asarray(ds.y_test.cpu().numpy())[pool]
 fit_idx = relations.pool_indices(len(ds.y_train), FIT_IMAGES, seed=1)
 
 with left:
-    n = st.slider(t("contrastive.n"), N_MIN, min(N_MAX, len(pool)), step=4, key="ct_n",
-                  help=t("contrastive.n_help"))
+    n = st.slider(t("contrastive.n"), N_MIN, min(N_MAX, len(pool)), step=4, key="ct_n", help=t("contrastive.n_help"))
     n = int(min(n, len(pool)))
     tau = float(st.select_slider(t("contrastive.tau"), TAUS, key="ct_tau", help=t("contrastive.tau_help")))
     if st.session_state.ct_anchor >= n:
         st.session_state.ct_anchor = 0
     a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
-    anchor = int(a1.number_input(t("contrastive.anchor"), 0, n - 1, step=1, key="ct_anchor",
-                                 help=t("contrastive.anchor_help")))
+    anchor = int(
+        a1.number_input(t("contrastive.anchor"), 0, n - 1, step=1, key="ct_anchor", help=t("contrastive.anchor_help"))
+    )
     a2.button("🎲", key="ct_new_batch", on_click=new_batch, width="stretch", help=t("contrastive.new_batch_help"))
     spaces = ["linear", "heads"] if has_heads else ["linear"]
     if st.session_state.get("ct_space") not in spaces:
-        st.session_state.ct_space = st.session_state.get("_keep_ct_space") if \
-            st.session_state.get("_keep_ct_space") in spaces else spaces[0]
+        st.session_state.ct_space = (
+            st.session_state.get("_keep_ct_space") if st.session_state.get("_keep_ct_space") in spaces else spaces[0]
+        )
     space_labels = {s: t(f"contrastive.spaces.{s}") for s in SPACES}  # format_func may run outside the script
-    space = st.radio(t("contrastive.space"), spaces, key="ct_space", format_func=space_labels.get,
-                     disabled=not run_matches, help=t("contrastive.space_help", fit=FIT_IMAGES))
+    space = st.radio(
+        t("contrastive.space"),
+        spaces,
+        key="ct_space",
+        format_func=space_labels.get,
+        disabled=not run_matches,
+        help=t("contrastive.space_help", fit=FIT_IMAGES),
+    )
 
 batch_pos = relations.class_sorted_batch(y_pool, n, seed=int(st.session_state.ct_seed))
 batch_idx = pool[batch_pos]
@@ -222,8 +261,9 @@ with left:
     f = max(1, 112 // img.shape[0])
     c1, c2 = st.columns([1, 2], vertical_alignment="center")
     c1.image(np.repeat(np.repeat(img, f, axis=0), f, axis=1), output_format="PNG", width=112)
-    c2.markdown(t("contrastive.anchor_text", pos=anchor, image=int(batch_idx[anchor]),
-                  cls=classes[int(batch_y[anchor])]))
+    c2.markdown(
+        t("contrastive.anchor_text", pos=anchor, image=int(batch_idx[anchor]), cls=classes[int(batch_y[anchor])])
+    )
     st.caption(t("contrastive.layers", t_layer=t_layer, s_layer=s_layer))
 
 
@@ -245,10 +285,14 @@ def prune_cache(job_id: int, epoch: int) -> None:
 
 def features_of(model_key: tuple, model, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(pool features, fit-set features) of a layer, cached per model and layer."""
+
     def compute():
         with st.spinner(t("contrastive.computing", layer=layer)):
-            return (relations.flat_features(model, ds.x_test[pool], layer),
-                    relations.flat_features(model, ds.x_train[fit_idx], layer))
+            return (
+                relations.flat_features(model, ds.x_test[pool], layer),
+                relations.flat_features(model, ds.x_train[fit_idx], layer),
+            )
+
     return cached(("feat", ds_name, *model_key, layer), compute)
 
 
@@ -298,8 +342,15 @@ def draw(snap: dict | None, teacher_m, teacher_key: str) -> None:
 
     if snap is not None and run_matches:
         live = t("contrastive.live") if running else ""
-        st.markdown(t("contrastive.students_after", epoch=snap["epoch"], epochs=run_cfg.epochs, live=live,
-                      space=space_labels[space].lower()))
+        st.markdown(
+            t(
+                "contrastive.students_after",
+                epoch=snap["epoch"],
+                epochs=run_cfg.epochs,
+                live=live,
+                space=space_labels[space].lower(),
+            )
+        )
     # ---------------------------------------------------------- numbers
     cols = st.columns([1] * len(who_list) + [1.4 if len(who_list) > 1 else 2.4], gap="medium")
     for i, w in enumerate(who_list):
@@ -309,14 +360,25 @@ def draw(snap: dict | None, teacher_m, teacher_key: str) -> None:
         with cols[i]:
             delta = None
             if other:
-                delta = t("contrastive.vs_scratch",
-                          delta=100 * (r_pool - relations.retrieval_accuracy(emb[other], t_emb)))
-            st.metric(t("contrastive.retrieval_pool", n=len(pool), who=label[w]), f"{100 * r_pool:.1f}%", delta=delta,
-                      help=t("contrastive.retrieval_pool_help", who=label[w], n=len(pool), chance=100 / len(pool)))
-            st.metric(t("contrastive.retrieval_batch", who=label[w]), f"{100 * r_batch:.1f}%",
-                      help=t("contrastive.retrieval_batch_help", n=n, chance=100 / n))
-            st.metric(t("contrastive.mean_nce", tau=tau, who=label[w]), f"{nce[w].mean():.3f}",
-                      help=t("contrastive.mean_nce_help", log_n=np.log(n)))
+                delta = t(
+                    "contrastive.vs_scratch", delta=100 * (r_pool - relations.retrieval_accuracy(emb[other], t_emb))
+                )
+            st.metric(
+                t("contrastive.retrieval_pool", n=len(pool), who=label[w]),
+                f"{100 * r_pool:.1f}%",
+                delta=delta,
+                help=t("contrastive.retrieval_pool_help", who=label[w], n=len(pool), chance=100 / len(pool)),
+            )
+            st.metric(
+                t("contrastive.retrieval_batch", who=label[w]),
+                f"{100 * r_batch:.1f}%",
+                help=t("contrastive.retrieval_batch_help", n=n, chance=100 / n),
+            )
+            st.metric(
+                t("contrastive.mean_nce", tau=tau, who=label[w]),
+                f"{nce[w].mean():.3f}",
+                help=t("contrastive.mean_nce_help", log_n=np.log(n)),
+            )
     with cols[-1]:
         st.latex(r"\mathcal{L}_i = -\log \frac{e^{\cos(s_i, t_i)/\tau}}{\sum_{j=1}^{N} e^{\cos(s_i, t_j)/\tau}}")
         st.caption(t("contrastive.nce_caption"))
@@ -327,15 +389,35 @@ def draw(snap: dict | None, teacher_m, teacher_key: str) -> None:
     cols = st.columns(2, gap="medium")
     for col, w in zip(cols, who_list):
         with col:
-            fig = viz.relation_heatmap(sims[w], batch_y, classes, batch_idx, f"cos(s_i, t_j) · {label[w]}",
-                                       w if w != "teacher" else "teacher", colorscale=viz.SEQUENTIAL, zmin=low,
-                                       zmax=1.0, colorbar_title="cos", highlight=anchor)
+            fig = viz.relation_heatmap(
+                sims[w],
+                batch_y,
+                classes,
+                batch_idx,
+                f"cos(s_i, t_j) · {label[w]}",
+                w if w != "teacher" else "teacher",
+                colorscale=viz.SEQUENTIAL,
+                zmin=low,
+                zmax=1.0,
+                colorbar_title="cos",
+                highlight=anchor,
+            )
             st.plotly_chart(localise_matrix(fig), key=f"ct_sim_{w}", width="stretch", theme=None)
     if who_list == ["teacher"]:
         with cols[1]:
-            fig = viz.relation_heatmap(soft["teacher"], batch_y, classes, batch_idx,
-                                       t("contrastive.softmax_at", tau=tau), "teacher", colorscale=viz.SEQUENTIAL,
-                                       zmin=0.0, zmax=1.0, colorbar_title="p", highlight=anchor)
+            fig = viz.relation_heatmap(
+                soft["teacher"],
+                batch_y,
+                classes,
+                batch_idx,
+                t("contrastive.softmax_at", tau=tau),
+                "teacher",
+                colorscale=viz.SEQUENTIAL,
+                zmin=0.0,
+                zmax=1.0,
+                colorbar_title="p",
+                highlight=anchor,
+            )
             st.plotly_chart(localise_matrix(fig), key="ct_soft_teacher", width="stretch", theme=None)
     st.caption(t("contrastive.sim_caption", low=low))
     if who_list != ["teacher"]:
@@ -343,23 +425,45 @@ def draw(snap: dict | None, teacher_m, teacher_key: str) -> None:
         cols = st.columns(2, gap="medium")
         for col, w in zip(cols, who_list):
             with col:
-                fig = viz.relation_heatmap(soft[w], batch_y, classes, batch_idx, f"softmax · {label[w]}", w,
-                                           colorscale=viz.SEQUENTIAL, zmin=0.0, zmax=1.0, colorbar_title="p",
-                                           highlight=anchor)
+                fig = viz.relation_heatmap(
+                    soft[w],
+                    batch_y,
+                    classes,
+                    batch_idx,
+                    f"softmax · {label[w]}",
+                    w,
+                    colorscale=viz.SEQUENTIAL,
+                    zmin=0.0,
+                    zmax=1.0,
+                    colorbar_title="p",
+                    highlight=anchor,
+                )
                 st.plotly_chart(localise_matrix(fig), key=f"ct_soft_{w}", width="stretch", theme=None)
 
     # ---------------------------------------------------------- one anchor, and every anchor's loss
     cols = st.columns(2, gap="medium")
     with cols[0]:
-        fig = viz.anchor_bars({label_en[w]: soft[w][anchor] for w in who_list}, batch_y, classes, anchor, tau,
-                              batch_idx, title=t("contrastive.anchor_title", anchor=anchor,
-                                                 cls=classes[int(batch_y[anchor])]))
+        fig = viz.anchor_bars(
+            {label_en[w]: soft[w][anchor] for w in who_list},
+            batch_y,
+            classes,
+            anchor,
+            tau,
+            batch_idx,
+            title=t("contrastive.anchor_title", anchor=anchor, cls=classes[int(batch_y[anchor])]),
+        )
         fig.layout.yaxis.title.text = t("contrastive.softmax_at", tau=tau)
         localise_bars(fig, who_list, "contrastive.hover.teacher", "p = %{y:.4f}")
         st.plotly_chart(fig, key="ct_anchor_bars", width="stretch", theme=None)
     with cols[1]:
-        fig = viz.sample_bars({label_en[w]: nce[w] for w in who_list}, batch_y, classes, batch_idx,
-                              title=t("contrastive.nce_title", tau=tau), ytitle=t("contrastive.nce_axis"))
+        fig = viz.sample_bars(
+            {label_en[w]: nce[w] for w in who_list},
+            batch_y,
+            classes,
+            batch_idx,
+            title=t("contrastive.nce_title", tau=tau),
+            ytitle=t("contrastive.nce_axis"),
+        )
         localise_bars(fig, who_list, "contrastive.hover.anchor", "%{y:.3f}")
         st.plotly_chart(fig, key="ct_nce", width="stretch", theme=None)
     st.caption(t("contrastive.tau_caption", log_n=np.log(n)))
@@ -383,6 +487,7 @@ def show() -> None:
 
 
 if running and run_matches:
+
     @st.fragment(run_every=2.0)
     def live() -> None:
         show()

@@ -98,11 +98,15 @@ st.caption(t("feature_maps.intro"))
 job, run_cfg, running = state.lab_run()
 
 # the address bar holds the view's settings: a shared link shows the same maps
-FIELDS = [links.choice("dataset", "fm_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET),
-          links.choice("channels", "fm_channels", CHANNELS, 16),
-          links.number("opacity", "fm_opacity", 0.6, 0.0, 1.0),
-          links.choice("measure", "fm_metric", list(METRICS), "cka"),
-          links.flag("all_layers", "fm_all_layers", False)]
+FIELDS = [
+    links.choice(
+        "dataset", "fm_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET
+    ),
+    links.choice("channels", "fm_channels", CHANNELS, 16),
+    links.number("opacity", "fm_opacity", 0.6, 0.0, 1.0),
+    links.choice("measure", "fm_metric", list(METRICS), "cka"),
+    links.flag("all_layers", "fm_all_layers", False),
+]
 links.sync("feature-maps", FIELDS)
 state.keep("fm_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
 state.keep("fm_channels", 16)
@@ -120,9 +124,13 @@ if job is not None and st.session_state.get("_fm_seen_job") != job.id:
 left, right = st.columns([1, 2.3], gap="large")
 with left:
     # the option labels' language is fixed now: Streamlit may call format_func outside this run
-    choice = st.selectbox(t("feature_maps.dataset"), list(data.DATASETS), key="fm_dataset",
-                          format_func=lambda n, lang=i18n.lang(): f"{n} — {dataset_title(n, lang)}",
-                          help=t("feature_maps.dataset_help"))
+    choice = st.selectbox(
+        t("feature_maps.dataset"),
+        list(data.DATASETS),
+        key="fm_dataset",
+        format_func=lambda n, lang=i18n.lang(): f"{n} — {dataset_title(n, lang)}",
+        help=t("feature_maps.dataset_help"),
+    )
     ds_name = choice
     try:
         ds = state.dataset(choice)
@@ -142,8 +150,13 @@ with right:
     elif not run_matches:
         st.info(t("feature_maps.other_dataset", id=job.id, dataset=run_cfg.dataset, name=ds_name))
     else:
-        what = t("feature_maps.run_what", id=job.id, method=method_title(method), student=run_cfg.student,
-                 teacher=run_cfg.teacher)
+        what = t(
+            "feature_maps.run_what",
+            id=job.id,
+            method=method_title(method),
+            student=run_cfg.student,
+            teacher=run_cfg.teacher,
+        )
         if running:
             st.info(t("feature_maps.run_live", what=what))
         elif job.status in ("finished", "stopped"):
@@ -153,12 +166,18 @@ with right:
         if not method.needs_features:
             st.caption(t("feature_maps.logits_only", method=method_title(method)))
     b1, b2 = st.columns([1.3, 1])
-    quick = b1.button(t("feature_maps.quick", epochs=QUICK_EPOCHS), key="fm_quick_train", disabled=running,
-                      help=t("feature_maps.quick_help"))
+    quick = b1.button(
+        t("feature_maps.quick", epochs=QUICK_EPOCHS),
+        key="fm_quick_train",
+        disabled=running,
+        help=t("feature_maps.quick_help"),
+    )
     b2.page_link("pages/lab.py", label=t("feature_maps.lab_link"), icon="🧪", help=t("feature_maps.lab_link_help"))
     if quick:
         try:
-            cfg = Config(dataset=ds_name, method="at", epochs=QUICK_EPOCHS, train_subset=state.QUICK_SUBSET.get(ds_name))
+            cfg = Config(
+                dataset=ds_name, method="at", epochs=QUICK_EPOCHS, train_subset=state.QUICK_SUBSET.get(ds_name)
+            )
             new = state.job_manager().submit(cfg, owner=state.session_id())
             st.session_state.kd_lab_job_id = new.id
             st.rerun()
@@ -171,9 +190,16 @@ with right:
 if run_matches:
     t_arch, s_arch = run_cfg.teacher, run_cfg.student
     try:
-        run_pairs = [(p[0], p[1]) for p in train.resolve_pairs(
-            method, models.build(t_arch, ds.in_shape, ds.num_classes), models.build(s_arch, ds.in_shape, ds.num_classes),
-            ds.in_shape, run_cfg.parsed_pairs())]
+        run_pairs = [
+            (p[0], p[1])
+            for p in train.resolve_pairs(
+                method,
+                models.build(t_arch, ds.in_shape, ds.num_classes),
+                models.build(s_arch, ds.in_shape, ds.num_classes),
+                ds.in_shape,
+                run_cfg.parsed_pairs(),
+            )
+        ]
     except KDError:  # the run itself failed on them and says so above
         run_pairs = []
     att_p = float(run_cfg.method_params().get("p", 2.0)) if method.name == "at" else 2.0
@@ -219,29 +245,49 @@ with right:
     if s_opts and st.session_state.get("fm_sl") not in s_opts:
         st.session_state.fm_sl = dsl if dsl in s_opts else s_opts[-1]
     p1, p2 = st.columns(2)
-    t_layer = p1.selectbox(t("feature_maps.teacher_layer"), t_opts, key="fm_tl",
-                           format_func=lambda n: f"{n}  ({shape_text(t_shapes[n])})",
-                           help=t("feature_maps.teacher_layer_help"))
+    t_layer = p1.selectbox(
+        t("feature_maps.teacher_layer"),
+        t_opts,
+        key="fm_tl",
+        format_func=lambda n: f"{n}  ({shape_text(t_shapes[n])})",
+        help=t("feature_maps.teacher_layer_help"),
+    )
     if s_opts:
-        s_layer = p2.selectbox(t("feature_maps.student_layer"), s_opts, key="fm_sl",
-                               format_func=lambda n: f"{n}  ({shape_text(s_shapes[n])})",
-                               help=t("feature_maps.student_layer_help"))
+        s_layer = p2.selectbox(
+            t("feature_maps.student_layer"),
+            s_opts,
+            key="fm_sl",
+            format_func=lambda n: f"{n}  ({shape_text(s_shapes[n])})",
+            help=t("feature_maps.student_layer_help"),
+        )
     else:
         s_layer = None
-        p2.selectbox(t("feature_maps.student_layer"), ["—"], key="fm_sl_none", disabled=True,
-                     help=t("feature_maps.student_layer_none_help"))
+        p2.selectbox(
+            t("feature_maps.student_layer"),
+            ["—"],
+            key="fm_sl_none",
+            disabled=True,
+            help=t("feature_maps.student_layer_none_help"),
+        )
     if run_pairs:
         cols = st.columns(len(run_pairs) + 1, vertical_alignment="center")
         cols[0].markdown(t("feature_maps.trained_pairs"))
         for i, (a, b) in enumerate(run_pairs):
-            cols[i + 1].button(f"★ {a} ↔ {b}", key=f"fm_pair_{i}", on_click=set_pair, args=(a, b),
-                               type="primary" if (t_layer, s_layer) == (a, b) else "secondary",
-                               help=t("feature_maps.pair_help", method=method.name, teacher=a, student=b))
+            cols[i + 1].button(
+                f"★ {a} ↔ {b}",
+                key=f"fm_pair_{i}",
+                on_click=set_pair,
+                args=(a, b),
+                type="primary" if (t_layer, s_layer) == (a, b) else "secondary",
+                help=t("feature_maps.pair_help", method=method.name, teacher=a, student=b),
+            )
     c1, c2, c3 = st.columns([1.2, 1.2, 1])
-    n_channels = c1.select_slider(t("feature_maps.channels"), CHANNELS, key="fm_channels",
-                                  help=t("feature_maps.channels_help"))
-    opacity = c2.slider(t("feature_maps.opacity"), 0.0, 1.0, step=0.05, key="fm_opacity",
-                        help=t("feature_maps.opacity_help"))
+    n_channels = c1.select_slider(
+        t("feature_maps.channels"), CHANNELS, key="fm_channels", help=t("feature_maps.channels_help")
+    )
+    opacity = c2.slider(
+        t("feature_maps.opacity"), 0.0, 1.0, step=0.05, key="fm_opacity", help=t("feature_maps.opacity_help")
+    )
     c3.toggle(t("feature_maps.all_layers"), key="fm_all_layers", help=t("feature_maps.all_layers_help"))
 
 # ------------------------------------------------------------------ the image
@@ -251,10 +297,14 @@ if not 0 <= int(st.session_state.fm_image) < n_test:
     st.session_state.fm_image = 0
 with left:
     i1, i2 = st.columns([2, 1], vertical_alignment="bottom")
-    idx = int(i1.number_input(t("feature_maps.image"), 0, n_test - 1, key="fm_image", step=1,
-                              help=t("feature_maps.image_help", n=n_test)))
-    i2.button("🎲", key="fm_random", on_click=pick_random, args=(n_test,), help=t("feature_maps.random_help"),
-              width="stretch")
+    idx = int(
+        i1.number_input(
+            t("feature_maps.image"), 0, n_test - 1, key="fm_image", step=1, help=t("feature_maps.image_help", n=n_test)
+        )
+    )
+    i2.button(
+        "🎲", key="fm_random", on_click=pick_random, args=(n_test,), help=t("feature_maps.random_help"), width="stretch"
+    )
     x_one = ds.x_test[idx : idx + 1]
     image = np.clip(viz.to_display(ds.denormalise(x_one)[0].cpu().numpy()), 0.0, 1.0)
     st.image(upscale(image, IMG_PX), width="stretch", output_format="PNG")
@@ -269,12 +319,27 @@ def layer_figure(feat: torch.Tensor, layer: str, role: str, key: str, k: int) ->
         ids = features.tile_channels(chans, feat.shape[1], feat.shape[2], cols)
         fig = viz.feature_grid(grid, title, role, channel_ids=ids, showscale=True)
     else:
-        fig = viz.map_figure(features.vector_grid(feat), title, role, zmin=0.0, zmax=1.0, colorbar_title="|a|",
-                             hover="|a| = %{z:.2f}", showscale=True)
+        fig = viz.map_figure(
+            features.vector_grid(feat),
+            title,
+            role,
+            zmin=0.0,
+            zmax=1.0,
+            colorbar_title="|a|",
+            hover="|a| = %{z:.2f}",
+            showscale=True,
+        )
     st.plotly_chart(localise(fig), key=key, width="stretch", theme=None)
     if feat.dim() == 3:
-        st.caption(t("feature_maps.grid_caption_maps", n=feat.shape[0], h=feat.shape[1], w=feat.shape[2],
-                     shown=min(k, feat.shape[0])))
+        st.caption(
+            t(
+                "feature_maps.grid_caption_maps",
+                n=feat.shape[0],
+                h=feat.shape[1],
+                w=feat.shape[2],
+                shown=min(k, feat.shape[0]),
+            )
+        )
     else:
         st.caption(t("feature_maps.grid_caption_vector", n=feat.shape[0], shown=feat.shape[0]))
 
@@ -321,8 +386,15 @@ def draw(snap: dict | None, teacher_m) -> None:
     st.subheader(t("feature_maps.feature_header"))
     if snap is not None and run_matches:
         live = t("feature_maps.live") if running else ""
-        st.markdown(t("feature_maps.students_after", epoch=snap["epoch"], epochs=run_cfg.epochs, live=live,
-                      predictions=predictions(everyone)))
+        st.markdown(
+            t(
+                "feature_maps.students_after",
+                epoch=snap["epoch"],
+                epochs=run_cfg.epochs,
+                live=live,
+                predictions=predictions(everyone),
+            )
+        )
     else:
         st.markdown(predictions(everyone))
     cols = st.columns(3, gap="medium")
@@ -345,8 +417,12 @@ def draw(snap: dict | None, teacher_m) -> None:
         st.subheader(t("feature_maps.fit_header"))
         pair = (t_layer, s_layer)
         if pair not in run_pairs:
-            st.info(t("feature_maps.fit_pairs_only",
-                      pairs=t("feature_maps.list_sep").join(f"{a} ↔ {b}" for a, b in run_pairs)))
+            st.info(
+                t(
+                    "feature_maps.fit_pairs_only",
+                    pairs=t("feature_maps.list_sep").join(f"{a} ↔ {b}" for a, b in run_pairs),
+                )
+            )
         else:
             i = run_pairs.index(pair)
             with torch.no_grad():
@@ -363,28 +439,76 @@ def draw(snap: dict | None, teacher_m) -> None:
                 top = float(tgt[0][chans].abs().max())
                 g_r, _, _ = features.channel_grid(reg[0], channels=chans, scale=top, signed=True)
                 ids = features.tile_channels(chans, tgt.shape[2], tgt.shape[3], cols_n)
-                f1.plotly_chart(localise(viz.feature_grid(g_t, t("feature_maps.fit_target_title", layer=t_layer),
-                                                          "teacher", channel_ids=ids)),
-                                key="fm_fit_target", width="stretch", theme=None)
-                f2.plotly_chart(localise(viz.feature_grid(g_r, t("feature_maps.fit_regressed_title", layer=s_layer),
-                                                          "distilled", channel_ids=ids, signed=True)),
-                                key="fm_fit_regressed", width="stretch", theme=None)
+                f1.plotly_chart(
+                    localise(
+                        viz.feature_grid(
+                            g_t, t("feature_maps.fit_target_title", layer=t_layer), "teacher", channel_ids=ids
+                        )
+                    ),
+                    key="fm_fit_target",
+                    width="stretch",
+                    theme=None,
+                )
+                f2.plotly_chart(
+                    localise(
+                        viz.feature_grid(
+                            g_r,
+                            t("feature_maps.fit_regressed_title", layer=s_layer),
+                            "distilled",
+                            channel_ids=ids,
+                            signed=True,
+                        )
+                    ),
+                    key="fm_fit_regressed",
+                    width="stretch",
+                    theme=None,
+                )
                 err_map = err.numpy()
             else:
-                f1.plotly_chart(viz.map_figure(features.vector_grid(tgt[0]),
-                                               t("feature_maps.fit_target_title", layer=t_layer), "teacher", zmax=1.0),
-                                key="fm_fit_target", width="stretch", theme=None)
+                f1.plotly_chart(
+                    viz.map_figure(
+                        features.vector_grid(tgt[0]),
+                        t("feature_maps.fit_target_title", layer=t_layer),
+                        "teacher",
+                        zmax=1.0,
+                    ),
+                    key="fm_fit_target",
+                    width="stretch",
+                    theme=None,
+                )
                 top = float(tgt[0].abs().max())
-                f2.plotly_chart(viz.map_figure(features.vector_grid(reg[0], scale=top),
-                                               t("feature_maps.fit_regressed_title", layer=s_layer), "distilled",
-                                               zmax=1.0), key="fm_fit_regressed", width="stretch", theme=None)
+                f2.plotly_chart(
+                    viz.map_figure(
+                        features.vector_grid(reg[0], scale=top),
+                        t("feature_maps.fit_regressed_title", layer=s_layer),
+                        "distilled",
+                        zmax=1.0,
+                    ),
+                    key="fm_fit_regressed",
+                    width="stretch",
+                    theme=None,
+                )
                 err_map = features.vector_grid(err, scale=1.0)
             error_sq = t("feature_maps.error_sq")
-            f3.plotly_chart(viz.map_figure(err_map, t("feature_maps.fit_error_title"), None, colorscale="Reds",
-                                           zmin=0.0, colorbar_title=error_sq, hover=error_sq + " = %{z:.4f}"),
-                            key="fm_fit_error", width="stretch", theme=None)
-            f3.metric(t("feature_maps.hint_loss"), f"{hint:.4f}",
-                      help=t("feature_maps.hint_help", beta=beta, weighted=beta * hint))
+            f3.plotly_chart(
+                viz.map_figure(
+                    err_map,
+                    t("feature_maps.fit_error_title"),
+                    None,
+                    colorscale="Reds",
+                    zmin=0.0,
+                    colorbar_title=error_sq,
+                    hover=error_sq + " = %{z:.4f}",
+                ),
+                key="fm_fit_error",
+                width="stretch",
+                theme=None,
+            )
+            f3.metric(
+                t("feature_maps.hint_loss"),
+                f"{hint:.4f}",
+                help=t("feature_maps.hint_help", beta=beta, weighted=beta * hint),
+            )
             st.caption(t("feature_maps.fit_caption"))
     elif snap is not None and method is not None:
         st.caption(t("feature_maps.fit_hint"))
@@ -396,19 +520,33 @@ def draw(snap: dict | None, teacher_m) -> None:
     if t_feat.dim() == 3 and not student_has_maps:
         st.info(t("feature_maps.no_student_maps", arch=s_arch))
     elif not spatial:
-        bad = t("feature_maps.bad_teacher", layer=t_layer, n=t_feat.shape[0]) if t_feat.dim() != 3 else \
-            t("feature_maps.bad_student", layer=s_layer,
-              n=next(f.shape[0] for f in s_feats.values() if f.dim() != 3))
+        bad = (
+            t("feature_maps.bad_teacher", layer=t_layer, n=t_feat.shape[0])
+            if t_feat.dim() != 3
+            else t(
+                "feature_maps.bad_student", layer=s_layer, n=next(f.shape[0] for f in s_feats.values() if f.dim() != 3)
+            )
+        )
         st.error(t("feature_maps.need_spatial", bad=bad))
     else:
         size = tuple(image.shape[:2])
         t_att = features.attention_overlay(t_feat, size, att_p)
         cols = st.columns(3, gap="medium")
         with cols[0]:
-            st.plotly_chart(localise(viz.overlay_figure(image, t_att["overlay"].numpy(),
-                                                        f"{role_title('teacher')} · {t_layer}", "teacher",
-                                                        opacity=opacity)),
-                            key="fm_att_teacher", width="stretch", theme=None)
+            st.plotly_chart(
+                localise(
+                    viz.overlay_figure(
+                        image,
+                        t_att["overlay"].numpy(),
+                        f"{role_title('teacher')} · {t_layer}",
+                        "teacher",
+                        opacity=opacity,
+                    )
+                ),
+                key="fm_att_teacher",
+                width="stretch",
+                theme=None,
+            )
             h, w = t_att["map"].shape
             st.caption(t("feature_maps.att_map_caption", h=h, w=w))
         att_losses = {}
@@ -416,26 +554,46 @@ def draw(snap: dict | None, teacher_m) -> None:
             with col:
                 if who not in s_feats:
                     if not (snap is not None and who == "scratch"):
-                        st.info(t("feature_maps.att_after_epoch", who=t("roles." + who)) if run_matches else
-                                t("feature_maps.att_with_lab", who=t("roles." + who), dataset=ds_name))
+                        st.info(
+                            t("feature_maps.att_after_epoch", who=t("roles." + who))
+                            if run_matches
+                            else t("feature_maps.att_with_lab", who=t("roles." + who), dataset=ds_name)
+                        )
                     continue
                 a = features.attention_overlay(s_feats[who], size, att_p)
-                st.plotly_chart(localise(viz.overlay_figure(image, a["overlay"].numpy(),
-                                                            f"{role_title(who)} · {s_layer}", who, opacity=opacity)),
-                                key=f"fm_att_{who}", width="stretch", theme=None)
+                st.plotly_chart(
+                    localise(
+                        viz.overlay_figure(
+                            image, a["overlay"].numpy(), f"{role_title(who)} · {s_layer}", who, opacity=opacity
+                        )
+                    ),
+                    key=f"fm_att_{who}",
+                    width="stretch",
+                    theme=None,
+                )
                 att_losses[who] = float(losses.attention_loss(s_feats[who][None], t_feat[None], att_p))
                 delta = None
                 if who == "distilled" and "scratch" in att_losses:
                     delta = t("feature_maps.vs_scratch", delta=att_losses["distilled"] - att_losses["scratch"])
-                st.metric(t("feature_maps.att_loss." + who), f"{att_losses[who]:.2e}", delta=delta,
-                          delta_color="inverse", help=t("feature_maps.att_loss_help", p=att_p))
+                st.metric(
+                    t("feature_maps.att_loss." + who),
+                    f"{att_losses[who]:.2e}",
+                    delta=delta,
+                    delta_color="inverse",
+                    help=t("feature_maps.att_loss_help", p=att_p),
+                )
         st.caption(t("feature_maps.att_caption", p=att_p))
 
     # ---------------------------------------------------------- layer similarity
     st.subheader(t("feature_maps.sim_header"))
     if snap is None or not run_matches:
-        st.info(t("feature_maps.sim_needs_epoch" if run_matches else "feature_maps.sim_needs_run", dataset=ds_name,
-                  n=SIM_BATCH))
+        st.info(
+            t(
+                "feature_maps.sim_needs_epoch" if run_matches else "feature_maps.sim_needs_run",
+                dataset=ds_name,
+                n=SIM_BATCH,
+            )
+        )
         return
     pairs = features.aligned_pairs(teacher_m, snap["student"], ds.in_shape)
     for extra in run_pairs + [(t_layer, s_layer)]:
@@ -444,16 +602,25 @@ def draw(snap: dict | None, teacher_m) -> None:
     rows = similarity_rows(job.id, snap["epoch"], teacher_m, students, pairs)
     m1, m2 = st.columns([3, 1.1], gap="large")
     with m2:
-        metric = st.radio(t("feature_maps.measure"), list(METRICS), key="fm_metric",
-                          format_func=lambda m, lang=i18n.lang(): i18n.text(f"feature_maps.metrics.{m}", lang),
-                          help=t("feature_maps.measure_help"))
+        metric = st.radio(
+            t("feature_maps.measure"),
+            list(METRICS),
+            key="fm_metric",
+            format_func=lambda m, lang=i18n.lang(): i18n.text(f"feature_maps.metrics.{m}", lang),
+            help=t("feature_maps.measure_help"),
+        )
     metric_text = t(f"feature_maps.metrics.{metric}")
     shown = [r for r in rows if metric == "cka" or r["spatial"]]
     labels = [f"{a} ↔ {b}" for a, b in (r["pair"] for r in shown)]
     # the engine colours the bars by the English role names; localise() translates them after
     series = {i18n.text("roles." + who, i18n.DEFAULT): [r[metric].get(who) for r in shown] for who in students}
-    fig = viz.similarity_bars(labels, series, t("feature_maps.sim_title", n=SIM_BATCH, metric=metric_text),
-                              ytitle=metric_text, marked=[r["pair"] in run_pairs for r in shown])
+    fig = viz.similarity_bars(
+        labels,
+        series,
+        t("feature_maps.sim_title", n=SIM_BATCH, metric=metric_text),
+        ytitle=metric_text,
+        marked=[r["pair"] in run_pairs for r in shown],
+    )
     m1.plotly_chart(localise(fig), key="fm_similarity", width="stretch", theme=None)
     with m2:
         if "scratch" in students and shown:
@@ -463,8 +630,9 @@ def draw(snap: dict | None, teacher_m) -> None:
             for a, b in run_pairs:
                 r = next((r for r in shown if r["pair"] == (a, b)), None)
                 if r is not None:
-                    st.markdown(t("feature_maps.trained_pair", a=a, b=b, d=r[metric]["distilled"],
-                                  s=r[metric]["scratch"]))
+                    st.markdown(
+                        t("feature_maps.trained_pair", a=a, b=b, d=r[metric]["distilled"], s=r[metric]["scratch"])
+                    )
         st.caption(t("feature_maps.sim_caption"))
 
 
@@ -481,6 +649,7 @@ def show() -> None:
 
 
 if running and run_matches:
+
     @st.fragment(run_every=2.0)
     def live() -> None:
         show()

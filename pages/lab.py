@@ -54,13 +54,25 @@ st.caption(t("lab.intro"))
 
 # a shared link (?method=dkd&temperature=2...) sets the controls on the first visit; bad values -> notices
 state.keep_all("lab_")  # the controls as they were before a visit to another page
-links.restore_lab(options={"lab_T": TEMPERATURES, "lab_lr": LEARNING_RATES, "lab_fraction": FRACTIONS,
-                           "lab_batch": BATCHES}, limits={"lab_epochs": (1, 50), "lab_seed": (0, 10_000)},
-                  no_class=NO_CLASS)
+links.restore_lab(
+    options={"lab_T": TEMPERATURES, "lab_lr": LEARNING_RATES, "lab_fraction": FRACTIONS, "lab_batch": BATCHES},
+    limits={"lab_epochs": (1, 50), "lab_seed": (0, 10_000)},
+    no_class=NO_CLASS,
+)
 D = Config()
-defaults = {"lab_dataset": D.dataset, "lab_method": D.method, "lab_T": D.temperature, "lab_alpha": D.alpha,
-            "lab_epochs": D.epochs, "lab_lr": D.lr, "lab_batch": D.batch_size, "lab_fraction": D.labeled_fraction,
-            "lab_omit": NO_CLASS, "lab_seed": D.seed, "lab_baseline": D.baseline}
+defaults = {
+    "lab_dataset": D.dataset,
+    "lab_method": D.method,
+    "lab_T": D.temperature,
+    "lab_alpha": D.alpha,
+    "lab_epochs": D.epochs,
+    "lab_lr": D.lr,
+    "lab_batch": D.batch_size,
+    "lab_fraction": D.labeled_fraction,
+    "lab_omit": NO_CLASS,
+    "lab_seed": D.seed,
+    "lab_baseline": D.baseline,
+}
 for k, v in defaults.items():
     st.session_state.setdefault(k, v)
 
@@ -72,6 +84,7 @@ controls, output = st.columns([1, 2.2], gap="large")
 # ------------------------------------------------------------------ controls
 with controls:
     st.subheader(t("lab.setup"))
+
     def _check_dataset() -> None:
         """Stay on the last working dataset when the new one cannot be loaded (e.g. offline)."""
         name = st.session_state.lab_dataset
@@ -83,36 +96,66 @@ with controls:
             st.session_state.lab_dataset = st.session_state.get("lab_good_dataset", D.dataset)
 
     ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func may run outside the script
-    ds_name = st.selectbox(t("lab.dataset"), list(data.DATASETS), key="lab_dataset", on_change=_check_dataset,
-                           format_func=ds_labels.get, help=t("lab.dataset_help"))
+    ds_name = st.selectbox(
+        t("lab.dataset"),
+        list(data.DATASETS),
+        key="lab_dataset",
+        on_change=_check_dataset,
+        format_func=ds_labels.get,
+        help=t("lab.dataset_help"),
+    )
     if "lab_dataset_error" in st.session_state:
         st.error(t("lab.dataset_error", error=st.session_state.pop("lab_dataset_error"), name=ds_name))
     info = data.DATASETS[ds_name]
     t_default, s_default = models.preset(ds_name)
     choices = models.suggested_models(ds_name)
     c1, c2 = st.columns(2)
-    teacher_arch = c1.selectbox(t("lab.teacher"), choices, index=choices.index(t_default), key=f"lab_teacher_{ds_name}",
-                                help=t("lab.teacher_help"))
-    student_arch = c2.selectbox(t("lab.student"), choices, index=choices.index(s_default), key=f"lab_student_{ds_name}",
-                                help=t("lab.student_help"))
+    teacher_arch = c1.selectbox(
+        t("lab.teacher"),
+        choices,
+        index=choices.index(t_default),
+        key=f"lab_teacher_{ds_name}",
+        help=t("lab.teacher_help"),
+    )
+    student_arch = c2.selectbox(
+        t("lab.student"),
+        choices,
+        index=choices.index(s_default),
+        key=f"lab_student_{ds_name}",
+        help=t("lab.student_help"),
+    )
     method_labels = {n: method_title(n) for n in methods.METHODS}
-    method_name = st.selectbox(t("lab.method"), list(methods.METHODS), key="lab_method",
-                               format_func=method_labels.get, help=t("lab.method_help"))
+    method_name = st.selectbox(
+        t("lab.method"),
+        list(methods.METHODS),
+        key="lab_method",
+        format_func=method_labels.get,
+        help=t("lab.method_help"),
+    )
     method = methods.get(method_name)
     st.caption(method_summary(method))
 
-    T = st.select_slider(t("lab.T"), TEMPERATURES, key="lab_T", disabled=not method.uses_temperature,
-                         help=t("lab.T_help"))
-    alpha = st.slider(t("lab.alpha"), 0.0, 1.0, step=0.05, key="lab_alpha",
-                      disabled=not method.uses_alpha, help=t("lab.alpha_help"))
+    T = st.select_slider(
+        t("lab.T"), TEMPERATURES, key="lab_T", disabled=not method.uses_temperature, help=t("lab.T_help")
+    )
+    alpha = st.slider(
+        t("lab.alpha"), 0.0, 1.0, step=0.05, key="lab_alpha", disabled=not method.uses_alpha, help=t("lab.alpha_help")
+    )
     params = {}
     for p in method.params:
         key = f"lab_p_{method.name}_{p.name}"
         label, p_help = param_text(method, p, "label"), param_text(method, p, "help")
         if p.log or p.integer:
-            params[p.name] = st.number_input(label, min_value=float(p.low), max_value=float(p.high), value=float(p.default),
-                                             step=float(max(p.default / 10, 1.0 if p.integer else 1e-3)), key=key, help=p_help,
-                                             format="%g")
+            params[p.name] = st.number_input(
+                label,
+                min_value=float(p.low),
+                max_value=float(p.high),
+                value=float(p.default),
+                step=float(max(p.default / 10, 1.0 if p.integer else 1e-3)),
+                key=key,
+                help=p_help,
+                format="%g",
+            )
         else:
             params[p.name] = st.slider(label, float(p.low), float(p.high), float(p.default), key=key, help=p_help)
 
@@ -135,25 +178,54 @@ with controls:
                 dt, ds_ = models.default_pair(t_model, s_model, info.in_shape, "vector")
             # defaults: the trainer's own pair, then the other pairs at the same relative depth
             # (deepest first, the method's preferred kind of layer first)
-            others = [pr for pr in reversed(aligned_pairs(t_model, s_model, info.in_shape))
-                      if pr != (dt, ds_) and pr[0] in t_model.tap_names and pr[1] in s_model.tap_names
-                      and (method.tap_kind != "spatial" or len(t_shapes[pr[0]]) == len(s_shapes[pr[1]]) == 3)]
+            others = [
+                pr
+                for pr in reversed(aligned_pairs(t_model, s_model, info.in_shape))
+                if pr != (dt, ds_)
+                and pr[0] in t_model.tap_names
+                and pr[1] in s_model.tap_names
+                and (method.tap_kind != "spatial" or len(t_shapes[pr[0]]) == len(s_shapes[pr[1]]) == 3)
+            ]
             others.sort(key=lambda pr: models.tap_kind(t_shapes[pr[0]]) != kind)
             suggested = [(dt, ds_)] + others
             n_pairs = 1
             if method.multi_pair:
-                n_pairs = int(st.number_input(t("lab.layers.pairs"), 1, 4, value=1, key=f"lab_npairs_{method.name}",
-                                              help=t("lab.layers.pairs_help")))
+                n_pairs = int(
+                    st.number_input(
+                        t("lab.layers.pairs"),
+                        1,
+                        4,
+                        value=1,
+                        key=f"lab_npairs_{method.name}",
+                        help=t("lab.layers.pairs_help"),
+                    )
+                )
             with st.expander(t("lab.layers.all"), expanded=False):
                 every = st.toggle(t("lab.layers.every"), key="lab_all_layers", help=t("lab.layers.every_help"))
                 st.caption(t("lab.layers.shapes_caption"))
                 l1, l2 = st.columns(2)
-                l1.dataframe(pd.DataFrame({t("lab.layers.col_teacher"): list(t_shapes),
-                                           t("lab.layers.col_shape"): ["×".join(map(str, v)) for v in t_shapes.values()]}),
-                             hide_index=True, height=200, key="lab_layers_teacher")
-                l2.dataframe(pd.DataFrame({t("lab.layers.col_student"): list(s_shapes),
-                                           t("lab.layers.col_shape"): ["×".join(map(str, v)) for v in s_shapes.values()]}),
-                             hide_index=True, height=200, key="lab_layers_student")
+                l1.dataframe(
+                    pd.DataFrame(
+                        {
+                            t("lab.layers.col_teacher"): list(t_shapes),
+                            t("lab.layers.col_shape"): ["×".join(map(str, v)) for v in t_shapes.values()],
+                        }
+                    ),
+                    hide_index=True,
+                    height=200,
+                    key="lab_layers_teacher",
+                )
+                l2.dataframe(
+                    pd.DataFrame(
+                        {
+                            t("lab.layers.col_student"): list(s_shapes),
+                            t("lab.layers.col_shape"): ["×".join(map(str, v)) for v in s_shapes.values()],
+                        }
+                    ),
+                    hide_index=True,
+                    height=200,
+                    key="lab_layers_student",
+                )
             t_opts = list(t_shapes) if every else list(t_model.tap_names)
             s_opts = list(s_shapes) if every else list(s_model.tap_names)
 
@@ -170,12 +242,22 @@ with controls:
                 want_t, want_s = suggested[min(i, len(suggested) - 1)]
                 num = f" {i + 1}" if n_pairs > 1 else ""
                 p1, p2 = st.columns(2)
-                tl = p1.selectbox(t("lab.layers.teacher", num=num), t_opts,
-                                  index=t_opts.index(want_t) if want_t in t_opts else 0,
-                                  key=kt, format_func=shape_of(t_shapes), help=t("lab.layers.teacher_help"))
-                sl = p2.selectbox(t("lab.layers.student", num=num), s_opts,
-                                  index=s_opts.index(want_s) if want_s in s_opts else 0,
-                                  key=ks, format_func=shape_of(s_shapes), help=t("lab.layers.student_help"))
+                tl = p1.selectbox(
+                    t("lab.layers.teacher", num=num),
+                    t_opts,
+                    index=t_opts.index(want_t) if want_t in t_opts else 0,
+                    key=kt,
+                    format_func=shape_of(t_shapes),
+                    help=t("lab.layers.teacher_help"),
+                )
+                sl = p2.selectbox(
+                    t("lab.layers.student", num=num),
+                    s_opts,
+                    index=s_opts.index(want_s) if want_s in s_opts else 0,
+                    key=ks,
+                    format_func=shape_of(s_shapes),
+                    help=t("lab.layers.student_help"),
+                )
                 pairs.append(f"{tl}:{sl}")
             if len(set(pairs)) < len(pairs):
                 st.warning(t("lab.layers.twice"))
@@ -186,23 +268,39 @@ with controls:
     c1, c2 = st.columns(2)
     epochs = c1.number_input(t("lab.epochs"), 1, 50, key="lab_epochs", help=t("lab.epochs_help"))
     seed = c2.number_input(t("lab.seed"), 0, 10_000, key="lab_seed", help=t("lab.seed_help"))
-    lr = c1.select_slider(t("lab.lr"), LEARNING_RATES, key="lab_lr", format_func=lambda v: f"{v:g}",
-                          help=t("lab.lr_help"))
+    lr = c1.select_slider(
+        t("lab.lr"), LEARNING_RATES, key="lab_lr", format_func=lambda v: f"{v:g}", help=t("lab.lr_help")
+    )
     batch = c2.selectbox(t("lab.batch"), BATCHES, key="lab_batch", help=t("lab.batch_help"))
-    fraction = st.select_slider(t("lab.fraction"), FRACTIONS, key="lab_fraction", format_func=lambda v: f"{v:.0%}",
-                                help=t("lab.fraction_help"))
+    fraction = st.select_slider(
+        t("lab.fraction"), FRACTIONS, key="lab_fraction", format_func=lambda v: f"{v:.0%}", help=t("lab.fraction_help")
+    )
     class_opts = [NO_CLASS] + list(range(info.num_classes))
     if st.session_state.lab_omit not in class_opts:
         st.session_state.lab_omit = NO_CLASS
     class_labels = {c: t("lab.omit_none") if c == NO_CLASS else f"{c}" for c in class_opts}
-    omit = st.selectbox(t("lab.omit"), class_opts, key="lab_omit", format_func=class_labels.get,
-                        help=t("lab.omit_help"))
+    omit = st.selectbox(
+        t("lab.omit"), class_opts, key="lab_omit", format_func=class_labels.get, help=t("lab.omit_help")
+    )
     baseline = st.checkbox(t("lab.baseline"), key="lab_baseline", help=t("lab.baseline_help"))
 
-    cfg = Config(dataset=ds_name, teacher=teacher_arch, student=student_arch, method=method_name,
-                 temperature=float(T), alpha=float(alpha), params=params, pairs=pairs, epochs=int(epochs),
-                 lr=float(lr), batch_size=int(batch), seed=int(seed), labeled_fraction=float(fraction),
-                 omit_class=None if omit == NO_CLASS else int(omit), baseline=bool(baseline))
+    cfg = Config(
+        dataset=ds_name,
+        teacher=teacher_arch,
+        student=student_arch,
+        method=method_name,
+        temperature=float(T),
+        alpha=float(alpha),
+        params=params,
+        pairs=pairs,
+        epochs=int(epochs),
+        lr=float(lr),
+        batch_size=int(batch),
+        seed=int(seed),
+        labeled_fraction=float(fraction),
+        omit_class=None if omit == NO_CLASS else int(omit),
+        baseline=bool(baseline),
+    )
     problem = None
     try:
         cfg.resolved().validate()
@@ -210,8 +308,13 @@ with controls:
         if method.needs_features:  # refuse impossible layer pairings before training
             from kd_core.train import resolve_pairs
 
-            resolve_pairs(method, models.build(teacher_arch, info.in_shape, info.num_classes),
-                          models.build(student_arch, info.in_shape, info.num_classes), info.in_shape, cfg.parsed_pairs())
+            resolve_pairs(
+                method,
+                models.build(teacher_arch, info.in_shape, info.num_classes),
+                models.build(student_arch, info.in_shape, info.num_classes),
+                info.in_shape,
+                cfg.parsed_pairs(),
+            )
     except KDError as e:
         problem = str(e)
         st.error(t("lab.kd_error", error=problem))
@@ -222,8 +325,13 @@ with output:
     if method.uses_alpha:
         st.caption(t("lab.formula_caption"))
     b1, b2, _ = st.columns([1, 1, 3])
-    if b1.button(t("lab.train"), type="primary", disabled=running or problem is not None, key="lab_train",
-                 help=t("lab.train_help")):
+    if b1.button(
+        t("lab.train"),
+        type="primary",
+        disabled=running or problem is not None,
+        key="lab_train",
+        help=t("lab.train_help"),
+    ):
         try:
             new = state.job_manager().submit(cfg, owner=state.session_id(), on_end=state.save_lab_run)
             st.session_state.kd_lab_job_id = new.id
@@ -243,14 +351,21 @@ def draw_progress(snap: dict) -> None:
     elif status == "teacher":
         te = snap["teacher_epoch"]
         frac = te[0] / te[1] if te else 0.0
-        st.progress(frac, text=t("lab.progress.teacher_epoch", epoch=te[0], total=te[1]) if te
-                    else t("lab.progress.teacher_preparing"))
+        st.progress(
+            frac,
+            text=t("lab.progress.teacher_epoch", epoch=te[0], total=te[1])
+            if te
+            else t("lab.progress.teacher_preparing"),
+        )
     elif status == "running":
         total = snap["total_steps"] or 1
         eta = job.eta_seconds()
-        st.progress(min(snap["step"] / total, 1.0),
-                    text=t("lab.progress.step", step=snap["step"], total=total) if eta is None
-                    else t("lab.progress.step_eta", step=snap["step"], total=total, eta=eta))
+        st.progress(
+            min(snap["step"] / total, 1.0),
+            text=t("lab.progress.step", step=snap["step"], total=total)
+            if eta is None
+            else t("lab.progress.step_eta", step=snap["step"], total=total, eta=eta),
+        )
     elif status in ("finished", "stopped"):
         st.success(t(f"lab.progress.{status}", steps=snap["step"]))
     elif status == "diverged":
@@ -272,7 +387,7 @@ def loss_figure(fig):
     identifier (ce, kd, ...); the axes and "scratch: ce" are the engine's fixed text."""
     for trace in fig.data:
         if trace.name and trace.name.startswith("student: "):
-            trace.name = t("lab.charts.student_term", term=trace.name[len("student: "):])
+            trace.name = t("lab.charts.student_term", term=trace.name[len("student: ") :])
     return i18n.localise_figure(fig)
 
 
@@ -292,18 +407,30 @@ def draw_curves(snap: dict) -> None:
     epochs = snap["epochs"]
     teacher_acc = epochs[0]["teacher_acc"] if epochs else None
     c1, c2 = st.columns(2)
-    c1.plotly_chart(accuracy_figure(viz.accuracy_curves(epochs, teacher_acc, total_epochs, t("lab.charts.accuracy")),
-                                    teacher_acc), key="lab_acc_chart", width="stretch")
-    c2.plotly_chart(loss_figure(viz.loss_curves(snap["steps"], t("lab.charts.loss"))), key="lab_loss_chart",
-                    width="stretch")
+    c1.plotly_chart(
+        accuracy_figure(viz.accuracy_curves(epochs, teacher_acc, total_epochs, t("lab.charts.accuracy")), teacher_acc),
+        key="lab_acc_chart",
+        width="stretch",
+    )
+    c2.plotly_chart(
+        loss_figure(viz.loss_curves(snap["steps"], t("lab.charts.loss"))), key="lab_loss_chart", width="stretch"
+    )
     if epochs:
-        c1.plotly_chart(accuracy_figure(viz.agreement_curves(epochs, total_epochs, t("lab.charts.agreement"))),
-                        key="lab_agree_chart", width="stretch")
+        c1.plotly_chart(
+            accuracy_figure(viz.agreement_curves(epochs, total_epochs, t("lab.charts.agreement"))),
+            key="lab_agree_chart",
+            width="stretch",
+        )
         if cfg_run.omit_class is not None:
-            c2.plotly_chart(accuracy_figure(viz.accuracy_curves(epochs, None, total_epochs,
-                                                                t("lab.charts.omitted", c=cfg_run.omit_class),
-                                                                key="omitted_acc")),
-                            key="lab_omit_chart", width="stretch")
+            c2.plotly_chart(
+                accuracy_figure(
+                    viz.accuracy_curves(
+                        epochs, None, total_epochs, t("lab.charts.omitted", c=cfg_run.omit_class), key="omitted_acc"
+                    )
+                ),
+                key="lab_omit_chart",
+                width="stretch",
+            )
 
 
 def draw_results(snap: dict) -> None:
@@ -313,47 +440,109 @@ def draw_results(snap: dict) -> None:
     st.subheader(t("lab.results.header"))
     c = r["config"]
     omitted_text = t("lab.results.omitted", c=c["omit_class"]) if c.get("omit_class") is not None else ""
-    st.caption(t("lab.results.caption", id=snap["id"], method=c["method"], teacher=c["teacher"], student=c["student"],
-                 dataset=c["dataset"], T=c["temperature"], alpha=c["alpha"], epochs=c["epochs"],
-                 fraction=c["labeled_fraction"], omitted=omitted_text, seed=c["seed"]))
-    col = {name: t(f"lab.results.col_{name}") for name in ("model", "arch", "acc", "agreement", "ece", "params", "flops",
-                                                            "latency", "compression", "speedup")}
+    st.caption(
+        t(
+            "lab.results.caption",
+            id=snap["id"],
+            method=c["method"],
+            teacher=c["teacher"],
+            student=c["student"],
+            dataset=c["dataset"],
+            T=c["temperature"],
+            alpha=c["alpha"],
+            epochs=c["epochs"],
+            fraction=c["labeled_fraction"],
+            omitted=omitted_text,
+            seed=c["seed"],
+        )
+    )
+    col = {
+        name: t(f"lab.results.col_{name}")
+        for name in ("model", "arch", "acc", "agreement", "ece", "params", "flops", "latency", "compression", "speedup")
+    }
     rows = []
     for role, label in (("teacher", "roles.teacher"), ("student", "roles.distilled"), ("baseline", "roles.scratch")):
         m = r.get(role)
         if m is None:
             continue
-        rows.append({
-            col["model"]: t(label), col["arch"]: m["arch"], col["acc"]: m["test_accuracy"],
-            col["agreement"]: m.get("agreement", math.nan) if role != "teacher" else 1.0,
-            col["ece"]: m["ece"], col["params"]: m["params"], col["flops"]: m["flops"] / 1e6,
-            col["latency"]: m["latency_ms"],
-            col["compression"]: m.get("compression", 1.0), col["speedup"]: m.get("speedup", 1.0),
-        })
+        rows.append(
+            {
+                col["model"]: t(label),
+                col["arch"]: m["arch"],
+                col["acc"]: m["test_accuracy"],
+                col["agreement"]: m.get("agreement", math.nan) if role != "teacher" else 1.0,
+                col["ece"]: m["ece"],
+                col["params"]: m["params"],
+                col["flops"]: m["flops"] / 1e6,
+                col["latency"]: m["latency_ms"],
+                col["compression"]: m.get("compression", 1.0),
+                col["speedup"]: m.get("speedup", 1.0),
+            }
+        )
     df = pd.DataFrame(rows).set_index(col["model"])
-    st.dataframe(df.style.format({col["acc"]: "{:.1%}", col["agreement"]: "{:.1%}", col["ece"]: "{:.3f}",
-                                  col["params"]: "{:,}", col["flops"]: "{:.2f}", col["latency"]: "{:.3f}",
-                                  col["compression"]: "{:.1f}", col["speedup"]: "{:.1f}"}),
-                 width="stretch", key="lab_results")
+    st.dataframe(
+        df.style.format(
+            {
+                col["acc"]: "{:.1%}",
+                col["agreement"]: "{:.1%}",
+                col["ece"]: "{:.3f}",
+                col["params"]: "{:,}",
+                col["flops"]: "{:.2f}",
+                col["latency"]: "{:.3f}",
+                col["compression"]: "{:.1f}",
+                col["speedup"]: "{:.1f}",
+            }
+        ),
+        width="stretch",
+        key="lab_results",
+    )
     if "baseline" in r:
         gain = r["student"]["test_accuracy"] - r["baseline"]["test_accuracy"]
-        st.markdown(t("lab.results.gained" if gain >= 0 else "lab.results.lost", points=abs(100 * gain),
-                      student=100 * r["student"]["test_accuracy"], scratch=100 * r["baseline"]["test_accuracy"]))
+        st.markdown(
+            t(
+                "lab.results.gained" if gain >= 0 else "lab.results.lost",
+                points=abs(100 * gain),
+                student=100 * r["student"]["test_accuracy"],
+                scratch=100 * r["baseline"]["test_accuracy"],
+            )
+        )
     classes = r["classes"]
     omitted = r["config"].get("omit_class")
     per_class = {"teacher": r["teacher"]["per_class_accuracy"], "distilled student": r["student"]["per_class_accuracy"]}
     if "baseline" in r:
         per_class["scratch student"] = r["baseline"]["per_class_accuracy"]
     c1, c2 = st.columns(2)
-    c1.plotly_chart(per_class_figure(viz.per_class_bars(per_class, classes, omitted, t("lab.charts.per_class"))),
-                    key="lab_per_class", width="stretch")
+    c1.plotly_chart(
+        per_class_figure(viz.per_class_bars(per_class, classes, omitted, t("lab.charts.per_class"))),
+        key="lab_per_class",
+        width="stretch",
+    )
     conf = r["student"]["confusion"]
-    c2.plotly_chart(i18n.localise_figure(viz.heatmap(conf, classes, classes, t("lab.charts.confusion"),
-                                                     colorscale="Blues", text_fmt="d", xtitle=t("lab.charts.predicted"),
-                                                     ytitle=t("lab.charts.true"))),
-                    key="lab_confusion", width="stretch")
-    st.caption(t("lab.results.footer", steps=r["steps"], seconds=r["student"]["train_seconds"],
-                 rate=r["student"]["samples_per_second"], device=r["device"]))
+    c2.plotly_chart(
+        i18n.localise_figure(
+            viz.heatmap(
+                conf,
+                classes,
+                classes,
+                t("lab.charts.confusion"),
+                colorscale="Blues",
+                text_fmt="d",
+                xtitle=t("lab.charts.predicted"),
+                ytitle=t("lab.charts.true"),
+            )
+        ),
+        key="lab_confusion",
+        width="stretch",
+    )
+    st.caption(
+        t(
+            "lab.results.footer",
+            steps=r["steps"],
+            seconds=r["student"]["train_seconds"],
+            rate=r["student"]["samples_per_second"],
+            device=r["device"],
+        )
+    )
 
 
 def draw_job() -> None:

@@ -110,10 +110,15 @@ def student_alone(arch: str) -> train.Teacher:
         return train.get_teacher(DATASET, arch, STUDENT_EPOCHS)
     with st.status(t("lesson.s1.train_student", arch=arch), expanded=True) as box:
         bar = st.progress(0.0, text=t("lesson.s1.starting"))
-        s = train.get_teacher(DATASET, arch, STUDENT_EPOCHS, progress=lambda e, n, acc: bar.progress(
-            e / n, text=t("lesson.s1.epoch", epoch=e, total=n, acc=100 * acc)))
-        box.update(label=t("lesson.s1.student_ready", arch=arch, acc=100 * s.test_accuracy), state="complete",
-                   expanded=False)
+        s = train.get_teacher(
+            DATASET,
+            arch,
+            STUDENT_EPOCHS,
+            progress=lambda e, n, acc: bar.progress(e / n, text=t("lesson.s1.epoch", epoch=e, total=n, acc=100 * acc)),
+        )
+        box.update(
+            label=t("lesson.s1.student_ready", arch=arch, acc=100 * s.test_accuracy), state="complete", expanded=False
+        )
     return s
 
 
@@ -141,12 +146,16 @@ def gallery(teacher_key: str, _logits: np.ndarray, _y: np.ndarray) -> dict[int, 
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def demo_logits(teacher_key: str, _teacher: torch.nn.Module, _student: torch.nn.Module, _x: torch.Tensor,
-                _y: torch.Tensor) -> dict:
+def demo_logits(
+    teacher_key: str, _teacher: torch.nn.Module, _student: torch.nn.Module, _x: torch.Tensor, _y: torch.Tensor
+) -> dict:
     """Teacher and fresh-student logits on the first DEMO_BATCH test images."""
     x = _x[:DEMO_BATCH]
-    return {"teacher": metrics.predict_logits(_teacher, x), "student": metrics.predict_logits(_student, x),
-            "y": _y[:DEMO_BATCH]}
+    return {
+        "teacher": metrics.predict_logits(_teacher, x),
+        "student": metrics.predict_logits(_student, x),
+        "y": _y[:DEMO_BATCH],
+    }
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -164,9 +173,15 @@ def gradient_table(teacher_key: str, _zt: torch.Tensor, _zs: torch.Tensor) -> pd
         (g,) = torch.autograd.grad(kl, zs)
         g = g * n  # per-sample gradients (undo the batch mean)
         kd = g * T**2
-        rows.append({"T": T, "plain": float(g.norm(dim=1).mean()), "scaled": float(kd.norm(dim=1).mean()),
-                     "cos": float(F.cosine_similarity(kd.flatten(), matching.flatten(), dim=0)),
-                     "ratio": float(kd.norm() / matching.norm())})
+        rows.append(
+            {
+                "T": T,
+                "plain": float(g.norm(dim=1).mean()),
+                "scaled": float(kd.norm(dim=1).mean()),
+                "cos": float(F.cosine_similarity(kd.flatten(), matching.flatten(), dim=0)),
+                "ratio": float(kd.norm() / matching.norm()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -211,41 +226,81 @@ t_prof = teacher.profile(ds.in_shape)
 s_prof = alone.profile(ds.in_shape)
 rows = []
 for role, m, prof in (("teacher", teacher, t_prof), ("student_alone", alone, s_prof)):
-    rows.append({t("lesson.s1.col_model"): t(f"lesson.s1.{role}"), t("lesson.s1.col_arch"): m.arch,
-                 t("lesson.s1.col_params"): prof["params"], t("lesson.s1.col_flops"): prof["flops"] / 1e6,
-                 t("lesson.s1.col_latency"): prof["latency_ms"], t("lesson.s1.col_acc"): m.test_accuracy})
+    rows.append(
+        {
+            t("lesson.s1.col_model"): t(f"lesson.s1.{role}"),
+            t("lesson.s1.col_arch"): m.arch,
+            t("lesson.s1.col_params"): prof["params"],
+            t("lesson.s1.col_flops"): prof["flops"] / 1e6,
+            t("lesson.s1.col_latency"): prof["latency_ms"],
+            t("lesson.s1.col_acc"): m.test_accuracy,
+        }
+    )
 table = pd.DataFrame(rows).set_index(t("lesson.s1.col_model"))
-st.dataframe(table.style.format({t("lesson.s1.col_params"): "{:,}", t("lesson.s1.col_flops"): "{:.2f}",
-                                 t("lesson.s1.col_latency"): "{:.3f}", t("lesson.s1.col_acc"): "{:.1%}"}),
-             width="stretch", key="lesson_why_table")
-st.markdown(t("lesson.s1.ratio", params=t_prof["params"] / max(s_prof["params"], 1),
-              flops=t_prof["flops"] / max(s_prof["flops"], 1),
-              speed=t_prof["latency_ms"] / max(s_prof["latency_ms"], 1e-9),
-              gap=100 * (teacher.test_accuracy - alone.test_accuracy)))
-st.caption(t("lesson.s1.caption", epochs=STUDENT_EPOCHS, t_epochs=teacher.epochs, n=len(ds.y_train),
-             m=len(ds.y_test)))
+st.dataframe(
+    table.style.format(
+        {
+            t("lesson.s1.col_params"): "{:,}",
+            t("lesson.s1.col_flops"): "{:.2f}",
+            t("lesson.s1.col_latency"): "{:.3f}",
+            t("lesson.s1.col_acc"): "{:.1%}",
+        }
+    ),
+    width="stretch",
+    key="lesson_why_table",
+)
+st.markdown(
+    t(
+        "lesson.s1.ratio",
+        params=t_prof["params"] / max(s_prof["params"], 1),
+        flops=t_prof["flops"] / max(s_prof["flops"], 1),
+        speed=t_prof["latency_ms"] / max(s_prof["latency_ms"], 1e-9),
+        gap=100 * (teacher.test_accuracy - alone.test_accuracy),
+    )
+)
+st.caption(t("lesson.s1.caption", epochs=STUDENT_EPOCHS, t_epochs=teacher.epochs, n=len(ds.y_train), m=len(ds.y_test)))
 
 # ================================================================== 2. soft targets
 step_header(2, "lesson.s2.title")
 st.markdown(t("lesson.s2.text"))
-st.latex(r"p_i^{(T)} \;=\; \frac{\exp(z_i / T)}{\sum_{j=1}^{N} \exp(z_j / T)}, \qquad "
-         r"H\!\left(p^{(T)}\right) = -\sum_{i=1}^{N} p_i^{(T)} \log_2 p_i^{(T)}")
+st.latex(
+    r"p_i^{(T)} \;=\; \frac{\exp(z_i / T)}{\sum_{j=1}^{N} \exp(z_j / T)}, \qquad "
+    r"H\!\left(p^{(T)}\right) = -\sum_{i=1}^{N} p_i^{(T)} \log_2 p_i^{(T)}"
+)
 st.markdown(t("lesson.s2.symbols"))
 left, right = st.columns([1, 2.6], gap="large")
 with left:
-    digit_labels = {c: t("lesson.s2.digit_option", c=classes[c]) for c in range(K)}  # format_func runs outside the script
-    digit = st.selectbox(t("lesson.s2.digit"), list(range(K)), key="lesson_digit", format_func=digit_labels.get,
-                         help=t("lesson.s2.digit_help"))
+    digit_labels = {
+        c: t("lesson.s2.digit_option", c=classes[c]) for c in range(K)
+    }  # format_func runs outside the script
+    digit = st.selectbox(
+        t("lesson.s2.digit"),
+        list(range(K)),
+        key="lesson_digit",
+        format_func=digit_labels.get,
+        help=t("lesson.s2.digit_help"),
+    )
     i_img = picks.get(int(digit), 0)
-    st.image(upscale(image_of(i_img), IMG_PX), width=IMG_PX, output_format="PNG",
-             caption=t("lesson.s2.image_caption", i=i_img, c=classes[int(y[i_img])]))
+    st.image(
+        upscale(image_of(i_img), IMG_PX),
+        width=IMG_PX,
+        output_format="PNG",
+        caption=t("lesson.s2.image_caption", i=i_img, c=classes[int(y[i_img])]),
+    )
 with right:
-    T = float(st.select_slider(t("lesson.s2.T"), SOFT_T, key="lesson_T", format_func=lambda v: f"{v:g}",
-                               help=t("lesson.s2.T_help")))
+    T = float(
+        st.select_slider(
+            t("lesson.s2.T"), SOFT_T, key="lesson_T", format_func=lambda v: f"{v:g}", help=t("lesson.s2.T_help")
+        )
+    )
     z = logits[i_img]
     p1, pT = softmax_np(z, 1.0), softmax_np(z, T)
-    fig = viz.prob_bars({t("lesson.s2.series_t1"): p1, t("lesson.s2.series_t", T=T): pT}, classes,
-                        title=t("lesson.s2.chart_title"), highlight=int(y[i_img]))
+    fig = viz.prob_bars(
+        {t("lesson.s2.series_t1"): p1, t("lesson.s2.series_t", T=T): pT},
+        classes,
+        title=t("lesson.s2.chart_title"),
+        highlight=int(y[i_img]),
+    )
     fig.data[0].marker.color, fig.data[1].marker.color = SOFT_TEACHER, viz.TEACHER
     fig.update_xaxes(title=t("axes.class"))
     fig.update_yaxes(title=t("axes.probability"))
@@ -254,13 +309,26 @@ with right:
     true_c = int(y[i_img])
     wrong = [c for c in np.argsort(-pT) if c != true_c][:2]
     m1, m2, m3 = st.columns(3)
-    m1.metric(t("lesson.s2.metric_true", c=classes[true_c]), f"{100 * pT[true_c]:.1f}%",
-              help=t("lesson.s2.metric_true_help"))
+    m1.metric(
+        t("lesson.s2.metric_true", c=classes[true_c]), f"{100 * pT[true_c]:.1f}%", help=t("lesson.s2.metric_true_help")
+    )
     m2.metric(t("lesson.s2.metric_others"), f"{100 * (1 - pT[true_c]):.1f}%", help=t("lesson.s2.metric_others_help"))
-    m3.metric(t("lesson.s2.metric_entropy"), f"{entropy_bits(pT):.2f}", help=t("lesson.s2.metric_entropy_help",
-                                                                                  max=math.log2(K)))
-st.markdown(t("lesson.s2.reading", T=T, a=classes[wrong[0]], b=classes[wrong[1]], pa=100 * pT[wrong[0]],
-              pb=100 * pT[wrong[1]], p1=100 * (1 - p1[true_c])))
+    m3.metric(
+        t("lesson.s2.metric_entropy"),
+        f"{entropy_bits(pT):.2f}",
+        help=t("lesson.s2.metric_entropy_help", max=math.log2(K)),
+    )
+st.markdown(
+    t(
+        "lesson.s2.reading",
+        T=T,
+        a=classes[wrong[0]],
+        b=classes[wrong[1]],
+        pa=100 * pT[wrong[0]],
+        pb=100 * pT[wrong[1]],
+        p1=100 * (1 - p1[true_c]),
+    )
+)
 st.info(t("lesson.s2.dark"), icon="🌑")
 
 # ================================================================== 3. the loss
@@ -270,20 +338,35 @@ st.markdown(t("lesson.s3.text"))
 st.latex(kd.formula_latex())
 st.markdown(t("lesson.s3.symbols"))
 c1, c2 = st.columns(2)
-loss_T = float(c1.select_slider(t("lesson.s3.T"), LOSS_T, key="lesson_loss_T", format_func=lambda v: f"{v:g}",
-                                help=t("lesson.s3.T_help")))
+loss_T = float(
+    c1.select_slider(
+        t("lesson.s3.T"), LOSS_T, key="lesson_loss_T", format_func=lambda v: f"{v:g}", help=t("lesson.s3.T_help")
+    )
+)
 alpha = float(c2.slider(t("lesson.s3.alpha"), 0.0, 1.0, step=0.05, key="lesson_alpha", help=t("lesson.s3.alpha_help")))
-st.latex(rf"\mathcal{{L}} = {1 - alpha:.3g}\,\mathrm{{CE}}(y, p_S) + {alpha:.3g} \cdot {loss_T:g}^2\,"
-         rf"\mathrm{{KL}}\!\left(p_T^{{({loss_T:g})}} \,\|\, p_S^{{({loss_T:g})}}\right)")
+st.latex(
+    rf"\mathcal{{L}} = {1 - alpha:.3g}\,\mathrm{{CE}}(y, p_S) + {alpha:.3g} \cdot {loss_T:g}^2\,"
+    rf"\mathrm{{KL}}\!\left(p_T^{{({loss_T:g})}} \,\|\, p_S^{{({loss_T:g})}}\right)"
+)
 fresh = fresh_student(s_arch, tuple(ds.in_shape), K)
 demo = demo_logits(teacher.key, teacher.model, fresh, ds.x_test, ds.y_test)
 zt, zs, yb = demo["teacher"], demo["student"], demo["y"]
 ce = float(F.cross_entropy(zs, yb))
 kl_T = float(losses.kd_loss(zs, zt, loss_T))  # already times T^2
-terms = {t("lesson.s3.term_ce"): (1 - alpha) * ce, t("lesson.s3.term_kd"): alpha * kl_T,
-         t("lesson.s3.term_total"): (1 - alpha) * ce + alpha * kl_T}
-lfig = go.Figure(go.Bar(x=list(terms), y=list(terms.values()), marker_color=[viz.SCRATCH, viz.TEACHER, viz.STUDENT],
-                        text=[f"{v:.3f}" for v in terms.values()], textposition="outside"))
+terms = {
+    t("lesson.s3.term_ce"): (1 - alpha) * ce,
+    t("lesson.s3.term_kd"): alpha * kl_T,
+    t("lesson.s3.term_total"): (1 - alpha) * ce + alpha * kl_T,
+}
+lfig = go.Figure(
+    go.Bar(
+        x=list(terms),
+        y=list(terms.values()),
+        marker_color=[viz.SCRATCH, viz.TEACHER, viz.STUDENT],
+        text=[f"{v:.3f}" for v in terms.values()],
+        textposition="outside",
+    )
+)
 viz.style(lfig, t("lesson.s3.terms_title", T=loss_T, alpha=alpha), height=380)
 lfig.update_yaxes(title=t("lesson.s3.terms_axis"), rangemode="tozero")
 lfig.update_layout(margin=dict(b=60))
@@ -293,26 +376,48 @@ with g1:
     st.caption(t("lesson.s3.terms_caption", n=len(yb)))
 with g2:
     st.markdown(t("lesson.s3.why_t2"))
-    st.latex(r"\frac{\partial\,\mathrm{KL}\!\left(p_T^{(T)} \,\|\, p_S^{(T)}\right)}{\partial z_i}"
-             r" = \frac{1}{T}\left(q_i - p_i\right) \;\approx\; \frac{1}{N\,T^2}\,\left(z_i - v_i\right)")
+    st.latex(
+        r"\frac{\partial\,\mathrm{KL}\!\left(p_T^{(T)} \,\|\, p_S^{(T)}\right)}{\partial z_i}"
+        r" = \frac{1}{T}\left(q_i - p_i\right) \;\approx\; \frac{1}{N\,T^2}\,\left(z_i - v_i\right)"
+    )
     st.markdown(t("lesson.s3.why_t2_symbols"))
-    st.latex(r"\frac{\partial\,\left[T^2\,\mathrm{KL}\right]}{\partial z_i} \;\xrightarrow{\;T \to \infty\;}\;"
-             r" \frac{1}{N}\left(z_i - v_i\right) = \frac{\partial}{\partial z_i}\,\frac{1}{2N}\sum_{j}\left(z_j - v_j\right)^2")
+    st.latex(
+        r"\frac{\partial\,\left[T^2\,\mathrm{KL}\right]}{\partial z_i} \;\xrightarrow{\;T \to \infty\;}\;"
+        r" \frac{1}{N}\left(z_i - v_i\right) = \frac{\partial}{\partial z_i}\,\frac{1}{2N}\sum_{j}\left(z_j - v_j\right)^2"
+    )
 grads = gradient_table(teacher.key, zt, zs)
 h1, h2 = st.columns(2, gap="large")
 gfig = go.Figure()
-gfig.add_scatter(x=grads["T"].tolist(), y=grads["plain"].tolist(), mode="lines+markers", name=t("lesson.s3.grad_plain"),
-                 line=dict(color=viz.SCRATCH, width=3, dash="dot"), marker=dict(size=9))
-gfig.add_scatter(x=grads["T"].tolist(), y=grads["scaled"].tolist(), mode="lines+markers", name=t("lesson.s3.grad_scaled"),
-                 line=dict(color=viz.STUDENT, width=4), marker=dict(size=10))
+gfig.add_scatter(
+    x=grads["T"].tolist(),
+    y=grads["plain"].tolist(),
+    mode="lines+markers",
+    name=t("lesson.s3.grad_plain"),
+    line=dict(color=viz.SCRATCH, width=3, dash="dot"),
+    marker=dict(size=9),
+)
+gfig.add_scatter(
+    x=grads["T"].tolist(),
+    y=grads["scaled"].tolist(),
+    mode="lines+markers",
+    name=t("lesson.s3.grad_scaled"),
+    line=dict(color=viz.STUDENT, width=4),
+    marker=dict(size=10),
+)
 gfig.add_vline(x=loss_T, line_dash="dash", line_color="#555")
 viz.style(gfig, t("lesson.s3.grad_title"), height=420)
 gfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=GRAD_T, ticktext=[str(v) for v in GRAD_T])
 gfig.update_yaxes(type="log", title=t("lesson.s3.grad_axis"))
 h1.plotly_chart(gfig, key="lesson_grad_norms", width="stretch", theme=None)
 cfig = go.Figure()
-cfig.add_scatter(x=grads["T"].tolist(), y=grads["cos"].tolist(), mode="lines+markers", name=t("lesson.s3.cos_name"),
-                 line=dict(color=viz.TEACHER, width=4), marker=dict(size=10))
+cfig.add_scatter(
+    x=grads["T"].tolist(),
+    y=grads["cos"].tolist(),
+    mode="lines+markers",
+    name=t("lesson.s3.cos_name"),
+    line=dict(color=viz.TEACHER, width=4),
+    marker=dict(size=10),
+)
 cfig.add_hline(y=1.0, line_dash="dot", line_color="#999")
 cfig.add_vline(x=loss_T, line_dash="dash", line_color="#555")
 viz.style(cfig, t("lesson.s3.cos_title"), height=420)
@@ -320,13 +425,37 @@ cfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=GRAD_T, tick
 cfig.update_yaxes(title=t("lesson.s3.cos_axis"), range=[min(0.6, float(grads["cos"].min()) - 0.05), 1.02])
 cfig.update_layout(showlegend=False)
 h2.plotly_chart(cfig, key="lesson_grad_cos", width="stretch", theme=None)
-gt = grads.rename(columns={"T": "T", "plain": t("lesson.s3.col_plain"), "scaled": t("lesson.s3.col_scaled"),
-                           "cos": t("lesson.s3.col_cos"), "ratio": t("lesson.s3.col_ratio")})
-st.dataframe(gt.style.format({t("lesson.s3.col_plain"): "{:.2e}", t("lesson.s3.col_scaled"): "{:.3f}",
-                              t("lesson.s3.col_cos"): "{:.4f}", t("lesson.s3.col_ratio"): "{:.3f}"}),
-             hide_index=True, width="stretch", key="lesson_grad_table")
-st.markdown(t("lesson.s3.grad_reading", lo=grads["cos"].iloc[0], hi=grads["cos"].iloc[-1], t_hi=GRAD_T[-1],
-              drop=grads["plain"].iloc[0] / grads["plain"].iloc[-1]))
+gt = grads.rename(
+    columns={
+        "T": "T",
+        "plain": t("lesson.s3.col_plain"),
+        "scaled": t("lesson.s3.col_scaled"),
+        "cos": t("lesson.s3.col_cos"),
+        "ratio": t("lesson.s3.col_ratio"),
+    }
+)
+st.dataframe(
+    gt.style.format(
+        {
+            t("lesson.s3.col_plain"): "{:.2e}",
+            t("lesson.s3.col_scaled"): "{:.3f}",
+            t("lesson.s3.col_cos"): "{:.4f}",
+            t("lesson.s3.col_ratio"): "{:.3f}",
+        }
+    ),
+    hide_index=True,
+    width="stretch",
+    key="lesson_grad_table",
+)
+st.markdown(
+    t(
+        "lesson.s3.grad_reading",
+        lo=grads["cos"].iloc[0],
+        hi=grads["cos"].iloc[-1],
+        t_hi=GRAD_T[-1],
+        drop=grads["plain"].iloc[0] / grads["plain"].iloc[-1],
+    )
+)
 
 
 # ================================================================== 4. one-click experiment
@@ -354,18 +483,22 @@ def draw_experiment() -> None:
     job_status(snap)
     epochs = snap["epochs"]
     teacher_acc = epochs[0]["teacher_acc"] if epochs else teacher.test_accuracy
-    fig = localise_acc(viz.accuracy_curves(epochs, teacher_acc, snap["config"].epochs, t("lesson.s4.chart_title")),
-                       teacher_acc)
+    fig = localise_acc(
+        viz.accuracy_curves(epochs, teacher_acc, snap["config"].epochs, t("lesson.s4.chart_title")), teacher_acc
+    )
     st.plotly_chart(fig, key="lesson_exp_curves", width="stretch", theme=None)
     r = snap["result"]
     if job.done and r and "baseline" in r:
         d, b = r["student"]["test_accuracy"], r["baseline"]["test_accuracy"]
         m1, m2, m3 = st.columns(3)
-        m1.metric(t("roles.distilled"), f"{100 * d:.1f}%", delta=f"{100 * (d - b):+.1f}", help=t("lesson.s4.metric_help"))
+        m1.metric(
+            t("roles.distilled"), f"{100 * d:.1f}%", delta=f"{100 * (d - b):+.1f}", help=t("lesson.s4.metric_help")
+        )
         m2.metric(t("roles.scratch"), f"{100 * b:.1f}%")
         m3.metric(t("roles.teacher"), f"{100 * r['teacher']['test_accuracy']:.1f}%")
-        st.markdown(t("lesson.s4.result", gain=100 * (d - b), d=100 * d, b=100 * b,
-                      frac=100 * snap["config"].labeled_fraction))
+        st.markdown(
+            t("lesson.s4.result", gain=100 * (d - b), d=100 * d, b=100 * b, frac=100 * snap["config"].labeled_fraction)
+        )
 
 
 def start_experiment() -> None:
@@ -384,8 +517,14 @@ def start_missing() -> None:
     ids = []
     try:
         for T_m in MISSING_T:
-            cfg = Config(dataset=DATASET, labeled_fraction=1.0, epochs=EXP_EPOCHS, omit_class=MISSING,
-                         temperature=T_m, baseline=T_m == MISSING_T[0])
+            cfg = Config(
+                dataset=DATASET,
+                labeled_fraction=1.0,
+                epochs=EXP_EPOCHS,
+                omit_class=MISSING,
+                temperature=T_m,
+                baseline=T_m == MISSING_T[0],
+            )
             ids.append(state.job_manager().submit(cfg, owner=state.session_id()).id)
     except KDError as e:
         st.session_state.lesson_missing_error = str(e)
@@ -397,13 +536,28 @@ st.markdown(t("lesson.s4.text"))
 exp_job = state.state_job(st.session_state.get("lesson_exp_job"))
 exp_running = exp_job is not None and not exp_job.done
 e1, e2 = st.columns([2, 1], vertical_alignment="bottom")
-fraction = float(e1.select_slider(t("lesson.s4.fraction"), FRACTIONS, key="lesson_fraction",
-                                  format_func=lambda v: f"{v:.0%}", help=t("lesson.s4.fraction_help")))
-e2.button(t("lesson.s4.run"), type="primary", key="lesson_run_exp", disabled=exp_running, on_click=start_experiment,
-          help=t("lesson.s4.run_help", epochs=EXP_EPOCHS), width="stretch")
+fraction = float(
+    e1.select_slider(
+        t("lesson.s4.fraction"),
+        FRACTIONS,
+        key="lesson_fraction",
+        format_func=lambda v: f"{v:.0%}",
+        help=t("lesson.s4.fraction_help"),
+    )
+)
+e2.button(
+    t("lesson.s4.run"),
+    type="primary",
+    key="lesson_run_exp",
+    disabled=exp_running,
+    on_click=start_experiment,
+    help=t("lesson.s4.run_help", epochs=EXP_EPOCHS),
+    width="stretch",
+)
 if "lesson_job_error" in st.session_state:
     st.error(st.session_state.pop("lesson_job_error"))
 if exp_running:
+
     @st.fragment(run_every=1.0)
     def live_experiment() -> None:
         draw_experiment()
@@ -432,17 +586,27 @@ def draw_missing() -> None:
         snap = job.snapshot()
         T_job = snap["config"].temperature
         ep = snap["epochs"]
-        fig.add_scatter(x=[e["epoch"] for e in ep], y=[e["student_omitted_acc"] for e in ep], mode="lines+markers",
-                        name=t("lesson.s5.series", T=T_job), line=dict(color=colours.get(T_job, viz.TEACHER), width=4),
-                        marker=dict(size=10))
+        fig.add_scatter(
+            x=[e["epoch"] for e in ep],
+            y=[e["student_omitted_acc"] for e in ep],
+            mode="lines+markers",
+            name=t("lesson.s5.series", T=T_job),
+            line=dict(color=colours.get(T_job, viz.TEACHER), width=4),
+            marker=dict(size=10),
+        )
         if ep and "baseline_omitted_acc" in ep[0]:
             scratch = ep
         if job.done and snap["result"]:
             finals[T_job] = snap["result"]["student"]["per_class_accuracy"][MISSING]
     if scratch is not None:
-        fig.add_scatter(x=[e["epoch"] for e in scratch], y=[e["baseline_omitted_acc"] for e in scratch],
-                        mode="lines+markers", name=t("roles.scratch"), line=dict(color=viz.SCRATCH, width=4, dash="dot"),
-                        marker=dict(size=10))
+        fig.add_scatter(
+            x=[e["epoch"] for e in scratch],
+            y=[e["baseline_omitted_acc"] for e in scratch],
+            mode="lines+markers",
+            name=t("roles.scratch"),
+            line=dict(color=viz.SCRATCH, width=4, dash="dot"),
+            marker=dict(size=10),
+        )
     viz.style(fig, t("lesson.s5.chart_title", c=MISSING), height=400)
     fig.update_xaxes(title=t("axes.epoch"), range=[0.5, EXP_EPOCHS + 0.5], dtick=1)
     fig.update_yaxes(title=t("lesson.s5.axis", c=MISSING), tickformat=".0%", range=[0, 1.02])
@@ -463,15 +627,27 @@ st.markdown(t("lesson.s5.text", c=MISSING))
 not_c = y != MISSING
 mass = softmax_np(logits[not_c][:, None, :], T_GRID[None, :, None])[:, :, MISSING].mean(axis=0)
 mfig = go.Figure()
-mfig.add_scatter(x=T_GRID.tolist(), y=mass.tolist(), mode="lines", line=dict(color=viz.TEACHER, width=4),
-                 name=t("roles.teacher"))
+mfig.add_scatter(
+    x=T_GRID.tolist(), y=mass.tolist(), mode="lines", line=dict(color=viz.TEACHER, width=4), name=t("roles.teacher")
+)
 for T_m, where in zip(MISSING_T, ("top left", "bottom left")):
     v = float(softmax_np(logits[not_c], T_m)[:, MISSING].mean())
-    mfig.add_scatter(x=[T_m], y=[v], mode="markers+text", marker=dict(size=14, color=viz.STUDENT),
-                     text=[f"T = {T_m:g}: {100 * v:.2g}%"], textposition=where, showlegend=False)
+    mfig.add_scatter(
+        x=[T_m],
+        y=[v],
+        mode="markers+text",
+        marker=dict(size=14, color=viz.STUDENT),
+        text=[f"T = {T_m:g}: {100 * v:.2g}%"],
+        textposition=where,
+        showlegend=False,
+    )
 viz.style(mfig, t("lesson.s5.mass_title", c=MISSING), height=400)
-mfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=[0.3, 1, 2, 5, 10, 20, 40],
-                  ticktext=["0.3", "1", "2", "5", "10", "20", "40"])
+mfig.update_xaxes(
+    type="log",
+    title=t("axes.temperature"),
+    tickvals=[0.3, 1, 2, 5, 10, 20, 40],
+    ticktext=["0.3", "1", "2", "5", "10", "20", "40"],
+)
 mfig.update_yaxes(type="log", title=t("lesson.s5.mass_axis", c=MISSING), tickformat=".1%")
 mfig.update_layout(showlegend=False)
 n1, n2 = st.columns([1, 1], gap="large")
@@ -481,12 +657,19 @@ with n2:
     ids = st.session_state.get("lesson_missing_jobs") or []
     miss_jobs = [state.state_job(i) for i in ids]
     miss_running = any(j is not None and not j.done for j in miss_jobs)
-    st.button(t("lesson.s5.run", t_lo=MISSING_T[0], t_hi=MISSING_T[1]), type="primary", key="lesson_run_missing",
-              disabled=miss_running, on_click=start_missing, help=t("lesson.s5.run_help", c=MISSING, epochs=EXP_EPOCHS),
-              width="stretch")
+    st.button(
+        t("lesson.s5.run", t_lo=MISSING_T[0], t_hi=MISSING_T[1]),
+        type="primary",
+        key="lesson_run_missing",
+        disabled=miss_running,
+        on_click=start_missing,
+        help=t("lesson.s5.run_help", c=MISSING, epochs=EXP_EPOCHS),
+        width="stretch",
+    )
     if "lesson_missing_error" in st.session_state:
         st.error(st.session_state.pop("lesson_missing_error"))
 if miss_running:
+
     @st.fragment(run_every=1.0)
     def live_missing() -> None:
         draw_missing()
@@ -530,8 +713,13 @@ with f2:
     cols = st.columns(len(spatial))
     for j, (col, layer) in enumerate(zip(cols, spatial)):
         ov = features.attention_overlay(feats[layer][0], img.shape[-2:])
-        afig = viz.overlay_figure(img, ov["overlay"].numpy(), title=t("lesson.s6.att_title", layer=layer,
-                                  shape="×".join(map(str, shapes[layer]))), role="teacher", height=300)
+        afig = viz.overlay_figure(
+            img,
+            ov["overlay"].numpy(),
+            title=t("lesson.s6.att_title", layer=layer, shape="×".join(map(str, shapes[layer]))),
+            role="teacher",
+            height=300,
+        )
         afig.update_traces(showscale=False, selector=dict(name="attention"))
         col.plotly_chart(afig, key=f"lesson_att_{j}", width="stretch", theme=None)
     st.caption(t("lesson.s6.att_caption", c=classes[int(y[i_img])]))
@@ -540,15 +728,20 @@ with f2:
 st.subheader(t("lesson.s6.relational_title"))
 st.markdown(t("lesson.s6.relational_text"))
 formulas(("rkd", "sp", "pkt"))
-st.latex(r"\psi_D(t_i, t_j) = \frac{\|t_i - t_j\|_2}{\mu}, \qquad \mu = \frac{1}{|\mathcal{P}|}"
-         r"\sum_{(i,j) \in \mathcal{P}} \|t_i - t_j\|_2")
+st.latex(
+    r"\psi_D(t_i, t_j) = \frac{\|t_i - t_j\|_2}{\mu}, \qquad \mu = \frac{1}{|\mathcal{P}|}"
+    r"\sum_{(i,j) \in \mathcal{P}} \|t_i - t_j\|_2"
+)
 r1, r2 = st.columns([1, 1.5], gap="large")
 with r1:
     st.markdown(t("lesson.s6.relational_symbols"))
     page_link("relations.py", "lesson.s6.relational_link", "🕸️")
 with r2:
-    per_class = int(st.select_slider(t("lesson.s6.per_class"), PER_CLASS, key="lesson_per_class",
-                                     help=t("lesson.s6.per_class_help")))
+    per_class = int(
+        st.select_slider(
+            t("lesson.s6.per_class"), PER_CLASS, key="lesson_per_class", help=t("lesson.s6.per_class_help")
+        )
+    )
     idx = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(K)])
     xb = ds.x_test[torch.as_tensor(idx)]
     labels = [f"{classes[int(y[i])]}·{n % per_class + 1}" for n, i in enumerate(idx)]
@@ -559,8 +752,17 @@ with r2:
     zmax = float(max(dt.max(), dsd.max()))
     q1, q2 = st.columns([1, 1.2])
     for col, m, role, key in ((q1, dt, "teacher", "lesson_rkd_teacher"), (q2, dsd, "fresh", "lesson_rkd_student")):
-        hfig = viz.heatmap(m, labels, labels, title=t(f"lesson.s6.rkd_{role}"), zmin=0, zmax=zmax, text_fmt=None,
-                           colorbar_title="ψ_D", height=360)
+        hfig = viz.heatmap(
+            m,
+            labels,
+            labels,
+            title=t(f"lesson.s6.rkd_{role}"),
+            zmin=0,
+            zmax=zmax,
+            text_fmt=None,
+            colorbar_title="ψ_D",
+            height=360,
+        )
         hfig.update_traces(showscale=role != "teacher")
         hfig.update_layout(margin=dict(l=30, r=10, t=50, b=30))
         hfig.update_xaxes(tickvals=firsts, ticktext=classes, title=None)
@@ -570,9 +772,19 @@ with r2:
     lab = y[idx]
     same = (lab[:, None] == lab[None, :]) & ~np.eye(len(idx), dtype=bool)
     across = lab[:, None] != lab[None, :]
-    st.caption(t("lesson.s6.rkd_caption", n=len(idx), loss=rkd_d, t_same=float(dt[same].mean()),
-                 t_diff=float(dt[across].mean()), s_same=float(dsd[same].mean()), s_diff=float(dsd[across].mean()))
-               if per_class > 1 else t("lesson.s6.rkd_caption_one", n=len(idx), loss=rkd_d))
+    st.caption(
+        t(
+            "lesson.s6.rkd_caption",
+            n=len(idx),
+            loss=rkd_d,
+            t_same=float(dt[same].mean()),
+            t_diff=float(dt[across].mean()),
+            s_same=float(dsd[same].mean()),
+            s_diff=float(dsd[across].mean()),
+        )
+        if per_class > 1
+        else t("lesson.s6.rkd_caption_one", n=len(idx), loss=rkd_d)
+    )
 
 # --- contrastive distillation
 st.subheader(t("lesson.s6.contrastive_title"))
@@ -583,8 +795,11 @@ with k1:
     st.markdown(t("lesson.s6.contrastive_symbols"))
     page_link("contrastive.py", "lesson.s6.contrastive_link", "🧲")
 with k2:
-    tau = float(st.select_slider(t("lesson.s6.tau"), TAUS, key="lesson_tau", format_func=lambda v: f"{v:g}",
-                                 help=t("lesson.s6.tau_help")))
+    tau = float(
+        st.select_slider(
+            t("lesson.s6.tau"), TAUS, key="lesson_tau", format_func=lambda v: f"{v:g}", help=t("lesson.s6.tau_help")
+        )
+    )
     one = np.array([np.flatnonzero(y == c)[0] for c in range(K)])
     xc = ds.x_test[torch.as_tensor(one)]
     g_t = F.normalize(metrics.predict_logits(teacher.model, xc), dim=1)
@@ -595,13 +810,24 @@ with k2:
     prob = torch.softmax(losses.contrastive_logits(g_s, g_t, tau), dim=1).numpy()
     nce = float(losses.info_nce_loss(g_s, g_t, tau))
     who = t("roles.distilled") if trained else t("lesson.s6.fresh")
-    cfig = viz.heatmap(prob, [classes[int(y[i])] for i in one], [classes[int(y[i])] for i in one],
-                       title=t("lesson.s6.contrast_title", who=who, tau=tau), zmin=0, zmax=1, text_fmt=".2f",
-                       xtitle=t("lesson.s6.contrast_x"), ytitle=t("lesson.s6.contrast_y"), colorbar_title="p",
-                       height=440)
+    cfig = viz.heatmap(
+        prob,
+        [classes[int(y[i])] for i in one],
+        [classes[int(y[i])] for i in one],
+        title=t("lesson.s6.contrast_title", who=who, tau=tau),
+        zmin=0,
+        zmax=1,
+        text_fmt=".2f",
+        xtitle=t("lesson.s6.contrast_x"),
+        ytitle=t("lesson.s6.contrast_y"),
+        colorbar_title="p",
+        height=440,
+    )
     st.plotly_chart(cfig, key="lesson_contrast", width="stretch", theme=None)
-    st.caption(t("lesson.s6.contrast_caption", loss=nce, chance=math.log(K),
-                 diag=float(np.mean(np.diag(prob)))) + ("" if trained else " " + t("lesson.s6.contrast_hint")))
+    st.caption(
+        t("lesson.s6.contrast_caption", loss=nce, chance=math.log(K), diag=float(np.mean(np.diag(prob))))
+        + ("" if trained else " " + t("lesson.s6.contrast_hint"))
+    )
 
 # ================================================================== 7. where KD is used and going
 step_header(7, "lesson.s7.title")
@@ -622,16 +848,21 @@ answered = 0
 for n, (q, right) in enumerate(QUIZ, 1):
     with st.container(border=True):
         options = [t(f"lesson.quiz.{q}.o{o + 1}") for o in range(4)]
-        pick = st.radio(f"**{n}.** " + t(f"lesson.quiz.{q}.question"), [0, 1, 2, 3], index=None,
-                        key=f"lesson_quiz_{q}", format_func=options.__getitem__, help=t("lesson.s8.help"))
+        pick = st.radio(
+            f"**{n}.** " + t(f"lesson.quiz.{q}.question"),
+            [0, 1, 2, 3],
+            index=None,
+            key=f"lesson_quiz_{q}",
+            format_func=options.__getitem__,
+            help=t("lesson.s8.help"),
+        )
         if pick is not None:
             answered += 1
             if pick == right:
                 score += 1
                 st.success(t("lesson.s8.right") + " " + t(f"lesson.quiz.{q}.why"), icon="✅")
             else:
-                st.error(t("lesson.s8.wrong", answer=options[right]) + " " +
-                         t(f"lesson.quiz.{q}.why"), icon="❌")
+                st.error(t("lesson.s8.wrong", answer=options[right]) + " " + t(f"lesson.quiz.{q}.why"), icon="❌")
 if answered:
     st.markdown(t("lesson.s8.score", score=score, answered=answered, total=len(QUIZ)))
 if answered == len(QUIZ) and score == len(QUIZ):

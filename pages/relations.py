@@ -73,8 +73,10 @@ def localise_matrix(fig):
     for axis in (fig.layout.xaxis, fig.layout.yaxis):
         if axis.tickvals is not None:
             axis.tickvals = [str(v).replace(" · class ", word) for v in axis.tickvals]
-    heat.hovertemplate = (f"{t('relations.hover.row')} %{{y}}<br>{t('relations.hover.col')} %{{x}}<br>"
-                          f"{t('relations.hover.value')} %{{z:.4f}}<extra></extra>")
+    heat.hovertemplate = (
+        f"{t('relations.hover.row')} %{{y}}<br>{t('relations.hover.col')} %{{x}}<br>"
+        f"{t('relations.hover.value')} %{{z:.4f}}<extra></extra>"
+    )
     return fig
 
 
@@ -83,8 +85,10 @@ def localise_scatter(fig):
     if i18n.lang() == i18n.DEFAULT:
         return fig
     for trace in fig.data:
-        trace.hovertemplate = (f"{t('relations.hover.test_image')} #%{{customdata}}<br>"
-                               f"{t('relations.hover.label')} {trace.name}<extra></extra>")
+        trace.hovertemplate = (
+            f"{t('relations.hover.test_image')} #%{{customdata}}<br>"
+            f"{t('relations.hover.label')} {trace.name}<extra></extra>"
+        )
     fig.update_layout(legend_title_text=t("axes.class") + " ")
     return fig
 
@@ -100,11 +104,15 @@ st.caption(t("relations.intro"))
 job, run_cfg, running = state.lab_run()
 
 # the address bar holds the view (dataset, batch, relation, map): a shared link shows the same matrices
-FIELDS = [links.choice("dataset", "rel_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET),
-          links.choice("n", "rel_n", list(range(N_MIN, N_MAX + 1, 4)), N_DEFAULT),
-          links.number("batch", "rel_seed", 0, 0, 10_000, integer=True),
-          links.choice("relation", "rel_kind", list(KINDS), "distance"),
-          links.choice("map", "rel_map", list(MAPS), "pca")]
+FIELDS = [
+    links.choice(
+        "dataset", "rel_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET
+    ),
+    links.choice("n", "rel_n", list(range(N_MIN, N_MAX + 1, 4)), N_DEFAULT),
+    links.number("batch", "rel_seed", 0, 0, 10_000, integer=True),
+    links.choice("relation", "rel_kind", list(KINDS), "distance"),
+    links.choice("map", "rel_map", list(MAPS), "pca"),
+]
 links.sync("relations", FIELDS)
 state.keep("rel_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
 state.keep("rel_n", N_DEFAULT)
@@ -121,8 +129,13 @@ if job is not None and st.session_state.get("_rel_seen_job") != job.id:  # a new
 left, right = st.columns([1, 2.3], gap="large")
 with left:
     ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func may run outside the script
-    choice = st.selectbox(t("relations.dataset"), list(data.DATASETS), key="rel_dataset",
-                          format_func=ds_labels.get, help=t("relations.dataset_help"))
+    choice = st.selectbox(
+        t("relations.dataset"),
+        list(data.DATASETS),
+        key="rel_dataset",
+        format_func=ds_labels.get,
+        help=t("relations.dataset_help"),
+    )
     ds_name = choice
     try:
         ds = state.dataset(choice)
@@ -142,8 +155,13 @@ with right:
     elif not run_matches:
         st.info(t("relations.other_dataset", id=job.id, dataset=run_cfg.dataset, current=ds_name))
     else:
-        what = t("relations.run_what", id=job.id, method=method_title(method), student=run_cfg.student,
-                 teacher=run_cfg.teacher)
+        what = t(
+            "relations.run_what",
+            id=job.id,
+            method=method_title(method),
+            student=run_cfg.student,
+            teacher=run_cfg.teacher,
+        )
         if running:
             st.info(t("relations.run_live", what=what))
         elif job.status in ("finished", "stopped"):
@@ -153,12 +171,18 @@ with right:
         if method.family != "relational":
             st.caption(t("relations.not_relational", method=method_title(method)))
     b1, b2 = st.columns([1.3, 1])
-    quick = b1.button(t("relations.quick", epochs=QUICK_EPOCHS), key="rel_quick_train", disabled=running,
-                      help=t("relations.quick_help"))
+    quick = b1.button(
+        t("relations.quick", epochs=QUICK_EPOCHS),
+        key="rel_quick_train",
+        disabled=running,
+        help=t("relations.quick_help"),
+    )
     b2.page_link("pages/lab.py", label=t("relations.lab_link"), icon="🧪", help=t("relations.lab_link_help"))
     if quick:
         try:
-            cfg = Config(dataset=ds_name, method="rkd", epochs=QUICK_EPOCHS, train_subset=state.QUICK_SUBSET.get(ds_name))
+            cfg = Config(
+                dataset=ds_name, method="rkd", epochs=QUICK_EPOCHS, train_subset=state.QUICK_SUBSET.get(ds_name)
+            )
             new = state.job_manager().submit(cfg, owner=state.session_id())
             st.session_state.kd_lab_job_id = new.id
             st.rerun()
@@ -173,9 +197,16 @@ if run_matches:
     run_pairs = []
     if method.needs_features:
         try:
-            run_pairs = [(p[0], p[1]) for p in train.resolve_pairs(
-                method, models.build(t_arch, ds.in_shape, ds.num_classes),
-                models.build(s_arch, ds.in_shape, ds.num_classes), ds.in_shape, run_cfg.parsed_pairs())]
+            run_pairs = [
+                (p[0], p[1])
+                for p in train.resolve_pairs(
+                    method,
+                    models.build(t_arch, ds.in_shape, ds.num_classes),
+                    models.build(s_arch, ds.in_shape, ds.num_classes),
+                    ds.in_shape,
+                    run_cfg.parsed_pairs(),
+                )
+            ]
         except KDError:  # the run itself failed on them and says so above
             run_pairs = []
 else:
@@ -202,26 +233,40 @@ with left:
     if st.session_state.rel_anchor >= n:
         st.session_state.rel_anchor = 0
     a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
-    anchor = int(a1.number_input(t("relations.anchor"), 0, n - 1, step=1, key="rel_anchor",
-                                 help=t("relations.anchor_help")))
+    anchor = int(
+        a1.number_input(t("relations.anchor"), 0, n - 1, step=1, key="rel_anchor", help=t("relations.anchor_help"))
+    )
     a2.button("🎲", key="rel_new_batch", on_click=new_batch, width="stretch", help=t("relations.new_batch_help"))
     p1, p2 = st.columns(2)
     t_layer = p1.selectbox(t("relations.teacher_layer"), t_taps, key="rel_tl", help=t("relations.teacher_layer_help"))
     if s_taps:
-        s_layer = p2.selectbox(t("relations.student_layer"), s_taps, key="rel_sl",
-                               help=t("relations.student_layer_help"))
+        s_layer = p2.selectbox(
+            t("relations.student_layer"), s_taps, key="rel_sl", help=t("relations.student_layer_help")
+        )
     else:
         s_layer = None
-        p2.selectbox(t("relations.student_layer"), ["—"], key="rel_sl_none", disabled=True,
-                     help=t("relations.student_layer_none_help"))
+        p2.selectbox(
+            t("relations.student_layer"),
+            ["—"],
+            key="rel_sl_none",
+            disabled=True,
+            help=t("relations.student_layer_none_help"),
+        )
     if run_pairs:
-        st.caption(t("relations.run_trained",
-                     pairs=t("relations.list_sep").join(f"**{a} ↔ {b}**" for a, b in run_pairs)))
+        st.caption(
+            t("relations.run_trained", pairs=t("relations.list_sep").join(f"**{a} ↔ {b}**" for a, b in run_pairs))
+        )
 
 kind_labels = {k: t(f"relations.kinds.{k}") for k in KINDS}  # format_func may run outside the script
 with right:
-    kind = st.radio(t("relations.kind"), list(KINDS), key="rel_kind", format_func=kind_labels.get, horizontal=True,
-                    help=t("relations.kind_help"))
+    kind = st.radio(
+        t("relations.kind"),
+        list(KINDS),
+        key="rel_kind",
+        format_func=kind_labels.get,
+        horizontal=True,
+        help=t("relations.kind_help"),
+    )
     st.markdown(t(f"relations.explain.{kind}"))
 
 batch_pos = relations.class_sorted_batch(y_pool, n, seed=int(st.session_state.rel_seed))
@@ -234,8 +279,7 @@ with left:
     f = max(1, 112 // img.shape[0])
     c1, c2 = st.columns([1, 2], vertical_alignment="center")
     c1.image(np.repeat(np.repeat(img, f, axis=0), f, axis=1), output_format="PNG", width=112)
-    c2.markdown(t("relations.anchor_text", pos=anchor, image=int(batch_idx[anchor]),
-                  cls=classes[int(batch_y[anchor])]))
+    c2.markdown(t("relations.anchor_text", pos=anchor, image=int(batch_idx[anchor]), cls=classes[int(batch_y[anchor])]))
 
 
 # ------------------------------------------------------------------ features, once per model
@@ -298,23 +342,43 @@ def draw(snap: dict | None, teacher_m, teacher_key: str) -> None:
     st.subheader(t("relations.matrices_header", kind=kind_labels[kind], n=n))
     if snap is not None and run_matches:
         live = t("relations.live") if running else ""
-        st.markdown(t("relations.students_after", epoch=snap["epoch"], epochs=run_cfg.epochs, live=live,
-                      t_layer=t_layer, s_layer=s_layer))
+        st.markdown(
+            t(
+                "relations.students_after",
+                epoch=snap["epoch"],
+                epochs=run_cfg.epochs,
+                live=live,
+                t_layer=t_layer,
+                s_layer=s_layer,
+            )
+        )
     rng = shared_range(kind, {w: m[kind] for w, m in mats.items()})
     cols = st.columns(3, gap="small")
     for col, who in zip(cols, ROLES):
         with col:
             if who in mats:
                 lab = f"{role(who)} · {t_layer if who == 'teacher' else s_layer}"
-                fig = viz.relation_heatmap(mats[who][kind], batch_y, classes, batch_idx, lab, who,
-                                           colorbar_title=SYMBOL[kind], height=380,
-                                           highlight=anchor if kind == "angle" else None, **rng)
+                fig = viz.relation_heatmap(
+                    mats[who][kind],
+                    batch_y,
+                    classes,
+                    batch_idx,
+                    lab,
+                    who,
+                    colorbar_title=SYMBOL[kind],
+                    height=380,
+                    highlight=anchor if kind == "angle" else None,
+                    **rng,
+                )
                 st.plotly_chart(localise_matrix(fig), key=f"rel_mat_{who}", width="stretch", theme=None)
             elif snap is not None and who == "scratch":
                 st.info(t("relations.no_scratch"))
             else:
-                st.info(t("relations.matrix_after_epoch", who=role_lower(who)) if run_matches
-                        else t("relations.matrix_with_run", who=role_lower(who), dataset=ds_name))
+                st.info(
+                    t("relations.matrix_after_epoch", who=role_lower(who))
+                    if run_matches
+                    else t("relations.matrix_with_run", who=role_lower(who), dataset=ds_name)
+                )
 
     if not students:
         return
@@ -329,39 +393,76 @@ def draw(snap: dict | None, teacher_m, teacher_key: str) -> None:
             delta = None
             if who == "distilled" and "scratch" in gaps:
                 delta = t("relations.vs_scratch", delta=gaps["distilled"] - gaps["scratch"])
-            st.metric(t("relations.mean_diff", who=role(who)), f"{gaps[who]:.4f}", delta=delta, delta_color="inverse",
-                      help=t("relations.mean_diff_help", n=n, symbol=SYMBOL[kind]))
+            st.metric(
+                t("relations.mean_diff", who=role(who)),
+                f"{gaps[who]:.4f}",
+                delta=delta,
+                delta_color="inverse",
+                help=t("relations.mean_diff_help", n=n, symbol=SYMBOL[kind]),
+            )
     for col, who in zip(cols[1:], ("scratch", "distilled")):
         with col:
             if who in diffs:
-                fig = viz.relation_heatmap(diffs[who], batch_y, classes, batch_idx,
-                                           t("relations.diff_title", who=role(who)), who, colorscale="RdBu_r",
-                                           zmin=-top, zmax=top, zmid=0.0, colorbar_title="Δ", height=380,
-                                           highlight=anchor if kind == "angle" else None)
+                fig = viz.relation_heatmap(
+                    diffs[who],
+                    batch_y,
+                    classes,
+                    batch_idx,
+                    t("relations.diff_title", who=role(who)),
+                    who,
+                    colorscale="RdBu_r",
+                    zmin=-top,
+                    zmax=top,
+                    zmid=0.0,
+                    colorbar_title="Δ",
+                    height=380,
+                    highlight=anchor if kind == "angle" else None,
+                )
                 st.plotly_chart(localise_matrix(fig), key=f"rel_diff_{who}", width="stretch", theme=None)
 
     st.markdown(t("relations.losses_header", t_layer=t_layer, s_layer=s_layer))
     rows = {who: relations.relational_losses(batch[who], batch["teacher"]) for who in students}
-    table = pd.DataFrame({t("relations.col_loss"): [t(f"relations.losses.{k}") for k in relations.LOSSES],
-                          t("relations.col_what"): [t(f"relations.loss_help.{k}") for k in relations.LOSSES],
-                          **{role_lower(w): [rows[w][k] for k in relations.LOSSES] for w in students}})
+    table = pd.DataFrame(
+        {
+            t("relations.col_loss"): [t(f"relations.losses.{k}") for k in relations.LOSSES],
+            t("relations.col_what"): [t(f"relations.loss_help.{k}") for k in relations.LOSSES],
+            **{role_lower(w): [rows[w][k] for k in relations.LOSSES] for w in students},
+        }
+    )
     if "scratch" in rows:
-        table[t("relations.col_ratio")] = [rows["distilled"][k] / rows["scratch"][k] if rows["scratch"][k] else np.nan
-                                        for k in relations.LOSSES]
-    st.dataframe(table, key="rel_losses", hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.4g") for c in table.columns[2:]})
+        table[t("relations.col_ratio")] = [
+            rows["distilled"][k] / rows["scratch"][k] if rows["scratch"][k] else np.nan for k in relations.LOSSES
+        ]
+    st.dataframe(
+        table,
+        key="rel_losses",
+        hide_index=True,
+        width="stretch",
+        column_config={c: st.column_config.NumberColumn(format="%.4g") for c in table.columns[2:]},
+    )
     if method is not None and method.family == "relational":
         sep = t("relations.list_sep")
-        st.caption(t("relations.weights_caption", method=method_title(method),
-                     pairs=sep.join(f"{a} ↔ {b}" for a, b in run_pairs),
-                     weights=sep.join(f"{k} = {v:g}" for k, v in run_cfg.method_params().items())))
+        st.caption(
+            t(
+                "relations.weights_caption",
+                method=method_title(method),
+                pairs=sep.join(f"{a} ↔ {b}" for a, b in run_pairs),
+                weights=sep.join(f"{k} = {v:g}" for k, v in run_cfg.method_params().items()),
+            )
+        )
 
 
 def draw_maps(snap: dict | None, teacher_m, teacher_key: str) -> None:
     st.subheader(t("relations.maps_header"))
     m1, m2 = st.columns([1, 3], vertical_alignment="center")
-    how = m1.radio(t("relations.map"), list(MAPS), key="rel_map", format_func=MAPS.get, horizontal=True,
-                   help=t("relations.map_help"))
+    how = m1.radio(
+        t("relations.map"),
+        list(MAPS),
+        key="rel_map",
+        format_func=MAPS.get,
+        horizontal=True,
+        help=t("relations.map_help"),
+    )
     layers = t("relations.map_layers", t_layer=t_layer, s_layer=s_layer) if s_layer else t_layer
     m2.caption(t("relations.map_caption", n=len(pool), layers=layers))
     models_ = {"teacher": (("teacher", teacher_key, ""), teacher_m, t_layer)}
@@ -377,15 +478,19 @@ def draw_maps(snap: dict | None, teacher_m, teacher_key: str) -> None:
     for col, who in zip(cols, ROLES):
         with col:
             if who not in pts:
-                st.info(t("relations.map_after_epoch", who=role_lower(who)) if run_matches
-                        else t("relations.map_with_run", who=role_lower(who), dataset=ds_name))
+                st.info(
+                    t("relations.map_after_epoch", who=role_lower(who))
+                    if run_matches
+                    else t("relations.map_with_run", who=role_lower(who), dataset=ds_name)
+                )
                 continue
             # the figure only changes with the models, the layers and the map: built once, redrawn as is
             fig_key = ("fig", ds_name, *models_[who][0], models_[who][2], how, models_["teacher"][2], i18n.lang())
             if fig_key not in cache:
                 p = pts[who] if who == "teacher" else relations.align_to(pts["teacher"], pts[who])
                 cache[fig_key] = localise_scatter(
-                    viz.embedding_scatter(p, y_pool, classes, pool, f"{role(who)} · {MAPS[how]}", who))
+                    viz.embedding_scatter(p, y_pool, classes, pool, f"{role(who)} · {MAPS[how]}", who)
+                )
             st.plotly_chart(cache[fig_key], key=f"rel_map_{who}", width="stretch", theme=None)
 
 
@@ -406,6 +511,7 @@ def show() -> None:
 
 
 if running and run_matches:
+
     @st.fragment(run_every=2.0)
     def live() -> None:
         show()

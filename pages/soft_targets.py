@@ -104,10 +104,12 @@ def gallery(teacher_key: str, dataset_name: str, _logits: np.ndarray, _y: np.nda
 def dataset_label(language: str):
     """The dataset selector's option labels in ``language`` (fixed when the widget is drawn:
     Streamlit may call a format_func again outside the script run, where t() would be English)."""
+
     def label(name: str) -> str:
         key = "datasets." + name
         title = i18n.text(key, language) if key in i18n.catalogue(i18n.DEFAULT) else data.DATASETS[name].title
         return f"{name} — {title}"
+
     return label
 
 
@@ -128,8 +130,9 @@ def relabel_bars(fig, names: list[str]):
 
 def legend_below(fig, height: int = 430):
     """Long series names go under the plot, where they cannot cover the title."""
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="center", x=0.5),
-                      height=height, margin=dict(b=120))
+    fig.update_layout(
+        legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="center", x=0.5), height=height, margin=dict(b=120)
+    )
     return fig
 
 
@@ -162,10 +165,12 @@ st.title("🌡️ " + t("soft_targets.title"))
 st.caption(t("soft_targets.intro"))
 
 # the address bar holds the dataset, T and the two switches: a lecturer can share this view
-FIELDS = [links.choice("dataset", "st_dataset", list(data.DATASETS), DEFAULT_DATASET),
-          links.number("T", "st_T", DEFAULT_T, options=TEMPERATURES),
-          links.flag("log", "st_log", False),
-          links.flag("hide_diagonal", "st_hide_diag", False)]
+FIELDS = [
+    links.choice("dataset", "st_dataset", list(data.DATASETS), DEFAULT_DATASET),
+    links.number("T", "st_T", DEFAULT_T, options=TEMPERATURES),
+    links.flag("log", "st_log", False),
+    links.flag("hide_diagonal", "st_hide_diag", False),
+]
 links.sync("soft-targets", FIELDS)
 keep("st_dataset", DEFAULT_DATASET)
 keep("st_T", DEFAULT_T)
@@ -176,9 +181,13 @@ if st.session_state.st_dataset not in data.DATASETS:
 
 head_l, head_r = st.columns([1, 1.25], gap="large")
 with head_l:
-    choice = st.selectbox(t("soft_targets.dataset"), list(data.DATASETS), key="st_dataset",
-                          format_func=dataset_label(i18n.lang()),
-                          help=t("soft_targets.dataset_help"))
+    choice = st.selectbox(
+        t("soft_targets.dataset"),
+        list(data.DATASETS),
+        key="st_dataset",
+        format_func=dataset_label(i18n.lang()),
+        help=t("soft_targets.dataset_help"),
+    )
     ds_name = choice
     try:
         ds = state.dataset(choice)
@@ -237,20 +246,38 @@ with st.container(border=True):
             with cols[c]:
                 st.image(upscale(image_of(test_index(c, k)), THUMB_PX), width=THUMB_PX, output_format="PNG")
                 selected = st.session_state.st_class == c and st.session_state.st_index == k
-                st.button(classes[c], key=f"st_pick_{row}_{c}", on_click=pick, args=(c, k),
-                          type="primary" if selected else "secondary",
-                          help=t(f"soft_targets.pick_help.{row}", c=classes[c]))
+                st.button(
+                    classes[c],
+                    key=f"st_pick_{row}_{c}",
+                    on_click=pick,
+                    args=(c, k),
+                    type="primary" if selected else "secondary",
+                    help=t(f"soft_targets.pick_help.{row}", c=classes[c]),
+                )
 
 # ------------------------------------------------------------------ image + probabilities
 left, right = st.columns([1, 3.1], gap="large")
 with left:
     c1, c2 = st.columns(2)
-    cls = c1.number_input(t("soft_targets.true_class"), 0, K - 1, key="st_class", step=1,
-                          help=t("soft_targets.true_class_help"))
-    idx_in_class = c2.number_input(t("soft_targets.example"), 0, counts[cls] - 1, key="st_index", step=1,
-                                   help=t("soft_targets.example_help", n=counts[cls], last=counts[cls] - 1))
-    st.button(t("soft_targets.random"), key="st_random", on_click=pick_random, args=(counts,),
-              help=t("soft_targets.random_help"), width="stretch")
+    cls = c1.number_input(
+        t("soft_targets.true_class"), 0, K - 1, key="st_class", step=1, help=t("soft_targets.true_class_help")
+    )
+    idx_in_class = c2.number_input(
+        t("soft_targets.example"),
+        0,
+        counts[cls] - 1,
+        key="st_index",
+        step=1,
+        help=t("soft_targets.example_help", n=counts[cls], last=counts[cls] - 1),
+    )
+    st.button(
+        t("soft_targets.random"),
+        key="st_random",
+        on_click=pick_random,
+        args=(counts,),
+        help=t("soft_targets.random_help"),
+        width="stretch",
+    )
     i = test_index(int(cls), int(idx_in_class))
     z = logits[i]
     st.image(upscale(image_of(i), BIG_PX), width="stretch", output_format="PNG")
@@ -262,12 +289,20 @@ with left:
 
 with right:
     s1, s2 = st.columns([3, 1], vertical_alignment="bottom")
-    T = float(s1.select_slider(t("soft_targets.T"), TEMPERATURES, key="st_T", format_func=lambda v: f"{v:g}",
-                               help=t("soft_targets.T_help")))
+    T = float(
+        s1.select_slider(
+            t("soft_targets.T"), TEMPERATURES, key="st_T", format_func=lambda v: f"{v:g}", help=t("soft_targets.T_help")
+        )
+    )
     log_scale = s2.toggle(t("soft_targets.log"), key="st_log", help=t("soft_targets.log_help"))
     pT = softmax(z, T)
-    fig = viz.prob_bars({"teacher at T = 1 (plain softmax)": p1, f"teacher at T = {T:g}": pT}, classes,
-                        title=t("soft_targets.probs_title"), highlight=int(cls), log=log_scale)
+    fig = viz.prob_bars(
+        {"teacher at T = 1 (plain softmax)": p1, f"teacher at T = {T:g}": pT},
+        classes,
+        title=t("soft_targets.probs_title"),
+        highlight=int(cls),
+        log=log_scale,
+    )
     relabel_bars(fig, [t("soft_targets.series_t1"), series_name("roles.teacher", T)])
     fig.data[0].marker.color = TEACHER_LIGHT
     legend_below(fig)
@@ -279,8 +314,10 @@ with right:
 
     entropies = {"teacher": entropy_bits(softmax(z[None, :], T_GRID[:, None]))}
     efig = viz.entropy_curve(T_GRID, entropies, T, max_entropy=math.log2(K), title=t("soft_targets.entropy_title"))
-    efig.data[-1].hovertemplate = (f"T={T:g}<br>H=%{{y:.3f}} {t('soft_targets.bits')}"
-                                   f"<extra>{t('roles.teacher')}</extra>")  # the marker at the current T
+    efig.data[-1].hovertemplate = (
+        f"T={T:g}<br>H=%{{y:.3f}} {t('soft_targets.bits')}"
+        f"<extra>{t('roles.teacher')}</extra>"
+    )  # the marker at the current T
     i18n.localise_figure(efig)
     efig.update_layout(height=430)
     efig.update_xaxes(tickvals=TICKS_T, ticktext=[f"{v:g}" for v in TICKS_T])
@@ -289,8 +326,20 @@ with right:
     g2.plotly_chart(efig, key="st_chart_entropy", width="stretch", theme=None)
     others = np.delete(pT, int(cls))
     top_wrong = int(np.delete(np.arange(K), int(cls))[np.argmax(others)])
-    st.markdown(t("soft_targets.reading", T=T, c=classes[cls], keep=100 * pT[cls], share=100 * (1 - pT[cls]),
-                  share1=100 * (1 - p1[cls]), wrong=classes[top_wrong], h=entropy_bits(pT), hmax=math.log2(K)))
+    st.markdown(
+        t(
+            "soft_targets.reading",
+            T=T,
+            c=classes[cls],
+            keep=100 * pT[cls],
+            share=100 * (1 - pT[cls]),
+            share1=100 * (1 - p1[cls]),
+            wrong=classes[top_wrong],
+            h=entropy_bits(pT),
+            hmax=math.log2(K),
+        )
+    )
+
 
 # ------------------------------------------------------------------ your own digit
 def own_image_error(e: KDError) -> str:
@@ -325,21 +374,34 @@ st.caption(t("soft_targets.own.intro") + (" " + t("soft_targets.own.photo_note")
 keep("st_own_source", "draw")
 o1, o2, o3 = st.columns([1.4, 0.6, 2.1], gap="medium")
 with o1:
-    source = st.radio(t("soft_targets.own.source"), OWN_SOURCES, key="st_own_source", horizontal=True,
-                      format_func=lambda v, lang=i18n.lang(): i18n.text(f"soft_targets.own.sources.{v}", lang),
-                      label_visibility="collapsed")
+    source = st.radio(
+        t("soft_targets.own.source"),
+        OWN_SOURCES,
+        key="st_own_source",
+        horizontal=True,
+        format_func=lambda v, lang=i18n.lang(): i18n.text(f"soft_targets.own.sources.{v}", lang),
+        label_visibility="collapsed",
+    )
     content, own_name = None, t("soft_targets.own.drawing")
     if source == "draw":
-        drawn = draw.canvas(key="st_canvas", size=CANVAS_PX, clear_label=t("soft_targets.own.clear"),
-                            hint=t("soft_targets.own.canvas_hint"))
+        drawn = draw.canvas(
+            key="st_canvas",
+            size=CANVAS_PX,
+            clear_label=t("soft_targets.own.clear"),
+            hint=t("soft_targets.own.canvas_hint"),
+        )
         if drawn:
             try:
                 content = images.from_data_url(drawn)
             except KDError as e:
                 st.error(t("soft_targets.own.refused", error=own_image_error(e)))
     else:
-        up = st.file_uploader(t("soft_targets.own.upload"), type=images.EXTENSIONS, key="st_upload",
-                              help=t("soft_targets.own.upload_help", mb=images.MAX_UPLOAD_BYTES // 1024 // 1024))
+        up = st.file_uploader(
+            t("soft_targets.own.upload"),
+            type=images.EXTENSIONS,
+            key="st_upload",
+            help=t("soft_targets.own.upload_help", mb=images.MAX_UPLOAD_BYTES // 1024 // 1024),
+        )
         if up is not None:
             content, own_name = up.getvalue(), up.name
 if content is None:
@@ -372,8 +434,16 @@ if own is not None:
         st.plotly_chart(ofig, key="st_chart_own", width="stretch", theme=None)
         p_own = softmax(own_z, 1.0)
         g_own = int(np.argmax(own_z))
-        st.markdown(t("soft_targets.own.guess", guess=classes[g_own], p=100 * p_own[g_own],
-                      h=entropy_bits(softmax(own_z, T)), T=T, hmax=math.log2(K)))
+        st.markdown(
+            t(
+                "soft_targets.own.guess",
+                guess=classes[g_own],
+                p=100 * p_own[g_own],
+                h=entropy_bits(softmax(own_z, T)),
+                T=T,
+                hmax=math.log2(K),
+            )
+        )
 
 # ------------------------------------------------------------------ the distilled student
 st.subheader(t("soft_targets.student_header"))
@@ -394,8 +464,11 @@ else:
             with st.spinner(t("soft_targets.running_student")):
                 st.session_state[cache_key] = {
                     "distilled student": metrics.predict_logits(trainer.student, ds.x_test).numpy(),
-                    "scratch student": (metrics.predict_logits(trainer.baseline, ds.x_test).numpy()
-                                        if trainer.baseline is not None else None),
+                    "scratch student": (
+                        metrics.predict_logits(trainer.baseline, ds.x_test).numpy()
+                        if trainer.baseline is not None
+                        else None
+                    ),
                 }
         student_logits = {k: v for k, v in st.session_state[cache_key].items() if v is not None}
         run_teacher = getattr(trainer, "teacher", None) or teacher
@@ -403,17 +476,28 @@ else:
         series = {f"teacher at T = {T:g}": softmax(t_logits[i], T)}
         series.update({f"{name} at T = {T:g}": softmax(s[i], T) for name, s in student_logits.items()})
         who = {name: ROLE_KEYS.get(name, name) for name in student_logits}  # catalogue keys of the roles
-        sfig = viz.prob_bars(series, classes, title=t("soft_targets.student_title", T=T), highlight=int(cls),
-                             log=log_scale)
+        sfig = viz.prob_bars(
+            series, classes, title=t("soft_targets.student_title", T=T), highlight=int(cls), log=log_scale
+        )
         relabel_bars(sfig, [series_name("roles.teacher", T)] + [series_name(who[n], T) for n in student_logits])
         a, b = st.columns([2, 1], gap="large")
         a.plotly_chart(legend_below(sfig), key="st_chart_student", width="stretch", theme=None)
         with b:
-            st.markdown(t("soft_targets.student_text", student=cfg.student, method=cfg.method, T=cfg.temperature,
-                          teacher=run_teacher.arch))
+            st.markdown(
+                t(
+                    "soft_targets.student_text",
+                    student=cfg.student,
+                    method=cfg.method,
+                    T=cfg.temperature,
+                    teacher=run_teacher.arch,
+                )
+            )
             for name, s in student_logits.items():
-                st.metric(t("soft_targets.kl_label", T=T, who=t(who[name])),
-                          t("soft_targets.kl_value", kl=kl_at(t_logits[i], s[i], T)), help=t("soft_targets.kl_help"))
+                st.metric(
+                    t("soft_targets.kl_label", T=T, who=t(who[name])),
+                    t("soft_targets.kl_value", kl=kl_at(t_logits[i], s[i], T)),
+                    help=t("soft_targets.kl_help"),
+                )
                 st.caption(t("soft_targets.kl_average", n=len(y), kl=kl_at(t_logits, s, T).mean()))
 
 # ------------------------------------------------------------------ dark knowledge matrix
@@ -424,17 +508,29 @@ h1, h2 = st.columns([1.6, 1], gap="large")
 with h2:
     hide_diag = st.toggle(t("soft_targets.hide_diag"), key="st_hide_diag", help=t("soft_targets.hide_diag_help"))
     st.markdown(t("soft_targets.dark_text", T=T))
-    st.markdown(t("soft_targets.pairs_header") + "\n" + "\n".join(
-        f"{n}. **{classes[a]} ↔ {classes[b]}** — {s:.3f}" for n, (a, b, s) in enumerate(pairs, 1)))
+    st.markdown(
+        t("soft_targets.pairs_header")
+        + "\n"
+        + "\n".join(f"{n}. **{classes[a]} ↔ {classes[b]}** — {s:.3f}" for n, (a, b, s) in enumerate(pairs, 1))
+    )
     if T <= 1:
         st.caption(t("soft_targets.tip_low_T"))
 with h1:
     shown = matrix.copy()
     if hide_diag:
         np.fill_diagonal(shown, np.nan)
-    fig = viz.heatmap(shown, classes, classes, title=t("soft_targets.dark_title", T=T),
-                      zmin=0, zmax=None if hide_diag else 1, xtitle=t("soft_targets.dark_x"),
-                      ytitle=t("soft_targets.dark_y"), colorbar_title="p", height=520)
+    fig = viz.heatmap(
+        shown,
+        classes,
+        classes,
+        title=t("soft_targets.dark_title", T=T),
+        zmin=0,
+        zmax=None if hide_diag else 1,
+        xtitle=t("soft_targets.dark_x"),
+        ytitle=t("soft_targets.dark_y"),
+        colorbar_title="p",
+        height=520,
+    )
     st.plotly_chart(fig, key="st_chart_dark", width="stretch", theme=None)
     top = t("soft_targets.list_sep").join(f"{classes[a]}↔{classes[b]}" for a, b, _ in pairs)
     st.caption(t("soft_targets.pairs_caption", T=T, pairs=top))

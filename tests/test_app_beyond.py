@@ -103,27 +103,38 @@ def run_to_end(at: AppTest, limit: float = 120.0) -> AppTest:
 def test_a_born_again_run_from_the_page_finishes_and_shows_each_generation():
     at = open_page(by_method="born-again", by_generations=2, by_epochs=1)
     run_to_end(at)
-    spec = next(s for s in charts(at).values()
-                if s["layout"].get("title", {}).get("text", "").startswith(i18n.text("beyond.res.born_again_title", "en")))
+    spec = next(
+        s
+        for s in charts(at).values()
+        if s["layout"].get("title", {}).get("text", "").startswith(i18n.text("beyond.res.born_again_title", "en"))
+    )
     labels = spec["data"][0]["x"]
     assert labels == [i18n.text("beyond.res.generation0", "en")] + [
-        i18n.text("beyond.res.generation", "en", g=g) for g in (1, 2)]
+        i18n.text("beyond.res.generation", "en", g=g) for g in (1, 2)
+    ]
     assert all(0 < v <= 100 for v in spec["data"][0]["y"])
 
 
 def test_a_dml_run_from_the_page_shows_curves_against_the_independent_student():
     at = open_page(by_method="dml", by_students=2, by_epochs=1)
     run_to_end(at)
-    spec = next(s for s in charts(at).values()
-                if s["layout"].get("title", {}).get("text", "").startswith(i18n.text("beyond.res.dml_title", "en")))
+    spec = next(
+        s
+        for s in charts(at).values()
+        if s["layout"].get("title", {}).get("text", "").startswith(i18n.text("beyond.res.dml_title", "en"))
+    )
     names = [tr["name"] for tr in spec["data"]]
-    assert names == [i18n.text("beyond.res.dml_student", "en", k=1), i18n.text("beyond.res.dml_student", "en", k=2),
-                     i18n.text("beyond.res.independent", "en")]
+    assert names == [
+        i18n.text("beyond.res.dml_student", "en", k=1),
+        i18n.text("beyond.res.dml_student", "en", k=2),
+        i18n.text("beyond.res.independent", "en"),
+    ]
     assert len(at.metric) >= 3
 
 
-@pytest.mark.parametrize("settings", [{"by_method": "ta", "by_assistant": "no-such-net"},
-                                      {"by_method": "born-again", "by_generations": 9}])
+@pytest.mark.parametrize(
+    "settings", [{"by_method": "ta", "by_assistant": "no-such-net"}, {"by_method": "born-again", "by_generations": 9}]
+)
 def test_bad_values_show_an_error_not_an_exception(settings):
     at = open_page(**settings)
     assert at.error, "expected an error message"

@@ -79,7 +79,9 @@ def test_picking_two_runs_shows_the_table_and_the_overlays(saved):
     assert list(settings.loc["temperature T"]) == ["2", "4"]
     assert settings.loc["method"].tolist() == ["kd", "kd"]
     assert all(v.endswith("%") for v in results.loc["student test accuracy"])
-    assert {"agreement with teacher", "ECE (calibration error)", "student parameters", "CPU latency (ms)"} <= set(results.index)
+    assert {"agreement with teacher", "ECE (calibration error)", "student parameters", "CPU latency (ms)"} <= set(
+        results.index
+    )
     assert any("differ (temperature T)" in c.value for c in at.caption)
     assert {"cmp_acc_chart", "cmp_agree_chart", "cmp_loss_chart", "cmp_per_class"} <= charts(at)
     acc = next(e for e in at.get("plotly_chart") if e.proto.id.endswith("cmp_acc_chart"))
@@ -147,7 +149,9 @@ def test_a_2x2_sweep_fills_in_and_marks_the_best_cell(saved):
     job = at.session_state["cmp_sweep_job"]
     assert job.status == "finished" and job.result.done == 5  # 4 cells + the scratch reference
     assert any("Best cell" in m.value for m in at.markdown)
-    assert {"cmp_hm_acc_kd_0.1", "cmp_hm_agree_kd_0.1"} <= {e.proto.id.split("-", 2)[-1] for e in at.get("plotly_chart")}
+    assert {"cmp_hm_acc_kd_0.1", "cmp_hm_agree_kd_0.1"} <= {
+        e.proto.id.split("-", 2)[-1] for e in at.get("plotly_chart")
+    }
     assert not at.button(key="cmp_sw_start").disabled
 
 
@@ -158,7 +162,8 @@ def test_the_latest_leaderboard_is_shown(saved, tmp_path):
         "method,name,n,acc_mean,acc_std,agree_mean,agree_std,ece_mean,dataset,teacher,student,epochs,labeled_fraction,seeds,created\n"
         "teacher,Teacher (cnn-32-64),1,0.99,,,,,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n"
         "none,Student (scratch),2,0.60,0.02,0.60,0.02,0.1,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n"
-        "kd,KD,2,0.70,0.01,0.71,0.01,0.1,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n")
+        "kd,KD,2,0.70,0.01,0.71,0.01,0.1,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n"
+    )
     broken = tmp_path / "boards" / "broken.csv"
     broken.write_text("not,a\nleaderboard")
     os.utime(broken, (time.time() - 60, time.time() - 60))  # the latest leaderboard is shown first
@@ -180,10 +185,24 @@ RAW_KEY = re.compile(r"\b(compare|status|roles|axes|datasets|methods|nav)\.[a-z_
 def shown_texts(at: AppTest) -> list[str]:
     """Everything a user reads: texts, widget labels, help texts and options, tab and expander
     labels, table headers and row names, and the charts' titles, legends and axis titles."""
-    out = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning",
-                                "error") for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
-    for kind in ("selectbox", "multiselect", "select_slider", "slider", "number_input", "text_input", "checkbox",
-                 "toggle", "button", "download_button"):
+    out = [
+        e.value
+        for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning", "error")
+        for e in at.get(kind)
+        if isinstance(getattr(e, "value", None), str)
+    ]
+    for kind in (
+        "selectbox",
+        "multiselect",
+        "select_slider",
+        "slider",
+        "number_input",
+        "text_input",
+        "checkbox",
+        "toggle",
+        "button",
+        "download_button",
+    ):
         for w in at.get(kind):
             out += [w.label, getattr(w.proto, "help", "")] + [str(o) for o in getattr(w.proto, "options", [])]
     out += [e.label for kind in ("tab", "expander") for e in at.get(kind)]
@@ -202,8 +221,11 @@ def test_the_page_in_chinese(saved, tmp_path):
     zh = lambda key, **kw: i18n.text(key, "zh", **kw)  # noqa: E731
     at = open_compare("zh")
     assert at.title[0].value == "📊 " + zh("compare.title")
-    assert [tab.label for tab in at.get("tab")] == [zh("compare.tabs.runs"), zh("compare.tabs.sweep"),
-                                                    zh("compare.tabs.board")]
+    assert [tab.label for tab in at.get("tab")] == [
+        zh("compare.tabs.runs"),
+        zh("compare.tabs.sweep"),
+        zh("compare.tabs.board"),
+    ]
     assert zh("compare.units.saved_many", n=2) in [s.value for s in at.subheader]
     assert any(e.label == zh("compare.runs.skipped", n=1) for e in at.expander)
     assert zh("compare.sweep.intro") in [m.value for m in at.markdown]
@@ -244,12 +266,16 @@ def test_the_page_in_chinese(saved, tmp_path):
         "method,name,n,acc_mean,acc_std,agree_mean,agree_std,ece_mean,dataset,teacher,student,epochs,labeled_fraction,seeds,created\n"
         "teacher,Teacher (cnn-32-64),1,0.99,,,,,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n"
         "none,Student (scratch),2,0.60,0.02,0.60,0.02,0.1,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n"
-        "kd,KD,2,0.70,0.01,0.71,0.01,0.1,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n")
+        "kd,KD,2,0.70,0.01,0.71,0.01,0.1,digits,cnn-32-64,mlp-32,2,0.1,0;1,2026-01-01 10:00:00\n"
+    )
     at.run()
     assert not at.exception
     board = frame(at, zh("compare.board.col_acc"))
-    assert board[zh("compare.board.col_method")].tolist() == [zh("compare.board.teacher_name", arch="cnn-32-64"),
-                                                              zh("compare.board.scratch_name"), "KD"]
+    assert board[zh("compare.board.col_method")].tolist() == [
+        zh("compare.board.teacher_name", arch="cnn-32-64"),
+        zh("compare.board.scratch_name"),
+        "KD",
+    ]
     assert board[zh("compare.board.col_delta")].tolist()[2] == "+10.00"
 
     shown = shown_texts(at)

@@ -176,8 +176,12 @@ def test_after_a_fitnets_run_the_regressed_hint_and_its_error_map_show():
 
 def page_texts(at: AppTest) -> list[str]:
     """Everything a user reads on the page: texts, widget labels, help texts and options."""
-    out = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "error",
-                                "warning") for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    out = [
+        e.value
+        for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "error", "warning")
+        for e in at.get(kind)
+        if isinstance(getattr(e, "value", None), str)
+    ]
     for kind in ("selectbox", "select_slider", "slider", "number_input", "toggle", "radio", "button"):
         for w in at.get(kind):
             out += [w.label, w.help or ""] + [str(o) for o in getattr(w, "options", None) or []]
@@ -228,7 +232,9 @@ def test_in_chinese_every_text_comes_from_the_catalogue_and_the_pickers_work():
     at.selectbox(key="fm_tl").set_value("embed").run()
     assert not at.exception
     bad = zh("feature_maps.bad_teacher", layer="embed", n=128)
-    assert any(e.value.startswith(zh("feature_maps.need_spatial", bad="").split("，")[0]) and "embed" in e.value
-               for e in at.error), [e.value for e in at.error]
+    assert any(
+        e.value.startswith(zh("feature_maps.need_spatial", bad="").split("，")[0]) and "embed" in e.value
+        for e in at.error
+    ), [e.value for e in at.error]
     assert bad.split("“")[0] in " ".join(e.value for e in at.error)
     assert at.query_params.get("lang") == "zh"

@@ -39,7 +39,8 @@ def poll(at: AppTest, until, timeout=180):
 
 def formula(at) -> str:
     return " ".join(e.value for e in at.get("latex") if hasattr(e, "value")) or " ".join(
-        e.proto.body for e in at.get("markdown") if "mathcal" in getattr(e.proto, "body", ""))
+        e.proto.body for e in at.get("markdown") if "mathcal" in getattr(e.proto, "body", "")
+    )
 
 
 def test_controls_and_formula_follow_the_registry():
@@ -95,8 +96,11 @@ def test_stop_ends_the_run_and_keeps_what_it_learned():
     at.selectbox(key="lab_dataset").set_value("digits").run()
     at.number_input(key="lab_epochs").set_value(50).run()
     at.button(key="lab_train").click().run()
-    poll(at, lambda a: any("step" in (p.proto.text or "") for p in a.get("progress")) or len(a.get("dataframe")) > 0,
-         timeout=60)
+    poll(
+        at,
+        lambda a: any("step" in (p.proto.text or "") for p in a.get("progress")) or len(a.get("dataframe")) > 0,
+        timeout=60,
+    )
     at.button(key="lab_stop").click().run()
     poll(at, lambda a: len(a.get("dataframe")) > 0, timeout=60)
     assert any("Stopped" in s.value for s in at.success)
@@ -115,9 +119,23 @@ def test_a_dataset_that_is_not_on_disk_keeps_the_last_working_one():
 def shown_texts(at: AppTest) -> list[str]:
     """Every text a user reads on the page: headings, markdown, captions, notices, and the
     labels, help texts and option labels of the widgets."""
-    out = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning",
-                                "error", "latex")
-           for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    out = [
+        e.value
+        for kind in (
+            "title",
+            "header",
+            "subheader",
+            "markdown",
+            "caption",
+            "info",
+            "success",
+            "warning",
+            "error",
+            "latex",
+        )
+        for e in at.get(kind)
+        if isinstance(getattr(e, "value", None), str)
+    ]
     for kind in ("selectbox", "slider", "select_slider", "number_input", "checkbox", "toggle", "button", "radio"):
         for w in at.get(kind):
             out += [w.label, w.help or ""] + [str(o) for o in getattr(w, "options", None) or []]
@@ -146,12 +164,28 @@ def test_the_lab_in_chinese():
     at = open_lab("zh")
     assert at.title[0].value == "🧪 " + i18n.text("lab.title", "zh")
     shown = shown_texts(at)
-    for key in ("lab.intro", "lab.setup", "lab.training", "lab.formula_caption", "lab.press_train",
-                "lab.methods.kd.summary", "lab.dataset", "lab.T", "lab.T_help", "lab.fraction", "lab.baseline",
-                "lab.train", "lab.stop", "methods.dkd", "lab.omit_none"):
+    for key in (
+        "lab.intro",
+        "lab.setup",
+        "lab.training",
+        "lab.formula_caption",
+        "lab.press_train",
+        "lab.methods.kd.summary",
+        "lab.dataset",
+        "lab.T",
+        "lab.T_help",
+        "lab.fraction",
+        "lab.baseline",
+        "lab.train",
+        "lab.stop",
+        "methods.dkd",
+        "lab.omit_none",
+    ):
         assert zh[key] in shown, key
     assert at.selectbox(key="lab_method").label == zh["lab.method"]
-    assert at.button(key="lab_train").label == zh["lab.train"] and at.button(key="lab_train").help == zh["lab.train_help"]
+    assert (
+        at.button(key="lab_train").label == zh["lab.train"] and at.button(key="lab_train").help == zh["lab.train_help"]
+    )
     assert sum(bool(CJK.search(s)) for s in shown) > 30
     no_raw_keys(at)
 
@@ -168,8 +202,9 @@ def test_the_lab_in_chinese():
     assert zh["lab.methods.dkd.summary"] in [c.value for c in at.caption]
     at.selectbox(key="lab_method").set_value("at").run()  # layer pickers and the layer table
     assert not at.exception
-    assert at.selectbox(key=f"lab_tl_at_{at.selectbox(key='lab_teacher_mnist-mini').value}").label == \
-        zh["lab.layers.teacher"].format(num="")
+    assert at.selectbox(key=f"lab_tl_at_{at.selectbox(key='lab_teacher_mnist-mini').value}").label == zh[
+        "lab.layers.teacher"
+    ].format(num="")
     no_raw_keys(at)
 
     # a dataset that cannot be loaded: the English engine error inside a Chinese sentence

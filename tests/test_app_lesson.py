@@ -35,9 +35,23 @@ def chart(at: AppTest, key: str) -> dict:
 
 
 def texts(at: AppTest) -> list[str]:
-    out = [e.value for kind in ("markdown", "caption", "info", "success", "error", "warning", "header", "subheader",
-                                "title", "latex")
-           for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    out = [
+        e.value
+        for kind in (
+            "markdown",
+            "caption",
+            "info",
+            "success",
+            "error",
+            "warning",
+            "header",
+            "subheader",
+            "title",
+            "latex",
+        )
+        for e in at.get(kind)
+        if isinstance(getattr(e, "value", None), str)
+    ]
     out += [w.label for kind in ("radio", "selectbox", "slider", "select_slider", "button") for w in at.get(kind)]
     return out
 
@@ -67,13 +81,26 @@ def test_the_lesson_is_the_first_page_and_has_every_step(lesson):
         assert f"{n} · {cat[f'lesson.s{n}.title']}" in headers
     # every formula the lesson names is rendered: softmax with T, the KD loss, its gradient, the families
     latex = " ".join(x.value for x in at.latex)
-    for piece in (r"\exp(z_i / T)", r"\mathrm{KL}", r"\frac{1}{N\,T^2}", r"\psi_D", "r(F_S)",
-                  r"Q_T^j", r"G_T - G_S", r"p^T_{i|j}", r"g_S(s_i)"):
+    for piece in (
+        r"\exp(z_i / T)",
+        r"\mathrm{KL}",
+        r"\frac{1}{N\,T^2}",
+        r"\psi_D",
+        "r(F_S)",
+        r"Q_T^j",
+        r"G_T - G_S",
+        r"p^T_{i|j}",
+        r"g_S(s_i)",
+    ):
         assert piece in latex, piece
     # each family links to its page, once that page exists
     linked = {p.proto.page for p in at.get("page_link")}
-    for file, path in (("lab.py", "lab"), ("feature_maps.py", "feature-maps"), ("relations.py", "relations"),
-                       ("contrastive.py", "contrastive")):
+    for file, path in (
+        ("lab.py", "lab"),
+        ("feature_maps.py", "feature-maps"),
+        ("relations.py", "relations"),
+        ("contrastive.py", "contrastive"),
+    ):
         if (Path(APP).parent / "pages" / file).exists():
             assert path in linked, (path, linked)
     # no raw catalogue key leaks onto the page, and the page is in the chosen language
@@ -174,7 +201,10 @@ def test_one_click_experiment_trains_live(lang):
     poll(at, lambda a: any(s.value.startswith(finished) for s in a.success))
     curves = chart(at, "lesson_exp_curves")
     assert [len(tr["x"]) for tr in curves["data"][:2]] == [3, 3]
-    assert {tr["name"] for tr in curves["data"]} >= {i18n.text("roles.distilled", lang), i18n.text("roles.scratch", lang)}
+    assert {tr["name"] for tr in curves["data"]} >= {
+        i18n.text("roles.distilled", lang),
+        i18n.text("roles.scratch", lang),
+    }
     assert len(at.metric) >= 3
     assert not at.button(key="lesson_run_exp").disabled
 

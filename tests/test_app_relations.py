@@ -63,8 +63,14 @@ def z(spec: dict, trace: int = 0) -> np.ndarray:
 
 
 def helps_everywhere(at: AppTest) -> None:
-    widgets = list(at.selectbox) + list(at.slider) + list(at.select_slider) + list(at.number_input) + \
-        list(at.radio) + list(at.button)
+    widgets = (
+        list(at.selectbox)
+        + list(at.slider)
+        + list(at.select_slider)
+        + list(at.number_input)
+        + list(at.radio)
+        + list(at.button)
+    )
     for w in widgets:
         if w.key in ("kd_lang",) or (w.key or "").startswith(("rel_", "ct_")):
             assert w.help, w.label
@@ -192,7 +198,9 @@ def test_after_a_contrastive_run_the_distilled_student_finds_its_teacher_embeddi
     for key in ("ct_sim_scratch", "ct_sim_distilled", "ct_soft_scratch", "ct_soft_distilled", "ct_nce"):
         assert has_chart(at, key), key
     assert at.radio(key="ct_space").options == [
-        "A linear map into the teacher's features", "The run's projection heads"]
+        "A linear map into the teacher's features",
+        "The run's projection heads",
+    ]
 
     def retrieval(who):
         return float(next(m.value for m in at.metric if m.label.startswith("Retrieval, 1,000") and who in m.label)[:-1])
@@ -213,8 +221,12 @@ KEY_LIKE = re.compile(r"\b(relations|contrastive|roles|axes|datasets|status|meth
 def everything_shown(at: AppTest) -> list[str]:
     """Every text a user can read: elements, widget labels, help texts and options, metrics,
     links, and the figures' titles, series, hover texts, axis titles and annotations."""
-    out = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success",
-                                "warning", "error") for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    out = [
+        e.value
+        for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning", "error")
+        for e in at.get(kind)
+        if isinstance(getattr(e, "value", None), str)
+    ]
     for kind in ("selectbox", "select_slider", "number_input", "button", "radio", "slider"):
         for w in at.get(kind):
             out += [w.label, w.help or ""] + [str(o) for o in getattr(w, "options", None) or []]
@@ -262,8 +274,10 @@ def test_the_page_in_chinese(page):
         assert zh("relations.intro") in captions
         assert [i.value for i in at.info][0] == zh("relations.no_run")
         assert zh("relations.explain.distance") in markdown
-        assert [h.value for h in at.subheader] == [zh("relations.matrices_header", kind=zh("relations.kinds.distance"),
-                                                      n=40), zh("relations.maps_header")]
+        assert [h.value for h in at.subheader] == [
+            zh("relations.matrices_header", kind=zh("relations.kinds.distance"), n=40),
+            zh("relations.maps_header"),
+        ]
         box = at.selectbox(key="rel_dataset")
         assert box.label == zh("relations.dataset") and box.help == zh("relations.dataset_help")
         assert f"mnist-mini — {zh('datasets.mnist-mini')}" in box.options
@@ -277,8 +291,24 @@ def test_the_page_in_chinese(page):
         assert mat["layout"]["xaxis"]["ticktext"] == [str(c) for c in range(10)]
         scatter = chart(at, "rel_map_teacher")
         assert scatter["layout"]["legend"]["title"]["text"].strip() == zh("axes.class")
-        check_all_chinese(at, ("Relations", "Relational", "No Lab run", "Dataset", "Batch size", "Anchor",
-                               "Teacher", "teacher", "Distances", "test images", "embeddings", "class ", "row "))
+        check_all_chinese(
+            at,
+            (
+                "Relations",
+                "Relational",
+                "No Lab run",
+                "Dataset",
+                "Batch size",
+                "Anchor",
+                "Teacher",
+                "teacher",
+                "Distances",
+                "test images",
+                "embeddings",
+                "class ",
+                "row ",
+            ),
+        )
         # the controls still work, in Chinese
         at.radio(key="rel_kind").set_value("angle").run()
         at.slider(key="rel_n").set_value(64).run()
@@ -289,14 +319,17 @@ def test_the_page_in_chinese(page):
         at.number_input(key="rel_anchor").set_value(5).run()
         assert not at.exception
         assert zh("relations.anchor_text", pos=5, image="", cls="").split("#")[0] in " ".join(
-            m.value for m in at.markdown)
+            m.value for m in at.markdown
+        )
         check_all_chinese(at, ("Angles", "Anchor", "test image", "teacher"))
     else:
         assert at.title[0].value == "🧲 " + zh("contrastive.title")
         assert zh("contrastive.intro") in captions
         assert [i.value for i in at.info] == [zh("contrastive.no_run")]
-        assert zh("contrastive.nce_caption") in captions and zh("contrastive.layers", t_layer="embed",
-                                                                   s_layer="embed") in captions
+        assert (
+            zh("contrastive.nce_caption") in captions
+            and zh("contrastive.layers", t_layer="embed", s_layer="embed") in captions
+        )
         assert at.select_slider(key="ct_tau").label == zh("contrastive.tau")
         assert at.radio(key="ct_space").options == [zh("contrastive.spaces.linear")]
         itself = zh("contrastive.teacher_itself")
@@ -312,8 +345,22 @@ def test_the_page_in_chinese(page):
         nce = chart(at, "ct_nce")
         assert nce["layout"]["yaxis"]["title"]["text"] == zh("contrastive.nce_axis")
         assert nce["layout"]["xaxis"]["title"]["text"] == zh("contrastive.figure.anchor_i")
-        check_all_chinese(at, ("Contrastive", "No Lab run", "Dataset", "Temperature", "Anchor", "Retrieval",
-                               "teacher", "positive", "Similarity", "softmax at", "class "))
+        check_all_chinese(
+            at,
+            (
+                "Contrastive",
+                "No Lab run",
+                "Dataset",
+                "Temperature",
+                "Anchor",
+                "Retrieval",
+                "teacher",
+                "positive",
+                "Similarity",
+                "softmax at",
+                "class ",
+            ),
+        )
         # the controls still work, in Chinese
         soft = z(chart(at, "ct_soft_teacher"))
         at.select_slider(key="ct_tau").set_value(0.5).run()

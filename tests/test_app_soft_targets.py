@@ -174,8 +174,9 @@ def test_distilled_student_is_compared_with_the_teacher():
     from kd_core.config import Config
 
     owner = "soft-targets-test"
-    job = state.job_manager().submit(Config(dataset="mnist-mini", epochs=1, batch_size=256, labeled_fraction=0.1),
-                                     owner=owner)
+    job = state.job_manager().submit(
+        Config(dataset="mnist-mini", epochs=1, batch_size=256, labeled_fraction=0.1), owner=owner
+    )
     deadline = time.time() + 120
     while not job.done and time.time() < deadline:
         time.sleep(0.2)
@@ -199,8 +200,12 @@ def test_distilled_student_is_compared_with_the_teacher():
     at.file_uploader(key="st_upload").set_value(("one.png", _png_of_a_one(), "image/png")).run()
     assert not at.exception and not at.error
     own = _own_bars(at)
-    assert list(own) == ["teacher at T = 1 (plain softmax)", "teacher at T = 1", "distilled student at T = 1",
-                         "scratch student at T = 1"]
+    assert list(own) == [
+        "teacher at T = 1 (plain softmax)",
+        "teacher at T = 1",
+        "distilled student at T = 1",
+        "scratch student at T = 1",
+    ]
     assert all(abs(sum(y) - 1) < 1e-6 for y in own.values())
 
 
@@ -211,9 +216,23 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 def _everything_shown(at: AppTest) -> list[str]:
     """Every text a user can read: elements, widget labels and help texts, options, metrics
     and the figures' titles, series, axis titles and annotations."""
-    out = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success",
-                                "warning", "error", "latex")
-           for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    out = [
+        e.value
+        for kind in (
+            "title",
+            "header",
+            "subheader",
+            "markdown",
+            "caption",
+            "info",
+            "success",
+            "warning",
+            "error",
+            "latex",
+        )
+        for e in at.get(kind)
+        if isinstance(getattr(e, "value", None), str)
+    ]
     for kind in ("selectbox", "select_slider", "toggle", "number_input", "button", "radio", "slider"):
         for w in at.get(kind):
             out += [w.label, w.help or ""]
@@ -243,8 +262,11 @@ def test_the_page_in_chinese():
         return i18n.text(key, "zh", **fmt)
 
     assert at.title[0].value == "🌡️ " + z("soft_targets.title")
-    assert [h.value for h in at.subheader] == [z("soft_targets.own.header"), z("soft_targets.student_header"),
-                                               z("soft_targets.dark_header")]
+    assert [h.value for h in at.subheader] == [
+        z("soft_targets.own.header"),
+        z("soft_targets.student_header"),
+        z("soft_targets.dark_header"),
+    ]
     captions = [c.value for c in at.caption]
     markdown = _texts(at)
     assert z("soft_targets.intro") in captions and z("soft_targets.formula_caption") in captions
@@ -265,8 +287,10 @@ def test_the_page_in_chinese():
     assert at.button(key="st_pick_clear_3").help == z("soft_targets.pick_help.clear", c="3")
     # the figures: titles, series, axes and the engine's own texts
     probs = _chart(at, "st_chart_probs")
-    assert [tr["name"] for tr in probs["data"]] == [z("soft_targets.series_t1"),
-                                                    z("soft_targets.series_at", who=z("roles.teacher"), T=4.0)]
+    assert [tr["name"] for tr in probs["data"]] == [
+        z("soft_targets.series_t1"),
+        z("soft_targets.series_at", who=z("roles.teacher"), T=4.0),
+    ]
     assert probs["layout"]["title"]["text"] == z("soft_targets.probs_title")
     assert probs["layout"]["xaxis"]["title"]["text"] == z("axes.class")
     assert probs["layout"]["yaxis"]["title"]["text"] == z("axes.probability")
@@ -282,16 +306,30 @@ def test_the_page_in_chinese():
     shown = _everything_shown(at)
     keys = set(zh)
     assert not [s for s in shown if s in keys or re.search(r"\b(soft_targets|roles|axes|datasets)\.[a-z]", s)]
-    english = ("Soft targets", "Pick a test image", "Temperature", "Teacher's", "teacher at", "Dark knowledge",
-               "Most confused", "Hide the", "Log scale", "True label", "entropy (bits)", "uniform", "class the")
+    english = (
+        "Soft targets",
+        "Pick a test image",
+        "Temperature",
+        "Teacher's",
+        "teacher at",
+        "Dark knowledge",
+        "Most confused",
+        "Hide the",
+        "Log scale",
+        "True label",
+        "entropy (bits)",
+        "uniform",
+        "class the",
+    )
     assert not [s for s in shown for w in english if w in s]
     assert sum(bool(CJK.search(s)) for s in shown) > 30
 
     # the widgets still work in Chinese
     at.select_slider(key="st_T").set_value(20.0).run()
     assert not at.exception, at.exception
-    assert _chart(at, "st_chart_probs")["data"][1]["name"] == z("soft_targets.series_at", who=z("roles.teacher"),
-                                                                T=20.0)
+    assert _chart(at, "st_chart_probs")["data"][1]["name"] == z(
+        "soft_targets.series_at", who=z("roles.teacher"), T=20.0
+    )
     assert z("soft_targets.dark_text", T=20.0) in _texts(at)
     assert any(c.value.startswith(z("soft_targets.pairs_caption", T=20.0, pairs="")[:-1]) for c in at.caption)
     at.button(key="st_pick_clear_3").click().run()
@@ -314,8 +352,9 @@ def test_distilled_student_in_chinese():
     from kd_core.config import Config
 
     owner = "soft-targets-test-zh"
-    job = state.job_manager().submit(Config(dataset="mnist-mini", epochs=1, batch_size=256, labeled_fraction=0.1),
-                                     owner=owner)
+    job = state.job_manager().submit(
+        Config(dataset="mnist-mini", epochs=1, batch_size=256, labeled_fraction=0.1), owner=owner
+    )
     deadline = time.time() + 120
     while not job.done and time.time() < deadline:
         time.sleep(0.2)
@@ -335,18 +374,21 @@ def test_distilled_student_in_chinese():
 
     spec = _chart(at, "st_chart_student")
     bars = [tr for tr in spec["data"] if tr["type"] == "bar"]
-    assert [tr["name"] for tr in bars] == [z("soft_targets.series_at", who=z(r), T=4.0)
-                                           for r in ("roles.teacher", "roles.distilled", "roles.scratch")]
+    assert [tr["name"] for tr in bars] == [
+        z("soft_targets.series_at", who=z(r), T=4.0) for r in ("roles.teacher", "roles.distilled", "roles.scratch")
+    ]
     assert [tr["marker"]["color"] for tr in bars] == ["#0072B2", "#D55E00", "#999999"]  # the role colours stay
     assert spec["layout"]["title"]["text"] == z("soft_targets.student_title", T=4.0)
-    assert [m.label for m in at.metric] == [z("soft_targets.kl_label", T=4.0, who=z(r))
-                                            for r in ("roles.distilled", "roles.scratch")]
+    assert [m.label for m in at.metric] == [
+        z("soft_targets.kl_label", T=4.0, who=z(r)) for r in ("roles.distilled", "roles.scratch")
+    ]
     assert all(m.value.endswith(" 奈特") and float(m.value.split()[0]) >= 0 for m in at.metric)
     assert not at.info  # no "train a student first"
     at.select_slider(key="st_T").set_value(1.0).run()
     assert not at.exception
-    assert _chart(at, "st_chart_student")["data"][0]["name"] == z("soft_targets.series_at", who=z("roles.teacher"),
-                                                                  T=1.0)
+    assert _chart(at, "st_chart_student")["data"][0]["name"] == z(
+        "soft_targets.series_at", who=z("roles.teacher"), T=1.0
+    )
 
 
 # ------------------------------------------------------------------ your own digit (draw / upload)
@@ -400,11 +442,14 @@ def test_an_uploaded_digit_gets_soft_targets_that_follow_T():
     assert _chart(at, "st_chart_own")["layout"]["title"]["text"] == "Soft targets of your image at T = 20"
 
 
-@pytest.mark.parametrize("name,content,words", [
-    ("notes.png", b"these are not pixels", "not an image that can be read"),
-    ("big.png", b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024 + 1), "the limit is 2 MB"),
-    ("blank.png", None, "The image is empty"),
-])
+@pytest.mark.parametrize(
+    "name,content,words",
+    [
+        ("notes.png", b"these are not pixels", "not an image that can be read"),
+        ("big.png", b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024 + 1), "the limit is 2 MB"),
+        ("blank.png", None, "The image is empty"),
+    ],
+)
 def test_bad_uploads_are_refused_and_the_page_stays_usable(name, content, words):
     if content is None:  # an all-black picture: an empty canvas
         import io
@@ -437,8 +482,11 @@ def test_a_refused_upload_is_explained_in_chinese():
     assert at.file_uploader(key="st_upload").label == i18n.text("soft_targets.own.upload", "zh")
     at.file_uploader(key="st_upload").set_value(("坏.png", b"not a picture", "image/png")).run()
     assert not at.exception
-    assert at.error[0].value == i18n.text("soft_targets.own.refused", "zh", error=i18n.text(
-        "soft_targets.own.errors.not_image", "zh", name="坏.png", formats="PNG, JPEG, GIF, BMP, WebP"))
+    assert at.error[0].value == i18n.text(
+        "soft_targets.own.refused",
+        "zh",
+        error=i18n.text("soft_targets.own.errors.not_image", "zh", name="坏.png", formats="PNG, JPEG, GIF, BMP, WebP"),
+    )
 
 
 def test_a_shared_link_opens_the_same_view_and_bad_values_fall_back_with_a_notice():

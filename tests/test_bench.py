@@ -23,8 +23,14 @@ def _positive(x) -> bool:
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "kd_core", "bench", "--quick", "--json", str(out)], cwd=ROOT,
-                          env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kd_core", "bench", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
 
@@ -70,8 +76,14 @@ def test_quick_bench_measures_the_app_redraws_and_memory(quick):
 
 
 def test_bench_rejects_an_unknown_method():
-    proc = subprocess.run([sys.executable, "-m", "kd_core", "bench", "--quick", "--methods", "kd,magic", "--json", ""],
-                          cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kd_core", "bench", "--quick", "--methods", "kd,magic", "--json", ""],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "unknown method(s) magic" in proc.stderr
     assert "Traceback" not in proc.stderr

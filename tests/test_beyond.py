@@ -30,6 +30,7 @@ def quick(**kw) -> Config:
 
 # ---------------------------------------------------------------- losses on random tensors
 
+
 @pytest.mark.parametrize("T", [1.0, 4.0, 0.5])
 def test_ensemble_blend_is_the_average_of_softened_probabilities(T):
     g = torch.Generator().manual_seed(0)
@@ -113,6 +114,7 @@ def test_mutual_learning_loss_is_the_papers():
 
 # ---------------------------------------------------------------- registry and config
 
+
 def test_registry_lists_the_new_methods_without_touching_the_per_step_one():
     allm = methods.all_methods()
     for name in ("ensemble", "born-again", "ta", "dml"):
@@ -130,11 +132,15 @@ def test_registry_lists_the_new_methods_without_touching_the_per_step_one():
     with pytest.raises(ConfigError, match="unknown model"):
         quick(method="ta", assistant="transformer-9").validate()
     assert beyond.member_specs(quick(method="ensemble")) == [("cnn-32-64", 0), ("cnn-32-64", 1), ("cnn-32-64", 2)]
-    assert beyond.member_specs(quick(method="ensemble", params={"teachers": 3, "archs": 2})) == \
-        [("cnn-32-64", 0), ("mlp-256-128", 0), ("cnn-32-64", 1)]
+    assert beyond.member_specs(quick(method="ensemble", params={"teachers": 3, "archs": 2})) == [
+        ("cnn-32-64", 0),
+        ("mlp-256-128", 0),
+        ("cnn-32-64", 1),
+    ]
 
 
 # ---------------------------------------------------------------- end to end
+
 
 @pytest.mark.slow
 def test_ensemble_trains_end_to_end_and_reports_every_teacher(monkeypatch, kd_home):
@@ -175,8 +181,11 @@ def test_ensemble_is_at_least_as_accurate_as_its_mean_member():
     with an MLP member 98.2/94.4/98.3%, ensemble 98.2% at T = 1 — measured, see the note)."""
     for archs, k in ((1, 2), (2, 3)):
         for weighting in (0, 1):
-            t = beyond.ensemble_teacher(Config(dataset="digits", method="ensemble",
-                                               params={"weighting": weighting, "archs": archs, "teachers": k}))
+            t = beyond.ensemble_teacher(
+                Config(
+                    dataset="digits", method="ensemble", params={"weighting": weighting, "archs": archs, "teachers": k}
+                )
+            )
             accs = [m["test_accuracy"] for m in t.members]
             assert len(accs) == k and len({m["arch"] for m in t.members}) == archs
             assert t.test_accuracy >= sum(accs) / len(accs), (archs, weighting, t.test_accuracy, accs)
@@ -231,9 +240,16 @@ def test_deep_mutual_learning_end_to_end_with_live_curves_per_student():
 
 # ---------------------------------------------------------------- CLI and leaderboard
 
+
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "kd_core", *args], cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kd_core", *args],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 BAD = [
@@ -262,8 +278,19 @@ def test_cli_lists_and_runs_the_chained_methods(tmp_path):
     for name in ("ensemble", "born-again", "ta", "dml", "kd"):
         assert name in p.stdout
     out = tmp_path / "ban.json"
-    p = cli("train", "--dataset", "digits", "--epochs", "1", "--method", "born-again", "--generations", "2",
-            "--json", str(out))
+    p = cli(
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--method",
+        "born-again",
+        "--generations",
+        "2",
+        "--json",
+        str(out),
+    )
     assert p.returncode == 0, p.stderr
     assert "generation 2 (cnn-32-64)" in p.stdout
     r = json.loads(out.read_text())
@@ -276,11 +303,25 @@ def test_leaderboard_has_the_new_methods(tmp_path, monkeypatch, capsys):
     names = [c["method"] for c in lb.cells]
     assert names[-4:] == list(methods.BEYOND)
     assert {c["method"]: cfgs[0].alpha for c, cfgs in zip(lb.cells, lb.configs)}["born-again"] == base.alpha
-    assert [c["method"] for c in sweep.Sweep.leaderboard(base, seeds=[0]).cells] == \
-        ["none"] + [m for m in methods.METHODS if m != "none"]  # the classic table is unchanged
+    assert [c["method"] for c in sweep.Sweep.leaderboard(base, seeds=[0]).cells] == ["none"] + [
+        m for m in methods.METHODS if m != "none"
+    ]  # the classic table is unchanged
     monkeypatch.setattr(sweep, "leaderboard_dir", lambda: tmp_path)
-    rc = main(["leaderboard", "--dataset", "digits", "--methods", "none,born-again,ta,dml", "--seeds", "0",
-               "--epochs", "1", "--n-jobs", "1"])
+    rc = main(
+        [
+            "leaderboard",
+            "--dataset",
+            "digits",
+            "--methods",
+            "none,born-again,ta,dml",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--n-jobs",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     for name in ("Born-again (teacher-sized, last gen.)", "TA KD", "DML (student 1)", "Teacher (cnn-32-64)"):

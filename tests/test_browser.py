@@ -17,8 +17,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = os.environ.get("KD_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 pytestmark = pytest.mark.browser
@@ -45,9 +52,26 @@ def server():
     (ROOT / "artifacts").mkdir(exist_ok=True)
     log = open(ROOT / "artifacts" / "streamlit.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -101,9 +125,15 @@ def _no_exception(page):
     assert boxes.count() == 0, boxes.first.inner_text()
 
 
-PAGES = [("soft-targets", "Soft targets"), ("lab", "Distillation lab"), ("feature-maps", "Feature maps"),
-         ("relations", "Relations"), ("contrastive", "Contrastive"), ("compare", "Compare & sweep"),
-         ("beyond", "Beyond one teacher")]
+PAGES = [
+    ("soft-targets", "Soft targets"),
+    ("lab", "Distillation lab"),
+    ("feature-maps", "Feature maps"),
+    ("relations", "Relations"),
+    ("contrastive", "Contrastive"),
+    ("compare", "Compare & sweep"),
+    ("beyond", "Beyond one teacher"),
+]
 
 
 @pytest.mark.parametrize("path,title", PAGES)
@@ -117,8 +147,9 @@ def test_every_page_opens_without_exceptions(server, browser, path, title):
     page.close()
 
 
-@pytest.mark.parametrize("lang,query,title", [("en", "", "Knowledge distillation, step by step"),
-                                               ("zh", "?lang=zh", "知识蒸馏，一步一步来")])
+@pytest.mark.parametrize(
+    "lang,query,title", [("en", "", "Knowledge distillation, step by step"), ("zh", "?lang=zh", "知识蒸馏，一步一步来")]
+)
 def test_the_lesson_opens_first_in_both_languages(server, browser, lang, query, title):
     """The Lesson is the default page (the root URL; a default page has no path of its own)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -212,7 +243,8 @@ def test_draw_and_upload_a_digit_on_the_soft_targets_page(server, browser):
     page.wait_for_selector(IDLE, timeout=60_000)
     page.wait_for_timeout(500)
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
-        files=[{"name": "one.png", "mimeType": "image/png", "buffer": _png_of_a_one(paper=255, ink=0)}])
+        files=[{"name": "one.png", "mimeType": "image/png", "buffer": _png_of_a_one(paper=255, ink=0)}]
+    )
     page.get_by_text("The teacher reads 1").first.wait_for(timeout=60_000)
     page.wait_for_selector(IDLE, timeout=60_000)
     page.wait_for_timeout(1000)
@@ -222,7 +254,8 @@ def test_draw_and_upload_a_digit_on_the_soft_targets_page(server, browser):
     page.screenshot(path=str(SHOTS / "soft-targets-upload.png"))
 
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
-        files=[{"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\nnot really"}])
+        files=[{"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\nnot really"}]
+    )
     page.get_by_text("Cannot use this image").first.wait_for(timeout=60_000)
     page.wait_for_selector(IDLE, timeout=60_000)
     _no_exception(page)

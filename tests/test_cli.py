@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args, timeout=300):
     env = dict(os.environ)
-    return subprocess.run([sys.executable, "-m", "kd_core", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kd_core", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 BAD = [
@@ -46,7 +47,12 @@ BAD = [
 
 @pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_values_exit_2_with_one_line(args, needle):
-    p = cli("train", *args, "--dataset" if "--dataset" not in args else "--seed", "digits" if "--dataset" not in args else "0")
+    p = cli(
+        "train",
+        *args,
+        "--dataset" if "--dataset" not in args else "--seed",
+        "digits" if "--dataset" not in args else "0",
+    )
     assert p.returncode == 2, p.stderr
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, p.stderr
@@ -63,8 +69,15 @@ def test_train_writes_the_json_the_docs_promise(tmp_path):
     assert r["config"]["dataset"] == "digits" and r["config"]["method"] == "kd"
     assert 0.8 < r["teacher"]["test_accuracy"] <= 1
     for role in ("student", "baseline"):
-        for key in ("test_accuracy", "per_class_accuracy", "agreement", "params", "train_seconds",
-                    "samples_per_second", "history"):
+        for key in (
+            "test_accuracy",
+            "per_class_accuracy",
+            "agreement",
+            "params",
+            "train_seconds",
+            "samples_per_second",
+            "history",
+        ):
             assert key in r[role]
         assert len(r[role]["per_class_accuracy"]) == 10
         assert len(r[role]["history"]) == 2

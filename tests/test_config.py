@@ -15,8 +15,18 @@ def test_defaults_are_valid_and_resolve_presets():
 
 
 def test_round_trips():
-    cfg = Config(dataset="digits", method="dkd", temperature=2.5, alpha=0.3, params={"nckd_weight": 4.0},
-                 epochs=7, seed=11, labeled_fraction=0.25, omit_class=3, baseline=False)
+    cfg = Config(
+        dataset="digits",
+        method="dkd",
+        temperature=2.5,
+        alpha=0.3,
+        params={"nckd_weight": 4.0},
+        epochs=7,
+        seed=11,
+        labeled_fraction=0.25,
+        omit_class=3,
+        baseline=False,
+    )
     assert Config.from_dict(cfg.to_dict()) == cfg
     assert Config.from_json(cfg.to_json()) == cfg
     back, notices = Config.from_query(cfg.to_query())
@@ -31,18 +41,21 @@ def test_query_only_carries_changes_and_bad_values_fall_back_with_a_notice():
     assert len(notices) == 3 and any("temperature" in n for n in notices)
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("temperature", 0.0, "T must be > 0"),
-    ("temperature", float("nan"), "must be a number"),
-    ("alpha", 2.0, "alpha must be in [0, 1]"),
-    ("epochs", 0, "epochs must be in"),
-    ("epochs", 2.5, "whole number"),
-    ("labeled_fraction", 0.0, "labelled fraction"),
-    ("omit_class", -1, "omit_class must be in"),
-    ("dataset", "nope", "unknown dataset"),
-    ("method", "nope", "unknown method"),
-    ("batch_size", 0, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("temperature", 0.0, "T must be > 0"),
+        ("temperature", float("nan"), "must be a number"),
+        ("alpha", 2.0, "alpha must be in [0, 1]"),
+        ("epochs", 0, "epochs must be in"),
+        ("epochs", 2.5, "whole number"),
+        ("labeled_fraction", 0.0, "labelled fraction"),
+        ("omit_class", -1, "omit_class must be in"),
+        ("dataset", "nope", "unknown dataset"),
+        ("method", "nope", "unknown method"),
+        ("batch_size", 0, "batch_size"),
+    ],
+)
 def test_validation_messages(field, value, needle):
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
         Config(**{field: value}).validate()

@@ -152,8 +152,7 @@ def test_the_registry_entry_and_defaults_follow_the_paper():
 def test_crd_trains_end_to_end_on_mnist_mini(tmp_path):
     """One epoch, every label: the student reads digits, the CRD term is finite, and the
     banks end at (N_data, 128) with unit rows."""
-    trainer = train.Trainer(Config(dataset="mnist-mini", method="crd", epochs=1, labeled_fraction=1.0,
-                                   baseline=False))
+    trainer = train.Trainer(Config(dataset="mnist-mini", method="crd", epochs=1, labeled_fraction=1.0, baseline=False))
     r = trainer.run()
     assert r["status"] == "finished"
     assert r["student"]["test_accuracy"] > 0.8, r["student"]["test_accuracy"]

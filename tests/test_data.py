@@ -50,6 +50,7 @@ def pixels(ds, x):
 
 # ------------------------------------------------------------ the catalogue
 
+
 def test_catalogue_lists_the_datasets_in_order_with_the_default_first():
     assert list(data.DATASETS) == NAMES and data.DEFAULT_DATASET == "mnist-mini"
     assert [n for n, i in data.DATASETS.items() if i.embedded] == ["mnist-mini", "digits"]
@@ -65,6 +66,7 @@ def test_unknown_dataset_names_the_choices():
 
 
 # ------------------------------------------------------------ embedded datasets
+
 
 @pytest.mark.parametrize("name", ["mnist-mini", "digits"])
 def test_embedded_dataset_shapes_split_and_normalisation(name):
@@ -172,6 +174,7 @@ def test_concurrent_loads_build_once(fresh_home, monkeypatch):
 
 # ------------------------------------------------------------ train subsets
 
+
 def test_train_subset_is_stratified_seeded_and_leaves_test_alone():
     full = data.load("mnist-mini")
     sub = data.load("mnist-mini", train_subset=250)
@@ -197,6 +200,7 @@ def test_invalid_train_subset_says_the_allowed_range(bad):
 
 # ------------------------------------------------------------ helpers on Dataset
 
+
 def test_normalise_images_matches_the_dataset_and_denormalise_inverts_it():
     ds = data.load("mnist-mini")
     raw = ds.denormalise(ds.x_test[:5])
@@ -212,6 +216,7 @@ def test_normalise_images_matches_the_dataset_and_denormalise_inverts_it():
 
 
 # ------------------------------------------------------------ torchvision files
+
 
 def idx_images(path, imgs: np.ndarray):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,11 +282,17 @@ def check_round_trip(ds, x_train, y_train, x_test, y_test):
     assert ds.mean == pytest.approx(tuple(mean), abs=1e-6)
 
 
-@pytest.mark.parametrize("name, folder, classes", [
-    ("mnist", "MNIST", [str(i) for i in range(10)]),
-    ("fashion-mnist", "FashionMNIST", ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                                       "Sneaker", "Bag", "Ankle boot"]),
-])
+@pytest.mark.parametrize(
+    "name, folder, classes",
+    [
+        ("mnist", "MNIST", [str(i) for i in range(10)]),
+        (
+            "fashion-mnist",
+            "FashionMNIST",
+            ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+        ),
+    ],
+)
 def test_mnist_style_files_are_read_through_torchvision(name, folder, classes, tmp_path):
     arrays = write_idx_dataset(tmp_path / "root", folder)
     ds = data.load(name, root=tmp_path / "root")
@@ -310,16 +321,21 @@ def test_changed_source_files_are_not_served_from_a_stale_cache(tmp_path):
     assert after.y_train.tolist() == [7] * 30 != before.y_train.tolist()
 
 
-@pytest.mark.parametrize("name, folder, file", [
-    ("mnist", "MNIST/raw", "train-images-idx3-ubyte"),
-    ("fashion-mnist", "FashionMNIST/raw", "t10k-labels-idx1-ubyte"),
-    ("cifar10", "cifar-10-batches-py", "data_batch_1..5, test_batch"),
-])
+@pytest.mark.parametrize(
+    "name, folder, file",
+    [
+        ("mnist", "MNIST/raw", "train-images-idx3-ubyte"),
+        ("fashion-mnist", "FashionMNIST/raw", "t10k-labels-idx1-ubyte"),
+        ("cifar10", "cifar-10-batches-py", "data_batch_1..5, test_batch"),
+    ],
+)
 def test_missing_files_offline_name_the_folder_and_files(name, folder, file, tmp_path, monkeypatch):
-    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive",
-                        lambda *a, **k: pytest.fail("tried to download"))
-    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive",
-                        lambda *a, **k: pytest.fail("tried to download"))
+    monkeypatch.setattr(
+        "torchvision.datasets.utils.download_and_extract_archive", lambda *a, **k: pytest.fail("tried to download")
+    )
+    monkeypatch.setattr(
+        "torchvision.datasets.mnist.download_and_extract_archive", lambda *a, **k: pytest.fail("tried to download")
+    )
     with pytest.raises(DataUnavailableError) as e:
         data.load(name, root=tmp_path / "empty")
     msg = str(e.value)

@@ -22,6 +22,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 # ------------------------------------------------------------ linear CKA
 
+
 def cka_by_hand(x: np.ndarray, y: np.ndarray) -> float:
     """Kornblith et al. 2019, eq. (5), in feature space: ||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F),
     columns centred."""
@@ -70,6 +71,7 @@ def test_cka_flattens_feature_maps_and_needs_the_same_samples():
 
 # ------------------------------------------------------------ attention
 
+
 def test_attention_overlay_shapes_and_scale():
     feat = torch.randn(16, 7, 7, generator=_gen(7))
     out = features.attention_overlay(feat, (28, 28), p=2)
@@ -102,6 +104,7 @@ def test_attention_cosine_is_one_for_the_same_map_and_pools_the_larger():
 
 
 # ------------------------------------------------------------ FitNets
+
 
 def test_fitnets_error_map_is_the_per_position_squared_error_by_hand():
     t_shape, s_shape = (16, 7, 7), (8, 14, 14)
@@ -144,6 +147,7 @@ def test_fitnets_error_map_on_vectors_and_shape_checks():
 
 # ------------------------------------------------------------ grids and pairs
 
+
 def test_channel_grid_tiles_the_strongest_channels_with_gaps():
     feat = torch.zeros(10, 3, 4)
     for c in range(10):
@@ -167,8 +171,17 @@ def test_aligned_pairs_follow_relative_depth():
     def pairs(t, s, shape=(1, 28, 28)):
         return features.aligned_pairs(models.build(t, shape, 10), models.build(s, shape, 10), shape)
 
-    assert pairs("cnn-32-64", "cnn-8-16") == [("stage1", "stage1"), ("stage2", "stage2"), ("embed", "embed"), ("fc", "fc")]
-    assert pairs("resnet20", "resnet8", (3, 32, 32))[:3] == [("stage1", "stage1"), ("stage2", "stage2"), ("stage3", "stage3")]
+    assert pairs("cnn-32-64", "cnn-8-16") == [
+        ("stage1", "stage1"),
+        ("stage2", "stage2"),
+        ("embed", "embed"),
+        ("fc", "fc"),
+    ]
+    assert pairs("resnet20", "resnet8", (3, 32, 32))[:3] == [
+        ("stage1", "stage1"),
+        ("stage2", "stage2"),
+        ("stage3", "stage3"),
+    ]
     assert pairs("cnn-32-64-128", "cnn-8-16")[:2] == [("stage2", "stage1"), ("stage3", "stage2")]
     assert pairs("cnn-32-64", "mlp-32") == [("embed", "embed"), ("fc", "fc")]
 
@@ -181,7 +194,9 @@ def test_similarity_to_teacher_scores_each_student_per_pair():
     tf = features.extract(t, x, ["stage2", "embed"])
     assert tf["stage2"].shape == (40, 32, 7, 7) and tf["logits"].shape == (40, 10)
     other = models.build("cnn-4-8", (1, 28, 28), 10)
-    rows = features.similarity_to_teacher(tf, {"same": tf, "other": features.extract(other, x, ["stage2", "embed"])}, pairs)
+    rows = features.similarity_to_teacher(
+        tf, {"same": tf, "other": features.extract(other, x, ["stage2", "embed"])}, pairs
+    )
     assert [r["pair"] for r in rows] == pairs
     assert rows[0]["spatial"] and not rows[1]["spatial"] and rows[1]["attention"] == {}
     assert rows[0]["cka"]["same"] == pytest.approx(1.0) and rows[0]["attention"]["same"] == pytest.approx(1.0)
@@ -209,6 +224,7 @@ def test_save_and_load_a_student_with_its_regressors(tmp_path):
 
 # ------------------------------------------------------------ end to end: mnist-mini
 
+
 def _falls(steps: list[dict], term: str, k: int = 10) -> tuple[float, float]:
     vals = [s["losses"][term] for s in steps]
     return sum(vals[:k]) / k, sum(vals[-k:]) / k
@@ -230,6 +246,7 @@ def test_feature_methods_train_end_to_end_on_mnist_mini(method, term):
 
 
 # ------------------------------------------------------------ end to end: CIFAR-10 files
+
 
 def write_tiny_cifar(root, per_batch: int = 40, n_test: int = 50) -> None:
     """Real-format CIFAR-10 (python pickles, as torchvision reads them): a colour tint per
@@ -262,11 +279,23 @@ def cifar_home(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method, pairs", [("fitnets", ["stage3:stage2"]), ("at", ["stage2:stage2", "stage3:stage3"])])
-def test_feature_methods_train_on_cifar10_files_and_save_their_regressors(method, pairs, cifar_home, monkeypatch,
-                                                                          tmp_path):
+def test_feature_methods_train_on_cifar10_files_and_save_their_regressors(
+    method, pairs, cifar_home, monkeypatch, tmp_path
+):
     monkeypatch.setenv("KD_PLAYGROUND_HOME", str(cifar_home))
-    cfg = Config(dataset="cifar10", teacher="resnet14", student="resnet8", method=method, pairs=pairs, epochs=1,
-                 teacher_epochs=1, train_subset=150, batch_size=32, labeled_fraction=1.0, baseline=False)
+    cfg = Config(
+        dataset="cifar10",
+        teacher="resnet14",
+        student="resnet8",
+        method=method,
+        pairs=pairs,
+        epochs=1,
+        teacher_epochs=1,
+        train_subset=150,
+        batch_size=32,
+        labeled_fraction=1.0,
+        baseline=False,
+    )
     trainer = train.Trainer(cfg)
     r = trainer.run()
     assert r["status"] == "finished", r["message"]

@@ -33,8 +33,11 @@ def _used_keys() -> tuple[set[str], set[str]]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         in_fstrings = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values}
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "t" \
-                    and node.args:
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", None)) == "t"
+                and node.args
+            ):
                 arg = node.args[0]
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                     exact.add(arg.value)
@@ -42,9 +45,14 @@ def _used_keys() -> tuple[set[str], set[str]]:
                     prefixes.add(arg.values[0].value)
                 elif isinstance(arg, ast.BinOp) and isinstance(arg.left, ast.Constant):
                     prefixes.add(arg.left.value)
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in in_fstrings \
-                    and re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+", node.value) \
-                    and node.value.split(".")[0] in sections and not node.value.endswith(".py"):
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in in_fstrings
+                and re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+", node.value)
+                and node.value.split(".")[0] in sections
+                and not node.value.endswith(".py")
+            ):
                 exact.add(node.value)
     return exact, prefixes
 
@@ -65,8 +73,11 @@ def test_placeholders_match_between_languages():
 def test_chinese_texts_are_translated():
     en, zh = i18n.catalogue("en"), i18n.catalogue("zh")
     cjk = re.compile(r"[\u4e00-\u9fff]")
-    long_untranslated = [k for k in en if len(en[k]) > 25 and not cjk.search(zh[k])
-                         and not k.startswith(("lesson.s3.col_", "lesson.s3.grad_"))]
+    long_untranslated = [
+        k
+        for k in en
+        if len(en[k]) > 25 and not cjk.search(zh[k]) and not k.startswith(("lesson.s3.col_", "lesson.s3.grad_"))
+    ]
     assert not long_untranslated
 
 
@@ -100,7 +111,10 @@ def test_t_falls_back_to_english_then_to_the_key():
 def test_figures_from_the_engine_are_relabelled_in_chinese():
     from kd_core import viz
 
-    epochs = [{"epoch": 1, "student_acc": 0.5, "baseline_acc": 0.4}, {"epoch": 2, "student_acc": 0.7, "baseline_acc": 0.5}]
+    epochs = [
+        {"epoch": 1, "student_acc": 0.5, "baseline_acc": 0.4},
+        {"epoch": 2, "student_acc": 0.7, "baseline_acc": 0.5},
+    ]
     fig = i18n.localise_figure(viz.accuracy_curves(epochs, 0.98, 2, "t"), "zh")
     zh = i18n.catalogue("zh")
     assert [tr.name for tr in fig.data] == [zh["roles.distilled"], zh["roles.scratch"]]
@@ -126,10 +140,41 @@ def test_per_page_catalogues_may_not_redefine_a_key(tmp_path, monkeypatch):
 
 
 # Streamlit calls whose first argument (or label/help/body/text) is text a user reads
-_TEXT_CALLS = {"markdown", "caption", "info", "warning", "error", "success", "header", "subheader", "title", "write",
-               "button", "toggle", "checkbox", "slider", "select_slider", "selectbox", "radio", "multiselect",
-               "number_input", "text_input", "text_area", "metric", "expander", "tabs", "download_button", "page_link",
-               "progress", "spinner", "status", "form_submit_button", "popover", "file_uploader", "toast"}
+_TEXT_CALLS = {
+    "markdown",
+    "caption",
+    "info",
+    "warning",
+    "error",
+    "success",
+    "header",
+    "subheader",
+    "title",
+    "write",
+    "button",
+    "toggle",
+    "checkbox",
+    "slider",
+    "select_slider",
+    "selectbox",
+    "radio",
+    "multiselect",
+    "number_input",
+    "text_input",
+    "text_area",
+    "metric",
+    "expander",
+    "tabs",
+    "download_button",
+    "page_link",
+    "progress",
+    "spinner",
+    "status",
+    "form_submit_button",
+    "popover",
+    "file_uploader",
+    "toast",
+}
 _WORD = re.compile(r"[A-Za-z]{3,}")
 _NOT_PROSE = re.compile(r"\$[^$]*\$|:[a-z_]+:|\*\*|KD Playground")  # LaTeX, icons, markup, the product's name
 

@@ -95,8 +95,16 @@ def test_cifar10_photos_are_32x32_rgb():
     px = images.pixels(photo, "cifar10")
     assert px.shape == (3, 32, 32) and px.dtype == np.float32 and 0 <= px.min() and px.max() <= 1
     z = torch.zeros(1, 3, 32, 32)
-    fake = data.Dataset("cifar10", z, torch.zeros(1, dtype=torch.long), z, torch.zeros(1, dtype=torch.long),
-                        [str(i) for i in range(10)], (0.5, 0.4, 0.3), (0.25, 0.25, 0.25))
+    fake = data.Dataset(
+        "cifar10",
+        z,
+        torch.zeros(1, dtype=torch.long),
+        z,
+        torch.zeros(1, dtype=torch.long),
+        [str(i) for i in range(10)],
+        (0.5, 0.4, 0.3),
+        (0.25, 0.25, 0.25),
+    )
     x = images.to_model_input(photo, fake)
     assert x.shape == (1, 3, 32, 32)
     assert torch.allclose(x[0, 1], (torch.from_numpy(px[1]) - 0.4) / 0.25)
@@ -139,11 +147,14 @@ def test_a_good_upload_decodes():
     assert img.size == (300, 300) and img.format == "JPEG"
 
 
-@pytest.mark.parametrize("content,code,words", [
-    (b"", "empty_file", "empty"),
-    (b"this is not an image at all", "not_image", "not an image"),
-    (b"\x89PNG\r\n\x1a\n" + bytes(images.MAX_UPLOAD_BYTES), "too_large", "limit is 2 MB"),
-])
+@pytest.mark.parametrize(
+    "content,code,words",
+    [
+        (b"", "empty_file", "empty"),
+        (b"this is not an image at all", "not_image", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(images.MAX_UPLOAD_BYTES), "too_large", "limit is 2 MB"),
+    ],
+)
 def test_bad_uploads_are_refused_clearly(content, code, words):
     with pytest.raises(images.ImageError, match=words) as e:
         images.check_upload(content, "upload.png")

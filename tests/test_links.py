@@ -37,16 +37,27 @@ def warnings(at: AppTest) -> list[str]:
 
 # ------------------------------------------------------------------ the Lab
 def test_a_lab_link_restores_its_settings():
-    at = open_page("pages/lab.py", {"method": "dkd", "temperature": "2", "alpha": "0.3", "epochs": "7",
-                                    "p.nckd_weight": "4", "omit_class": "3", "labeled_fraction": "0.5"})
+    at = open_page(
+        "pages/lab.py",
+        {
+            "method": "dkd",
+            "temperature": "2",
+            "alpha": "0.3",
+            "epochs": "7",
+            "p.nckd_weight": "4",
+            "omit_class": "3",
+            "labeled_fraction": "0.5",
+        },
+    )
     assert at.selectbox(key="lab_method").value == "dkd"
     assert at.select_slider(key="lab_T").value == 2.0
     assert at.slider(key="lab_alpha").value == 0.3
     assert at.number_input(key="lab_epochs").value == 7
     assert at.select_slider(key="lab_fraction").value == 0.5
     assert at.selectbox(key="lab_omit").value == 3
-    assert [w.value for w in at.slider if w.label == "nckd_weight"] + \
-           [w.value for w in at.number_input if w.label == "nckd_weight"] == [4.0]
+    assert [w.value for w in at.slider if w.label == "nckd_weight"] + [
+        w.value for w in at.number_input if w.label == "nckd_weight"
+    ] == [4.0]
     assert not warnings(at)
     # the same settings are still in the link, and a change is written back
     assert at.query_params["method"] == "dkd" and at.query_params["temperature"] == "2"
@@ -82,8 +93,18 @@ def test_the_lab_writes_its_settings_to_the_url():
 
 
 def test_lab_query_round_trips():
-    cfg = Config(dataset="digits", teacher="cnn-32-64", student="mlp-32", method="rkd", temperature=2.0, alpha=0.5,
-                 params={"distance_weight": 25.0, "angle_weight": 10.0}, epochs=3, omit_class=4, baseline=False)
+    cfg = Config(
+        dataset="digits",
+        teacher="cnn-32-64",
+        student="mlp-32",
+        method="rkd",
+        temperature=2.0,
+        alpha=0.5,
+        params={"distance_weight": 25.0, "angle_weight": 10.0},
+        epochs=3,
+        omit_class=4,
+        baseline=False,
+    )
     q = links.lab_query(cfg)
     assert "teacher" not in q and "student" not in q  # the dataset's presets
     assert "p.distance_weight" not in q and q["p.angle_weight"] == "10"
@@ -132,21 +153,65 @@ def test_number_fields_validate(raw, value, note):
 
 
 VIEW_LINKS = [
-    ("pages/relations.py", {"dataset": "digits", "n": "24", "batch": "7", "relation": "angle", "map": "tsne"},
-     {"rel_dataset": "digits", "rel_n": 24, "rel_seed": 7, "rel_kind": "angle", "rel_map": "tsne"}),
-    ("pages/contrastive.py", {"dataset": "digits", "n": "16", "batch": "3", "tau": "0.2"},
-     {"ct_dataset": "digits", "ct_n": 16, "ct_seed": 3, "ct_tau": 0.2}),
-    ("pages/feature_maps.py", {"dataset": "digits", "channels": "9", "opacity": "0.3", "measure": "attention",
-                               "all_layers": "true"},
-     {"fm_dataset": "digits", "fm_channels": 9, "fm_opacity": 0.3, "fm_metric": "attention", "fm_all_layers": True}),
-    ("pages/compare.py", {"dataset": "digits", "method": "dkd", "T": "2,4", "alpha": "0.25,1", "labels": "0.5",
-                          "seeds": "1", "epochs": "3", "scratch": "false"},
-     {"cmp_sw_dataset": "digits", "cmp_sw_method": "dkd", "cmp_sw_T": [2.0, 4.0], "cmp_sw_alpha": [0.25, 1.0],
-      "cmp_sw_fraction": 0.5, "cmp_sw_seeds": 1, "cmp_sw_epochs": 3, "cmp_sw_scratch": False}),
-    ("pages/beyond.py", {"dataset": "digits", "teachers": "2", "weighting": "confidence", "T": "2.5", "method": "dml",
-                         "students": "3", "epochs": "1"},
-     {"by_dataset": "digits", "by_k": 2, "by_weighting": "confidence", "by_T": 2.5, "by_method": "dml",
-      "by_students": 3, "by_epochs": 1}),
+    (
+        "pages/relations.py",
+        {"dataset": "digits", "n": "24", "batch": "7", "relation": "angle", "map": "tsne"},
+        {"rel_dataset": "digits", "rel_n": 24, "rel_seed": 7, "rel_kind": "angle", "rel_map": "tsne"},
+    ),
+    (
+        "pages/contrastive.py",
+        {"dataset": "digits", "n": "16", "batch": "3", "tau": "0.2"},
+        {"ct_dataset": "digits", "ct_n": 16, "ct_seed": 3, "ct_tau": 0.2},
+    ),
+    (
+        "pages/feature_maps.py",
+        {"dataset": "digits", "channels": "9", "opacity": "0.3", "measure": "attention", "all_layers": "true"},
+        {"fm_dataset": "digits", "fm_channels": 9, "fm_opacity": 0.3, "fm_metric": "attention", "fm_all_layers": True},
+    ),
+    (
+        "pages/compare.py",
+        {
+            "dataset": "digits",
+            "method": "dkd",
+            "T": "2,4",
+            "alpha": "0.25,1",
+            "labels": "0.5",
+            "seeds": "1",
+            "epochs": "3",
+            "scratch": "false",
+        },
+        {
+            "cmp_sw_dataset": "digits",
+            "cmp_sw_method": "dkd",
+            "cmp_sw_T": [2.0, 4.0],
+            "cmp_sw_alpha": [0.25, 1.0],
+            "cmp_sw_fraction": 0.5,
+            "cmp_sw_seeds": 1,
+            "cmp_sw_epochs": 3,
+            "cmp_sw_scratch": False,
+        },
+    ),
+    (
+        "pages/beyond.py",
+        {
+            "dataset": "digits",
+            "teachers": "2",
+            "weighting": "confidence",
+            "T": "2.5",
+            "method": "dml",
+            "students": "3",
+            "epochs": "1",
+        },
+        {
+            "by_dataset": "digits",
+            "by_k": 2,
+            "by_weighting": "confidence",
+            "by_T": 2.5,
+            "by_method": "dml",
+            "by_students": 3,
+            "by_epochs": 1,
+        },
+    ),
 ]
 
 

@@ -71,6 +71,8 @@ def test_twenty_sessions_train_at_once(server):  # noqa: F811
     probe.join(5)
     assert not failures, failures[:3]
     assert latencies and max(latencies) < 1.0, f"slowest health answer {max(latencies):.2f} s"
-    print(f"\n{SESSIONS} sessions x {EPOCHS} epoch(s): all finished in {elapsed:.0f} s; "
-          f"health p50 {sorted(latencies)[len(latencies) // 2] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
-          f"over {len(latencies)} probes")
+    print(
+        f"\n{SESSIONS} sessions x {EPOCHS} epoch(s): all finished in {elapsed:.0f} s; "
+        f"health p50 {sorted(latencies)[len(latencies) // 2] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
+        f"over {len(latencies)} probes"
+    )

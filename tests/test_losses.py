@@ -150,8 +150,10 @@ def test_rkd_angle_loss_by_hand():
             return 0.0
         return sum(u * v for u, v in zip(a, b)) / (na * nb)
 
-    ref = sum(smooth_l1(cosang(s, i, j, k), cosang(t, i, j, k))
-              for i in range(B) for j in range(B) for k in range(B)) / B**3
+    ref = (
+        sum(smooth_l1(cosang(s, i, j, k), cosang(t, i, j, k)) for i in range(B) for j in range(B) for k in range(B))
+        / B**3
+    )
     assert losses.rkd_angle_loss(s, t).item() == pytest.approx(ref, rel=1e-6)
 
 
@@ -203,8 +205,14 @@ def test_info_nce_by_hand():
 def test_losses_return_batch_averaged_scalars_with_gradients():
     s = torch.randn(8, 4, 3, 3, requires_grad=True)
     t = torch.randn(8, 4, 3, 3)
-    for fn in (losses.hint_loss, losses.attention_loss, losses.sp_loss, losses.rkd_distance_loss,
-               losses.rkd_angle_loss, losses.pkt_loss):
+    for fn in (
+        losses.hint_loss,
+        losses.attention_loss,
+        losses.sp_loss,
+        losses.rkd_distance_loss,
+        losses.rkd_angle_loss,
+        losses.pkt_loss,
+    ):
         out = fn(s, t)
         assert out.dim() == 0
         (g,) = torch.autograd.grad(out, s)

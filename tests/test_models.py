@@ -17,8 +17,13 @@ from torch import nn
 from kd_core import models
 from kd_core.errors import ConfigError
 
-SHAPES = {"digits": (1, 8, 8), "mnist-mini": (1, 28, 28), "mnist": (1, 28, 28),
-          "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+SHAPES = {
+    "digits": (1, 8, 8),
+    "mnist-mini": (1, 28, 28),
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
 
 
 def _x(shape, n=3, seed=0):
@@ -30,6 +35,7 @@ def _no_hooks(model: nn.Module) -> bool:
 
 
 # ------------------------------------------------------------ presets and building
+
 
 def test_presets_are_the_documented_ones():
     assert set(models.PRESETS) == set(SHAPES)
@@ -87,9 +93,28 @@ def test_building_is_deterministic_given_the_seed():
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("bad", ["", "mlp", "mlp-", "mlp-0", "mlp-32-", "mlp-a", "cnn", "cnn-8-x", "cnn-8-h",
-                                 "cnn-1-2-3-4-5-6-7", "resnet", "resnet9", "resnet8x0", "resnet8x", "resnet2",
-                                 "vgg16", "resnet18"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "mlp",
+        "mlp-",
+        "mlp-0",
+        "mlp-32-",
+        "mlp-a",
+        "cnn",
+        "cnn-8-x",
+        "cnn-8-h",
+        "cnn-1-2-3-4-5-6-7",
+        "resnet",
+        "resnet9",
+        "resnet8x0",
+        "resnet8x",
+        "resnet2",
+        "vgg16",
+        "resnet18",
+    ],
+)
 def test_malformed_names_are_refused_with_the_allowed_forms(bad):
     with pytest.raises(ConfigError) as err:
         models.build(bad, (1, 28, 28), 10)
@@ -101,20 +126,29 @@ def test_malformed_names_are_refused_with_the_allowed_forms(bad):
 
 # ------------------------------------------------------------ architectures and shapes
 
+
 def test_mlp_layers_and_shapes():
     m = models.build("mlp-64-32", (1, 8, 8), 10)
     assert m.tap_names == ["layer1", "embed"]
     assert (m.layer1[0].in_features, m.layer1[0].out_features) == (64, 64)
     assert (m.embed[0].in_features, m.embed[0].out_features) == (64, 32)
     assert (m.fc.in_features, m.fc.out_features) == (32, 10)
-    assert models.module_shapes(m, (1, 8, 8), ["layer1", "embed", "fc"]) == {"layer1": (64,), "embed": (32,), "fc": (10,)}
+    assert models.module_shapes(m, (1, 8, 8), ["layer1", "embed", "fc"]) == {
+        "layer1": (64,),
+        "embed": (32,),
+        "fc": (10,),
+    }
     one = models.build("mlp-32", (1, 8, 8), 10)
     assert one.tap_names == ["embed"] and not hasattr(one, "layer1")
     assert models.count_params(one) == 64 * 32 + 32 + 32 * 10 + 10
     three = models.build("mlp-256-128-16", (3, 4, 4), 5)
     assert three.tap_names == ["layer1", "layer2", "embed"]
-    assert models.module_shapes(three, (3, 4, 4), three.tap_names + ["fc"]) == \
-        {"layer1": (256,), "layer2": (128,), "embed": (16,), "fc": (5,)}
+    assert models.module_shapes(three, (3, 4, 4), three.tap_names + ["fc"]) == {
+        "layer1": (256,),
+        "layer2": (128,),
+        "embed": (16,),
+        "fc": (5,),
+    }
 
 
 def test_cnn_layers_and_shapes():
@@ -124,14 +158,22 @@ def test_cnn_layers_and_shapes():
     assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.bias is None
     assert isinstance(bn, nn.BatchNorm2d) and isinstance(relu, nn.ReLU) and isinstance(pool, nn.MaxPool2d)
     assert isinstance(m.embed[0], nn.Flatten) and isinstance(m.embed[2], nn.ReLU)
-    assert models.module_shapes(m, (1, 28, 28), ["stage1", "stage2", "embed", "fc"]) == \
-        {"stage1": (8, 14, 14), "stage2": (16, 7, 7), "embed": (32,), "fc": (10,)}
+    assert models.module_shapes(m, (1, 28, 28), ["stage1", "stage2", "embed", "fc"]) == {
+        "stage1": (8, 14, 14),
+        "stage2": (16, 7, 7),
+        "embed": (32,),
+        "fc": (10,),
+    }
     h = models.build("cnn-8-16-h24", (1, 28, 28), 10)
     assert models.module_shapes(h, (1, 28, 28), ["embed"]) == {"embed": (24,)}
     # pooling stops at a 1x1 map: 8 -> 4 -> 2 -> 1 -> 1
     deep = models.build("cnn-4-4-4-4", (1, 8, 8), 10)
-    assert [s[1:] for s in models.module_shapes(deep, (1, 8, 8), deep.tap_names[:-1]).values()] == \
-        [(4, 4), (2, 2), (1, 1), (1, 1)]
+    assert [s[1:] for s in models.module_shapes(deep, (1, 8, 8), deep.tap_names[:-1]).values()] == [
+        (4, 4),
+        (2, 2),
+        (1, 1),
+        (1, 1),
+    ]
     assert len(deep.stage4) == 3
     assert models.module_shapes(models.build("cnn-32-64", (1, 8, 8), 10), (1, 8, 8))["stage2"] == (64, 2, 2)
 
@@ -141,8 +183,13 @@ def test_resnet_layers_and_shapes():
     assert m.tap_names == ["stage1", "stage2", "stage3", "embed"]
     assert [len(getattr(m, f"stage{i}")) for i in (1, 2, 3)] == [3, 3, 3]
     assert models.module_shapes(m, (3, 32, 32), m.tap_names + ["stem", "fc"]) == {
-        "stage1": (16, 32, 32), "stage2": (32, 16, 16), "stage3": (64, 8, 8), "embed": (64,),
-        "stem": (16, 32, 32), "fc": (10,)}
+        "stage1": (16, 32, 32),
+        "stage2": (32, 16, 16),
+        "stage3": (64, 8, 8),
+        "embed": (64,),
+        "stem": (16, 32, 32),
+        "fc": (10,),
+    }
     # option B: a 1x1 conv + BN shortcut where the shape changes, identity elsewhere
     assert isinstance(m.stage1[0].shortcut, nn.Identity)
     sc = m.stage2[0].shortcut
@@ -153,8 +200,12 @@ def test_resnet_layers_and_shapes():
     assert len(main) + 1 == 20
     assert [len(getattr(models.build("resnet8", (3, 32, 32), 10), f"stage{i}")) for i in (1, 2, 3)] == [1, 1, 1]
     wide = models.build("resnet8x2", (3, 32, 32), 10)
-    assert models.module_shapes(wide, (3, 32, 32), wide.tap_names) == \
-        {"stage1": (32, 32, 32), "stage2": (64, 16, 16), "stage3": (128, 8, 8), "embed": (128,)}
+    assert models.module_shapes(wide, (3, 32, 32), wide.tap_names) == {
+        "stage1": (32, 32, 32),
+        "stage2": (64, 16, 16),
+        "stage3": (128, 8, 8),
+        "embed": (128,),
+    }
     gray = models.build("resnet14", (1, 28, 28), 10)
     assert models.module_shapes(gray, (1, 28, 28), ["stage3", "embed"]) == {"stage3": (64, 7, 7), "embed": (64,)}
 
@@ -178,6 +229,7 @@ def test_tap_kind():
 
 
 # ------------------------------------------------------------ feature taps
+
 
 def test_taps_equal_the_submodule_chain_by_hand():
     torch.manual_seed(0)
@@ -269,6 +321,7 @@ def test_taps_work_on_a_torchvision_model():
 
 # ------------------------------------------------------------ layer pairs
 
+
 def test_default_pair():
     cnn_t, cnn_s = (models.build(n, (1, 28, 28), 10) for n in models.preset("mnist"))
     assert models.default_pair(cnn_t, cnn_s, (1, 28, 28), "spatial") == ("stage2", "stage2")
@@ -289,6 +342,7 @@ def test_default_pair():
 
 
 # ------------------------------------------------------------ profiling
+
 
 def test_flops_match_the_formula():
     mlp = models.build("mlp-32", (1, 8, 8), 10)
@@ -315,12 +369,15 @@ def test_profile_keeps_mode_and_reports_sane_numbers():
 def test_profiling_a_cuda_model_leaves_it_on_the_gpu():
     m = models.build("resnet8", (3, 32, 32), 10).cuda().train()
     assert models.cpu_latency_ms(m, (3, 32, 32), repeats=3) > 0
-    assert models.flops_per_sample(m, (3, 32, 32)) == models.flops_per_sample(models.build("resnet8", (3, 32, 32), 10), (3, 32, 32))
+    assert models.flops_per_sample(m, (3, 32, 32)) == models.flops_per_sample(
+        models.build("resnet8", (3, 32, 32), 10), (3, 32, 32)
+    )
     assert models.module_shapes(m, (3, 32, 32), ["stage3"]) == {"stage3": (64, 8, 8)}
     assert next(m.parameters()).is_cuda and m.training
 
 
 # ------------------------------------------------------------ weights
+
 
 def _trained_a_little(name, shape):
     torch.manual_seed(1)
@@ -401,6 +458,7 @@ def test_extra_modules_are_saved_alongside(tmp_path):
 
 
 # ------------------------------------------------------------ device
+
 
 def test_pick_device_honours_the_environment(monkeypatch):
     monkeypatch.setenv("KD_PLAYGROUND_DEVICE", "cpu")

@@ -49,23 +49,45 @@ def test_notebook_is_stored_without_outputs():
 
 def test_notebook_tells_the_lessons_story_in_order():
     nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
-    headings = [line for c in nb["cells"] if c["cell_type"] == "markdown"
-                for line in "".join(c["source"]).splitlines() if line.startswith("## ")]
+    headings = [
+        line
+        for c in nb["cells"]
+        if c["cell_type"] == "markdown"
+        for line in "".join(c["source"]).splitlines()
+        if line.startswith("## ")
+    ]
     assert [h.split("·")[0].strip("# ").strip() for h in headings] == [str(n) for n in range(1, 9)], headings
     text = "\n".join("".join(c["source"]) for c in nb["cells"])
     assert "<details>" in text and "</details>" in text  # the quiz's answers fold away
-    for needed in ("get_teacher", "models.profile", "viz.prob_bars", "viz.entropy_curve", "viz.accuracy_curves",
-                   "omit_class=MISSING", "formula_latex", "losses.attention_map", "losses.normalised_distances",
-                   "losses.contrastive_logits", "DistilBERT", "TinyBERT"):
+    for needed in (
+        "get_teacher",
+        "models.profile",
+        "viz.prob_bars",
+        "viz.entropy_curve",
+        "viz.accuracy_curves",
+        "omit_class=MISSING",
+        "formula_latex",
+        "losses.attention_map",
+        "losses.normalised_distances",
+        "losses.contrastive_logits",
+        "DistilBERT",
+        "TinyBERT",
+    ):
         assert needed in text, needed
 
 
 def _kernel_spec(folder: Path) -> None:
     spec = folder / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    spec.joinpath("kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "KD Playground (tests)", "language": "python"}))
+    spec.joinpath("kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "KD Playground (tests)",
+                "language": "python",
+            }
+        )
+    )
 
 
 def _texts(cell: dict) -> str:
@@ -97,8 +119,9 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTHONPATH", raising=False)  # the notebook must find kd_core on its own
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, timeout=300, kernel_name=KERNEL, allow_errors=False,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = NotebookClient(
+        nb, timeout=300, kernel_name=KERNEL, allow_errors=False, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     t0 = time.perf_counter()
     client.execute()  # raises CellExecutionError, with the cell and its traceback, if any cell fails
     seconds = time.perf_counter() - t0
@@ -113,9 +136,13 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert params > 1 and flops > 1
 
     # 3. on real logits: the plain KL gradient shrinks like 1/T^2 and T^2 KL tends to logit matching
-    shrink, predicted = _number(r"the gradient shrinks x([\d.,]+) from T = 32 to T = 128 \(1/T\^2 predicts x(\d+)\)", text)
+    shrink, predicted = _number(
+        r"the gradient shrinks x([\d.,]+) from T = 32 to T = 128 \(1/T\^2 predicts x(\d+)\)", text
+    )
     assert predicted == 16 and 10 < shrink < 25
-    cosine, ratio = _number(r"at T = 128 the T\^2 KL gradient vs logit matching: cosine ([\d.]+), norm ratio ([\d.]+)", text)
+    cosine, ratio = _number(
+        r"at T = 128 the T\^2 KL gradient vs logit matching: cosine ([\d.]+), norm ratio ([\d.]+)", text
+    )
     assert cosine > 0.99 and 0.9 < ratio < 1.1
 
     # 4. few labels: the distilled student beats the scratch student
@@ -123,8 +150,11 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert distilled > scratch, f"distilled {distilled} is not above scratch {scratch}"
 
     # 5. the missing 3: never seen, so the scratch student never answers 3; soft targets at T = 20 teach it
-    lo, hi, never = _number(r"never-seen digit 3: distilled at T = 2: ([\d.]+)%, distilled at T = 20: ([\d.]+)%, "
-                            r"scratch: ([\d.]+)%", text)
+    lo, hi, never = _number(
+        r"never-seen digit 3: distilled at T = 2: ([\d.]+)%, distilled at T = 20: ([\d.]+)%, "
+        r"scratch: ([\d.]+)%",
+        text,
+    )
     assert never == 0.0
     assert hi > lo, f"T = 20 ({hi}%) should recognise more 3s than T = 2 ({lo}%)"
 

@@ -55,7 +55,8 @@ def test_save_and_reload_are_exact(run_dir, trained, method):
     saved = runs.save_trainer(tr, name="  my\nfirst   run ")
     assert saved.name == "my first run"  # one clean line
     assert sorted(p.name for p in (run_dir / saved.id).iterdir()) == sorted(
-        ["run.json", "student.safetensors", "baseline.safetensors"])
+        ["run.json", "student.safetensors", "baseline.safetensors"]
+    )
     run = runs.load_run(saved.id)
     assert run.config == tr.config
     expected = json.loads(json.dumps(runs._jsonable({k: v for k, v in tr.result.items() if k != "step_losses"})))
@@ -197,8 +198,14 @@ def test_a_save_killed_half_way_leaves_no_half_run(run_dir, trained, phase, tmp_
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(script), str(run_dir), before.id, phase], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(run_dir), before.id, phase],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.strip() == "STALLED", line + proc.stderr.read()
@@ -224,8 +231,9 @@ def test_a_save_killed_half_way_leaves_no_half_run(run_dir, trained, phase, tmp_
 def test_the_lab_callback_saves_finished_and_stopped_runs(run_dir):
     mgr = JobManager(max_running=1)
     job = mgr.submit(Config(dataset="digits", epochs=1, method="kd"), owner="t", on_end=runs.save_lab_run)
-    stopped = mgr.submit(Config(dataset="digits", epochs=3, method="none", baseline=False), owner="t",
-                         on_end=runs.save_lab_run)
+    stopped = mgr.submit(
+        Config(dataset="digits", epochs=3, method="none", baseline=False), owner="t", on_end=runs.save_lab_run
+    )
     deadline = time.time() + 120
     while not job.done and time.time() < deadline:
         time.sleep(0.05)

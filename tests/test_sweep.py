@@ -79,9 +79,31 @@ def test_the_same_sweep_on_a_local_dask_cluster(joblib_run):
 
 def test_the_cli_writes_a_csv(tmp_path):
     out = tmp_path / "sweep.csv"
-    p = subprocess.run([sys.executable, "-m", "kd_core", "sweep", "--dataset", "digits", "--temperatures", "2,4",
-                        "--alphas", "0.5,0.9", "--seeds", "0", "--epochs", "1", "--csv", str(out)],
-                       cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kd_core",
+            "sweep",
+            "--dataset",
+            "digits",
+            "--temperatures",
+            "2,4",
+            "--alphas",
+            "0.5,0.9",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--csv",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4 and {r["temperature"] for r in rows} == {"2.000000", "4.000000"}
@@ -132,8 +154,23 @@ def test_leaderboard(tmp_path, monkeypatch, capsys):
     alphas = {c["method"]: cfgs[0].alpha for c, cfgs in zip(full.cells, full.configs)}
     assert alphas["kd"] == BASE.alpha and alphas["fitnets"] == 0.0 and alphas["crd"] == 0.0
     monkeypatch.setattr(sweep, "leaderboard_dir", lambda: tmp_path)
-    rc = main(["leaderboard", "--dataset", "digits", "--methods", "none,kd", "--seeds", "0", "--epochs", "1",
-               "--n-jobs", "1", "--csv", str(tmp_path / "copy.csv")])
+    rc = main(
+        [
+            "leaderboard",
+            "--dataset",
+            "digits",
+            "--methods",
+            "none,kd",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--n-jobs",
+            "1",
+            "--csv",
+            str(tmp_path / "copy.csv"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "Student (scratch)" in out and "KD" in out and "Teacher (cnn-32-64)" in out

@@ -64,8 +64,21 @@ def test_events_stream_and_result_fields():
     r = trainer.result
     assert r["status"] == "finished"
     for role in ("student", "baseline"):
-        for k in ("test_accuracy", "per_class_accuracy", "agreement", "params", "train_seconds", "samples_per_second",
-                  "history", "ece", "confusion", "flops", "latency_ms", "compression", "speedup"):
+        for k in (
+            "test_accuracy",
+            "per_class_accuracy",
+            "agreement",
+            "params",
+            "train_seconds",
+            "samples_per_second",
+            "history",
+            "ece",
+            "confusion",
+            "flops",
+            "latency_ms",
+            "compression",
+            "speedup",
+        ):
             assert k in r[role], (role, k)
         assert len(r[role]["per_class_accuracy"]) == 10
         assert len(r[role]["history"]) == 2
@@ -154,9 +167,18 @@ def test_every_method_trains_end_to_end_on_mnist_mini(name):
     assert r["status"] == "finished"
     assert r["student"]["test_accuracy"] > 0.8, r["student"]["test_accuracy"]
     assert all(math.isfinite(v) for s in r["step_losses"] for v in s["losses"].values())
-    expected = {"none": {"ce"}, "dkd": {"ce", "tckd", "nckd"}, "fitnets": {"ce", "kd", "hint"}, "at": {"ce", "kd", "attention"},
-                "rkd": {"ce", "kd", "rkd_distance", "rkd_angle"}, "sp": {"ce", "kd", "sp"}, "pkt": {"ce", "kd", "pkt"},
-                "contrastive": {"ce", "kd", "info_nce"}, "crd": {"ce", "kd", "crd"}, "kd": {"ce", "kd"}}
+    expected = {
+        "none": {"ce"},
+        "dkd": {"ce", "tckd", "nckd"},
+        "fitnets": {"ce", "kd", "hint"},
+        "at": {"ce", "kd", "attention"},
+        "rkd": {"ce", "kd", "rkd_distance", "rkd_angle"},
+        "sp": {"ce", "kd", "sp"},
+        "pkt": {"ce", "kd", "pkt"},
+        "contrastive": {"ce", "kd", "info_nce"},
+        "crd": {"ce", "kd", "crd"},
+        "kd": {"ce", "kd"},
+    }
     assert set(r["step_losses"][0]["losses"]) == expected[name]
 
 
@@ -183,8 +205,18 @@ def test_distillation_beats_scratch_with_few_labels():
 def test_omitted_class_is_recognised_only_by_the_distilled_student():
     """Hinton et al. 2015's missing-3 experiment: the student never sees a 3, yet the
     teacher's soft targets on other digits tell it what a 3 looks like."""
-    r = train.distil(Config(dataset="mnist-mini", method="kd", labeled_fraction=1.0, omit_class=3,
-                            temperature=8.0, alpha=0.9, epochs=4, seed=0))
+    r = train.distil(
+        Config(
+            dataset="mnist-mini",
+            method="kd",
+            labeled_fraction=1.0,
+            omit_class=3,
+            temperature=8.0,
+            alpha=0.9,
+            epochs=4,
+            seed=0,
+        )
+    )
     kd3 = r["student"]["per_class_accuracy"][3]
     scratch3 = r["baseline"]["per_class_accuracy"][3]
     assert scratch3 < 0.05, scratch3
