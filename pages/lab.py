@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from kd_app import datasets, i18n, links, state
+from kd_app import datasets, i18n, links, method_effect, state
 from kd_app.i18n import t
 from kd_core import data, methods, models, train, viz
 from kd_core.config import Config
@@ -564,6 +564,9 @@ with output:
         live()
     else:
         draw_job()
+
+with output:
+    method_effect.section(cfg)  # the method alone, KD alone, both and scratch, over seeds
 
 links.write_lab(cfg)  # the address bar always holds this set-up: copy it to share it
 state.remember_all("lab_", skip=("lab_train", "lab_stop"))
