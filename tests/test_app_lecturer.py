@@ -171,3 +171,75 @@ def test_the_presets_follow_the_kind_of_method():
     assert "6 runs" in at.button(key="lab_fx_start").label  # scratch and KD, three seeds each
     at.selectbox(key="lab_method").set_value("dkd").run()  # DKD replaces the KD term: no "DKD + KD"
     assert "9 runs" in at.button(key="lab_fx_start").label
+
+
+# ------------------------------------------------------------------ Major 4: honest texts, noise warnings
+
+
+def test_beyond_texts_say_what_to_expect_at_this_scale():
+    from kd_app import i18n
+
+    for lang, word in (("en", "seed noise"), ("zh", "种子噪声")):
+        for method in ("born-again", "dml"):
+            text = i18n.text(f"beyond.explain.{method}", lang)
+            assert word in text, (lang, method)
+    en = i18n.text("beyond.explain.dml", "en")
+    assert en.index("In the paper") < en.index("ends up better")
+
+
+def test_a_dml_result_says_whether_it_is_beyond_the_students_seed_spread():
+    import statistics
+
+    from kd_app import state
+    from tests.test_app_beyond import open_page as open_beyond
+    from tests.test_app_beyond import run_to_end
+
+    at = run_to_end(open_beyond(by_method="dml", by_students=3, by_epochs=1))
+    r = state.job_manager().get(at.session_state["by_job_id"]).result
+    accs = [s["test_accuracy"] for s in r["students"]]
+    delta, std = statistics.fmean(accs) - r["baseline"]["test_accuracy"], statistics.stdev(accs)
+    within = abs(delta) < 2 * std
+    shown = [w.value for w in at.warning if "within seed noise" in w.value]
+    beyond = [i.value for i in at.info if "beyond seed noise" in i.value]
+    assert (len(shown), len(beyond)) == ((1, 0) if within else (0, 1))
+    assert f"{100 * std:.1f} points" in (shown + beyond)[0]  # the seed std is shown
+
+
+def test_a_single_seed_beyond_result_warns_that_it_has_no_noise_estimate():
+    from tests.test_app_beyond import open_page as open_beyond
+    from tests.test_app_beyond import run_to_end
+
+    at = run_to_end(open_beyond(by_method="born-again", by_generations=1, by_epochs=1))
+    assert any("One seed" in w.value for w in at.warning)
+
+
+def test_a_sweep_warns_when_its_best_cell_is_within_seed_noise():
+    import time
+
+    from kd_app import noise  # noqa: F401  (the page's helper)
+    from kd_core import presets
+
+    at = open_page("pages/compare.py")
+    at.selectbox(key="cmp_sw_dataset").set_value("digits")
+    at.multiselect(key="cmp_sw_T").set_value([2.0, 4.0])
+    at.multiselect(key="cmp_sw_alpha").set_value([0.9])
+    at.number_input(key="cmp_sw_seeds").set_value(2)
+    at.number_input(key="cmp_sw_epochs").set_value(1)
+    at.number_input(key="cmp_sw_workers").set_value(2)
+    at.run()
+    at.button(key="cmp_sw_start").click().run()
+    deadline = time.time() + 300
+    while time.time() < deadline and not at.session_state["cmp_sweep_job"].done:
+        time.sleep(1.0)
+        at.run()
+        assert not at.exception
+    at.run()
+    res = at.session_state["cmp_sweep_job"].result
+    rows = res.rows()
+    best = res.best(rows=rows)
+    other = next(r for r in rows if not r["reference"] and r is not best and r["n"])
+    _, tie = presets.within_noise(best["acc_mean"] - other["acc_mean"], best["acc_std"], other["acc_std"])
+    ties = [w.value for w in at.warning if "not clearly the best" in w.value]
+    assert len(ties) == (1 if tie else 0)
+    if tie:
+        assert f"±{100 * best['acc_std']:.1f} points" in ties[0]
