@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import i18n, links, state
+from kd_app import datasets, i18n, links, state
 from kd_app.i18n import t
 from kd_core import beyond, data, methods, teachers, viz
 from kd_core.config import Config
@@ -75,11 +75,9 @@ state.keep("by_dataset", DEFAULT_DATASET)
 if st.session_state.by_dataset not in data.DATASETS:
     st.session_state.by_dataset = DEFAULT_DATASET
 ds_names = list(data.DATASETS)
-ds_name = st.selectbox(t("beyond.dataset"), ds_names, key="by_dataset", help=t("beyond.dataset_help"))
-try:
-    ds = state.dataset(ds_name)
-except KDError as e:
-    st.error(t("beyond.cannot_use", name=ds_name, error=e))
+ds_name = datasets.picker(t("beyond.dataset"), "by_dataset", help=t("beyond.dataset_help"))
+ds = datasets.load(ds_name)  # None after a notice saying why and where its files go
+if ds is None:
     st.stop()
 subset = state.QUICK_SUBSET.get(ds_name)
 classes = [str(c) for c in ds.classes]
