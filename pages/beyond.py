@@ -19,7 +19,7 @@ import streamlit as st
 
 from kd_app import datasets, i18n, links, noise, state
 from kd_app.i18n import t
-from kd_core import beyond, data, methods, paths, train, viz
+from kd_core import beyond, data, methods, teachers, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
 
@@ -132,12 +132,10 @@ def missing_members(cfg: Config) -> int:
     return sum(
         1
         for arch, seed in beyond.member_specs(c)
-        if not _cached(train.teacher_key(c.dataset, arch, c.teacher_epochs, seed=seed, train_subset=c.train_subset))
+        if not teachers.is_available(
+            teachers.key(c.dataset, arch, c.teacher_epochs, seed=seed, train_subset=c.train_subset)
+        )
     )
-
-
-def _cached(key: str) -> bool:
-    return key in train._teachers or (paths.subdir("teachers") / key / "weights.safetensors").exists()
 
 
 def ensemble_teacher(cfg: Config):
