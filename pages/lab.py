@@ -44,9 +44,15 @@ def method_summary(m) -> str:
 
 
 def param_text(m, p, what: str) -> str:
-    """A method parameter's ``label`` (its name in English) or ``help``."""
+    """A method parameter's ``label`` (readable, from the registry, with the formula's
+    symbol) or ``help``."""
     key = f"lab.params.{m.name}.{p.name}.{what}"
-    return t(key) if known(key) else (p.name if what == "label" else p.help)
+    text = t(key) if known(key) else (p.label if what == "label" else p.help)
+    if what != "label":
+        return text
+    if text == p.name:  # a catalogue that still holds the raw name
+        text = p.label or p.name
+    return f"{text} (${p.symbol}$)" if p.symbol else text
 
 
 st.title("🧪 " + t("lab.title"))

@@ -243,3 +243,26 @@ def test_a_sweep_warns_when_its_best_cell_is_within_seed_noise():
     assert len(ties) == (1 if tie else 0)
     if tie:
         assert f"±{100 * best['acc_std']:.1f} points" in ties[0]
+
+
+# ------------------------------------------------------------------ Minor: readable parameter labels
+
+RAW = {"tckd_weight", "nckd_weight", "warmup", "distance_weight", "angle_weight", "beta", "momentum"}
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("dkd", ["Target-class weight (TCKD)", "Non-target-class weight (NCKD)", "Warm-up epochs"]),
+        ("rkd", ["Distance-term weight ($\\lambda_D$)", "Angle-term weight ($\\lambda_A$)"]),
+        ("crd", ["Memory-bank momentum ($m$)", "Weight of the method's term ($\\beta$)"]),
+    ],
+)
+def test_method_parameters_have_readable_labels_with_their_symbol(method, expected):
+    at = open_page("pages/lab.py")
+    at.selectbox(key="lab_method").set_value(method).run()
+    labels = [w.label for w in list(at.slider) + list(at.number_input) if w.key.startswith("lab_p_")]
+    assert not RAW & set(labels), labels
+    for want in expected:
+        assert any(x.startswith(want) for x in labels), (want, labels)
+    assert all("$" in x for x in labels)  # every one carries its symbol from the formula
