@@ -65,3 +65,21 @@ def spread_notice(label_a: str, accs_a: list[float], label_b: str, acc_b: float,
 def one_seed_notice(where=None) -> None:
     """A single run compared with another: no seed std, so no claim."""
     (where if where is not None else st).warning(t("noise.one_seed"), icon="🎲")
+
+
+def failed_run(result: dict, status: str, where=None) -> bool:
+    """Warn (and return True) when a run's comparison means nothing: it diverged, or the
+    distilled or the scratch student ended at chance level (e.g. a learning rate of 0.1).
+    Chance level: below 1.5 × 1/classes."""
+    where = where if where is not None else st
+    chance = 1.0 / max(1, len(result.get("classes") or []) or 10)
+    roles = [("student", t("roles.distilled")), ("baseline", t("roles.scratch"))]
+    low = [name for role, name in roles if role in result and result[role]["test_accuracy"] < 1.5 * chance]
+    lr = result.get("config", {}).get("lr")
+    if status == "diverged":
+        where.warning(t("noise.diverged", lr=lr), icon="⚠️")
+        return True
+    if low:
+        where.warning(t("noise.chance", who=", ".join(low), chance=100 * chance, lr=lr), icon="⚠️")
+        return True
+    return False

@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from kd_app import datasets, i18n, links, method_effect, state
+from kd_app import datasets, i18n, links, method_effect, noise, state
 from kd_app.i18n import t
 from kd_core import data, methods, models, train, viz
 from kd_core.config import Config
@@ -491,7 +491,9 @@ def draw_results(snap: dict) -> None:
         width="stretch",
         key="lab_results",
     )
-    if "baseline" in r:
+    if noise.failed_run(r, snap["status"]):  # diverged or at chance: no "gained 0.0 points"
+        pass
+    elif "baseline" in r:
         gain = r["student"]["test_accuracy"] - r["baseline"]["test_accuracy"]
         st.markdown(
             t(
@@ -501,6 +503,8 @@ def draw_results(snap: dict) -> None:
                 scratch=100 * r["baseline"]["test_accuracy"],
             )
         )
+        if abs(gain) < 0.02:  # one seed each: a difference this small says nothing yet
+            st.caption(t("noise.lab_small_gain"))
     classes = r["classes"]
     omitted = r["config"].get("omit_class")
     per_class = {"teacher": r["teacher"]["per_class_accuracy"], "distilled student": r["student"]["per_class_accuracy"]}

@@ -266,3 +266,19 @@ def test_method_parameters_have_readable_labels_with_their_symbol(method, expect
     for want in expected:
         assert any(x.startswith(want) for x in labels), (want, labels)
     assert all("$" in x for x in labels)  # every one carries its symbol from the formula
+
+
+# ------------------------------------------------------------------ Minor: a failed run is not "gained 0.0 points"
+
+
+def test_a_chance_level_run_warns_instead_of_reporting_a_gain():
+    at = open_page("pages/lab.py")
+    at.select_slider(key="lab_lr").set_value(0.1).run()
+    at.number_input(key="lab_epochs").set_value(1).run()
+    at.button(key="lab_train").click().run()
+    _poll(at, lambda a: a.session_state["kd_lab_job_id"] is not None and any(s.value for s in a.success), 300)
+    at.run()
+    text = page_text(at)
+    assert "Distillation gained" not in text and "Distillation lost" not in text
+    warn = [w.value for w in at.warning if "chance level" in w.value or "diverged" in w.value]
+    assert warn and "0.1" in warn[0]
