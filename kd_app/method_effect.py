@@ -152,12 +152,13 @@ def section(base: Config) -> None:
     busy = any(not j.done for _, _, j in jobs)
     st.session_state.setdefault("lab_fx_seeds", 3)
     st.session_state.setdefault("lab_fx_epochs", max(int(base.epochs), 5))
-    c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+    c1, c2 = st.columns(2)
     seeds = c1.number_input(t("effect.seeds"), 1, 5, key="lab_fx_seeds", disabled=busy, help=t("effect.seeds_help"))
     epochs = c2.number_input(
         t("effect.epochs"), 1, 50, key="lab_fx_epochs", disabled=busy, help=t("effect.epochs_help")
     )
     n = len(presets.presets_for(base.method)) * int(seeds)
+    c3, c4 = st.columns(2)
     c3.button(
         t("effect.start", runs=n),
         key="lab_fx_start",

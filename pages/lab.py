@@ -85,7 +85,8 @@ for k, v in defaults.items():
 job = state.lab_job()
 running = job is not None and not job.done
 
-controls, output = st.columns([1, 2.2], gap="large")
+# at 1280 px the set-up column must fit "mnist-mini — MNIST mini (5,000 real digits)" and "cnn-32-64"
+controls, output = st.columns([1.35, 2], gap="large")
 
 # ------------------------------------------------------------------ controls
 with controls:
