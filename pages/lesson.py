@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from streamlit.errors import StreamlitAPIException
 
-from kd_app import links, state
+from kd_app import links, noise, state
 from kd_app.i18n import t
 from kd_core import features, losses, methods, metrics, models, teachers, train, viz
 from kd_core.config import Config
@@ -518,9 +518,13 @@ def draw_experiment() -> None:
         )
         m2.metric(t("roles.scratch"), f"{100 * b:.1f}%")
         m3.metric(t("roles.teacher"), f"{100 * r['teacher']['test_accuracy']:.1f}%")
+        if noise.failed_run(r, snap["status"]):  # diverged or at chance: the gain means nothing
+            return
         st.markdown(
             t("lesson.s4.result", gain=100 * (d - b), d=100 * d, b=100 * b, frac=100 * snap["config"].labeled_fraction)
         )
+        if abs(d - b) < 0.02:  # one seed each
+            st.caption(t("noise.lesson_small_gain"))
 
 
 def start_experiment() -> None:
