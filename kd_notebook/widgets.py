@@ -96,7 +96,7 @@ class SoftTargets(_View):
             layout=WIDE,
             style=DESCRIPTION,
         )
-        self.log = w.Checkbox(value=False, description="log scale (see the tiny probabilities)")
+        self.log = w.Checkbox(value=False, description="log scale", indent=False)
         self.readout = w.HTML()
         self.bars = go.FigureWidget()
         self.entropy = go.FigureWidget()
