@@ -282,3 +282,23 @@ def test_a_chance_level_run_warns_instead_of_reporting_a_gain():
     assert "Distillation gained" not in text and "Distillation lost" not in text
     warn = [w.value for w in at.warning if "chance level" in w.value or "diverged" in w.value]
     assert warn and "0.1" in warn[0]
+
+
+def test_a_comparison_refused_by_the_session_limit_leaves_nothing_running(monkeypatch):
+    from kd_app import state
+    from kd_core.classroom import Limits
+
+    mgr = state.job_manager()
+    monkeypatch.setattr(mgr, "limits", Limits(session_jobs=3))
+    at = open_page("pages/lab.py")
+    at.selectbox(key="lab_dataset").set_value("digits").run()
+    at.selectbox(key="lab_method").set_value("rkd").run()
+    at.number_input(key="lab_fx_seeds").set_value(2).run()
+    at.button(key="lab_fx_start").click().run()
+    assert not at.exception
+    assert any("3" in e.value for e in at.error)  # the limit is named
+    owner = at.session_state["kd_session_id"]
+    import time
+
+    time.sleep(1.0)
+    assert not [j for j in mgr.jobs_of(owner) if not j.done]
