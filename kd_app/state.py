@@ -43,6 +43,24 @@ def job_manager() -> JobManager:
     return JobManager(is_alive=_session_alive, grace_seconds=grace, nice=nice, limits=classroom.Limits.from_env())
 
 
+LECTURER = "kd_lecturer"  # session_state: this session unlocked lecturer mode
+
+
+def lecturer_password() -> str | None:
+    """The password the server set for lecturer mode (environment, then secrets); None: no lecturer."""
+    return classroom.lecturer_password(st.secrets)
+
+
+def is_lecturer() -> bool:
+    return bool(st.session_state.get(LECTURER)) and lecturer_password() is not None
+
+
+def unlock_lecturer(given: str) -> bool:
+    ok = classroom.check_password(given, lecturer_password())
+    st.session_state[LECTURER] = ok
+    return ok
+
+
 def session_id() -> str:
     """This browser session's id: owner of its jobs (each session sees only its own)."""
     if "kd_session_id" not in st.session_state:
