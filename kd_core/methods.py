@@ -36,6 +36,11 @@ class Param:
     symbol: str = ""  # LaTeX symbol used in the formula
     log: bool = False  # a log-scale slider suits it
     integer: bool = False
+    label: str = ""  # a readable control label; default: from PARAM_LABELS by name, else the name
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", PARAM_LABELS.get(self.name, self.name))
 
     def check(self, value) -> float:
         try:
@@ -47,6 +52,32 @@ class Param:
         if self.integer and v != int(v):
             raise ConfigError(f"{self.name} must be a whole number, got {v:g}")
         return int(v) if self.integer else v
+
+
+# Readable labels of the parameters, by name (a Param may set its own ``label``); the UI
+# adds the formula's symbol. Raw names such as "nckd_weight" meant nothing to a class.
+PARAM_LABELS = {
+    "tckd_weight": "Target-class weight (TCKD)",
+    "nckd_weight": "Non-target-class weight (NCKD)",
+    "warmup": "Warm-up epochs",
+    "beta": "Weight of the method's term",
+    "p": "Attention exponent",
+    "distance_weight": "Distance-term weight",
+    "angle_weight": "Angle-term weight",
+    "tau": "Contrast temperature",
+    "proj_dim": "Projection size",
+    "feat_dim": "Projection size",
+    "nce_k": "Negatives per sample",
+    "momentum": "Memory-bank momentum",
+    "other_class": "Negatives from other classes only",
+    "teachers": "Number of teachers",
+    "archs": "Teacher architectures",
+    "weighting": "Teacher weighting",
+    "generations": "Generations",
+    "students": "Number of students",
+    "inter_weight": "Inter-class relation weight",
+    "intra_weight": "Intra-class relation weight",
+}
 
 
 @dataclass

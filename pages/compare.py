@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import datasets, i18n, links, state
+from kd_app import datasets, i18n, links, noise, state
 from kd_app.i18n import t
 from kd_core import data, methods, runs, sweep, viz
 from kd_core.config import Config
@@ -675,6 +675,8 @@ def draw_sweep(job: sweep.SweepJob) -> None:
         lines.append(t("compare.sweep.teacher", arch=b.teacher, acc=pct(t_acc)))
     if lines:
         st.markdown(" ".join(lines))
+    if res.done == sw.total:  # said once every cell is in: is the best cell more than seed noise?
+        noise.sweep_notice(rows, best)
     st.caption(
         t(
             "compare.sweep.caption",
