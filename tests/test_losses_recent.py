@@ -412,3 +412,14 @@ def test_each_new_method_trains_from_the_cli(name, tmp_path):
     assert ("learned_temperature" in r) == (name == "ctkd")
     bad = cli("train", "--method", name, "--dataset", "digits", "--param", "nope=1")
     assert bad.returncode == 2 and "has no parameter 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_comparison_presets_treat_the_new_methods_as_replacing_kd():
+    from kd_core import presets
+
+    base = Config(dataset="digits", method="ctkd", alpha=0.9)
+    for name in ("dist", "ls-kd", "ctkd"):
+        assert presets.presets_for(name) == ("scratch", "kd", "method")
+        own = {p: c for p, _, c in presets.configs(base, name, seeds=[0])}
+        assert own["method"].method == name
+        assert own["method"].alpha == (0.0 if name == "dist" else 0.9)  # LS-KD / CTKD live in the alpha term
