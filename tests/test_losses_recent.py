@@ -423,3 +423,24 @@ def test_comparison_presets_treat_the_new_methods_as_replacing_kd():
         own = {p: c for p, _, c in presets.configs(base, name, seeds=[0])}
         assert own["method"].method == name
         assert own["method"].alpha == (0.0 if name == "dist" else 0.9)  # LS-KD / CTKD live in the alpha term
+
+
+def test_the_leaderboard_reports_the_last_epoch_over_seeds_not_the_best_epoch():
+    from kd_core import sweep
+
+    sw = sweep.Sweep.leaderboard(Config(dataset="digits", epochs=3), seeds=[0, 1], methods=["none", "dist", "ctkd"])
+    res = sweep.SweepResult(sw)
+    histories = {0: ([0.80, 0.85, 0.84], [0.82, 0.83, 0.86]), 1: ([0.90, 0.97, 0.93], [0.91, 0.96, 0.95])}
+    for cell, (h0, h1) in histories.items():
+        for seed, h in ((0, h0), (1, h1)):
+            res.add({"cell_index": cell, "seed": seed, "status": "finished", "student_acc": h[-1], "history": h,
+                     "agreement": 0.9, "ece": 0.01, "teacher_acc": 0.99})  # fmt: skip
+    rows = {r["method"]: r for r in sweep.leaderboard_rows(res)}
+    assert rows["dist"]["acc_mean"] == pytest.approx((0.93 + 0.95) / 2)  # not the best epochs' 0.965
+    assert rows["dist"]["acc_std"] == pytest.approx(math.sqrt(2 * 0.01**2))
+    assert rows["none"]["acc_mean"] == pytest.approx(0.85)
+    assert rows["dist"]["name"] == "DIST" and rows["ctkd"]["name"] == "CTKD (learned T)"
+    assert rows["none"]["name"] == "Student (scratch)"
+    text = sweep.leaderboard_text(res)
+    assert "mean ± std at the last epoch" in text and "94.00 ± 1.41" in text
+    assert sweep.last_epoch_accuracy({"history": [], "student_acc": 0.5}) == 0.5
