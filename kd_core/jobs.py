@@ -131,6 +131,8 @@ class Job:
                             self.total_steps = ev["total_steps"]
                         self.step = ev["step"]
                         rec = {k: ev[k] for k in ("step", "epoch", "losses", "loss", "baseline_loss")}
+                        if "tracked" in ev:  # e.g. CTKD's learned temperature
+                            rec["tracked"] = ev["tracked"]
                         if "stage" in ev:
                             rec["stage"] = ev["stage"]
                         self.steps.append(rec)

@@ -273,8 +273,9 @@ class Trainer:
                     with torch.no_grad():
                         _, t_feats = _forward(self.teacher.model, xb, t_names)
                 s_logits, s_feats = _forward(self.student, xb, s_names)
+                tracked: dict = {}
                 terms = self._loss_terms(
-                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch
+                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch, tracked
                 )
                 loss = sum(terms.values())
                 b_loss = None
@@ -307,6 +308,8 @@ class Trainer:
                     "loss": loss.item(),
                     "baseline_loss": None if b_loss is None else b_loss.item(),
                 }
+                if tracked:  # e.g. CTKD's learned temperature, as it was for this step's loss
+                    rec["tracked"] = {k: float(v) for k, v in tracked.items()}
                 self.steps.append(rec)
                 yield {"kind": "step", "total_steps": total_steps, "elapsed": time.perf_counter() - t_start, **rec}
             if status != "finished":
@@ -331,17 +334,12 @@ class Trainer:
                 on_event(ev)
         return self.result
 
-    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress) -> dict:
+    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress, report=None) -> dict:
+        """The weighted loss terms of one step; scalars the method reports besides its
+        losses (CTKD's learned T) go into ``report``."""
         cfg, m = self.config, self.method
         ce = _masked_ce(s_logits, y, lab)
-        terms = {}
-        if m.uses_alpha:
-            if cfg.alpha < 1:
-                terms["ce"] = (1 - cfg.alpha) * ce
-            if cfg.alpha > 0:
-                terms["kd"] = cfg.alpha * losses.kd_loss(s_logits, t_logits, cfg.temperature)
-        else:
-            terms["ce"] = ce
+        ctx = None
         if m.name != "none":
             # unlabelled samples take the teacher's prediction where a method needs "the" class (DKD)
             target = torch.where(lab, y, t_logits.argmax(1))
@@ -358,7 +356,19 @@ class Trainer:
                 progress,
                 self.index[idx],
             )
+        terms = {}
+        if m.uses_alpha:
+            if cfg.alpha < 1:
+                terms["ce"] = (1 - cfg.alpha) * ce
+            if cfg.alpha > 0:
+                kd = m.kd_term(ctx) if m.kd_term is not None else losses.kd_loss(s_logits, t_logits, cfg.temperature)
+                terms["kd"] = cfg.alpha * kd
+        else:
+            terms["ce"] = ce
+        if ctx is not None:
             terms.update(m.terms(ctx))
+            if report is not None:
+                report.update(ctx.report)
         if not terms:
             terms["ce"] = ce
         return terms
@@ -431,6 +441,11 @@ class Trainer:
             "step_losses": self.steps,
             "epochs": self.history,
         }
+        tracked = [r["tracked"] for r in self.steps if "tracked" in r]
+        if tracked:  # the values of the last step (CTKD: the final learned T)
+            result["tracked"] = dict(tracked[-1])
+            if "T" in result["tracked"]:
+                result["learned_temperature"] = result["tracked"]["T"]
         if self.baseline is not None:
             result["baseline"] = block(self.baseline, "baseline") | {"arch": self.config.student}
         if self.teacher.members:

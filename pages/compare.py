@@ -840,7 +840,7 @@ def board_name(method: str, name: str) -> str:
     if method == "teacher":
         m = re.fullmatch(r"Teacher \((.*)\)", str(name))
         return t("compare.board.teacher_name", arch=m.group(1)) if m else name
-    if method in BOARD_NAMES and name == sweep.LEADERBOARD_NAMES.get(method):
+    if method in BOARD_NAMES and name == sweep.leaderboard_name(method):
         return t(BOARD_NAMES[method])
     return name
 
