@@ -230,12 +230,12 @@ def _check_no_labels(m: methods.Method, alpha: float) -> None:
         return
     if not m.uses_alpha:
         raise ConfigError(
-            f"labeled_fraction 0 means no labels, but method '{m.name}' always trains on labels; "
+            f"labelled fraction 0 means no labels, but method '{m.name}' always trains on labels; "
             "use a label-free method (seed with alpha 1, deepinversion, dfad) or a fraction > 0"
         )
     if alpha != 1:
         raise ConfigError(
-            f"labeled_fraction 0 means no labels, but alpha {alpha:g} keeps a (1 - alpha) CE term on labels; "
+            f"labelled fraction 0 means no labels, but alpha {alpha:g} keeps a (1 - alpha) CE term on labels; "
             "set alpha 1 (soft targets only) or a fraction > 0"
         )
 

@@ -395,7 +395,7 @@ def _deepinversion(config: Config, teacher_progress, run: Run):
             p["tv_weight"],
             p["l2_weight"],
             p["synth_lr"],
-            jitter=2,
+            jitter=in_shape[-1] // 14,  # 2 pixels on 28x28 and 32x32, none on 8x8
             seed=cfg.seed * 1000 + b,
         ):
             last = rec
@@ -820,3 +820,190 @@ def _seed(config: Config, teacher_progress, run: Run):
     ]
     run.models.update(student=_frozen(student), random=random_student)
     yield {"kind": "end", "status": status, "message": message, "result": result}
+
+
+# ---------------------------------------------------------------- DFAD / ZSKT
+
+
+class Generator(nn.Module):
+    """A small DCGAN-style generator: z -> (C, H, W) images in the dataset's normalised space
+    (a sigmoid gives pixels in [0, 1], then the dataset's mean and std are applied)."""
+
+    def __init__(self, z_dim: int, in_shape: tuple, mean, std, width: int = 64):
+        super().__init__()
+        c, h, w = in_shape
+        self.h0, self.w0, self.z_dim = -(-h // 4), -(-w // 4), z_dim
+        self.out_hw = (h, w)
+        self.fc = nn.Linear(z_dim, 2 * width * self.h0 * self.w0)
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(2 * width),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(2 * width, 2 * width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(2 * width, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, c, 3, 1, 1),
+        )
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.net(self.fc(z).view(len(z), -1, self.h0, self.w0))
+        h = h[..., : self.out_hw[0], : self.out_hw[1]]
+        return (torch.sigmoid(h) - self.mean) / self.std
+
+
+def dfad_events(config: Config, teacher_progress=None) -> Run:
+    """Adversarial data-free distillation (see :func:`_dfad`)."""
+    return Run(_dfad, config, teacher_progress)
+
+
+def _dfad(config: Config, teacher_progress, run: Run):
+    """DFAD (Fang et al. 2019) / ZSKT (Micaelli & Storkey 2019): a generator G and the student
+    play a game on generated images only. Each of ``iterations`` rounds: one generator step
+    that *maximises* the student's KD loss at T against the teacher on G(z) (ZSKT's
+    adversarial KL; DFAD uses the L1 of the logits), minus ``bn_weight`` times the teacher's
+    BatchNorm-statistics loss on G(z) when that weight is > 0 (DeepInversion's term keeps the
+    images near the teacher's training distribution); then ``student_steps`` student steps
+    *minimising* KD at T on fresh G(z). Evaluated on the real test set ``epochs`` times; the
+    stage "real data" compares as in DeepInversion."""
+    from . import train
+
+    stop = run._stop
+    cfg = config.resolved().validate()
+    p = cfg.method_params()
+    device = models.pick_device()
+    train.set_threads()
+    t_start = time.perf_counter()
+    teacher = _teacher(cfg, teacher_progress)
+    t_model = teacher.model
+    ds, x_test, y_test = _test_set(cfg, device)
+    in_shape, C = tuple(x_test.shape[1:]), ds.num_classes
+    t_test_logits = metrics.predict_logits(t_model, x_test)
+    torch.manual_seed(cfg.seed)
+    student = models.build(cfg.student, in_shape, C).to(device)
+    z_dim = 64
+    gen_net = Generator(z_dim, in_shape, ds.mean, ds.std).to(device)
+    iters, k_s = int(p["iterations"]), int(p["student_steps"])
+    bs, T, bn_w = cfg.batch_size, cfg.temperature, p["bn_weight"]
+    opt_s = torch.optim.Adam(student.parameters(), lr=cfg.lr, foreach=True)
+    opt_g = torch.optim.Adam(gen_net.parameters(), lr=p["g_lr"], betas=(0.5, 0.999))
+    sched_s = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, T_max=max(1, iters * k_s))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    evals = _eval_every(iters, cfg.epochs)
+    every = max(1, iters // 40)
+
+    def noise():
+        return torch.randn(bs, z_dim, generator=gen).to(device)
+
+    yield {
+        "kind": "start",
+        "stage": "adversarial",
+        "stages": ["adversarial"] + (["real data"] if cfg.baseline else []),
+        "total_steps": iters,
+        "teacher_acc": teacher.test_accuracy,
+        "config": cfg.to_dict(),
+    }
+    history, step_log, log, status, message = [], [], [], "finished", ""
+    images_seen = 0
+    with BNStatistics(t_model) as bn:
+        for it in range(1, iters + 1):
+            if stop.is_set():
+                status, message = "stopped", f"stopped by the user at round {it - 1} of {iters}"
+                break
+            # generator: make images on which the student disagrees with the teacher
+            gen_net.train()
+            student.eval()  # the student's BatchNorm must not learn the generator's step
+            xg = gen_net(noise())
+            t_logits = t_model(xg)
+            r_bn = bn.loss() if bn_w > 0 else xg.new_zeros(())
+            bn.inputs = []
+            disagreement = losses.kd_loss(student(xg), t_logits, T)
+            g_loss = -disagreement + bn_w * r_bn
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            # student: agree with the teacher on fresh generated images
+            student.train()
+            gen_net.eval()
+            for _ in range(k_s):
+                with torch.no_grad():
+                    xs = gen_net(noise())
+                    ts = t_model(xs)
+                bn.inputs = []
+                s_loss = losses.kd_loss(student(xs), ts, T)
+                opt_s.zero_grad(set_to_none=True)
+                s_loss.backward()
+                opt_s.step()
+                sched_s.step()
+                images_seen += len(xs)
+            terms = {"kd": s_loss.item(), "disagreement": disagreement.item(), "bn": r_bn.item()}
+            rec = {"step": it, "epoch": len(history) + 1, "losses": terms, "loss": s_loss.item()}
+            rec |= {"baseline_loss": None, "stage": "adversarial"}
+            step_log.append(rec)
+            yield {"kind": "step", "total_steps": iters, "elapsed": time.perf_counter() - t_start, **rec}
+            if it % every == 0 or it == iters:
+                with torch.no_grad():
+                    pt = F.softmax(ts, 1)
+                    pred = pt.argmax(1)
+                snap = {
+                    "stage": "adversarial",
+                    "step": it,
+                    "confidence": pt.max(1).values.mean().item(),
+                    "class_share": torch.bincount(pred.cpu(), minlength=C).div(len(pred)).tolist(),
+                    "bn": r_bn.item(),
+                }
+                log.append(snap)
+                yield {"kind": "epoch", **snap, "grid": image_grid(xs, pred, ds, C)}
+            if it in evals:
+                ev = _student_eval(student, x_test, y_test, t_test_logits, len(history) + 1, it)
+                history.append(ev)
+                yield {"kind": "epoch", "stage": "adversarial", "elapsed": time.perf_counter() - t_start, **ev}
+    if not history or history[-1]["step"] != len(step_log):
+        ev = _student_eval(student, x_test, y_test, t_test_logits, len(history) + 1, len(step_log), partial=True)
+        history.append(ev)
+        yield {"kind": "epoch", "stage": "adversarial", "elapsed": time.perf_counter() - t_start, **ev}
+    yield {"kind": "stage_end", "stage": "adversarial"}
+    adv_seconds = time.perf_counter() - t_start
+    student.eval()
+    result = _datafree_result(cfg, teacher, ds, student, x_test, y_test, t_test_logits, history, step_log)
+    with torch.no_grad():
+        gen_net.eval()
+        xs = gen_net(torch.randn(200, z_dim, generator=gen).to(device))
+        pred = t_model(xs).argmax(1)
+    result.update(
+        status=status,
+        message=message,
+        synthesis={
+            "images": images_seen,
+            "batches": len(step_log),
+            "steps_per_batch": 1,
+            "seconds": adv_seconds,
+            "bn_weight": bn_w,
+            "final_bn": log[-1]["bn"] if log else None,
+            "final_confidence": log[-1]["confidence"] if log else None,
+            "class_share": log[-1]["class_share"] if log else None,
+            "log": log,
+        },
+        synthesis_seconds=adv_seconds,
+        distillation_seconds=0.0,
+        sample_grid=image_grid(xs, pred, ds, C, rows=4).tolist(),
+    )
+    run.models.update(student=_frozen(student), generator=_frozen(gen_net))
+    if cfg.baseline and status == "finished":
+        real = yield from _comparison(cfg, teacher, stop, step_log)
+        if real is not None:
+            result["real_kd"] = real["student"]
+            result["baseline"] = real["baseline"]
+            if real["status"] != "finished":
+                result["status"], result["message"] = real["status"], real["message"]
+    result["wall_seconds"] = time.perf_counter() - t_start
+    result["report"] = _datafree_report(result)
+    result["report"][0] = (
+        f"transfer set: synthetic ({images_seen} generated images over {len(step_log)} rounds, generated and "
+        f"learnt together); real training images seen by the student: 0"
+    )
+    yield {"kind": "end", "status": result["status"], "message": result["message"], "result": result}

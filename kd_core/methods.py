@@ -705,10 +705,10 @@ BEYOND["deepinversion"] = Method(
         Param("l2_weight", 0.001, 0.0, 10.0, "Weight of the L2 prior on the (normalised) pixels.", r"\lambda_{2}"),
         Param(
             "synth_lr",
-            0.1,
+            0.2,
             0.001,
             1.0,
-            "Adam learning rate of the pixels (0.1; the paper uses 0.05-0.25).",
+            "Adam learning rate of the pixels, decayed to 0 by a cosine (the paper: 0.05-0.25).",
             r"\eta_x",
             log=True,
         ),
@@ -729,6 +729,43 @@ BEYOND["deepinversion"] = Method(
 )
 
 
+BEYOND["dfad"] = Method(
+    name="dfad",
+    title="Data-free: adversarial generator (DFAD, Fang et al. 2019; ZSKT)",
+    family="data-free",
+    paper="Fang, Song, Wang, Shen, Wang & Song 2019, Data-Free Adversarial Distillation (arXiv 1912.11006); "
+    "Micaelli & Storkey 2019, Zero-shot Knowledge Transfer via Adversarial Belief Matching (NeurIPS)",
+    summary="A small generator makes the images on which student and teacher disagree most; the student learns to "
+    "agree with the teacher on them. No real image and no label; optionally the generator also pays "
+    "DeepInversion's BatchNorm-statistics term.",
+    formula=r"\max_G \min_S\ \mathbb{E}_z\, <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(G(z)) \,\|\, "
+    r"p_S^{(<T>)}(G(z))\right) - <bn_weight>\,R_{BN}(G(z))",
+    params=(
+        Param(
+            "iterations",
+            400,
+            1,
+            100000,
+            "Rounds of the game: one generator step, then the student's steps.",
+            "I",
+            log=True,
+            integer=True,
+        ),
+        Param("student_steps", 5, 1, 50, "Student steps per generator step; 5 as in DFAD.", "k", integer=True),
+        Param("g_lr", 0.001, 0.00001, 0.1, "Generator learning rate (Adam); 1e-3 as in DFAD.", r"\eta_G", log=True),
+        Param(
+            "bn_weight",
+            0.0,
+            0.0,
+            100.0,
+            "Weight of the teacher's BatchNorm-statistics term on the generated images (0: pure DFAD / ZSKT).",
+            r"\lambda_{BN}",
+        ),
+    ),
+    uses_alpha=False,
+    uses_labels=False,
+    pipeline=_datafree_lazy("dfad_events"),
+)
 BEYOND["seed"] = Method(
     name="seed",
     title="Label-free: SEED similarity distillation (Fang et al. 2021)",
