@@ -91,7 +91,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--labeled-fraction",
         type=_float("labeled-fraction"),
         default=d.labeled_fraction,
-        help="fraction of the transfer set whose labels the student sees, in (0, 1]",
+        help="fraction of the transfer set whose labels the student sees, in [0, 1]; 0 (no label) for label-free methods or alpha 1",
     )
     p.add_argument(
         "--omit-class", type=_int("omit-class"), default=None, help="remove this class from the student's data"
@@ -223,7 +223,10 @@ def _train_pipeline(cfg: Config, a) -> int:
         elif ev["kind"] == "step" and pbar is not None:
             pbar.update(1)
         elif ev["kind"] == "epoch" and pbar is not None:
-            pbar.set_postfix({"student": f"{ev['student_acc']:.3f}"})
+            if ev.get("student_acc") is not None:  # a synthesis snapshot has none
+                pbar.set_postfix({"student": f"{ev['student_acc']:.3f}"})
+            elif ev.get("confidence") is not None:
+                pbar.set_postfix({"teacher confidence": f"{ev['confidence']:.3f}"})
         elif ev["kind"] in ("stage_end", "end") and pbar is not None:
             pbar.close()
             pbar = None
@@ -232,6 +235,8 @@ def _train_pipeline(cfg: Config, a) -> int:
     result = ev["result"]
     print(results_table(result))
     print(beyond_table(result))
+    for line in result.get("report") or []:  # a method's own summary lines (data-free, label-free)
+        print(line)
     if a.json:
         out = {k: v for k, v in result.items() if k != "step_losses"}
         paths.atomic_write_text(a.json, json.dumps(out, indent=1))

@@ -101,6 +101,10 @@ class Job:
             pipeline = self.config.method_obj.pipeline is not None
             if pipeline:
                 events = train.method_events(self.config, teacher_progress=teacher_progress)
+                if hasattr(events, "stop"):  # a run that stops itself and keeps what was done (datafree)
+                    self.trainer = events
+                    if self._stop.is_set():
+                        events.stop()
             else:
                 trainer = train.Trainer(self.config, teacher_progress=teacher_progress)
                 self.trainer = trainer
@@ -111,7 +115,7 @@ class Job:
                     self._run_started = time.time()
                 events = trainer.events()
             for ev in events:
-                if pipeline and self._stop.is_set():
+                if pipeline and self._stop.is_set() and not hasattr(events, "stop"):
                     events.close()
                     with self._lock:
                         self.status, self.message = "stopped", "stopped"
