@@ -911,7 +911,8 @@ def cli_train(a) -> int:
         train_voices=a.train_voices,
         test_voices=a.test_voices,
     ).validate()
-    if missing_clips(cfg):
+    missing = missing_clips(cfg)
+    if missing:
         require_espeak()  # before anything else: one line saying how to install it
     bars: dict = {}
 
@@ -921,9 +922,7 @@ def cli_train(a) -> int:
         return bars[name]
 
     def data_progress(done, total):
-        b = bar("data", total, "spoken digits", "clip")
-        b.n = done
-        b.refresh()
+        bar("data", total, "spoken digits (espeak-ng, cached)", "clip").update(1)
 
     def teacher_progress(epoch, epochs, acc):
         b = bar("teacher", epochs, "image teacher", "epoch")
@@ -931,7 +930,7 @@ def cli_train(a) -> int:
         b.update(1)
 
     r = CrossmodalRun(cfg)
-    for ev in r.events(teacher_progress=teacher_progress, data_progress=data_progress):
+    for ev in r.events(teacher_progress=teacher_progress, data_progress=data_progress if missing else None):
         if ev["kind"] == "start":
             for b in bars.values():
                 b.close()
@@ -1043,7 +1042,7 @@ def accuracy_figure(epochs: list[dict], total_epochs: int | None = None, title: 
         dtick=1 if (total_epochs or 1) <= 20 else 5,
     )
     fig.update_yaxes(title="test accuracy (unseen voices)", tickformat=".0%", range=[0, 1.02])
-    return viz.style(fig, title)
+    return _legend_below(viz.style(fig, title, 460))
 
 
 def loss_figure(steps: list[dict], title: str | None = None, smooth: int = 5):
@@ -1063,7 +1062,13 @@ def loss_figure(steps: list[dict], title: str | None = None, smooth: int = 5):
         )
     fig.update_xaxes(title="step")
     fig.update_yaxes(title="loss", type="log")
-    return viz.style(fig, title)
+    return _legend_below(viz.style(fig, title, 460))
+
+
+def _legend_below(fig):
+    """Room under the plot for the three students' long names, one per line."""
+    fig.update_layout(margin=dict(b=170), legend=dict(orientation="v", y=-0.25, yanchor="top"))
+    return fig
 
 
 def confusion_figure(confusion: list[list[int]], title: str | None = None):

@@ -121,9 +121,8 @@ left, mid, right = st.columns([1.25, 0.8, 1.4], gap="medium")
 with left:
     st.markdown(t("speech.pair.sound", voice=voice.name))
     st.audio(audio.to_wav_bytes(wave), format="audio/wav")
-    st.plotly_chart(
-        fig(audio.spectrogram_figure(wave, t("speech.pair.spec_title"))), key="sp_spec", width="stretch", theme=None
-    )
+    st.markdown(f"**{t('speech.pair.spec_title')}**")
+    st.plotly_chart(fig(audio.spectrogram_figure(wave)), key="sp_spec", width="stretch", theme=None)
 with mid:
     st.markdown(t("speech.pair.image"))
     st.plotly_chart(
@@ -141,7 +140,8 @@ with right:
     series = {t("speech.pair.teacher_series", T=T): soft}
     if trained is not None:
         series[student_name("crossmodal")] = trained.predict("crossmodal", wave)[0].numpy()
-    bars = viz.prob_bars(series, [str(c) for c in range(10)], t("speech.pair.bars_title"), highlight=said)
+    st.markdown(f"**{t('speech.pair.bars_title')}**")
+    bars = viz.prob_bars(series, [str(c) for c in range(10)], highlight=said)
     for i, trace in enumerate(bars.data):
         trace.marker.color = viz.TEACHER if i == 0 else viz.STUDENT
     st.plotly_chart(fig(bars), key="sp_bars", width="stretch", theme=None)
@@ -194,7 +194,7 @@ def show_results(snap: dict) -> None:
     for col, name in zip(cols, audio.STUDENTS):
         res = r[STUDENT_KEYS[name]]
         col.metric(
-            student_name(name),
+            t(f"speech.short.{name}"),
             f"{100 * res['test_accuracy']:.1f}%",
             help=t("speech.res.labels_used", n=res["audio_labels_used"]),
         )
@@ -212,10 +212,12 @@ def show_results(snap: dict) -> None:
     )
     c1, c2 = st.columns(2)
     with c1:
-        f = audio.accuracy_figure(r["history"], r["config"]["epochs"], t("speech.res.curves_title"))
+        st.markdown(f"**{t('speech.res.curves_title')}**")
+        f = audio.accuracy_figure(r["history"], r["config"]["epochs"])
         st.plotly_chart(fig(f), key="sp_res_curves", width="stretch", theme=None)
     with c2:
-        f = audio.confusion_figure(r["student"]["confusion"], t("speech.res.confusion_title"))
+        st.markdown(f"**{t('speech.res.confusion_title')}**")
+        f = audio.confusion_figure(r["student"]["confusion"])
         st.plotly_chart(fig(f), key="sp_confusion", width="stretch", theme=None)
 
 
@@ -237,11 +239,13 @@ def show_job() -> None:
         st.progress(min(1.0, snap["step"] / total), text=t("speech.run.progress", step=snap["step"], total=total))
         c1, c2 = st.columns(2)
         with c1:
-            f = audio.accuracy_figure(snap["epochs"], snap["config"].epochs, t("speech.res.curves_title"))
+            st.markdown(f"**{t('speech.res.curves_title')}**")
+            f = audio.accuracy_figure(snap["epochs"], snap["config"].epochs)
             st.plotly_chart(fig(f), key="sp_live_curves", width="stretch", theme=None)
         with c2:
             if snap["steps"]:
-                f = audio.loss_figure(snap["steps"], t("speech.run.loss_title"))
+                st.markdown(f"**{t('speech.run.loss_title')}**")
+                f = audio.loss_figure(snap["steps"])
                 st.plotly_chart(fig(f), key="sp_live_loss", width="stretch", theme=None)
         return
     if snap["status"] in ("finished", "stopped") and snap["result"] is not None:
@@ -306,18 +310,15 @@ if source is not None:
         a, b = st.columns([1, 1.2])
         with a:
             st.audio(audio.to_wav_bytes(own), format="audio/wav")
-            st.plotly_chart(
-                fig(audio.spectrogram_figure(own, t("speech.pair.spec_title"))),
-                key="sp_own_spec",
-                width="stretch",
-                theme=None,
-            )
+            st.markdown(f"**{t('speech.pair.spec_title')}**")
+            st.plotly_chart(fig(audio.spectrogram_figure(own)), key="sp_own_spec", width="stretch", theme=None)
         with b:
             if trained is None:
                 st.info(t("speech.own.train_first"))
             else:
                 probs = {student_name(n): trained.predict(n, own)[0].numpy() for n in audio.STUDENTS}
-                f = viz.prob_bars(probs, [str(c) for c in range(10)], t("speech.own.bars_title"))
+                st.markdown(f"**{t('speech.own.bars_title')}**")
+                f = viz.prob_bars(probs, [str(c) for c in range(10)])
                 for trace, n in zip(f.data, audio.STUDENTS):
                     trace.marker.color = audio.STUDENT_COLOURS[n]
                 st.plotly_chart(fig(f), key="sp_own_bars", width="stretch", theme=None)
