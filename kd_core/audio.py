@@ -728,8 +728,8 @@ class CrossmodalRun:
         dev = self.device
         # the cross-modal student's whole training set: sounds and the teacher's soft targets
         # on the paired images — built from a PairedSet, which carries no label
-        soft = teacher_soft_targets(self.teacher.model, d.pairs.images.to(dev), cfg.temperature)
-        soft_t1 = teacher_soft_targets(self.teacher.model, d.pairs.images.to(dev), 1.0)
+        soft = teacher_soft_targets(self.teacher.model, d.pairs.images, cfg.temperature).to(dev)
+        soft_t1 = teacher_soft_targets(self.teacher.model, d.pairs.images, 1.0)
         # a reported fact (never trained on): how often the teacher's top class on the
         # paired image is the digit said in the clip, i.e. how right the targets are
         self.pair_agreement = float((soft_t1.argmax(1).cpu() == d.train_digits).float().mean())
@@ -1006,7 +1006,7 @@ def spectrogram_figure(wave, title: str | None = None, height: int = 300):
             x=t.tolist(),
             y=list(range(spec.shape[0])),
             colorscale=viz.SEQUENTIAL,
-            colorbar=dict(title="log power"),
+            showscale=False,
             customdata=np.repeat(centres[:, None], spec.shape[1], 1).round().tolist(),
             hovertemplate="%{x:.2f} s, band %{y} (%{customdata} Hz): %{z:.1f}<extra></extra>",
         )
@@ -1015,7 +1015,7 @@ def spectrogram_figure(wave, title: str | None = None, height: int = 300):
     fig.update_xaxes(title="time (s)")
     fig.update_yaxes(title="mel band (Hz)", tickvals=ticks, ticktext=[f"{centres[i]:.0f}" for i in ticks])
     fig = viz.style(fig, title, height)
-    fig.update_layout(margin=dict(l=70, r=20, t=50 if title else 10, b=50))
+    fig.update_layout(margin=dict(l=70, r=10, t=50 if title else 10, b=50))
     return fig
 
 

@@ -108,8 +108,11 @@ trained = job.trainer if job is not None and job.done and job.trainer is not Non
 # ------------------------------------------------------------------ 1. a pair
 st.header(t("speech.pair.header"))
 st.caption(t("speech.pair.caption"))
+clip_col, _ = st.columns([1, 2])
 clip = int(
-    st.number_input(t("speech.pair.clip"), 0, len(d.train) - 1, step=1, key="sp_clip", help=t("speech.pair.clip_help"))
+    clip_col.number_input(
+        t("speech.pair.clip"), 0, len(d.train) - 1, step=1, key="sp_clip", help=t("speech.pair.clip_help")
+    )
 )
 voice = d.train.voices[int(d.train.voice_index[clip])]
 said = int(d.train.digits[clip])
@@ -117,7 +120,7 @@ img_index = int(d.pairs.image_index[clip])
 shown = int(mnist.y_train[img_index])
 wave = d.train.waves[clip]
 
-left, mid, right = st.columns([1.25, 0.8, 1.4], gap="medium")
+left, mid, right = st.columns([1.5, 0.75, 1.4], gap="medium")
 with left:
     st.markdown(t("speech.pair.sound", voice=voice.name))
     st.audio(audio.to_wav_bytes(wave), format="audio/wav")
