@@ -16,7 +16,7 @@ their tasks (a remote machine has its own cache). Results arrive as cells finish
 (:meth:`Sweep.results`, a generator), so a page can fill its heatmaps live; one failing
 cell reports an error and the others go on.
 
-This module imports neither torch nor the backends until a sweep runs.
+The cluster backends (dask, ray) are imported only when a sweep uses them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import paths
+import torch
+
+from . import methods as methods_mod
+from . import paths, teachers, train
 from .config import Config
 from .errors import ConfigError, KDError
 
@@ -71,14 +74,10 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
     try:
         if os.getpid() != task.get("parent_pid"):
             os.environ.update(task.get("env") or {})
-        import torch
-
-        from . import train
-
         train.set_threads()
         out["threads"] = torch.get_num_threads()
         if teacher is not None:
-            _install_teacher(teacher)
+            teachers.from_blob(teacher)
         result = train.distil(Config.from_dict(dict(task["config"])))
         s = result["student"]
         out.update(
@@ -102,24 +101,6 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
         out["traceback"] = traceback.format_exc(limit=8)
     out["seconds"] = time.perf_counter() - t0
     return out
-
-
-def _teacher_blob(teacher) -> dict:
-    """What a remote worker needs to put the teacher in its own cache."""
-    folder = paths.subdir("teachers") / teacher.key
-    return {
-        "key": teacher.key,
-        "weights": (folder / "weights.safetensors").read_bytes(),
-        "meta": (folder / "meta.json").read_text(),
-    }
-
-
-def _install_teacher(blob: dict) -> None:
-    folder = paths.subdir("teachers") / blob["key"]
-    if (folder / "weights.safetensors").exists() and (folder / "meta.json").exists():
-        return
-    paths.atomic_write_bytes(folder / "weights.safetensors", blob["weights"])
-    paths.atomic_write_text(folder / "meta.json", blob["meta"])
 
 
 # ---------------------------------------------------------------- planning
@@ -203,8 +184,6 @@ class Sweep:
         own term (alpha = 0), as in the CRD paper's Table 1; ``kd_on_all`` adds the KD term
         (``base.alpha``) to every method instead. ``beyond`` appends the methods beyond one
         teacher (ensemble, born-again, TA, DML) to the default list; they use ``base.alpha``."""
-        from . import methods as methods_mod
-
         base = base.resolved().validate()
         names = list(methods or (list(methods_mod.METHODS) + (list(methods_mod.BEYOND) if beyond else [])))
         for n in names:
@@ -264,13 +243,8 @@ class Sweep:
     # ---------------------------------------------------------- running
     def prepare_teacher(self, progress=None):
         """Train (or load) the teacher here, once, before any worker starts."""
-        from . import methods as methods_mod
-        from . import train
-
         b = self.base
-        teacher = train.get_teacher(
-            b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress
-        )
+        teacher = teachers.get(b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress)
         for cfgs in self.configs:  # methods with several teachers (ensemble): all of them, once, here
             m = methods_mod.get(cfgs[0].method)
             if m.prepare is not None:
@@ -306,7 +280,7 @@ class Sweep:
             )
             env["KD_PLAYGROUND_HOME"] = str(paths.home())
         tasks = self.tasks(env)
-        blob = _teacher_blob(teacher) if remote else None
+        blob = teachers.to_blob(teacher) if remote else None
         runner = {"joblib": _joblib, "dask": _dask, "ray": _ray}[backend]
         yield from runner(tasks, min(n_jobs, len(tasks)), address, blob, stop)
 

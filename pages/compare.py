@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import i18n, links, state
+from kd_app import datasets, i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, methods, runs, sweep, viz
 from kd_core.config import Config
@@ -658,15 +658,14 @@ with tab_sweep:
     )
     with st.container(border=True):
         a1, a2, a3 = st.columns(3)
-        ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func runs outside the script
-        ds_name = a1.selectbox(
+        ds_name = datasets.picker(
             t("compare.sweep.dataset"),
-            list(data.DATASETS),
-            key="cmp_sw_dataset",
+            "cmp_sw_dataset",
+            where=a1,
             disabled=running,
-            format_func=ds_labels.get,
             help=t("compare.sweep.dataset_help"),
         )
+        ds_available = datasets.availability(ds_name).available
         if st.session_state.cmp_sw_method not in SWEEP_METHODS:
             st.session_state.cmp_sw_method = "kd"
         method_labels = {n: method_title(n) for n in SWEEP_METHODS}
@@ -733,6 +732,8 @@ with tab_sweep:
         problem = None
         if not temps or not alphas:
             problem = t("compare.sweep.problem")
+        if not ds_available:  # the reason next to the disabled Start button
+            problem = datasets.reason(datasets.availability(ds_name))
         cfg = Config(
             dataset=ds_name, method=method_name, labeled_fraction=float(fraction), epochs=int(epochs), baseline=False
         )
@@ -756,7 +757,9 @@ with tab_sweep:
             help=t("compare.sweep.stop_help"),
             on_click=lambda: job.stop(),
         )
-        s3.caption(problem or t("compare.sweep.plan", runs=n_runs, epochs=plural("epoch", epochs), dataset=ds_name))
+        (s3.warning if not ds_available else s3.caption)(
+            problem or t("compare.sweep.plan", runs=n_runs, epochs=plural("epoch", epochs), dataset=ds_name)
+        )
         if "cmp_sw_error" in st.session_state:
             st.error(st.session_state.pop("cmp_sw_error"))
 

@@ -25,7 +25,7 @@ from streamlit.errors import StreamlitAPIException
 
 from kd_app import links, state
 from kd_app.i18n import t
-from kd_core import features, losses, methods, metrics, models, paths, train, viz
+from kd_core import features, losses, methods, metrics, models, teachers, train, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
 
@@ -105,8 +105,7 @@ def localise_acc(fig: go.Figure, teacher_acc: float | None = None) -> go.Figure:
 # ------------------------------------------------------------------ cached computations
 def student_alone(arch: str) -> train.Teacher:
     """The small student trained alone on every label (cached on disk like a teacher)."""
-    key = train.teacher_key(DATASET, arch, STUDENT_EPOCHS)
-    if key in train._teachers or (paths.subdir("teachers") / key / "weights.safetensors").exists():
+    if teachers.is_available(teachers.key(DATASET, arch, STUDENT_EPOCHS)):
         return train.get_teacher(DATASET, arch, STUDENT_EPOCHS)
     with st.status(t("lesson.s1.train_student", arch=arch), expanded=True) as box:
         bar = st.progress(0.0, text=t("lesson.s1.starting"))

@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from kd_app import chrome, draw, i18n, links, state
+from kd_app import chrome, datasets, draw, i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, images, metrics, viz
 from kd_core.errors import KDError
@@ -181,22 +181,15 @@ if st.session_state.st_dataset not in data.DATASETS:
 
 head_l, head_r = st.columns([1, 1.25], gap="large")
 with head_l:
-    choice = st.selectbox(
-        t("soft_targets.dataset"),
-        list(data.DATASETS),
-        key="st_dataset",
-        format_func=dataset_label(i18n.lang()),
-        help=t("soft_targets.dataset_help"),
-    )
+    choice = datasets.picker(t("soft_targets.dataset"), "st_dataset", help=t("soft_targets.dataset_help"))
     ds_name = choice
-    try:
-        ds = state.dataset(choice)
+    ds = datasets.load(choice)  # None after a notice saying why and where its files go
+    if ds is not None:
         st.session_state._st_good_dataset = choice
-    except KDError as e:
+    else:
         ds_name = st.session_state.get("_st_good_dataset", DEFAULT_DATASET)
         if ds_name == choice:
             ds_name = DEFAULT_DATASET
-        st.error(t("soft_targets.cannot_use", name=choice, error=e))
         st.caption(t("soft_targets.showing_meanwhile", name=ds_name))
         ds = state.dataset(ds_name)
     try:
