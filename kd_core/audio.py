@@ -505,7 +505,10 @@ class CrossmodalConfig:
     train_voices: int = 40
     test_voices: int = 12
 
-    method = "crossmodal"  # not a field: what the job system and the pages read
+    # not fields: what the job system (classroom limits) and the pages read
+    method = "crossmodal"
+    dataset = "spoken-digits"
+    train_subset = None
 
     def validate(self) -> CrossmodalConfig:
         def num(name, v, lo, hi, what):

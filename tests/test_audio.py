@@ -293,3 +293,14 @@ def test_a_background_job_streams_events_and_stop_keeps_what_was_done():
     assert job.result["steps"] < job.result["total_steps"]
     assert set(job.trainer.students) == set(audio.STUDENTS)
     assert job.steps and set(job.steps[0]["losses"]) == set(audio.STUDENTS)
+
+
+def test_classroom_limits_apply_to_crossmodal_jobs():
+    """A classroom server's epoch cap refuses a long cross-modal run like any other run."""
+    from kd_core.classroom import LimitReached, Limits
+    from kd_core.jobs import JobManager
+
+    mgr = JobManager(max_running=1, limits=Limits(classroom=True, max_epochs=20))
+    with pytest.raises(LimitReached, match="at most 20 epochs"):
+        audio.submit(mgr, _small(epochs=30))
+    Limits(classroom=True).check_run(audio.JobSpec(_small(epochs=5)))  # within the caps: accepted
