@@ -16,6 +16,7 @@ pages = [
     st.Page("pages/compare.py", title="Compare & sweep", icon="📊", url_path="compare"),
     st.Page("pages/beyond.py", title="Beyond one teacher", icon="👥", url_path="beyond"),
     st.Page("pages/no_data.py", title="No data", icon="🌙", url_path="no-data"),
+    st.Page("pages/speech.py", title="Image → speech", icon="🔊", url_path="speech"),
 ]
 nav = st.navigation(i18n.localise_pages(pages))
 chrome.sidebar()

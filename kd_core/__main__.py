@@ -1,4 +1,4 @@
-"""Command line: ``python -m kd_core train | methods | bench``.
+"""Command line: ``python -m kd_core train | methods | bench | crossmodal train``.
 
 Any bad value exits with status 2 and one line on stderr saying what is wrong and what is
 allowed; never a traceback.
@@ -318,6 +318,12 @@ def cmd_bench(a) -> int:
     return bench.main(quick=a.quick, json_path=a.json or None, repeats=a.repeats, method_names=names)
 
 
+def cmd_crossmodal(a) -> int:
+    from . import audio
+
+    return audio.cli_train(a)
+
+
 def main(argv=None) -> int:
     parser = _Parser(prog=PROG, description="KD Playground engine: train teachers and distil students.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -349,6 +355,14 @@ def main(argv=None) -> int:
     )
     b.add_argument("--methods", default="", metavar="A,B", help="only these methods (default: the whole registry)")
     b.set_defaults(func=cmd_bench)
+    cm = sub.add_parser("crossmodal", help="image -> speech: an image teacher trains an audio student, no audio labels")
+    cm_sub = cm.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    from . import audio
+
+    audio.add_cli_args(
+        cm_sub.add_parser("train", help="train the audio students on spoken digits (espeak-ng)"), _float, _int
+    )
+    cm.set_defaults(func=cmd_crossmodal)
     a = parser.parse_args(argv)
     try:
         return a.func(a)
