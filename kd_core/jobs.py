@@ -237,7 +237,11 @@ class JobManager:
 
     def submit(self, config: Config, owner: str = "", on_end=None) -> Job:
         config.resolved().validate()  # refuse bad configs now, in the caller's thread
-        job = Job(config=config, owner=owner, on_end=on_end)
+        return self.submit_job(Job(config=config, owner=owner, on_end=on_end))
+
+    def submit_job(self, job: Job) -> Job:
+        """Queue a ready-made job: a ``Job`` subclass with its own ``_run`` (e.g.
+        ``kd_core.lm.jobs.LMJob``) shares the slots, the queue and the watchdog."""
         with self._lock:
             self._jobs[job.id] = job
             self._queue.append(job.id)
