@@ -1,4 +1,4 @@
-"""Command line: ``python -m kd_core train | methods | bench | crossmodal train``.
+"""Command line: ``python -m kd_core train | methods | bench | lm | crossmodal train``.
 
 Any bad value exits with status 2 and one line on stderr saying what is wrong and what is
 allowed; never a traceback.
@@ -336,6 +336,9 @@ def main(argv=None) -> int:
     from . import sweep as sweep_mod  # `sweep` and `leaderboard` (their commands live in kd_core/sweep.py)
 
     sweep_mod.add_subcommands(sub, _add_run_args, config_from_args)
+    from .lm import cli as lm_cli  # `lm train | sample | methods` (kd_core/lm/cli.py)
+
+    lm_cli.add_subcommands(sub, _float, _int, _param)
     b = sub.add_parser(
         "bench", help="measure the engine against the student alone and the conventional loop (see PERFORMANCE.md)"
     )

@@ -250,10 +250,15 @@ class JobManager:
         config.resolved().validate()  # refuse bad configs now, in the caller's thread
         if self.limits is not None:
             self.limits.check_run(config)
-        job = Job(config=config, owner=owner, on_end=on_end)
+        return self.submit_job(Job(config=config, owner=owner, on_end=on_end))
+
+    def submit_job(self, job: Job) -> Job:
+        """Queue a ready-made job: a ``Job`` subclass with its own ``_run`` (e.g.
+        ``kd_core.lm.jobs.LMJob``) shares the slots, the queue, the watchdog and the
+        per-session limit (``LimitReached``)."""
         with self._lock:
-            if self.limits is not None and owner:
-                self.limits.check_session(sum(1 for j in self._jobs.values() if j.owner == owner and not j.done))
+            if self.limits is not None and job.owner:
+                self.limits.check_session(sum(1 for j in self._jobs.values() if j.owner == job.owner and not j.done))
             self._jobs[job.id] = job
             self._queue.append(job.id)
         threading.Thread(target=self._worker, args=(job,), name=f"kd-job-{job.id}", daemon=True).start()
