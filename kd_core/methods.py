@@ -218,8 +218,9 @@ def _kd_terms(ctx: StepContext) -> dict:
 
 def _dkd_terms(ctx: StepContext) -> dict:
     p = ctx.params
-    # epochs counted from 1 as in the authors' code: the first epoch already has 1 / warmup
-    warm = min(ctx.epoch / p["warmup"], 1.0) if p["warmup"] > 0 else 1.0
+    # a continuous ramp from 0 at the first step (the authors' code steps per epoch from 1 /
+    # warmup: with runs of a few epochs that puts the full weight on the first epoch; see the help)
+    warm = min(ctx.progress / p["warmup"], 1.0) if p["warmup"] > 0 else 1.0
     tckd, nckd = losses.dkd_parts(ctx.student_logits, ctx.teacher_logits, ctx.target, ctx.temperature)
     return {"tckd": warm * p["tckd_weight"] * tckd, "nckd": warm * p["nckd_weight"] * nckd}
 
@@ -350,7 +351,7 @@ register(
         paper="Zhao, Cui, Song, Qiu & Liang 2022, Decoupled Knowledge Distillation (CVPR)",
         summary="Split KD into target-class (TCKD) and non-target-class (NCKD) parts and weight them freely.",
         formula=r"\mathcal{L} = \mathrm{CE}(y, p_S) + w\,(<tckd_weight>\,\mathrm{TCKD} + <nckd_weight>\,\mathrm{NCKD}),"
-        r"\quad w = \min(\mathrm{epoch}/<warmup>, 1),\ \mathrm{epoch} = 1, 2, \dots",
+        r"\quad w = \min(\mathrm{epochs\ done}/<warmup>, 1)",
         params=(
             Param(
                 "tckd_weight",
@@ -373,8 +374,10 @@ register(
                 1.0,
                 0.0,
                 20.0,
-                "Warm-up epochs: the DKD term's weight is min(epoch / warmup, 1) with epochs counted from 1, "
-                "as in the authors' code (the first epoch already has 1/warmup). The paper uses 20 of 240 epochs; "
+                "Warm-up epochs: the DKD term's weight is min(epochs done / warmup, 1), rising continuously "
+                "from 0 at the first step. The authors' code weighs epoch e (counted from 1) by min(e / warmup, 1), "
+                "so its first epoch already has 1/warmup; with our runs of a few epochs and warmup 1 that would "
+                "put the full weight on the first step, hence the smooth ramp. The paper uses 20 of 240 epochs; "
                 "our runs are a few epochs long, so 1.",
                 r"E_w",
             ),
