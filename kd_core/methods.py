@@ -37,6 +37,11 @@ class Param:
     symbol: str = ""  # LaTeX symbol used in the formula
     log: bool = False  # a log-scale slider suits it
     integer: bool = False
+    label: str = ""  # a readable control label; default: from PARAM_LABELS by name, else the name
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", PARAM_LABELS.get(self.name, self.name))
 
     def check(self, value) -> float:
         try:
@@ -48,6 +53,32 @@ class Param:
         if self.integer and v != int(v):
             raise ConfigError(f"{self.name} must be a whole number, got {v:g}")
         return int(v) if self.integer else v
+
+
+# Readable labels of the parameters, by name (a Param may set its own ``label``); the UI
+# adds the formula's symbol. Raw names such as "nckd_weight" meant nothing to a class.
+PARAM_LABELS = {
+    "tckd_weight": "Target-class weight (TCKD)",
+    "nckd_weight": "Non-target-class weight (NCKD)",
+    "warmup": "Warm-up epochs",
+    "beta": "Weight of the method's term",
+    "p": "Attention exponent",
+    "distance_weight": "Distance-term weight",
+    "angle_weight": "Angle-term weight",
+    "tau": "Contrast temperature",
+    "proj_dim": "Projection size",
+    "feat_dim": "Projection size",
+    "nce_k": "Negatives per sample",
+    "momentum": "Memory-bank momentum",
+    "other_class": "Negatives from other classes only",
+    "teachers": "Number of teachers",
+    "archs": "Teacher architectures",
+    "weighting": "Teacher weighting",
+    "generations": "Generations",
+    "students": "Number of students",
+    "inter_weight": "Inter-class relation weight",
+    "intra_weight": "Intra-class relation weight",
+}
 
 
 @dataclass
@@ -106,6 +137,7 @@ class Method:
     make_teacher: Callable | None = field(default=None, repr=False)
     pipeline: Callable | None = field(default=None, repr=False)
     prepare: Callable | None = field(default=None, repr=False)  # prepare(config, progress): train teachers once
+    uses_labels: bool = True  # False: trains without any label (data-free, label-free); labeled_fraction 0 is valid
 
     @property
     def label(self) -> str:
@@ -861,6 +893,168 @@ BEYOND["dml"] = Method(
     uses_alpha=False,
     uses_temperature=False,
     pipeline=_lazy("dml_events"),
+)
+
+
+# ---------------------------------------------------------------- no labels, no data (kd_core/datafree.py)
+
+
+def _datafree_lazy(name: str) -> Callable:
+    def call(*args, **kw):
+        from . import datafree
+
+        return getattr(datafree, name)(*args, **kw)
+
+    call.__name__ = name
+    return call
+
+
+BEYOND["deepinversion"] = Method(
+    name="deepinversion",
+    title="Data-free: DeepInversion (Yin et al. 2020)",
+    family="data-free",
+    paper="Yin, Molchanov, Alvarez, Li, Mallya, Hoiem, Jha & Kautz 2020, Dreaming to Distill: Data-free Knowledge "
+    "Transfer via DeepInversion (CVPR)",
+    summary="The teacher dreams its training set: noise images are optimised until the teacher assigns them the "
+    "requested classes while every BatchNorm layer sees the mean and variance it saw in training; the student is "
+    "then distilled on those images only (KD at T, no labels, no real training image).",
+    formula=r"\hat x = \arg\min_x \mathrm{CE}(y^*, p_T(x)) + <bn_weight>\sum_l \|\mu_l(x) - \hat\mu_l\|_2 + "
+    r"\|\sigma^2_l(x) - \hat\sigma^2_l\|_2 + <tv_weight>\,\mathrm{TV}(x) + <l2_weight>\|x\|^2;\quad "
+    r"\mathcal{L}_S = <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(\hat x) \,\|\, p_S^{(<T>)}(\hat x)\right)",
+    params=(
+        Param("images", 1024, 16, 20000, "Synthetic images to make (classes balanced).", "N", log=True, integer=True),
+        Param(
+            "synth_batch",
+            256,
+            8,
+            2048,
+            "Images optimised together (BatchNorm statistics are batch statistics).",
+            "B",
+            log=True,
+            integer=True,
+        ),
+        Param(
+            "synth_steps",
+            100,
+            1,
+            5000,
+            "Adam steps per batch of images (the paper: 2,000 on ImageNet; a "
+            "small digit teacher is fooled much sooner).",
+            "S",
+            log=True,
+            integer=True,
+        ),
+        Param(
+            "bn_weight",
+            1.0,
+            0.0,
+            100.0,
+            "Weight of the BatchNorm-statistics term. At 0 the images are "
+            "adversarial noise that the teacher still labels confidently.",
+            r"\lambda_{BN}",
+        ),
+        Param("tv_weight", 1.0, 0.0, 100.0, "Weight of the total-variation prior (smooth images).", r"\lambda_{TV}"),
+        Param("l2_weight", 0.001, 0.0, 10.0, "Weight of the L2 prior on the (normalised) pixels.", r"\lambda_{2}"),
+        Param(
+            "synth_lr",
+            0.2,
+            0.001,
+            1.0,
+            "Adam learning rate of the pixels, decayed to 0 by a cosine (the paper: 0.05-0.25).",
+            r"\eta_x",
+            log=True,
+        ),
+        Param(
+            "distil_steps",
+            1000,
+            0,
+            100000,
+            "KD steps on augmented synthetic images after synthesis (the student also learns during synthesis).",
+            "K",
+            log=True,
+            integer=True,
+        ),
+    ),
+    uses_alpha=False,
+    uses_labels=False,
+    pipeline=_datafree_lazy("deepinversion_events"),
+)
+
+
+BEYOND["dfad"] = Method(
+    name="dfad",
+    title="Data-free: adversarial generator (DFAD, Fang et al. 2019; ZSKT)",
+    family="data-free",
+    paper="Fang, Song, Wang, Shen, Wang & Song 2019, Data-Free Adversarial Distillation (arXiv 1912.11006); "
+    "Micaelli & Storkey 2019, Zero-shot Knowledge Transfer via Adversarial Belief Matching (NeurIPS)",
+    summary="A small generator makes the images on which student and teacher disagree most; the student learns to "
+    "agree with the teacher on them. No real image and no label; optionally the generator also pays "
+    "DeepInversion's BatchNorm-statistics term.",
+    formula=r"\max_G \min_S\ \mathbb{E}_z\, <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(G(z)) \,\|\, "
+    r"p_S^{(<T>)}(G(z))\right) - <bn_weight>\,R_{BN}(G(z))",
+    params=(
+        Param(
+            "iterations",
+            400,
+            1,
+            100000,
+            "Rounds of the game: one generator step, then the student's steps.",
+            "I",
+            log=True,
+            integer=True,
+        ),
+        Param("student_steps", 5, 1, 50, "Student steps per generator step; 5 as in DFAD.", "k", integer=True),
+        Param("g_lr", 0.001, 0.00001, 0.1, "Generator learning rate (Adam); 1e-3 as in DFAD.", r"\eta_G", log=True),
+        Param(
+            "bn_weight",
+            0.0,
+            0.0,
+            100.0,
+            "Weight of the teacher's BatchNorm-statistics term on the generated images (0: pure DFAD / ZSKT).",
+            r"\lambda_{BN}",
+        ),
+    ),
+    uses_alpha=False,
+    uses_labels=False,
+    pipeline=_datafree_lazy("dfad_events"),
+)
+BEYOND["seed"] = Method(
+    name="seed",
+    title="Label-free: SEED similarity distillation (Fang et al. 2021)",
+    family="label-free",
+    paper="Fang, Wang, Wang, Zhang, Yang & Liu 2021, SEED: Self-supervised Distillation for Visual Representation "
+    "(ICLR); Abbasi Koohpayegani, Tejankar & Pirsiavash 2020, CompRess (NeurIPS)",
+    summary="No label needed: the student's embedding of each image must rank a queue of other images' teacher "
+    "embeddings the way the teacher does (a softmax of similarities at a temperature), with soft targets beside "
+    "it. Run with alpha = 1 and labelled fraction 0 for no label at all; judged by k-NN and linear-probe accuracy.",
+    formula=r"\mathcal{L} = <beta>\cdot\Big(-\sum_j p_T(j|x)\log p_S(j|x)\Big) + <alpha>\cdot <T>^2\,"
+    r"\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right) + <1-alpha>\,\mathrm{CE}(y, p_S),\quad "
+    r"p(j|x) = \mathrm{softmax}_j\!\left(z(x)\cdot d_j / \tau\right)",
+    params=(
+        Param("beta", 1.0, 0.0, 100.0, "Weight of the SEED term.", r"\beta"),
+        Param(
+            "queue",
+            1024,
+            16,
+            65536,
+            "Teacher embeddings of earlier images kept as anchors (SEED: 65,536 on "
+            "ImageNet; 1,024 for a few thousand images). Capped at the training images minus one.",
+            "K",
+            log=True,
+            integer=True,
+        ),
+        Param("tau_s", 0.07, 0.001, 1.0, "Student temperature; 0.07 as in SEED's code.", r"\tau_S", log=True),
+        Param(
+            "tau_t",
+            0.01,
+            0.0001,
+            1.0,
+            "Teacher temperature, sharper than the student's (SEED ablates 0.01-0.07; its code defaults to 1e-4).",
+            r"\tau_T",
+            log=True,
+        ),
+    ),
+    pipeline=_datafree_lazy("seed_events"),
 )
 
 

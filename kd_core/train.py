@@ -90,6 +90,8 @@ def resolve_pairs(
 def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
     """A stratified random subset of ``fraction`` of each class (at least one per class)."""
     mask = torch.zeros(len(y), dtype=torch.bool)
+    if fraction <= 0.0:  # no label at all (label-free methods, alpha = 1)
+        return mask
     if fraction >= 1.0:
         return mask.fill_(True)
     for c in torch.unique(y).tolist():

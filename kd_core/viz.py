@@ -368,6 +368,21 @@ def per_class_bars(
     return style(fig, title)
 
 
+def loss_terms_bars(terms: dict[str, float], title: str | None = None, axis: str = "loss") -> go.Figure:
+    """The weighted terms of a loss and their total as labelled bars: the first term in the
+    scratch colour (the labels' cross-entropy), the second in the teacher's (the soft
+    targets), the last (the total) in the student's."""
+    names, values = list(terms), [float(v) for v in terms.values()]
+    palette = [SCRATCH, TEACHER, *EXTRA][: max(0, len(values) - 1)] + [STUDENT]
+    fig = go.Figure(
+        go.Bar(x=names, y=values, marker_color=palette, text=[f"{v:.3f}" for v in values], textposition="outside")
+    )
+    style(fig, title, height=380)
+    fig.update_yaxes(title=axis, rangemode="tozero")
+    fig.update_layout(margin=dict(b=60))
+    return fig
+
+
 def image_figure(img: np.ndarray, title: str | None = None, height: int = 260) -> go.Figure:
     """A (H, W) or (H, W, 3) image in [0, 1] without axes."""
     img = np.asarray(img, dtype=float)

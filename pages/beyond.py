@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import datasets, i18n, links, state
+from kd_app import datasets, i18n, links, noise, state
 from kd_app.i18n import t
 from kd_core import beyond, data, methods, teachers, viz
 from kd_core.config import Config
@@ -426,6 +426,12 @@ def show_result(snap: dict) -> None:
             )
         c[-1].metric(t("beyond.res.independent"), pct(base))
     st.plotly_chart(i18n.localise_figure(fig), key="by_result", width="stretch", theme=None)
+    if name == "dml" and base is not None:  # the students are seeds of one network: their spread is the noise
+        noise.spread_notice(
+            t("beyond.res.dml_students"), [s["test_accuracy"] for s in r["students"]], t("beyond.res.independent"), base
+        )
+    elif name != "dml":
+        noise.one_seed_notice()
     st.caption(t("beyond.res.wall", seconds=r.get("wall_seconds", 0.0)))
 
 

@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from kd_app import datasets, i18n, links, method_effect, state
+from kd_app import datasets, i18n, links, method_effect, noise, state
 from kd_app.i18n import t
 from kd_core import data, methods, models, train, viz
 from kd_core.config import Config
@@ -44,9 +44,15 @@ def method_summary(m) -> str:
 
 
 def param_text(m, p, what: str) -> str:
-    """A method parameter's ``label`` (its name in English) or ``help``."""
+    """A method parameter's ``label`` (readable, from the registry, with the formula's
+    symbol) or ``help``."""
     key = f"lab.params.{m.name}.{p.name}.{what}"
-    return t(key) if known(key) else (p.name if what == "label" else p.help)
+    text = t(key) if known(key) else (p.label if what == "label" else p.help)
+    if what != "label":
+        return text
+    if text == p.name:  # a catalogue that still holds the raw name
+        text = p.label or p.name
+    return f"{text} (${p.symbol}$)" if p.symbol else text
 
 
 st.title("🧪 " + t("lab.title"))
@@ -79,7 +85,8 @@ for k, v in defaults.items():
 job = state.lab_job()
 running = job is not None and not job.done
 
-controls, output = st.columns([1, 2.2], gap="large")
+# at 1280 px the set-up column must fit "mnist-mini — MNIST mini (5,000 real digits)" and "cnn-32-64"
+controls, output = st.columns([1.35, 2], gap="large")
 
 # ------------------------------------------------------------------ controls
 with controls:
@@ -485,7 +492,9 @@ def draw_results(snap: dict) -> None:
         width="stretch",
         key="lab_results",
     )
-    if "baseline" in r:
+    if noise.failed_run(r, snap["status"]):  # diverged or at chance: no "gained 0.0 points"
+        pass
+    elif "baseline" in r:
         gain = r["student"]["test_accuracy"] - r["baseline"]["test_accuracy"]
         st.markdown(
             t(
@@ -495,6 +504,8 @@ def draw_results(snap: dict) -> None:
                 scratch=100 * r["baseline"]["test_accuracy"],
             )
         )
+        if abs(gain) < 0.02:  # one seed each: a difference this small says nothing yet
+            st.caption(t("noise.lab_small_gain"))
     classes = r["classes"]
     omitted = r["config"].get("omit_class")
     per_class = {"teacher": r["teacher"]["per_class_accuracy"], "distilled student": r["student"]["per_class_accuracy"]}
