@@ -483,6 +483,7 @@ register(
                 "Multiplies the standardised KD term: with alpha = 0.9 it gives the authors' 0.1 CE + 9 KD "
                 "(--kd-weight 9). They use T = 2 (--base-temp 2) on the standardised logits.",
                 r"\kappa",
+                label="KD-term scale",
             ),
         ),
         kd_term=_ls_kd_term,
@@ -510,6 +511,7 @@ register(
                 10.0,
                 "Lowest temperature: T = t_start + t_range * sigmoid(theta); 1 as in the authors' code.",
                 r"\tau_0",
+                label="Lowest temperature",
             ),
             Param(
                 "t_range",
@@ -519,6 +521,7 @@ register(
                 "Span of the temperature (the authors' t_end, 20): T stays in (t_start, t_start + t_range); "
                 "theta starts at 1, so T starts at t_start + 0.73 t_range.",
                 r"\Delta\tau",
+                label="Temperature span",
             ),
             Param(
                 "curriculum",
@@ -529,6 +532,7 @@ register(
                 "(the authors' decay_loops, 10 of 240 epochs).",
                 "E",
                 integer=True,
+                label="Curriculum epochs",
             ),
             Param(
                 "lambda_max",
@@ -538,6 +542,7 @@ register(
                 "Final weight of the reversed gradient on the temperature; 1 as in the authors' code "
                 "(decay_min -1). 0 freezes T.",
                 r"\lambda_{\max}",
+                label="Final reversal weight",
             ),
         ),
         uses_temperature=False,
