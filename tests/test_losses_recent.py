@@ -413,6 +413,8 @@ def test_each_new_method_trains_from_the_cli(name, tmp_path):
     assert r["config"]["method"] == name and r["status"] == "finished"
     assert r["student"]["test_accuracy"] > 0.3
     assert ("learned_temperature" in r) == (name == "ctkd")
+    if name == "ctkd":  # the final learned temperature, in the printed results too
+        assert f"at the last step: T = {r['learned_temperature']:.4g}" in out.stdout
     bad = cli("train", "--method", name, "--dataset", "digits", "--param", "nope=1")
     assert bad.returncode == 2 and "has no parameter 'nope'" in bad.stderr and "Traceback" not in bad.stderr
 
