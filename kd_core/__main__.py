@@ -179,6 +179,8 @@ def results_table(result: dict) -> str:
         if "baseline" in result:
             extra.append(f"scratch {_pct(result['baseline']['per_class_accuracy'][c])}")
         lines.append(", ".join(extra))
+    if result.get("tracked"):  # what a method learns or schedules besides the weights (CTKD: its T)
+        lines.append("at the last step: " + ", ".join(f"{k} = {v:.4g}" for k, v in result["tracked"].items()))
     return "\n".join(lines)
 
 

@@ -106,20 +106,17 @@ def dist_loss(
     intra_weight: float = 1.0,
 ) -> Tensor:
     r"""DIST (Huang, You, Wang, Qian & Xu 2022, "Knowledge Distillation from A Stronger
-        Teacher", NeurIPS): match *relations* of the probabilities, not their values.
+    Teacher", NeurIPS): match *relations* of the probabilities, not their values.
 
-        With :math:`P = \mathrm{softmax}(Z/T)` for both networks (B x C) and
-        :math:`
-    ho` the Pearson correlation,
+    With :math:`P = \mathrm{softmax}(Z/T)` for both networks (B x C) and
+    :math:`\rho` the Pearson correlation,
 
-        .. math:: T^2\Big(w_{inter}ig(1 - 	frac{1}{B}\sum_i
-    ho(P^S_{i,:}, P^T_{i,:})ig)
-                  + w_{intra}ig(1 - 	frac{1}{C}\sum_c
-    ho(P^S_{:,c}, P^T_{:,c})ig)\Big)
+    .. math:: T^2\Big(w_{inter}\big(1 - \tfrac{1}{B}\sum_i \rho(P^S_{i,:}, P^T_{i,:})\big)
+              + w_{intra}\big(1 - \tfrac{1}{C}\sum_c \rho(P^S_{:,c}, P^T_{:,c})\big)\Big)
 
-        inter-class: each image's ranking of the classes; intra-class: each class's ranking of
-        the images of the batch. A correlation ignores shift and scale, so the student need not
-        reproduce a stronger teacher's exact probabilities.
+    inter-class: each image's ranking of the classes; intra-class: each class's ranking of
+    the images of the batch. A correlation ignores shift and scale, so the student need not
+    reproduce a stronger teacher's exact probabilities.
     """
     p_s = softmax_t(student_logits, temperature)
     p_t = softmax_t(teacher_logits, temperature)
@@ -130,7 +127,7 @@ def dist_loss(
 
 def zscore(logits: Tensor) -> Tensor:
     r"""Logit standardisation (Sun, Ren, Li, Wang & Cao 2024, CVPR):
-    :math:`\mathcal{Z}(z) = (z - ar z) / (\sigma(z) + 10^{-7})` per sample, with the
+    :math:`\mathcal{Z}(z) = (z - \bar z) / (\sigma(z) + 10^{-7})` per sample, with the
     Bessel-corrected standard deviation (``torch.std``'s default), as the authors' code."""
     mean = logits.mean(dim=-1, keepdim=True)
     std = logits.std(dim=-1, keepdim=True)
@@ -141,7 +138,7 @@ def ls_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
     r"""KD on standardised logits (Sun et al. 2024, "Logit Standardization in Knowledge
     Distillation", CVPR):
 
-    .. math:: T^2\,\mathrm{KL}ig(\mathrm{softmax}(\mathcal{Z}(t)/T) \,\|\, \mathrm{softmax}(\mathcal{Z}(s)/T)ig)
+    .. math:: T^2\,\mathrm{KL}\big(\mathrm{softmax}(\mathcal{Z}(t)/T) \,\|\, \mathrm{softmax}(\mathcal{Z}(s)/T)\big)
 
     with :func:`zscore`. The student matches the teacher's logit *relations*, not their
     scale: shifting or scaling a network's logits leaves its term unchanged.
@@ -169,7 +166,7 @@ def reverse_gradient(x: Tensor, lam: float) -> Tensor:
 
 def cosine_curriculum(epoch: float, epochs: float, high: float = 1.0, low: float = 0.0) -> float:
     r"""CTKD's curriculum for the reversal weight (Li et al. 2023):
-    :math:`\lambda(e) = low + (high - low)\,	frac{1}{2}ig(1 - \cos(\pi \min(e, E)/E)ig)`,
+    :math:`\lambda(e) = low + (high - low)\,\tfrac{1}{2}\big(1 - \cos(\pi \min(e, E)/E)\big)`,
     rising from ``low`` at e = 0 to ``high`` at e = E and staying there (E = ``epochs``)."""
     if epochs <= 0:
         return high

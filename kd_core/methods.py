@@ -250,8 +250,9 @@ def _kd_terms(ctx: StepContext) -> dict:
 
 def _dkd_terms(ctx: StepContext) -> dict:
     p = ctx.params
-    # epochs counted from 1 as in the authors' code: the first epoch already has 1 / warmup
-    warm = min(ctx.epoch / p["warmup"], 1.0) if p["warmup"] > 0 else 1.0
+    # a continuous ramp from 0 at the first step (the authors' code steps per epoch from 1 /
+    # warmup: with runs of a few epochs that puts the full weight on the first epoch; see the help)
+    warm = min(ctx.progress / p["warmup"], 1.0) if p["warmup"] > 0 else 1.0
     tckd, nckd = losses.dkd_parts(ctx.student_logits, ctx.teacher_logits, ctx.target, ctx.temperature)
     return {"tckd": warm * p["tckd_weight"] * tckd, "nckd": warm * p["nckd_weight"] * nckd}
 
@@ -382,7 +383,7 @@ register(
         paper="Zhao, Cui, Song, Qiu & Liang 2022, Decoupled Knowledge Distillation (CVPR)",
         summary="Split KD into target-class (TCKD) and non-target-class (NCKD) parts and weight them freely.",
         formula=r"\mathcal{L} = \mathrm{CE}(y, p_S) + w\,(<tckd_weight>\,\mathrm{TCKD} + <nckd_weight>\,\mathrm{NCKD}),"
-        r"\quad w = \min(\mathrm{epoch}/<warmup>, 1),\ \mathrm{epoch} = 1, 2, \dots",
+        r"\quad w = \min(\mathrm{epochs\ done}/<warmup>, 1)",
         params=(
             Param(
                 "tckd_weight",
@@ -405,8 +406,10 @@ register(
                 1.0,
                 0.0,
                 20.0,
-                "Warm-up epochs: the DKD term's weight is min(epoch / warmup, 1) with epochs counted from 1, "
-                "as in the authors' code (the first epoch already has 1/warmup). The paper uses 20 of 240 epochs; "
+                "Warm-up epochs: the DKD term's weight is min(epochs done / warmup, 1), rising continuously "
+                "from 0 at the first step. The authors' code weighs epoch e (counted from 1) by min(e / warmup, 1), "
+                "so its first epoch already has 1/warmup; with our runs of a few epochs and warmup 1 that would "
+                "put the full weight on the first step, hence the smooth ramp. The paper uses 20 of 240 epochs; "
                 "our runs are a few epochs long, so 1.",
                 r"E_w",
             ),
@@ -480,6 +483,7 @@ register(
                 "Multiplies the standardised KD term: with alpha = 0.9 it gives the authors' 0.1 CE + 9 KD "
                 "(--kd-weight 9). They use T = 2 (--base-temp 2) on the standardised logits.",
                 r"\kappa",
+                label="KD-term scale",
             ),
         ),
         kd_term=_ls_kd_term,
@@ -507,6 +511,7 @@ register(
                 10.0,
                 "Lowest temperature: T = t_start + t_range * sigmoid(theta); 1 as in the authors' code.",
                 r"\tau_0",
+                label="Lowest temperature",
             ),
             Param(
                 "t_range",
@@ -516,6 +521,7 @@ register(
                 "Span of the temperature (the authors' t_end, 20): T stays in (t_start, t_start + t_range); "
                 "theta starts at 1, so T starts at t_start + 0.73 t_range.",
                 r"\Delta\tau",
+                label="Temperature span",
             ),
             Param(
                 "curriculum",
@@ -526,6 +532,7 @@ register(
                 "(the authors' decay_loops, 10 of 240 epochs).",
                 "E",
                 integer=True,
+                label="Curriculum epochs",
             ),
             Param(
                 "lambda_max",
@@ -535,6 +542,7 @@ register(
                 "Final weight of the reversed gradient on the temperature; 1 as in the authors' code "
                 "(decay_min -1). 0 freezes T.",
                 r"\lambda_{\max}",
+                label="Final reversal weight",
             ),
         ),
         uses_temperature=False,

@@ -287,7 +287,7 @@ def test_fitnets_regressor_is_conv_bn_relu_and_the_hint_is_what_the_help_says():
 # ---------------------------------------------------------------- fix 3: DKD warm-up
 
 
-def test_dkd_warmup_counts_epochs_from_one_like_the_reference():
+def test_dkd_warmup_is_a_continuous_ramp_from_zero_and_the_help_says_how_the_reference_differs():
     torch.manual_seed(0)
     m = methods.get("dkd")
     s, t = torch.randn(8, 10), torch.randn(8, 10)
@@ -300,12 +300,15 @@ def test_dkd_warmup_counts_epochs_from_one_like_the_reference():
         terms = m.terms(ctx)
         return terms["tckd"].item() / tckd.item(), terms["nckd"].item() / (8 * nckd.item())
 
-    assert weight(0.0) == pytest.approx((0.25, 0.25))  # the very first step: 1 / warmup, not 0
-    assert weight(0.99) == pytest.approx((0.25, 0.25))
-    assert weight(1.0) == pytest.approx((0.5, 0.5))
-    assert weight(3.5) == pytest.approx((1.0, 1.0))
+    assert weight(0.0) == pytest.approx((0.0, 0.0))  # the very first step
+    assert weight(1.0) == pytest.approx((0.25, 0.25))
+    assert weight(2.5) == pytest.approx((0.625, 0.625))
     assert weight(10.0) == pytest.approx((1.0, 1.0))
-    assert "counted from 1" in m.params[2].help
+    # what the help text says, the formula shows, and where the reference differs
+    help_text = m.params[2].help
+    assert "min(epochs done / warmup, 1)" in help_text and "from 0 at the first step" in help_text
+    assert "min(e / warmup, 1)" in help_text and "1/warmup" in help_text
+    assert "epochs\\ done" in m.formula
 
 
 # ---------------------------------------------------------------- fixes 4 and 5: help texts
@@ -410,6 +413,8 @@ def test_each_new_method_trains_from_the_cli(name, tmp_path):
     assert r["config"]["method"] == name and r["status"] == "finished"
     assert r["student"]["test_accuracy"] > 0.3
     assert ("learned_temperature" in r) == (name == "ctkd")
+    if name == "ctkd":  # the final learned temperature, in the printed results too
+        assert f"at the last step: T = {r['learned_temperature']:.4g}" in out.stdout
     bad = cli("train", "--method", name, "--dataset", "digits", "--param", "nope=1")
     assert bad.returncode == 2 and "has no parameter 'nope'" in bad.stderr and "Traceback" not in bad.stderr
 
