@@ -332,7 +332,8 @@ def check_upload(data: bytes, name: str = "") -> np.ndarray:
     ``SAMPLE_RATE``, quiet trimmed, ``CLIP_SAMPLES`` long). Refuses, with one line saying
     why: a name that is not .wav, more than ``MAX_UPLOAD_BYTES``, an empty, truncated or
     non-PCM file, a sample rate outside ``UPLOAD_RATES``, shorter than
-    ``MIN_UPLOAD_SECONDS`` or longer than ``MAX_UPLOAD_SECONDS``, or silence."""
+    ``MIN_UPLOAD_SECONDS`` or longer than ``MAX_UPLOAD_SECONDS``, or silence. The clip
+    gets the same faint noise floor as the quietest training voices."""
     if name and not name.lower().endswith(".wav"):
         raise AudioFileError(f"'{name}' is not a .wav file; upload a WAV recording")
     if len(data) > MAX_UPLOAD_BYTES:
@@ -353,7 +354,9 @@ def check_upload(data: bytes, name: str = "") -> np.ndarray:
         raise AudioFileError("the sound is silent")
     wave = resample(wave, rate)
     peak = float(np.abs(wave).max())
-    return fit_length(wave / peak * 0.5)
+    # the faint noise floor every training clip has (its quietest voices: 30 dB), so that
+    # the padding around a clean recording does not look like nothing the students heard
+    return add_noise(fit_length(wave / peak * 0.5), SNR_DB[1], np.random.default_rng(0))
 
 
 def to_wav_bytes(wave: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
