@@ -2,7 +2,14 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="KD Playground", page_icon="🎓", layout="wide")
+# a projected link (?present=1) opens with the sidebar closed
+present = st.query_params.get("present") == "1"
+st.set_page_config(
+    page_title="KD Playground",
+    page_icon="🎓",
+    layout="wide",
+    initial_sidebar_state="collapsed" if present else "auto",
+)
 
 from kd_app import chrome, i18n  # noqa: E402  (after set_page_config)
 

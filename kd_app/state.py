@@ -231,6 +231,22 @@ def save_lab_run(job):
     return runs.save_lab_run(job)
 
 
+def submit_lab_run(cfg):
+    """Queue this session's Lab run. It is recorded in the run store as it is queued, so a
+    server that dies while it trains lists it as interrupted instead of losing it, and it
+    is saved there when it ends (``save_lab_run``)."""
+    from kd_core import runs
+
+    started = runs.begin(cfg.to_dict(), owner=session_id(), source="lab")
+    try:
+        job = job_manager().submit(cfg, owner=session_id(), on_end=save_lab_run)
+    except Exception:
+        runs.discard(started)
+        raise
+    job.started_run = started
+    return job
+
+
 def run_source(job, run_matches: bool, dataset_name: str):
     """(snapshot, teacher model, Teacher) for the Feature maps / Relations / Contrastive pages
     to draw from: the Lab run's latest snapshot when the run is on the page's dataset (its

@@ -34,6 +34,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from types import SimpleNamespace
@@ -331,7 +332,8 @@ def check_upload(data: bytes, name: str = "") -> np.ndarray:
     ``SAMPLE_RATE``, quiet trimmed, ``CLIP_SAMPLES`` long). Refuses, with one line saying
     why: a name that is not .wav, more than ``MAX_UPLOAD_BYTES``, an empty, truncated or
     non-PCM file, a sample rate outside ``UPLOAD_RATES``, shorter than
-    ``MIN_UPLOAD_SECONDS`` or longer than ``MAX_UPLOAD_SECONDS``, or silence."""
+    ``MIN_UPLOAD_SECONDS`` or longer than ``MAX_UPLOAD_SECONDS``, or silence. The clip
+    gets the same faint noise floor as the quietest training voices."""
     if name and not name.lower().endswith(".wav"):
         raise AudioFileError(f"'{name}' is not a .wav file; upload a WAV recording")
     if len(data) > MAX_UPLOAD_BYTES:
@@ -352,7 +354,9 @@ def check_upload(data: bytes, name: str = "") -> np.ndarray:
         raise AudioFileError("the sound is silent")
     wave = resample(wave, rate)
     peak = float(np.abs(wave).max())
-    return fit_length(wave / peak * 0.5)
+    # the faint noise floor every training clip has (its quietest voices: 30 dB), so that
+    # the padding around a clean recording does not look like nothing the students heard
+    return add_noise(fit_length(wave / peak * 0.5), SNR_DB[1], np.random.default_rng(0))
 
 
 def to_wav_bytes(wave: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
@@ -483,11 +487,14 @@ def pair_images(
     return index, wrong
 
 
-def make_pairs(corpus: Corpus, images: Tensor, image_labels: Tensor, mismatch: float, seed: int) -> PairedSet:
-    """The "videos": each training clip with an image. Only this step sees the clips' digits."""
+def make_pairs(
+    corpus: Corpus, images: Tensor, image_labels: Tensor, mismatch: float, seed: int, audio: Tensor | None = None
+) -> PairedSet:
+    """The "videos": each training clip with an image. Only this step sees the clips' digits.
+    ``audio``: the clips' features when already computed."""
     index, _ = pair_images(corpus.digits, image_labels, mismatch, seed)
     idx = torch.as_tensor(index)
-    return PairedSet(audio=features(corpus.waves), images=images[idx], image_index=idx)
+    return PairedSet(audio=features(corpus.waves) if audio is None else audio, images=images[idx], image_index=idx)
 
 
 # ---------------------------------------------------------------- config and run
@@ -565,25 +572,46 @@ class Data:
     mismatched: np.ndarray
 
 
+_corpora: OrderedDict = OrderedDict()  # (voices, seed) -> (Corpus, features): shared by runs and pages
+_corpora_lock = threading.Lock()
+MAX_CORPORA = 4
+
+
+def corpus_with_features(voices: list[Voice], seed: int, progress=None) -> tuple[Corpus, Tensor]:
+    """``build_corpus`` and its ``features``, kept in memory for the last few voice sets, so
+    that every run and page of a server shares one copy (read-only: never modify them)."""
+    key = (tuple(voices), seed)
+    with _corpora_lock:
+        if key in _corpora:
+            _corpora.move_to_end(key)
+            return _corpora[key]
+    corpus = build_corpus(voices, seed, progress=progress)
+    found = (corpus, features(corpus.waves))
+    with _corpora_lock:
+        _corpora[key] = found
+        while len(_corpora) > MAX_CORPORA:
+            _corpora.popitem(last=False)
+    return found
+
+
 def prepare(cfg: CrossmodalConfig, progress=None) -> Data:
     """Voices, clips (cached), features and pairs with mnist-mini training images."""
     from . import data as data_mod
 
     tr_voices, te_voices = make_voices(cfg.train_voices, cfg.test_voices, cfg.seed)
-    train = build_corpus(tr_voices, cfg.seed, progress=_offset(progress, 0, len(tr_voices) + len(te_voices)))
-    test = build_corpus(
-        te_voices,
-        cfg.seed + 1,
-        progress=_offset(progress, len(tr_voices) * NUM_CLASSES, len(tr_voices) + len(te_voices)),
+    n_voices = len(tr_voices) + len(te_voices)
+    train, train_x = corpus_with_features(tr_voices, cfg.seed, progress=_offset(progress, 0, n_voices))
+    test, test_x = corpus_with_features(
+        te_voices, cfg.seed + 1, progress=_offset(progress, len(tr_voices) * NUM_CLASSES, n_voices)
     )
     ds = data_mod.load("mnist-mini")
-    pairs = make_pairs(train, ds.x_train, ds.y_train, cfg.mismatch, cfg.seed)
+    pairs = make_pairs(train, ds.x_train, ds.y_train, cfg.mismatch, cfg.seed, audio=train_x)
     _, wrong = pair_images(train.digits, ds.y_train, cfg.mismatch, cfg.seed)
     return Data(
         train,
         test,
         pairs,
-        features(test.waves),
+        test_x,
         torch.as_tensor(test.digits),
         torch.as_tensor(train.digits),
         wrong,

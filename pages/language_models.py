@@ -200,7 +200,7 @@ else:
         )
     fig = go.Figure()
     for role, name, p in series:
-        fig.add_bar(x=labels, y=p[order], name=name, marker_color=COLOURS[role])
+        fig.add_bar(x=labels, y=p[order].tolist(), name=name, marker_color=COLOURS[role])
     if k < TOP_BARS:
         fig.add_vline(x=k - 0.5, line_dash="dash", line_color="#555")
         fig.add_annotation(x=k - 0.5, y=1.0, yref="paper", text=t("lm.next.cut", k=k), showarrow=False, xanchor="left")
@@ -229,11 +229,11 @@ k2.slider(t("lm.kl.w2"), 0.05, 0.95, step=0.05, key="lm_w2", help=t("lm.kl.w2_he
 teacher_p = explain.bimodal(40, float(st.session_state.lm_sep), float(st.session_state.lm_w2))
 fits = {d: explain.fit_unimodal(teacher_p, d) for d in ("forward", "reverse")}
 kfig = go.Figure()
-kfig.add_bar(x=list(range(40)), y=teacher_p, name=t("lm.kl.teacher"), marker_color="#9ecae1")
+kfig.add_bar(x=list(range(40)), y=teacher_p.tolist(), name=t("lm.kl.teacher"), marker_color="#9ecae1")
 for d, fit in fits.items():
     kfig.add_scatter(
         x=list(range(40)),
-        y=fit["probs"],
+        y=fit["probs"].tolist(),
         name=t(f"lm.kl.{d}"),
         mode="lines+markers",
         line=dict(color=COLOURS[d], width=3),

@@ -879,6 +879,8 @@ w1, w2 = st.columns(2, gap="large")
 with w1:
     st.subheader(t("lesson.s7.used_title"))
     st.markdown(t("lesson.s7.used"))
+    st.markdown(t("lesson.s7.lm_try"))
+    page_link("language_models.py", "lesson.s7.lm_link", "💬")
 with w2:
     st.subheader(t("lesson.s7.going_title"))
     st.markdown(t("lesson.s7.going"))

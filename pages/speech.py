@@ -142,16 +142,17 @@ with right:
     soft = audio.teacher_soft_targets(teacher.model, d.pairs.images[clip : clip + 1], T)[0].cpu().numpy()
     series = {t("speech.pair.teacher_series", T=T): soft}
     if trained is not None:
-        series[student_name("crossmodal")] = trained.predict("crossmodal", wave)[0].numpy()
+        series[t("speech.pair.student_series")] = trained.predict("crossmodal", wave)[0].numpy()
     st.markdown(f"**{t('speech.pair.bars_title')}**")
     bars = viz.prob_bars(series, [str(c) for c in range(10)], highlight=said)
+    bars.update_layout(height=440, margin=dict(b=150), legend=dict(orientation="v", y=-0.3, yanchor="top"))
     for i, trace in enumerate(bars.data):
         trace.marker.color = viz.TEACHER if i == 0 else viz.STUDENT
     st.plotly_chart(fig(bars), key="sp_bars", width="stretch", theme=None)
     if trained is None:
         st.caption(t("speech.pair.no_student"))
     else:
-        p = series[student_name("crossmodal")]
+        p = series[t("speech.pair.student_series")]
         st.caption(t("speech.pair.student_hears", digit=int(np.argmax(p)), p=100 * float(np.max(p)), said=said))
 
 # ------------------------------------------------------------------ 2. train
@@ -322,6 +323,7 @@ if source is not None:
                 probs = {student_name(n): trained.predict(n, own)[0].numpy() for n in audio.STUDENTS}
                 st.markdown(f"**{t('speech.own.bars_title')}**")
                 f = viz.prob_bars(probs, [str(c) for c in range(10)])
+                f.update_layout(height=460, margin=dict(b=170), legend=dict(orientation="v", y=-0.3, yanchor="top"))
                 for trace, n in zip(f.data, audio.STUDENTS):
                     trace.marker.color = audio.STUDENT_COLOURS[n]
                 st.plotly_chart(fig(f), key="sp_own_bars", width="stretch", theme=None)

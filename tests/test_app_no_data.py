@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from kd_app import i18n
@@ -68,12 +69,13 @@ def test_the_page_renders_in_english():
     assert not at.error
 
 
+@pytest.mark.slow
 def test_a_quick_datafree_run_forms_images_and_ends_with_the_students_accuracy():
     at = open_page(nd_setting="quick", nd_compare=False)
     seen = {"images": 0}
 
     def during(at):
-        seen["images"] = max(seen["images"], len(at.get("imgs")))
+        seen["images"] = max(seen["images"], len(at.get("image")))
 
     run_to_end(at, "nd_df_start", during=during)
     assert seen["images"] >= 1  # the grid of forming images was drawn while it ran
@@ -91,6 +93,7 @@ def test_a_quick_datafree_run_forms_images_and_ends_with_the_students_accuracy()
     assert facts and "and 0 real training images" in facts[0]
 
 
+@pytest.mark.slow
 def test_a_label_free_run_shows_knn_and_probe_beside_teacher_and_random_student():
     at = open_page(nd_lf_epochs=1)
     run_to_end(at, "nd_lf_start")

@@ -57,4 +57,14 @@ def test_the_speech_page_opens_checks_uploads_and_trains(server, browser):  # no
     page.wait_for_timeout(800)
     page.screenshot(path=str(SHOTS / "speech-results.png"))
     page.screenshot(path=str(SHOTS / "speech-results-full.png"), full_page=True)
+
+    # now the students listen to an uploaded recording: espeak-ng saying "seven" in a voice
+    # variant no training clip uses, at 16 kHz
+    said = audio.synthesise(audio.Voice("en", "f3", 150, 45, 100, 30.0), 7)
+    _upload(page, "seven.wav", "audio/wav", audio.to_wav_bytes(audio.resample(said, audio.SAMPLE_RATE, 16000), 16000))
+    page.get_by_text("The cross-modal student hears").first.wait_for(timeout=60_000)
+    _no_exception(page)
+    page.get_by_text("3. Your own voice").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(SHOTS / "speech-own-voice.png"))
     page.close()
