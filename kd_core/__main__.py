@@ -1,4 +1,4 @@
-"""Command line: ``python -m kd_core train | methods | bench``.
+"""Command line: ``python -m kd_core train | methods | sweep | leaderboard | ship-teachers | bench``.
 
 Any bad value exits with status 2 and one line on stderr saying what is wrong and what is
 allowed; never a traceback.
@@ -148,6 +148,9 @@ def config_from_args(a) -> Config:
     )
 
 
+_SOURCE_WORDS = {"shipped": "shipped with the project", "cache": "from the cache", "trained": "trained now"}
+
+
 def _pct(v) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
 
@@ -265,7 +268,7 @@ def cmd_train(a) -> int:
         bar["teacher"].close()
     print(
         f"teacher {trainer.teacher.arch}: test accuracy {_pct(trainer.teacher.test_accuracy)}"
-        f" ({'cached' if trainer.teacher.from_cache else 'trained now'})",
+        f" ({_SOURCE_WORDS.get(trainer.teacher.source, trainer.teacher.source)})",
         file=sys.stderr,
     )
     pbar = None
@@ -325,6 +328,9 @@ def main(argv=None) -> int:
     from . import sweep as sweep_mod  # `sweep` and `leaderboard` (their commands live in kd_core/sweep.py)
 
     sweep_mod.add_subcommands(sub, _add_run_args, config_from_args)
+    from . import ship  # `ship-teachers` (kd_core/ship.py)
+
+    ship.add_subcommand(sub)
     b = sub.add_parser(
         "bench", help="measure the engine against the student alone and the conventional loop (see PERFORMANCE.md)"
     )

@@ -11,7 +11,7 @@ from . import methods
 from .errors import ConfigError
 
 # Teacher recipe per dataset (epochs of Adam at 1e-3 on the full labelled training set).
-TEACHER_EPOCHS = {"digits": 30, "mnist-mini": 10, "mnist": 3, "fashion-mnist": 4, "cifar10": 15}
+TEACHER_EPOCHS = {"digits": 30, "mnist-mini": 10, "mnist": 3, "fashion-mnist": 6, "cifar10": 15}
 MAX_EPOCHS = 200
 MAX_BATCH = 4096
 

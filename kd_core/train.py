@@ -18,6 +18,7 @@ import copy
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -59,10 +60,11 @@ class Teacher:
     key: str
     epochs: int
     train_seconds: float
-    from_cache: bool
+    from_cache: bool  # not trained in this call: shipped or from the disk cache
     _profile: dict | None = None
     members: list | None = None  # an ensemble's teachers: [{"arch", "seed", "test_accuracy", ...}]
     info: dict | None = None  # an ensemble's own facts (weighting, temperature, accuracy at T = 1)
+    source: str = "trained"  # where the weights came from: "shipped", "cache" or "trained"
 
     def profile(self, in_shape) -> dict:
         """Parameters, FLOPs and CPU latency, measured once per teacher."""
@@ -136,6 +138,39 @@ def train_teacher(
     return model
 
 
+# -- shipped teachers (kd_core/ship.py): tried before the disk cache
+
+
+def _shipped_teacher(key: str, arch: str, ds: data_mod.Dataset) -> tuple[nn.Module, dict] | None:
+    """(model, meta) of a teacher shipped with the project under this recipe key, if any."""
+    from . import ship
+
+    return ship.load(key, arch, ds.in_shape, ds.num_classes)
+
+
+def teacher_ready(
+    dataset: str, arch: str | None = None, epochs: int | None = None, seed: int = 0, train_subset: int | None = None
+) -> str | None:
+    """Where ``get_teacher`` would find this teacher without training: "memory", "shipped",
+    "cache", or None (it would be trained). Pages use it to show a progress bar only when
+    training is really coming."""
+    from . import ship
+    from .config import TEACHER_EPOCHS
+
+    arch = arch or models.preset(dataset)[0]
+    epochs = epochs or TEACHER_EPOCHS.get(dataset, 10)
+    key = teacher_key(dataset, arch, epochs, seed, train_subset)
+    with _teachers_guard:
+        if key in _teachers:
+            return "memory"
+    ds = data_mod.load(dataset, train_subset=train_subset)
+    if ship.available(key, arch, ds.in_shape, ds.num_classes):
+        return "shipped"
+    if (paths.subdir("teachers") / key / "weights.safetensors").exists():
+        return "cache"
+    return None
+
+
 def get_teacher(
     dataset: str,
     arch: str | None = None,
@@ -145,8 +180,8 @@ def get_teacher(
     progress=None,
     device=None,
 ) -> Teacher:
-    """The teacher for (dataset, arch, epochs, seed): from memory, else from the disk cache,
-    else trained now (``progress`` as in ``train_teacher``) and saved. Thread-safe: two
+    """The teacher for (dataset, arch, epochs, seed): from memory, else shipped with the project
+    (kd_core/shipped, when its recipe key matches), else from the disk cache, else trained now (``progress`` as in ``train_teacher``) and saved. Thread-safe: two
     sessions asking for the same teacher train it once."""
     from .config import TEACHER_EPOCHS
 
@@ -164,15 +199,19 @@ def get_teacher(
         ds = data_mod.load(dataset, train_subset=train_subset)
         folder = paths.subdir("teachers") / key
         weights, meta_file = folder / "weights.safetensors", folder / "meta.json"
-        model, meta, from_cache = None, None, False
-        if weights.exists() and meta_file.exists():
+        model, meta, from_cache, source = None, None, False, "trained"
+        shipped = _shipped_teacher(key, arch, ds)
+        if shipped is not None:
+            model, meta = shipped
+            from_cache, source = True, "shipped"
+        elif weights.exists() and meta_file.exists():
             try:
                 import json
 
                 meta = json.loads(meta_file.read_text())
                 model = models.build(arch, ds.in_shape, ds.num_classes)
                 models.load_weights(model, weights)
-                from_cache = True
+                from_cache, source = True, "cache"
             except Exception as e:  # corrupted cache: rebuild, with a notice
                 import warnings
 
@@ -210,6 +249,7 @@ def get_teacher(
             epochs,
             float(meta.get("train_seconds", 0.0)),
             from_cache,
+            source=source,
         )
         with _teachers_guard:
             _teachers[key] = teacher
@@ -262,6 +302,39 @@ def resolve_pairs(
 
 
 # ---------------------------------------------------------------- students
+
+# The frozen teacher's logits (and cached features) on a transfer set, per teacher model and
+# transfer set: a leaderboard or a class of students runs many students against one teacher,
+# and on the full Fashion-MNIST one pass of the teacher costs as much as a student's epoch.
+# Weak keys: the entries go with the teacher model. Treat the tensors as read-only.
+TEACHER_OUTPUTS_PER_MODEL = 4
+_outputs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_outputs_lock = threading.Lock()
+
+
+def teacher_outputs(model: nn.Module, x: Tensor, names: list[str], what: tuple) -> tuple[Tensor, list[Tensor] | None]:
+    """``(logits, features at names or None)`` of the frozen ``model`` on ``x`` (in chunks,
+    no grad), remembered under ``what`` (which data ``x`` is) for this model."""
+    key = (*what, tuple(names), len(x))
+    with _outputs_lock:
+        per_model = _outputs.get(model)
+        hit = per_model.get(key) if per_model is not None else None
+    if hit is not None:
+        return hit
+    with torch.no_grad():
+        logits, feats = [], [[] for _ in names]
+        for i in range(0, len(x), 1024):
+            lo, fs = _forward(model, x[i : i + 1024], names)
+            logits.append(lo)
+            for j, f in enumerate(fs):
+                feats[j].append(f)
+        out = (torch.cat(logits), [torch.cat(f) for f in feats] if names else None)
+    with _outputs_lock:
+        per_model = _outputs.setdefault(model, {})
+        per_model[key] = out
+        while len(per_model) > TEACHER_OUTPUTS_PER_MODEL:
+            per_model.pop(next(iter(per_model)))
+    return out
 
 
 def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
@@ -378,21 +451,15 @@ class Trainer:
         self.index = keep.to(dev)
         self.gen = gen
         t_names = [p[0] for p in self.pairs]
-        # the frozen teacher's outputs on the transfer set, computed once
-        with torch.no_grad():
-            feats_bytes = sum(len(self.x) * 4 * _numel(p[2]) for p in self.pairs)
-            self.cache_feats = feats_bytes <= FEATURE_CACHE_BYTES
-            logits, feats = [], [[] for _ in t_names]
-            names = t_names if self.cache_feats else []
-            for i in range(0, len(self.x), 1024):
-                lo, fs = _forward(self.teacher.model, self.x[i : i + 1024], names)
-                logits.append(lo)
-                for j, f in enumerate(fs):
-                    feats[j].append(f)
-            self.t_logits = torch.cat(logits)
-            self.t_feats = [torch.cat(f) for f in feats] if names else None
+        # the frozen teacher's outputs on the transfer set, computed once (and shared by the
+        # runs of this process with the same teacher and transfer set: see teacher_outputs)
+        feats_bytes = sum(len(self.x) * 4 * _numel(p[2]) for p in self.pairs)
+        self.cache_feats = feats_bytes <= FEATURE_CACHE_BYTES
+        names = t_names if self.cache_feats else []
+        what = (cfg.dataset, cfg.train_subset, cfg.omit_class, str(dev))
+        self.t_logits, self.t_feats = teacher_outputs(self.teacher.model, self.x, names, ("train", *what))
         self.x_test = self.ds.x_test.to(dev)
-        self.t_test_logits = metrics.predict_logits(self.teacher.model, self.ds.x_test)
+        self.t_test_logits = teacher_outputs(self.teacher.model, self.x_test, [], ("test", *what))[0].float().cpu()
 
     # ---------------------------------------------------------- the loop
     def events(self):
@@ -597,8 +664,10 @@ class Trainer:
             "device": str(self.device),
             "pairs": [(p[0], p[1]) for p in self.pairs],
             "classes": list(ds.classes),
+            "data": ds.describe(),
             "teacher": {
                 "arch": self.teacher.arch,
+                "source": self.teacher.source,
                 "test_accuracy": metrics.accuracy(self.t_test_logits, y),
                 "per_class_accuracy": metrics.per_class_accuracy(self.t_test_logits, y, k),
                 "ece": metrics.ece(self.t_test_logits, y),
