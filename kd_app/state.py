@@ -70,12 +70,10 @@ def teacher(dataset_name: str, arch: str = "", epochs: int = 0, train_subset: in
 
     arch = arch or models.preset(dataset_name)[0]
     epochs = epochs or TEACHER_EPOCHS.get(dataset_name, 10)
-    key = train.teacher_key(dataset_name, arch, epochs, train_subset=train_subset)
-    if key in train._teachers:
-        return train._teachers[key]
-    from kd_core import paths
-
-    if (paths.subdir("teachers") / key / "weights.safetensors").exists():
+    ready = train.teacher_ready(dataset_name, arch, epochs, train_subset=train_subset)
+    if ready == "memory":
+        return train.get_teacher(dataset_name, arch, epochs, train_subset=train_subset)
+    if ready is not None:  # shipped with the project or in the disk cache: a quick load
         with st.spinner(t("lab.state.loading_cached", arch=arch)):
             return train.get_teacher(dataset_name, arch, epochs, train_subset=train_subset)
     label = (

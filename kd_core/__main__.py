@@ -12,7 +12,7 @@ import math
 import sys
 
 from . import paths
-from .config import Config
+from .config import STUDENT_EPOCHS, Config
 from .errors import KDError
 
 PROG = "python -m kd_core"
@@ -82,7 +82,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="T_LAYER:S_LAYER",
         help="teacher:student layer pair for feature methods (repeatable)",
     )
-    p.add_argument("--epochs", type=_int("epochs"), default=d.epochs)
+    p.add_argument(
+        "--epochs",
+        type=_int("epochs"),
+        default=None,
+        help=f"student epochs (default: {d.epochs}; 2 on the full mnist and fashion-mnist)",
+    )
     p.add_argument("--teacher-epochs", type=_int("teacher-epochs"), default=0, help="0: the dataset's recipe")
     p.add_argument("--lr", type=_float("lr"), default=d.lr, help="learning rate (Adam)")
     p.add_argument("--batch-size", type=_int("batch-size"), default=d.batch_size)
@@ -135,7 +140,7 @@ def config_from_args(a) -> Config:
         alpha=a.alpha,
         params=params,
         pairs=list(a.pair),
-        epochs=a.epochs,
+        epochs=a.epochs if a.epochs is not None else STUDENT_EPOCHS.get(a.dataset, Config().epochs),
         teacher_epochs=a.teacher_epochs,
         lr=a.lr,
         batch_size=a.batch_size,

