@@ -24,6 +24,28 @@ def sidebar() -> None:
                 mark = t("sidebar.embedded") if info.embedded else t("sidebar.downloads")
                 st.markdown(f"- **{info.name}** — {t('datasets.' + info.name)} ({mark})")
             st.caption(t("sidebar.cache_folder", path=_home()))
+        lecturer_box()
+
+
+def lecturer_box() -> None:
+    """Lecturer mode, shown only when the server set a password."""
+    if state.lecturer_password() is None:
+        return
+    with st.expander(t("sidebar.lecturer"), expanded=False):
+        if state.is_lecturer():
+            st.success(t("sidebar.lecturer_on"))
+            if st.button(t("sidebar.lecturer_lock"), key="kd_lecturer_lock"):
+                st.session_state[state.LECTURER] = False
+                st.rerun()
+            return
+        given = st.text_input(
+            t("sidebar.lecturer_password"), type="password", key="kd_lecturer_password", help=t("sidebar.lecturer_help")
+        )
+        if st.button(t("sidebar.lecturer_unlock"), key="kd_lecturer_unlock"):
+            st.session_state.pop("kd_lecturer_password", None)  # the password is not kept in the session
+            if state.unlock_lecturer(given):
+                st.rerun()
+            st.error(t("sidebar.lecturer_wrong"))
 
 
 def _home() -> str:

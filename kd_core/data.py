@@ -211,6 +211,81 @@ def normalise_images(images, dataset: Dataset) -> torch.Tensor:
     return out[0] if single else out
 
 
+# ------------------------------------------------------------- availability
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether ``load(name)`` can work here, without loading anything.
+
+    ``why`` is a short reason key (``""`` when available): ``"offline"`` (the files are
+    missing and downloads are off), ``"download"`` (the files are missing: the first use
+    downloads them). ``folder`` is where the files go (absolute), ``subfolder`` the same
+    below the data folder (``<KD_PLAYGROUND_HOME>/datasets``), ``files`` what to put
+    there, ``package`` a Debian package that provides them (or ``""``)."""
+
+    name: str
+    available: bool
+    why: str = ""
+    folder: str = ""
+    subfolder: str = ""
+    files: str = ""
+    package: str = ""
+    looked_in: tuple[str, ...] = ()  # every folder looked in, in order (a system package's first)
+    source: str = ""  # the folder its files are read from ("embedded" for the embedded ones)
+
+    def message(self) -> str:
+        """One line for a CLI or a log (the app words it from the fields, in its language)."""
+        if self.available:
+            return f"dataset '{self.name}' is available" + (f" ({self.source})" if self.source else "")
+        pkg = f" (or: apt-get install {self.package})" if self.package else ""
+        looked = f"looked in {', '.join(self.looked_in)}; " if self.looked_in else ""
+        return (
+            f"dataset '{self.name}' is not on disk and downloads are off: {looked}put {self.files} in {self.folder}{pkg}"
+        )
+
+
+# Debian packages that install a dataset's files (see the scale issue: the full
+# Fashion-MNIST from /usr/share/datasets/fashion-mnist/)
+PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
+
+
+def availability(name: str, root: str | Path | None = None, download: bool | None = None) -> Availability:
+    """Whether dataset ``name`` can be loaded here, checked from file names only (cheap: a
+    page can call it for every entry of a picker on every rerun).
+
+    Embedded datasets are always available. The others are available when their files are
+    in the data folder (or already prepared in the disk cache), or when they may still be
+    downloaded (``download`` not False and ``KD_PLAYGROUND_OFFLINE`` unset: then ``why``
+    is ``"download"``, a first use fetches them)."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    if DATASETS[name].embedded:
+        return Availability(name, True, source="embedded")
+    folder = _data_root(root)
+    sub = _SOURCE_FILES[name][0]
+    places = _places(name, root)  # a system package's folder first (unless root is given), then the data folder
+    info = dict(
+        folder=str(places[-1]) + os.sep,
+        subfolder=sub + "/",
+        files=_HOW_TO[name],
+        package=PACKAGES.get(name, ""),
+        looked_in=tuple(f"{p}{os.sep}" for p in places),
+    )
+    found = _locate(name, places)
+    if found is not None or _memory_has(name, folder):
+        return Availability(name, True, source=str(found[0]) if found else "", **info)
+    offline = download is False or os.environ.get("KD_PLAYGROUND_OFFLINE") == "1"
+    if offline:
+        return Availability(name, False, "offline", **info)
+    return Availability(name, True, "download", **info)
+
+
+def _memory_has(name: str, folder: Path) -> bool:
+    with _guard:
+        return any(k[0] == name and k[1] == str(folder) for k in _memory)
+
+
 # ------------------------------------------------------------------- loading
 
 _memory: dict[tuple, Dataset] = {}
@@ -451,7 +526,6 @@ _SOURCE_FILES = {  # name -> (sub-folder of the data folder, the files read ther
 SYSTEM_FOLDERS: dict[str, list[Path]] = {
     "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
 }
-SYSTEM_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
 FASHION_CLASSES = [
     "T-shirt/top",
     "Trouser",
@@ -524,7 +598,7 @@ def _locate(name: str, places: list[Path]) -> tuple[Path, list[Path]] | None:
 
 
 def _install_hint(name: str) -> str:
-    pkg = SYSTEM_PACKAGES.get(name)
+    pkg = PACKAGES.get(name)
     return f"apt-get install {pkg}, or " if pkg else ""
 
 
@@ -533,28 +607,6 @@ def _missing_message(name: str, places: list[Path], why: str) -> str:
     return (
         f"dataset '{name}' is not on disk and downloads are off ({why}); looked in {looked}: "
         f"{_install_hint(name)}put {_HOW_TO[name]} in {places[-1]}{os.sep}"
-    )
-
-
-def availability(name: str) -> tuple[bool, str]:
-    """Whether ``load(name)`` can work here, without loading: ``(ok, reason)``.
-
-    ``reason`` says where the data comes from (embedded, a system package's folder, the data
-    folder, a download on first use) or, when ``ok`` is False, every place looked in and
-    how to get the files (e.g. ``apt-get install dataset-fashion-mnist``)."""
-    if name not in DATASETS:
-        return False, f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}"
-    if DATASETS[name].embedded:
-        return True, "embedded: needs no files and no network"
-    places = _places(name, None)
-    found = _locate(name, places)
-    if found is not None:
-        return True, f"read from {found[0]}"
-    if os.environ.get("KD_PLAYGROUND_OFFLINE") == "1":
-        return False, _missing_message(name, places, "KD_PLAYGROUND_OFFLINE=1")
-    pkg = SYSTEM_PACKAGES.get(name)
-    return True, f"downloaded on first use into {places[-1]}{os.sep}" + (
-        f" (apt-get install {pkg} avoids the download)" if pkg else ""
     )
 
 

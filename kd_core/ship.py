@@ -2,13 +2,13 @@
 
 ``python -m kd_core ship-teachers`` trains the default teachers of ``digits``, ``mnist-mini``
 and ``fashion-mnist`` (and the Lesson's "student alone") with the very function and recipe
-the engine uses (:func:`kd_core.train.train_teacher`, on the CPU, one thread, seed 0) and
+the engine uses (:func:`kd_core.teachers.train_teacher`, on the CPU, one thread, seed 0) and
 writes them to ``kd_core/shipped/`` as safetensors, with ``index.json`` holding each one's
 recipe, recipe key, model structure, test accuracy, file hash and the machine that made it.
 
-The engine (``train.get_teacher``) uses a shipped model only when its recipe key (the
+The teacher store (``kd_core.teachers``, after memory, before the disk cache) uses a shipped model only when its recipe key (the
 dataset split's fingerprint, architecture, epochs, seed, optimiser settings: see
-``train.teacher_key``) *and* the structure of the model the code builds today both match
+``teachers.key``) *and* the structure of the model the code builds today both match
 the recorded ones, and the file's hash is right. Otherwise it falls back to the disk cache
 or trains, so a changed model or split never keeps stale weights silently.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import models, paths
-from .config import TEACHER_EPOCHS
+from .teachers import TEACHER_EPOCHS
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 INDEX_NAME = "index.json"
@@ -164,26 +164,26 @@ def ship(
     write their safetensors and ``index.json`` to ``out`` (default: ``kd_core/shipped``).
     Entries of other recipes already in ``out``'s index are kept. ``reuse_cache``: take a
     model from the disk cache when one with the same recipe key is there (the cache holds
-    what ``train.get_teacher`` trained with the very same function and recipe) instead of
+    what ``teachers.get`` trained with the very same function and recipe) instead of
     training it again. Returns the index written."""
-    from . import data, metrics, train
+    from . import data, metrics, teachers
 
     out = Path(out or SHIPPED_DIR)
     out.mkdir(parents=True, exist_ok=True)
     recipes = list(recipes or default_recipes())
     index = {"format": FORMAT, "models": [dict(e) for e in read_index(out)["models"]]}
     os.environ["KD_PLAYGROUND_THREADS"] = "1"
-    train.set_threads()
+    teachers.set_threads()
     for r in recipes:
         ds = data.load(r.dataset)
-        key = train.teacher_key(r.dataset, r.arch, r.epochs, r.seed)
+        key = teachers.key(r.dataset, r.arch, r.epochs, r.seed)
         cached = paths.subdir("teachers") / key / "weights.safetensors"
         t0 = time.perf_counter()
         if reuse_cache and cached.exists():
             model = models.build(r.arch, ds.in_shape, ds.num_classes)
             models.load_weights(model, cached)
             meta = json.loads((cached.parent / "meta.json").read_text())
-            seconds, how = float(meta.get("train_seconds", 0.0)), "train.get_teacher (disk cache, same recipe key)"
+            seconds, how = float(meta.get("train_seconds", 0.0)), "teachers.get (disk cache, same recipe key)"
             log(f"{r.dataset} {r.arch}: taken from the cache {cached.parent}")
         else:
             log(f"{r.dataset} {r.arch}: training {r.epochs} epochs on the CPU...")
@@ -191,8 +191,8 @@ def ship(
             def progress(epoch, epochs, acc, r=r):
                 log(f"  {r.dataset} {r.arch} epoch {epoch}/{epochs}: test accuracy {100 * acc:.2f}%")
 
-            model = train.train_teacher(ds, r.arch, r.epochs, seed=r.seed, device="cpu", progress=progress)
-            seconds, how = time.perf_counter() - t0, "kd_core.ship (train.train_teacher)"
+            model = teachers.train_teacher(ds, r.arch, r.epochs, seed=r.seed, device="cpu", progress=progress)
+            seconds, how = time.perf_counter() - t0, "kd_core.ship (teachers.train_teacher)"
         model = model.cpu().eval()
         acc = metrics.accuracy(metrics.predict_logits(model, ds.x_test), ds.y_test)
         file = out / r.file

@@ -60,8 +60,8 @@ def test_the_debian_package_gives_the_whole_fashion_mnist_with_its_original_spli
         raw = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     back = (ds.denormalise(ds.x_test[:50]) * 255).round().to(torch.uint8)[:, 0]
     assert torch.equal(back, torch.from_numpy(raw[:50].copy()))
-    ok, reason = data.availability("fashion-mnist")
-    assert ok and str(DEBIAN) in reason
+    av = data.availability("fashion-mnist")
+    assert av.available and av.source == str(DEBIAN) and av.looked_in[0] == f"{DEBIAN}/"
 
 
 # ------------------------------------------------------------ small files in the real format
@@ -148,19 +148,21 @@ def test_missing_everywhere_lists_where_it_looks_and_the_package(tmp_path, monke
     msg = str(e.value)
     assert "\n" not in msg and "apt-get install dataset-fashion-mnist" in msg
     assert str(tmp_path / "no-such-package") in msg and str(data._data_root(None) / "FashionMNIST" / "raw") in msg
-    ok, reason = data.availability("fashion-mnist")
-    assert not ok and reason == msg
+    av = data.availability("fashion-mnist")
+    assert not av.available and av.why == "offline" and av.package == "dataset-fashion-mnist"
+    assert av.looked_in == (f"{tmp_path / 'no-such-package'}/", f"{data._data_root(None) / 'FashionMNIST' / 'raw'}/")
+    line = av.message()
+    assert "\n" not in line and all(p in line for p in av.looked_in) and "apt-get install dataset-fashion-mnist" in line
     monkeypatch.delenv("KD_PLAYGROUND_OFFLINE")
-    ok, reason = data.availability("fashion-mnist")
-    assert ok and "downloaded on first use" in reason and "apt-get install dataset-fashion-mnist" in reason
+    av = data.availability("fashion-mnist")
+    assert av.available and av.why == "download"
 
 
-def test_availability_of_every_dataset_is_a_pair():
+def test_availability_says_where_each_dataset_comes_from():
     for name in data.DATASETS:
-        ok, reason = data.availability(name)
-        assert isinstance(ok, bool) and reason
-    assert data.availability("mnist-mini") == (True, "embedded: needs no files and no network")
-    assert data.availability("nope")[0] is False
+        av = data.availability(name)
+        assert isinstance(av.available, bool) and av.message()
+    assert data.availability("mnist-mini").source == "embedded"
 
 
 def test_embedded_datasets_say_so():

@@ -12,17 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_core import data, metrics, models, ship, train
+from kd_core import data, metrics, models, ship, teachers, train
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ship.read_index()
 ENTRIES = INDEX["models"]
-
-
-def forget(key):
-    """As in a fresh process: the teacher is not in memory."""
-    with train._teachers_guard:
-        train._teachers.pop(key, None)
 
 
 def test_every_default_recipe_is_shipped_and_well_under_20_mb():
@@ -52,31 +46,31 @@ def test_recipe_key_and_model_structure_still_match_the_code(entry):
     """If this fails, a model, a split or the teacher recipe changed: regenerate with
     `python -m kd_core ship-teachers` (the engine meanwhile ignores the stale file)."""
     ds = data.load(entry["dataset"])
-    assert entry["key"] == train.teacher_key(entry["dataset"], entry["arch"], entry["epochs"], entry["seed"])
+    assert entry["key"] == teachers.key(entry["dataset"], entry["arch"], entry["epochs"], entry["seed"])
     assert entry["structure"] == ship.structure(entry["arch"], ds.in_shape, ds.num_classes)
 
 
 def test_the_engine_loads_shipped_teachers_and_the_lessons_student_without_training(monkeypatch):
-    monkeypatch.setattr(train, "train_teacher", lambda *a, **k: pytest.fail("a shipped teacher was trained"))
+    monkeypatch.setattr(teachers, "train_teacher", lambda *a, **k: pytest.fail("a shipped teacher was trained"))
     for r in ship.default_recipes():
-        key = train.teacher_key(r.dataset, r.arch, r.epochs, r.seed)
-        forget(key)
-        assert train.teacher_ready(r.dataset, r.arch, r.epochs) == "shipped"
-        t = train.get_teacher(r.dataset, r.arch, r.epochs)
-        assert t.source == "shipped" and t.from_cache
+        key = teachers.key(r.dataset, r.arch, r.epochs, r.seed)
+        teachers.forget(key)  # as in a fresh process
+        assert teachers.is_available(key)
+        t = teachers.get(r.dataset, r.arch, r.epochs)
+        assert t.source == "shipped" and t.from_cache and t.key == key
         assert t.test_accuracy == ship.find(key)["test_accuracy"]
-        assert train.teacher_ready(r.dataset, r.arch, r.epochs) == "memory"
     # the presets' defaults are what ships
     assert train.get_teacher("mnist-mini").source == "shipped"
+    assert teachers.get("fashion-mnist").source == "shipped"
 
 
 def test_a_changed_model_or_recipe_does_not_get_stale_weights(monkeypatch):
     r = ship.default_recipes()[0]
-    key = train.teacher_key(r.dataset, r.arch, r.epochs, r.seed)
+    key = teachers.key(r.dataset, r.arch, r.epochs, r.seed)
     ds = data.load(r.dataset)
     assert ship.available(key, r.arch, ds.in_shape, ds.num_classes)
     # another recipe (epochs) has another key: not shipped
-    assert ship.find(train.teacher_key(r.dataset, r.arch, r.epochs + 1, r.seed)) is None
+    assert ship.find(teachers.key(r.dataset, r.arch, r.epochs + 1, r.seed)) is None
     # the model's code changes (a layer more, say): the recorded structure no longer matches
     real_build = models.build
 
