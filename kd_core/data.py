@@ -240,9 +240,7 @@ class Availability:
             return f"dataset '{self.name}' is available" + (f" ({self.source})" if self.source else "")
         pkg = f" (or: apt-get install {self.package})" if self.package else ""
         looked = f"looked in {', '.join(self.looked_in)}; " if self.looked_in else ""
-        return (
-            f"dataset '{self.name}' is not on disk and downloads are off: {looked}put {self.files} in {self.folder}{pkg}"
-        )
+        return f"dataset '{self.name}' is not on disk and downloads are off: {looked}put {self.files} in {self.folder}{pkg}"
 
 
 # Debian packages that install a dataset's files (see the scale issue: the full
