@@ -43,6 +43,24 @@ def job_manager() -> JobManager:
     return JobManager(is_alive=_session_alive, grace_seconds=grace, nice=nice, limits=classroom.Limits.from_env())
 
 
+LECTURER = "kd_lecturer"  # session_state: this session unlocked lecturer mode
+
+
+def lecturer_password() -> str | None:
+    """The password the server set for lecturer mode (environment, then secrets); None: no lecturer."""
+    return classroom.lecturer_password(st.secrets)
+
+
+def is_lecturer() -> bool:
+    return bool(st.session_state.get(LECTURER)) and lecturer_password() is not None
+
+
+def unlock_lecturer(given: str) -> bool:
+    ok = classroom.check_password(given, lecturer_password())
+    st.session_state[LECTURER] = ok
+    return ok
+
+
 def session_id() -> str:
     """This browser session's id: owner of its jobs (each session sees only its own)."""
     if "kd_session_id" not in st.session_state:
@@ -211,6 +229,22 @@ def save_lab_run(job):
     from kd_core import runs
 
     return runs.save_lab_run(job)
+
+
+def submit_lab_run(cfg):
+    """Queue this session's Lab run. It is recorded in the run store as it is queued, so a
+    server that dies while it trains lists it as interrupted instead of losing it, and it
+    is saved there when it ends (``save_lab_run``)."""
+    from kd_core import runs
+
+    started = runs.begin(cfg.to_dict(), owner=session_id(), source="lab")
+    try:
+        job = job_manager().submit(cfg, owner=session_id(), on_end=save_lab_run)
+    except Exception:
+        runs.discard(started)
+        raise
+    job.started_run = started
+    return job
 
 
 def run_source(job, run_matches: bool, dataset_name: str):

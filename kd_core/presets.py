@@ -36,7 +36,8 @@ NOISE_FACTOR = 2.0
 
 def presets_for(method: str) -> tuple[str, ...]:
     """The presets that make sense for ``method``: all four for a method that adds its own
-    term to KD; scratch / method / kd for one that replaces the KD term (DKD); scratch and
+    term to KD; scratch / method / kd for one that replaces the KD term (DKD, DIST; LS-KD and
+    CTKD, whose term alpha weighs in place of KD's, so their ``method`` keeps alpha); scratch and
     KD for KD itself. Methods that chain runs or bring their own teachers are refused."""
     from . import methods
 
@@ -48,7 +49,7 @@ def presets_for(method: str) -> tuple[str, ...]:
         )
     if method in ("none", "kd"):
         return ("scratch", "kd")
-    if not m.uses_alpha:
+    if not m.uses_alpha or m.kd_term is not None:  # replaces the KD term (DKD; LS-KD, CTKD at alpha)
         return ("scratch", "kd", "method")
     return PRESETS
 
@@ -77,7 +78,9 @@ def configs(base: Config, method: str | None = None, seeds: Iterable[int] = (0, 
         elif preset == "kd":
             cfg = replace(base, method="kd", alpha=kd_alpha, params={}, pairs=[], **common)
         elif preset == "method":
-            cfg = replace(base, method=method, alpha=0.0, params=own, pairs=pairs, **common)
+            # a method whose own term is the alpha-weighted logit term (LS-KD, CTKD) keeps alpha
+            alpha = kd_alpha if m.kd_term is not None else 0.0
+            cfg = replace(base, method=method, alpha=alpha, params=own, pairs=pairs, **common)
         else:
             cfg = replace(base, method=method, alpha=kd_alpha, params=own, pairs=pairs, **common)
         for seed in seeds:

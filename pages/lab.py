@@ -329,7 +329,7 @@ with output:
         help=t("lab.train_help"),
     ):
         try:
-            new = state.job_manager().submit(cfg, owner=state.session_id(), on_end=state.save_lab_run)
+            new = state.submit_lab_run(cfg)
             st.session_state.kd_lab_job_id = new.id
             job, running = new, True
         except KDError as e:
