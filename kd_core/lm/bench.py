@@ -48,7 +48,9 @@ def main(argv=None) -> int:
     print(f"{'method':11s} {'chars/s (wall)':>15s} {'chars/s (CPU)':>14s} {'x student alone (CPU)':>22s}")
     for r in rows:
         r["slowdown_cpu"] = floor["chars_per_s_cpu"] / r["chars_per_s_cpu"]
-        print(f"{r['method']:11s} {r['chars_per_s_wall']:15,.0f} {r['chars_per_s_cpu']:14,.0f} {r['slowdown_cpu']:22.2f}")
+        print(
+            f"{r['method']:11s} {r['chars_per_s_wall']:15,.0f} {r['chars_per_s_cpu']:14,.0f} {r['slowdown_cpu']:22.2f}"
+        )
     if a.json:
         paths.atomic_write_text(a.json, json.dumps(rows, indent=1))
     return 0
