@@ -7,11 +7,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from . import methods
+from . import data, methods, models
 from .errors import ConfigError
+from .teachers import TEACHER_EPOCHS
 
-# Teacher recipe per dataset (epochs of Adam at 1e-3 on the full labelled training set).
-TEACHER_EPOCHS = {"digits": 30, "mnist-mini": 10, "mnist": 3, "fashion-mnist": 4, "cifar10": 15}
+# Student epochs when none are given on the command line (otherwise Config.epochs): the full
+# 60,000-image sets take minutes per epoch on a laptop CPU.
+STUDENT_EPOCHS = {"mnist": 2, "fashion-mnist": 2}
 MAX_EPOCHS = 200
 MAX_BATCH = 4096
 
@@ -40,8 +42,6 @@ class Config:
     # ------------------------------------------------------------ resolution
     def resolved(self) -> Config:
         """A copy with presets filled in (teacher, student, teacher epochs)."""
-        from . import models
-
         teacher, student = models.preset(self.dataset)
         return replace(
             self,
@@ -71,8 +71,6 @@ class Config:
     # ------------------------------------------------------------ validation
     def validate(self) -> Config:
         """Raise ConfigError with one line saying what is wrong and what is allowed."""
-        from . import data
-
         if self.dataset not in data.DATASETS:
             raise ConfigError(f"unknown dataset '{self.dataset}'; choose one of: {', '.join(data.DATASETS)}")
         m = methods.get(self.method)
@@ -105,8 +103,6 @@ class Config:
             raise ConfigError(f"method '{self.method}' uses no layer pairs; remove --pair")
         if len(self.pairs) > 1 and not m.multi_pair:
             raise ConfigError(f"method '{self.method}' takes one layer pair, got {len(self.pairs)}")
-        from . import models
-
         for role in ("teacher", "student", "assistant"):
             arch = getattr(self, role)
             if arch:

@@ -16,13 +16,14 @@ their tasks (a remote machine has its own cache). Results arrive as cells finish
 (:meth:`Sweep.results`, a generator), so a page can fill its heatmaps live; one failing
 cell reports an error and the others go on.
 
-This module imports neither torch nor the backends until a sweep runs.
+The cluster backends (dask, ray) are imported only when a sweep uses them.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import statistics
@@ -32,7 +33,10 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import paths
+import torch
+
+from . import methods as methods_mod
+from . import paths, teachers, train
 from .config import Config
 from .errors import ConfigError, KDError
 
@@ -71,14 +75,10 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
     try:
         if os.getpid() != task.get("parent_pid"):
             os.environ.update(task.get("env") or {})
-        import torch
-
-        from . import train
-
         train.set_threads()
         out["threads"] = torch.get_num_threads()
         if teacher is not None:
-            _install_teacher(teacher)
+            teachers.from_blob(teacher)
         result = train.distil(Config.from_dict(dict(task["config"])))
         s = result["student"]
         out.update(
@@ -102,24 +102,6 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
         out["traceback"] = traceback.format_exc(limit=8)
     out["seconds"] = time.perf_counter() - t0
     return out
-
-
-def _teacher_blob(teacher) -> dict:
-    """What a remote worker needs to put the teacher in its own cache."""
-    folder = paths.subdir("teachers") / teacher.key
-    return {
-        "key": teacher.key,
-        "weights": (folder / "weights.safetensors").read_bytes(),
-        "meta": (folder / "meta.json").read_text(),
-    }
-
-
-def _install_teacher(blob: dict) -> None:
-    folder = paths.subdir("teachers") / blob["key"]
-    if (folder / "weights.safetensors").exists() and (folder / "meta.json").exists():
-        return
-    paths.atomic_write_bytes(folder / "weights.safetensors", blob["weights"])
-    paths.atomic_write_text(folder / "meta.json", blob["meta"])
 
 
 # ---------------------------------------------------------------- planning
@@ -203,8 +185,6 @@ class Sweep:
         own term (alpha = 0), as in the CRD paper's Table 1; ``kd_on_all`` adds the KD term
         (``base.alpha``) to every method instead. ``beyond`` appends the methods beyond one
         teacher (ensemble, born-again, TA, DML) to the default list; they use ``base.alpha``."""
-        from . import methods as methods_mod
-
         base = base.resolved().validate()
         names = list(methods or (list(methods_mod.METHODS) + (list(methods_mod.BEYOND) if beyond else [])))
         for n in names:
@@ -244,33 +224,33 @@ class Sweep:
         return list(dict.fromkeys(c[key] for c, r in zip(self.cells, self.reference) if not r and key in c))
 
     def tasks(self, env: dict | None = None) -> list[dict]:
+        """One task per (cell, seed). A leaderboard runs seed by seed (every method with the
+        first seed, then the second...): stopped early, it still has every method."""
+        pairs = [(ci, k) for ci, cfgs in enumerate(self.configs) for k in range(len(cfgs))]
+        if self.kind == "leaderboard":
+            pairs.sort(key=lambda p: (p[1], p[0]))
         out = []
-        for ci, (cell, cfgs) in enumerate(zip(self.cells, self.configs)):
-            for cfg in cfgs:
-                out.append(
-                    {
-                        "index": len(out),
-                        "cell_index": ci,
-                        "cell": cell,
-                        "seed": cfg.seed,
-                        "reference": self.reference[ci],
-                        "config": cfg.to_dict(),
-                        "env": env or {},
-                        "parent_pid": os.getpid(),
-                    }
-                )
+        for ci, k in pairs:
+            cfg = self.configs[ci][k]
+            out.append(
+                {
+                    "index": len(out),
+                    "cell_index": ci,
+                    "cell": self.cells[ci],
+                    "seed": cfg.seed,
+                    "reference": self.reference[ci],
+                    "config": cfg.to_dict(),
+                    "env": env or {},
+                    "parent_pid": os.getpid(),
+                }
+            )
         return out
 
     # ---------------------------------------------------------- running
     def prepare_teacher(self, progress=None):
         """Train (or load) the teacher here, once, before any worker starts."""
-        from . import methods as methods_mod
-        from . import train
-
         b = self.base
-        teacher = train.get_teacher(
-            b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress
-        )
+        teacher = teachers.get(b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress)
         for cfgs in self.configs:  # methods with several teachers (ensemble): all of them, once, here
             m = methods_mod.get(cfgs[0].method)
             if m.prepare is not None:
@@ -306,7 +286,7 @@ class Sweep:
             )
             env["KD_PLAYGROUND_HOME"] = str(paths.home())
         tasks = self.tasks(env)
-        blob = _teacher_blob(teacher) if remote else None
+        blob = teachers.to_blob(teacher) if remote else None
         runner = {"joblib": _joblib, "dask": _dask, "ray": _ray}[backend]
         yield from runner(tasks, min(n_jobs, len(tasks)), address, blob, stop)
 
@@ -440,6 +420,14 @@ def _ray(tasks, n_jobs, address, blob, stop):
 # ---------------------------------------------------------------- results
 
 
+def last_epoch_accuracy(r: dict) -> float | None:
+    """A run's test accuracy at its LAST epoch (what the model ends with), never the best
+    epoch's: picking the best epoch on the test set is what makes published tables hard to
+    reproduce. The run's final accuracy when it has no per-epoch history."""
+    history = r.get("history") or []
+    return history[-1] if history else r.get("student_acc")
+
+
 def _mean(xs):
     xs = [x for x in xs if x is not None]
     return statistics.fmean(xs) if xs else math.nan
@@ -487,7 +475,7 @@ class SweepResult:
         rows = []
         for i, cell in enumerate(self.sweep.cells):
             got = sorted(by_cell.get(i, []), key=lambda r: r["seed"])
-            accs = [r["student_acc"] for r in got]
+            accs = [last_epoch_accuracy(r) for r in got]
             agrees = [r["agreement"] for r in got]
             rows.append(
                 {
@@ -500,6 +488,7 @@ class SweepResult:
                     "agree_mean": _mean(agrees),
                     "agree_std": _std(agrees),
                     "ece_mean": _mean([r["ece"] for r in got]),
+                    "seconds_mean": _mean([r.get("seconds") for r in got]),
                     "accs": accs,
                 }
             )
@@ -609,22 +598,15 @@ def _text_table(rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------- leaderboard
 
-LEADERBOARD_NAMES = {
-    "none": "Student (scratch)",
-    "kd": "KD",
-    "dkd": "DKD",
-    "fitnets": "FitNets",
-    "at": "AT",
-    "sp": "SP",
-    "rkd": "RKD",
-    "pkt": "PKT",
-    "contrastive": "Contrastive",
-    "crd": "CRD",
-    "ensemble": "Ensemble KD",
-    "born-again": "Born-again (teacher-sized, last gen.)",
-    "ta": "TA KD",
-    "dml": "DML (student 1)",
-}
+
+def leaderboard_name(method: str) -> str:
+    """The method's short name from the registry (its ``label``)."""
+    from . import methods as methods_mod
+
+    try:
+        return methods_mod.get(method).label
+    except KDError:
+        return method
 
 
 def leaderboard_dir() -> Path:
@@ -632,7 +614,8 @@ def leaderboard_dir() -> Path:
 
 
 def leaderboard_rows(res: SweepResult) -> list[dict]:
-    """The leaderboard as rows: teacher first, then each method (mean ± std over seeds)."""
+    """The leaderboard as rows: teacher first, then each method: mean ± std over the seeds
+    of the test accuracy at the last epoch (see ``last_epoch_accuracy``)."""
     b = res.sweep.base
     rows = [
         {
@@ -650,13 +633,14 @@ def leaderboard_rows(res: SweepResult) -> list[dict]:
         rows.append(
             {
                 "method": r["method"],
-                "name": LEADERBOARD_NAMES.get(r["method"], r["method"]),
+                "name": leaderboard_name(r["method"]),
                 "n": r["n"],
                 "acc_mean": r["acc_mean"],
                 "acc_std": r["acc_std"],
                 "agree_mean": r["agree_mean"],
                 "agree_std": r["agree_std"],
                 "ece_mean": r["ece_mean"],
+                "seconds_mean": r["seconds_mean"],
             }
         )
     return rows
@@ -666,7 +650,7 @@ def leaderboard_text(res: SweepResult) -> str:
     b = res.sweep.base
     rows = leaderboard_rows(res)
     scratch = next((r for r in rows if r["method"] == "none"), None)
-    head = [["method", "top-1 acc (%)", "Δ vs scratch", "agreement (%)", "seeds"]]
+    head = [["method", "top-1 acc (%)", "Δ vs scratch", "agreement (%)", "seeds", "s / run"]]
     for r in rows:
         delta = ""
         mean = math.nan if r["acc_mean"] is None else r["acc_mean"]
@@ -684,11 +668,13 @@ def leaderboard_text(res: SweepResult) -> str:
                 delta,
                 fmt_pm(r["agree_mean"], r["agree_std"]),
                 "" if r["method"] == "teacher" else str(r["n"]),
+                "" if math.isnan(r.get("seconds_mean", math.nan)) else f"{r['seconds_mean']:.0f}",
             ]
         )
     title = (
         f"{b.dataset}: teacher {b.teacher} -> student {b.student}; {b.epochs} epochs, "
-        f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} (mean ± std)"
+        f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} "
+        "(mean ± std at the last epoch)"
     )
     return title + "\n" + _text_table(head)
 
@@ -758,9 +744,16 @@ def leaderboard(
     (SweepResult, text table, path of the CSV saved under ``<home>/leaderboards``)."""
     base = replace(base or Config(), dataset=dataset)
     sw = Sweep.leaderboard(base, seeds=seeds, methods=methods, kd_on_all=kd_on_all, beyond=beyond)
-    res = sw.run(
-        backend=backend, n_jobs=n_jobs, address=address, on_result=on_result, teacher_progress=teacher_progress
-    )
+    log = leaderboard_dir() / f"{dataset}.runs.jsonl"  # each run as it ends: a long board stopped early keeps them
+    paths.atomic_write_text(log, "")
+
+    def logged(r, res):
+        with open(log, "a") as fh:
+            fh.write(json.dumps({k: v for k, v in r.items() if k != "traceback"}, default=str) + "\n")
+        if on_result is not None:
+            on_result(r, res)
+
+    res = sw.run(backend=backend, n_jobs=n_jobs, address=address, on_result=logged, teacher_progress=teacher_progress)
     saved = leaderboard_dir() / f"{dataset}.csv"
     text = leaderboard_csv(res, saved)
     if csv_path:
@@ -1079,6 +1072,7 @@ def cmd_sweep(a, config_from_args) -> int:
 
 
 def cmd_leaderboard(a, config_from_args) -> int:
+    t0 = time.perf_counter()
     base = config_from_args(a)
     seeds = parse_list(a.seeds, int, "--seeds")
     methods = parse_list(a.methods, str, "--methods") if a.methods else None
@@ -1101,5 +1095,6 @@ def cmd_leaderboard(a, config_from_args) -> int:
         beyond=a.beyond,
     )
     print(text)
+    print(f"wall time {time.perf_counter() - t0:.0f} s")
     print(f"wrote {saved}" + (f" and {a.csv}" if a.csv else ""))
     return 0 if not res.errors() else 3

@@ -1,4 +1,4 @@
-"""Training: teachers (trained once, cached on disk) and students (a stream of events).
+"""Training: students (a stream of events) against a teacher from the store (kd_core/teachers.py).
 
 A student run is a generator of plain-dict events that a UI or a CLI consumes::
 
@@ -15,205 +15,29 @@ DataLoader, and the frozen teacher's outputs are computed once per dataset.
 from __future__ import annotations
 
 import copy
-import os
 import threading
 import time
-from dataclasses import dataclass
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import data as data_mod
-from . import losses, methods, metrics, models, paths
+from . import losses, methods, metrics, models, teachers
 from .config import Config
 from .errors import ConfigError
 
-TEACHER_LR = 1e-3
-TEACHER_BATCH = 64
 FEATURE_CACHE_BYTES = 512 * 2**20  # teacher features are cached when they fit this budget
 
-
-def set_threads() -> int:
-    """Torch's intra-op threads for training, from KD_PLAYGROUND_THREADS (default 1).
-
-    The models here are tiny: on a 2-core machine, waking a second thread for every small
-    op costs far more than it gains (measured by ``python -m kd_core bench``: see
-    PERFORMANCE.md), and one thread per job lets two jobs share two cores without thrashing.
-    """
-    n = int(os.environ.get("KD_PLAYGROUND_THREADS", "1") or 1)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
-
-
-# ---------------------------------------------------------------- teachers
-
-
-@dataclass
-class Teacher:
-    model: nn.Module  # frozen, eval mode; shared: never train or modify it
-    arch: str
-    dataset: str
-    test_accuracy: float
-    key: str
-    epochs: int
-    train_seconds: float
-    from_cache: bool
-    _profile: dict | None = None
-    members: list | None = None  # an ensemble's teachers: [{"arch", "seed", "test_accuracy", ...}]
-    info: dict | None = None  # an ensemble's own facts (weighting, temperature, accuracy at T = 1)
-
-    def profile(self, in_shape) -> dict:
-        """Parameters, FLOPs and CPU latency, measured once per teacher."""
-        if self._profile is None:
-            self._profile = models.profile(self.model, in_shape)
-        return self._profile
-
-
-_teachers: dict[str, Teacher] = {}
-_teacher_locks: dict[str, threading.Lock] = {}
-_teachers_guard = threading.Lock()
-
-
-def teacher_key(dataset: str, arch: str, epochs: int, seed: int = 0, train_subset: int | None = None) -> str:
-    """What produced a teacher: recipe, architecture and the exact data split it saw."""
-    ds = data_mod.load(dataset, train_subset=train_subset)
-    return paths.key_of(
-        {
-            "v": 1,
-            "dataset": dataset,
-            "data": ds.fingerprint,
-            "arch": arch,
-            "epochs": epochs,
-            "seed": seed,
-            "lr": TEACHER_LR,
-            "batch": TEACHER_BATCH,
-            "subset": train_subset,
-        }
-    )
-
-
-def _epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
-    perm = torch.randperm(n, generator=gen)
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def train_teacher(
-    ds: data_mod.Dataset,
-    arch: str,
-    epochs: int,
-    seed: int = 0,
-    device=None,
-    progress=None,
-    stop: threading.Event | None = None,
-) -> nn.Module:
-    """Train ``arch`` on all of ``ds``'s labelled training data with Adam.
-    ``progress(epoch, epochs, test_accuracy)`` is called after each epoch."""
-    device = device or models.pick_device()
-    set_threads()
-    torch.manual_seed(seed)
-    model = models.build(arch, ds.in_shape, ds.num_classes).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=TEACHER_LR)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * -(-len(ds.x_train) // TEACHER_BATCH)))
-    x, y = ds.x_train.to(device), ds.y_train.to(device)
-    gen = torch.Generator().manual_seed(seed)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        for idx in _epoch_batches(len(x), TEACHER_BATCH, gen):
-            idx = idx.to(device)
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if stop is not None and stop.is_set():
-                raise InterruptedError("teacher training stopped")
-        if progress is not None:
-            acc = metrics.accuracy(metrics.predict_logits(model, ds.x_test), ds.y_test)
-            progress(epoch, epochs, acc)
-    model.eval()
-    return model
-
-
-def get_teacher(
-    dataset: str,
-    arch: str | None = None,
-    epochs: int | None = None,
-    seed: int = 0,
-    train_subset: int | None = None,
-    progress=None,
-    device=None,
-) -> Teacher:
-    """The teacher for (dataset, arch, epochs, seed): from memory, else from the disk cache,
-    else trained now (``progress`` as in ``train_teacher``) and saved. Thread-safe: two
-    sessions asking for the same teacher train it once."""
-    from .config import TEACHER_EPOCHS
-
-    arch = arch or models.preset(dataset)[0]
-    epochs = epochs or TEACHER_EPOCHS.get(dataset, 10)
-    key = teacher_key(dataset, arch, epochs, seed, train_subset)
-    with _teachers_guard:
-        if key in _teachers:
-            return _teachers[key]
-        lock = _teacher_locks.setdefault(key, threading.Lock())
-    with lock:
-        if key in _teachers:
-            return _teachers[key]
-        device = device or models.pick_device()
-        ds = data_mod.load(dataset, train_subset=train_subset)
-        folder = paths.subdir("teachers") / key
-        weights, meta_file = folder / "weights.safetensors", folder / "meta.json"
-        model, meta, from_cache = None, None, False
-        if weights.exists() and meta_file.exists():
-            try:
-                import json
-
-                meta = json.loads(meta_file.read_text())
-                model = models.build(arch, ds.in_shape, ds.num_classes)
-                models.load_weights(model, weights)
-                from_cache = True
-            except Exception as e:  # corrupted cache: rebuild, with a notice
-                import warnings
-
-                warnings.warn(
-                    f"teacher cache {folder} was unreadable ({type(e).__name__}); retraining the teacher", stacklevel=2
-                )
-                model = None
-        if model is None:
-            t0 = time.perf_counter()
-            model = train_teacher(ds, arch, epochs, seed=seed, device=device, progress=progress)
-            seconds = time.perf_counter() - t0
-            acc = metrics.accuracy(metrics.predict_logits(model, ds.x_test), ds.y_test)
-            meta = {
-                "arch": arch,
-                "dataset": dataset,
-                "epochs": epochs,
-                "seed": seed,
-                "test_accuracy": acc,
-                "train_seconds": seconds,
-                "subset": train_subset,
-            }
-            models.save_weights(model, weights)
-            import json
-
-            paths.atomic_write_text(meta_file, json.dumps(meta, indent=1))
-        model = model.to(device).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        teacher = Teacher(
-            model,
-            arch,
-            dataset,
-            float(meta["test_accuracy"]),
-            key,
-            epochs,
-            float(meta.get("train_seconds", 0.0)),
-            from_cache,
-        )
-        with _teachers_guard:
-            _teachers[key] = teacher
-        return teacher
+# the teacher store lives in kd_core/teachers.py; these names stay importable from here
+Teacher = teachers.Teacher
+TEACHER_LR, TEACHER_BATCH = teachers.TEACHER_LR, teachers.TEACHER_BATCH
+teacher_key = teachers.key
+train_teacher = teachers.train_teacher
+get_teacher = teachers.get
+set_threads = teachers.set_threads
+epoch_batches = teachers.epoch_batches
 
 
 # ---------------------------------------------------------------- layer pairs
@@ -262,6 +86,39 @@ def resolve_pairs(
 
 
 # ---------------------------------------------------------------- students
+
+# The frozen teacher's logits (and cached features) on a transfer set, per teacher model and
+# transfer set: a leaderboard or a class of students runs many students against one teacher,
+# and on the full Fashion-MNIST one pass of the teacher costs as much as a student's epoch.
+# Weak keys: the entries go with the teacher model. Treat the tensors as read-only.
+TEACHER_OUTPUTS_PER_MODEL = 4
+_outputs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_outputs_lock = threading.Lock()
+
+
+def teacher_outputs(model: nn.Module, x: Tensor, names: list[str], what: tuple) -> tuple[Tensor, list[Tensor] | None]:
+    """``(logits, features at names or None)`` of the frozen ``model`` on ``x`` (in chunks,
+    no grad), remembered under ``what`` (which data ``x`` is) for this model."""
+    key = (*what, tuple(names), len(x))
+    with _outputs_lock:
+        per_model = _outputs.get(model)
+        hit = per_model.get(key) if per_model is not None else None
+    if hit is not None:
+        return hit
+    with torch.no_grad():
+        logits, feats = [], [[] for _ in names]
+        for i in range(0, len(x), 1024):
+            lo, fs = _forward(model, x[i : i + 1024], names)
+            logits.append(lo)
+            for j, f in enumerate(fs):
+                feats[j].append(f)
+        out = (torch.cat(logits), [torch.cat(f) for f in feats] if names else None)
+    with _outputs_lock:
+        per_model = _outputs.setdefault(model, {})
+        per_model[key] = out
+        while len(per_model) > TEACHER_OUTPUTS_PER_MODEL:
+            per_model.pop(next(iter(per_model)))
+    return out
 
 
 def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
@@ -380,21 +237,15 @@ class Trainer:
         self.index = keep.to(dev)
         self.gen = gen
         t_names = [p[0] for p in self.pairs]
-        # the frozen teacher's outputs on the transfer set, computed once
-        with torch.no_grad():
-            feats_bytes = sum(len(self.x) * 4 * _numel(p[2]) for p in self.pairs)
-            self.cache_feats = feats_bytes <= FEATURE_CACHE_BYTES
-            logits, feats = [], [[] for _ in t_names]
-            names = t_names if self.cache_feats else []
-            for i in range(0, len(self.x), 1024):
-                lo, fs = _forward(self.teacher.model, self.x[i : i + 1024], names)
-                logits.append(lo)
-                for j, f in enumerate(fs):
-                    feats[j].append(f)
-            self.t_logits = torch.cat(logits)
-            self.t_feats = [torch.cat(f) for f in feats] if names else None
+        # the frozen teacher's outputs on the transfer set, computed once (and shared by the
+        # runs of this process with the same teacher and transfer set: see teacher_outputs)
+        feats_bytes = sum(len(self.x) * 4 * _numel(p[2]) for p in self.pairs)
+        self.cache_feats = feats_bytes <= FEATURE_CACHE_BYTES
+        names = t_names if self.cache_feats else []
+        what = (cfg.dataset, cfg.train_subset, cfg.omit_class, str(dev))
+        self.t_logits, self.t_feats = teacher_outputs(self.teacher.model, self.x, names, ("train", *what))
         self.x_test = self.ds.x_test.to(dev)
-        self.t_test_logits = metrics.predict_logits(self.teacher.model, self.ds.x_test)
+        self.t_test_logits = teacher_outputs(self.teacher.model, self.x_test, [], ("test", *what))[0].float().cpu()
 
     # ---------------------------------------------------------- the loop
     def events(self):
@@ -436,7 +287,7 @@ class Trainer:
                 self.modules.train()
             if self.baseline is not None:
                 self.baseline.train()
-            for b, idx in enumerate(_epoch_batches(n, cfg.batch_size, self.gen)):
+            for b, idx in enumerate(epoch_batches(n, cfg.batch_size, self.gen)):
                 if self._stop.is_set():
                     status, message = "stopped", f"stopped by the user at step {step} of {total_steps}"
                     break
@@ -452,8 +303,9 @@ class Trainer:
                     with torch.no_grad():
                         _, t_feats = _forward(self.teacher.model, xb, t_names)
                 s_logits, s_feats = _forward(self.student, xb, s_names)
+                tracked: dict = {}
                 terms = self._loss_terms(
-                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch
+                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch, tracked
                 )
                 loss = sum(terms.values())
                 b_loss = None
@@ -486,6 +338,8 @@ class Trainer:
                     "loss": loss.item(),
                     "baseline_loss": None if b_loss is None else b_loss.item(),
                 }
+                if tracked:  # e.g. CTKD's learned temperature, as it was for this step's loss
+                    rec["tracked"] = {k: float(v) for k, v in tracked.items()}
                 self.steps.append(rec)
                 yield {"kind": "step", "total_steps": total_steps, "elapsed": time.perf_counter() - t_start, **rec}
             if status != "finished":
@@ -510,17 +364,12 @@ class Trainer:
                 on_event(ev)
         return self.result
 
-    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress) -> dict:
+    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress, report=None) -> dict:
+        """The weighted loss terms of one step; scalars the method reports besides its
+        losses (CTKD's learned T) go into ``report``."""
         cfg, m = self.config, self.method
         ce = _masked_ce(s_logits, y, lab)
-        terms = {}
-        if m.uses_alpha:
-            if cfg.alpha < 1:
-                terms["ce"] = (1 - cfg.alpha) * ce
-            if cfg.alpha > 0:
-                terms["kd"] = cfg.alpha * losses.kd_loss(s_logits, t_logits, cfg.temperature)
-        else:
-            terms["ce"] = ce
+        ctx = None
         if m.name != "none":
             # unlabelled samples take the teacher's prediction where a method needs "the" class (DKD)
             target = torch.where(lab, y, t_logits.argmax(1))
@@ -537,7 +386,19 @@ class Trainer:
                 progress,
                 self.index[idx],
             )
+        terms = {}
+        if m.uses_alpha:
+            if cfg.alpha < 1:
+                terms["ce"] = (1 - cfg.alpha) * ce
+            if cfg.alpha > 0:
+                kd = m.kd_term(ctx) if m.kd_term is not None else losses.kd_loss(s_logits, t_logits, cfg.temperature)
+                terms["kd"] = cfg.alpha * kd
+        else:
+            terms["ce"] = ce
+        if ctx is not None:
             terms.update(m.terms(ctx))
+            if report is not None:
+                report.update(ctx.report)
         if not terms:
             terms["ce"] = ce
         return terms
@@ -599,8 +460,10 @@ class Trainer:
             "device": str(self.device),
             "pairs": [(p[0], p[1]) for p in self.pairs],
             "classes": list(ds.classes),
+            "data": ds.describe(),
             "teacher": {
                 "arch": self.teacher.arch,
+                "source": self.teacher.source,
                 "test_accuracy": metrics.accuracy(self.t_test_logits, y),
                 "per_class_accuracy": metrics.per_class_accuracy(self.t_test_logits, y, k),
                 "ece": metrics.ece(self.t_test_logits, y),
@@ -610,6 +473,11 @@ class Trainer:
             "step_losses": self.steps,
             "epochs": self.history,
         }
+        tracked = [r["tracked"] for r in self.steps if "tracked" in r]
+        if tracked:  # the values of the last step (CTKD: the final learned T)
+            result["tracked"] = dict(tracked[-1])
+            if "T" in result["tracked"]:
+                result["learned_temperature"] = result["tracked"]["T"]
         if self.baseline is not None:
             result["baseline"] = block(self.baseline, "baseline") | {"arch": self.config.student}
         if self.teacher.members:
