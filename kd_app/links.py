@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -40,13 +40,21 @@ _SHADOW = "_kd_links_keep_"
 # ------------------------------------------------------------------ generic fields
 @dataclass(frozen=True)
 class Field:
-    """One setting: query parameter ``name`` <-> session_state (widget) ``key``."""
+    """One setting: query parameter ``name`` <-> session_state (widget) ``key``. A field
+    without a name is kept across page visits but not written into the link (a view's
+    anchor, a layer picker whose default depends on the run); ``aliases`` are older names
+    a link may still use."""
 
-    name: str
+    name: str | None
     key: str
     default: Any
     parse: Callable[[str], tuple[Any, str | None]]  # raw -> (value, notice or None); ValueError if bad
     fmt: Callable[[Any], str] = str
+    aliases: tuple[str, ...] = ()
+
+    def also(self, *aliases: str) -> Field:
+        """This field, also read from the older names ``aliases`` (old links still open)."""
+        return replace(self, aliases=self.aliases + aliases)
 
 
 def _fmt_num(v) -> str:
@@ -129,18 +137,28 @@ def flag(name: str, key: str, default: bool) -> Field:
     return Field(name, key, default, parse, lambda v: "true" if v else "false")
 
 
+def kept(key: str, default) -> Field:
+    """A setting kept across page visits but not in the link."""
+
+    def parse(raw: str):
+        raise ValueError(raw)
+
+    return Field(None, key, default, parse)
+
+
 def restore(fields: Sequence[Field], query: dict | None = None) -> list[str]:
     """Set each field's session_state key from the link; returns the notices."""
     query = _query() if query is None else query
     notices = []
     for f in fields:
-        if f.name not in query:
+        name = next((n for n in (f.name, *f.aliases) if n is not None and n in query), None)
+        if name is None:
             continue
-        raw = query[f.name]
+        raw = query[name]
         try:
             value, note = f.parse(raw)
         except (ValueError, TypeError, ZeroDivisionError) as e:
-            notices.append(t("links.ignored", name=f.name, value=raw, reason=str(e) or type(e).__name__))
+            notices.append(t("links.ignored", name=name, value=raw, reason=str(e) or type(e).__name__))
             st.session_state[f.key] = f.default
             continue
         if note:
@@ -154,31 +172,62 @@ def current(fields: Sequence[Field]) -> dict[str, str]:
     q = {}
     for f in fields:
         v = st.session_state.get(f.key, f.default)
-        if v != f.default:
+        if f.name is not None and v != f.default:
             q[f.name] = f.fmt(v)
     return q
 
 
-def sync(page: str, fields: Sequence[Field]) -> list[str]:
-    """Call before the page's widgets: on the page's first run in this session, restore
-    the link's values (warning about bad ones); on every run, bring back values Streamlit
-    dropped while another page was open, and write the current values to the URL. Returns
-    the notices shown."""
+def sync(page: str, fields: Sequence[Field], extra: Sequence[str] = ()) -> list[str]:
+    """The one place a page's settings live. Call before the page's widgets: on the page's
+    first run in this session, restore the link's values (warning about bad ones and about
+    parameters the page does not know; ``extra``: other parameters the page reads itself);
+    on every run, bring back values Streamlit dropped while another page was open, and
+    write the current values to the URL. Call ``settle`` after the widgets when the page
+    changes values itself. Returns the notices shown."""
     notices = []
     if _DONE + page not in st.session_state:
         st.session_state[_DONE + page] = True
         notices = restore(fields)
-    ss = st.session_state
-    for f in fields:
-        # Streamlit drops the state of widgets it did not draw (another page was open): a
-        # shadow copy brings the value back; widgets take it from session_state, never from
-        # a default argument.
-        if f.key not in ss:
-            ss[f.key] = ss.get(_SHADOW + f.key, f.default)
-        ss[_SHADOW + f.key] = ss[f.key]
+        notices += unknown(fields, extra)
+    bring_back(fields)
     show(notices)
     write(current(fields))
     return notices
+
+
+def bring_back(fields: Sequence[Field]) -> None:
+    """Streamlit drops the state of widgets it did not draw (another page was open): a
+    shadow copy brings each value back; widgets take it from session_state, never from a
+    default argument."""
+    ss = st.session_state
+    for f in fields:
+        if f.key not in ss:
+            ss[f.key] = ss.get(_SHADOW + f.key, f.default)
+        ss[_SHADOW + f.key] = ss[f.key]
+
+
+def settle(fields: Sequence[Field]) -> None:
+    """Call after the widgets: keep the values as the page left them (for the next visit)
+    and write them to the URL."""
+    ss = st.session_state
+    for f in fields:
+        if f.key in ss:
+            ss[_SHADOW + f.key] = ss[f.key]
+    write(current(fields))
+
+
+def forget(keys: Sequence[str]) -> None:
+    """Drop settings and their kept copies: they start again from their defaults."""
+    for k in keys:
+        st.session_state.pop(k, None)
+        st.session_state.pop(_SHADOW + k, None)
+
+
+def unknown(fields: Sequence[Field], extra: Sequence[str] = ()) -> list[str]:
+    """A notice for each parameter of the link that the page does not read."""
+    names = {n for f in fields for n in (f.name, *f.aliases) if n is not None}
+    names |= set(extra) | {i18n.PARAM}
+    return [t("links.unknown", name=k, value=v) for k, v in _query().items() if k not in names]
 
 
 def show(notices: Sequence[str]) -> None:

@@ -475,7 +475,7 @@ def job_status(snap: dict) -> None:
 
 
 def draw_experiment() -> None:
-    job = state.state_job(st.session_state.get("lesson_exp_job"))
+    job = state.find_job(st.session_state.get("lesson_exp_job"))
     if job is None:
         st.info(t("lesson.s4.press"))
         return
@@ -505,12 +505,11 @@ def start_experiment() -> None:
     """Button callback (runs before the script, so the button is drawn disabled at once)."""
     cfg = Config(dataset=DATASET, labeled_fraction=float(st.session_state.lesson_fraction), epochs=EXP_EPOCHS)
     try:
-        new = state.job_manager().submit(cfg, owner=state.session_id())
+        new = state.start_run(cfg)  # this session's run: the other pages show its students
     except KDError as e:
         st.session_state.lesson_job_error = str(e)
         return
     st.session_state.lesson_exp_job = new.id
-    st.session_state.kd_lab_job_id = new.id  # the other pages show this run's students
 
 
 def start_missing() -> None:
@@ -533,7 +532,7 @@ def start_missing() -> None:
 
 step_header(4, "lesson.s4.title")
 st.markdown(t("lesson.s4.text"))
-exp_job = state.state_job(st.session_state.get("lesson_exp_job"))
+exp_job = state.find_job(st.session_state.get("lesson_exp_job"))
 exp_running = exp_job is not None and not exp_job.done
 e1, e2 = st.columns([2, 1], vertical_alignment="bottom")
 fraction = float(
@@ -561,7 +560,7 @@ if exp_running:
     @st.fragment(run_every=1.0)
     def live_experiment() -> None:
         draw_experiment()
-        j = state.state_job(st.session_state.get("lesson_exp_job"))
+        j = state.find_job(st.session_state.get("lesson_exp_job"))
         if j is not None and j.done:
             st.rerun()
 
@@ -574,7 +573,7 @@ page_link("lab.py", "lesson.s4.lab_link", "🧪")
 # ================================================================== 5. the missing class
 def draw_missing() -> None:
     ids = st.session_state.get("lesson_missing_jobs")
-    jobs = [state.state_job(i) for i in ids] if ids else []
+    jobs = [state.find_job(i) for i in ids] if ids else []
     if not jobs or any(j is None for j in jobs):
         st.info(t("lesson.s5.press"))
         return
@@ -655,7 +654,7 @@ n1.plotly_chart(mfig, key="lesson_missing_mass", width="stretch", theme=None)
 with n2:
     st.markdown(t("lesson.s5.mass_text", c=MISSING, t_lo=MISSING_T[0], t_hi=MISSING_T[1]))
     ids = st.session_state.get("lesson_missing_jobs") or []
-    miss_jobs = [state.state_job(i) for i in ids]
+    miss_jobs = [state.find_job(i) for i in ids]
     miss_running = any(j is not None and not j.done for j in miss_jobs)
     st.button(
         t("lesson.s5.run", t_lo=MISSING_T[0], t_hi=MISSING_T[1]),
@@ -674,7 +673,7 @@ if miss_running:
     def live_missing() -> None:
         draw_missing()
         ids_now = st.session_state.get("lesson_missing_jobs") or []
-        if all(j is not None and j.done for j in (state.state_job(i) for i in ids_now)):
+        if all(j is not None and j.done for j in (state.find_job(i) for i in ids_now)):
             st.rerun()
 
     live_missing()
@@ -803,7 +802,7 @@ with k2:
     one = np.array([np.flatnonzero(y == c)[0] for c in range(K)])
     xc = ds.x_test[torch.as_tensor(one)]
     g_t = F.normalize(metrics.predict_logits(teacher.model, xc), dim=1)
-    found = state.distilled_student()
+    found = state.ended_run()
     trained = found is not None and found[0].config.dataset == DATASET
     s_model = found[0].student if trained else fresh
     g_s = F.normalize(metrics.predict_logits(s_model, xc), dim=1)

@@ -419,7 +419,7 @@ if own is not None:
         st.caption(t("soft_targets.own.seen_caption." + images.RECIPES.get(ds_name, "mnist")))
     series = {"teacher at T = 1 (plain softmax)": softmax(own_z, 1.0), f"teacher at T = {T:g}": softmax(own_z, T)}
     names = [t("soft_targets.series_t1"), series_name("roles.teacher", T)]
-    found_student = state.distilled_student()
+    found_student = state.ended_run()
     if found_student is not None and found_student[0].config.dataset == ds_name:
         tr = found_student[0]
         for role, model in (("distilled student", tr.student), ("scratch student", tr.baseline)):
@@ -447,7 +447,7 @@ if own is not None:
 
 # ------------------------------------------------------------------ the distilled student
 st.subheader(t("soft_targets.student_header"))
-found = state.distilled_student()
+found = state.ended_run()
 if found is None:
     st.info(t("soft_targets.no_student"))
     st.page_link("pages/lab.py", label=t("soft_targets.lab_link"), icon="🧪")
