@@ -196,6 +196,11 @@ def sync(page: str, fields: Sequence[Field], extra: Sequence[str] = ()) -> list[
     return notices
 
 
+def restored(page: str) -> bool:
+    """Whether the page's link was already read in this session (False on its first visit)."""
+    return _DONE + page in st.session_state
+
+
 def bring_back(fields: Sequence[Field]) -> None:
     """Streamlit drops the state of widgets it did not draw (another page was open): a
     shadow copy brings each value back; widgets take it from session_state, never from a

@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from streamlit.errors import StreamlitAPIException
 
-from kd_app import links, state
+from kd_app import links, state, views
 from kd_app.i18n import t
 from kd_core import features, losses, methods, metrics, models, paths, train, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
+from kd_core.probs import entropy_bits, softmax
 
 DATASET = "mnist-mini"
 STUDENT_EPOCHS = 5  # the small student trained alone on every label (step 1)
@@ -49,7 +50,7 @@ SURE = 0.97  # the example image per digit: the teacher gives its true class abo
 
 FIELDS = [
     links.choice("digit", "lesson_digit", list(range(10)), 4),
-    links.number("T", "lesson_T", 4.0, options=SOFT_T),
+    links.number("T", "lesson_T", 4.0, options=SOFT_T).also("temperature"),
     links.number("loss_T", "lesson_loss_T", 4.0, options=LOSS_T),
     links.number("loss_alpha", "lesson_alpha", 0.9, 0.0, 1.0),
     links.number("labels", "lesson_fraction", 0.1, options=FRACTIONS),
@@ -59,23 +60,6 @@ FIELDS = [
 
 
 # ------------------------------------------------------------------ small helpers
-def softmax_np(z: np.ndarray, T: float) -> np.ndarray:
-    s = np.asarray(z, dtype=np.float64) / T
-    s = s - s.max(axis=-1, keepdims=True)
-    e = np.exp(s)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def entropy_bits(p: np.ndarray) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    return -(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)).sum(axis=-1)
-
-
-def upscale(img: np.ndarray, px: int) -> np.ndarray:
-    f = max(1, px // img.shape[0])
-    return np.repeat(np.repeat(img, f, axis=0), f, axis=1)
-
-
 def step_header(n: int, key: str) -> None:
     st.header(f"{n} · {t(key)}", anchor=f"step-{n}", divider="gray")
 
@@ -135,7 +119,7 @@ def fresh_student(arch: str, in_shape: tuple, num_classes: int) -> torch.nn.Modu
 def gallery(teacher_key: str, _logits: np.ndarray, _y: np.ndarray) -> dict[int, int]:
     """Per class, a typical correctly classified test image: the one on which the teacher is
     closest to SURE sure at T = 1 (confident, as trained networks are, yet with dark knowledge)."""
-    p_true = softmax_np(_logits, 1.0)[np.arange(len(_y)), _y]
+    p_true = softmax(_logits, 1.0)[np.arange(len(_y)), _y]
     correct = _logits.argmax(1) == _y
     out = {}
     for c in range(_logits.shape[1]):
@@ -282,7 +266,7 @@ with left:
     )
     i_img = picks.get(int(digit), 0)
     st.image(
-        upscale(image_of(i_img), IMG_PX),
+        views.upscale(image_of(i_img), IMG_PX),
         width=IMG_PX,
         output_format="PNG",
         caption=t("lesson.s2.image_caption", i=i_img, c=classes[int(y[i_img])]),
@@ -294,7 +278,7 @@ with right:
         )
     )
     z = logits[i_img]
-    p1, pT = softmax_np(z, 1.0), softmax_np(z, T)
+    p1, pT = softmax(z, 1.0), softmax(z, T)
     fig = viz.prob_bars(
         {t("lesson.s2.series_t1"): p1, t("lesson.s2.series_t", T=T): pT},
         classes,
@@ -624,13 +608,13 @@ step_header(5, "lesson.s5.title")
 st.markdown(t("lesson.s5.text", c=MISSING))
 # why temperature matters here: the share of "3" in the teacher's soft targets on other digits
 not_c = y != MISSING
-mass = softmax_np(logits[not_c][:, None, :], T_GRID[None, :, None])[:, :, MISSING].mean(axis=0)
+mass = softmax(logits[not_c][:, None, :], T_GRID[None, :, None])[:, :, MISSING].mean(axis=0)
 mfig = go.Figure()
 mfig.add_scatter(
     x=T_GRID.tolist(), y=mass.tolist(), mode="lines", line=dict(color=viz.TEACHER, width=4), name=t("roles.teacher")
 )
 for T_m, where in zip(MISSING_T, ("top left", "bottom left")):
-    v = float(softmax_np(logits[not_c], T_m)[:, MISSING].mean())
+    v = float(softmax(logits[not_c], T_m)[:, MISSING].mean())
     mfig.add_scatter(
         x=[T_m],
         y=[v],

@@ -53,14 +53,31 @@ def test_the_language_switch_keeps_the_labs_method_and_T(server, browser):  # no
     page.get_by_text(ZH["lab.results.header"]).first.wait_for(timeout=240_000)
     _settle(page, 1500)
     _no_exception(page)
+    page.wait_for_function("() => /[?&]run=/.test(location.search)", timeout=30_000)
     caption = page.get_by_text(re.compile(r"运行 #\d+")).first.inner_text()
     assert "dkd" in caption and "mnist-mini" in caption and "T = 8" in caption.replace("T=", "T = "), caption
     assert page.locator("[data-testid='stAlert']").filter(has_text="unknown dataset").count() == 0
     assert "method=dkd" in page.url and re.search(r"\b(T|temperature)=8", page.url) and "lang=zh" in page.url
     page.screenshot(path=str(SHOTS / "lab-zh-dkd-results.png"), full_page=True)
+    # F5: a new session finds the run again from the address bar (?run=<id>), not trained again
+    assert re.search(r"[?&]run=", page.url), page.url
+    page.reload()
+    page.get_by_text(ZH["lab.results.header"]).first.wait_for(timeout=120_000)
+    _settle(page, 1000)
+    again = page.get_by_text(re.compile(r"运行 #\d+")).first.inner_text()
+    assert re.sub(r"#\d+", "", again) == re.sub(r"#\d+", "", caption)  # the same run (a new job number)
     # back to English: still DKD, and the address bar says so
     page.get_by_text("English").first.click()
     _settle(page, 1000)
     assert _selectbox(page, "lab_method").input_value().startswith("Decoupled KD")
     assert "method=dkd" in page.url and "lang=" not in page.url
+    page.close()
+
+
+def test_the_lesson_also_opens_at_its_own_path(server, browser):  # noqa: F811
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    _open(page, f"{server}/lesson?lang=zh")
+    _no_exception(page)
+    assert page.get_by_text("Page not found").count() == 0
+    assert page.get_by_text(i18n.text("lesson.title", "zh")).first.is_visible()
     page.close()
