@@ -35,6 +35,7 @@ from . import i18n
 from .i18n import t
 
 _DONE = "_kd_links_restored_"
+PRESENT = "present"  # presentation mode (kd_app.chrome), in every page's link
 _SHADOW = "_kd_links_keep_"
 
 
@@ -225,21 +226,20 @@ def settle(fields: Sequence[Field]) -> None:
 _SETTING = (bool, int, float, str, type(None))
 
 
-def keep_prefixed(prefix: str) -> None:
-    """``bring_back`` for every setting ``remember_prefixed(prefix)`` kept (the Lab's
-    controls are many and named per method and dataset)."""
+def keep_lab() -> None:
+    """``bring_back`` for every Lab setting ``remember_lab`` kept (the Lab's controls are
+    many and keyed per method and dataset)."""
     ss = st.session_state
-    for k in [k for k in ss if isinstance(k, str) and k.startswith(_SHADOW + prefix)]:
+    for k in [k for k in ss if isinstance(k, str) and k.startswith(_SHADOW) and is_lab_key(k[len(_SHADOW) :])]:
         key = k[len(_SHADOW) :]
         if key not in ss:
             ss[key] = ss[k]
 
 
-def remember_prefixed(prefix: str, skip: Sequence[str] = ()) -> None:
-    """Keep every widget value under ``prefix`` that is a setting (a number, text, flag or
-    choice; not a button in ``skip``, not a chart's or table's selection) for the next visit."""
+def remember_lab() -> None:
+    """Keep every Lab setting (a key of its property table or of its layer pickers) for the next visit."""
     ss = st.session_state
-    for key in [k for k in ss if isinstance(k, str) and k.startswith(prefix) and k not in skip]:
+    for key in [k for k in ss if isinstance(k, str) and is_lab_key(k)]:
         if isinstance(ss[key], _SETTING):
             ss[_SHADOW + key] = ss[key]
 
@@ -254,7 +254,7 @@ def forget(keys: Sequence[str]) -> None:
 def unknown(fields: Sequence[Field], extra: Sequence[str] = ()) -> list[str]:
     """A notice for each parameter of the link that the page does not read."""
     names = {n for f in fields for n in (f.name, *f.aliases) if n is not None}
-    names |= set(extra) | {i18n.PARAM}
+    names |= set(extra) | {i18n.PARAM, PRESENT}
     return [t("links.unknown", name=k, value=v) for k, v in _query().items() if k not in names]
 
 
@@ -268,6 +268,8 @@ def write(params: dict[str, str]) -> None:
     params = dict(params)
     if i18n.lang() != i18n.DEFAULT:
         params[i18n.PARAM] = i18n.lang()
+    if st.query_params.get(PRESENT) == "1":  # presentation mode stays in every page's link
+        params[PRESENT] = "1"
     if _query() != params:
         st.query_params.from_dict(params)
 
@@ -343,6 +345,12 @@ def lab_layer_key(role: str, method: str, arch: str, i: int = 0) -> str:
 
 
 LAB_ALL_LAYERS = "lab_all_layers"
+_LAB_PREFIXES = ("lab_teacher_", "lab_student_", "lab_p_", "lab_npairs_", "lab_tl_", "lab_sl_")
+
+
+def is_lab_key(key: str) -> bool:
+    """Whether ``key`` is one of the Lab's setting widgets (built by the functions above)."""
+    return key in {r[1] for r in _LAB_ROWS.values()} or key == LAB_ALL_LAYERS or key.startswith(_LAB_PREFIXES)
 
 
 def lab_settings(dataset: str, method_name: str) -> list[LabSetting]:
@@ -404,7 +412,7 @@ def restore_lab() -> list[str]:
             n = n.replace(f"ignored {c}=", f"ignored {k}=")
         notices.append(t("links.lab_notice", detail=n))
     rows = lab_settings(cfg.dataset, cfg.method)
-    known = {n for r in rows for n in (r.name, *r.aliases)} | {"pairs", RUN, i18n.PARAM}
+    known = {n for r in rows for n in (r.name, *r.aliases)} | {"pairs", RUN, i18n.PARAM, PRESENT}
     known |= {f"p.{p.name}" for m in methods.METHODS.values() for p in m.params}
     notices += [t("links.unknown", name=k, value=v) for k, v in query.items() if k not in known]
     ss = st.session_state

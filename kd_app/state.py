@@ -10,7 +10,7 @@ import streamlit as st
 import torch
 
 from kd_app.i18n import t
-from kd_core import data, metrics, train
+from kd_core import classroom, data, metrics, teachers, train
 from kd_core.jobs import JobManager
 
 
@@ -40,7 +40,25 @@ def job_manager() -> JobManager:
     # trainings run niced so that the server (page loads, the polling of every session)
     # answers first and training takes the rest of the CPU
     nice = int(os.environ.get("KD_PLAYGROUND_JOB_NICE", "5"))
-    return JobManager(is_alive=_session_alive, grace_seconds=grace, nice=nice)
+    return JobManager(is_alive=_session_alive, grace_seconds=grace, nice=nice, limits=classroom.Limits.from_env())
+
+
+LECTURER = "kd_lecturer"  # session_state: this session unlocked lecturer mode
+
+
+def lecturer_password() -> str | None:
+    """The password the server set for lecturer mode (environment, then secrets); None: no lecturer."""
+    return classroom.lecturer_password(st.secrets)
+
+
+def is_lecturer() -> bool:
+    return bool(st.session_state.get(LECTURER)) and lecturer_password() is not None
+
+
+def unlock_lecturer(given: str) -> bool:
+    ok = classroom.check_password(given, lecturer_password())
+    st.session_state[LECTURER] = ok
+    return ok
 
 
 def session_id() -> str:
@@ -65,19 +83,10 @@ _teacher_lock = threading.Lock()
 def teacher(dataset_name: str, arch: str = "", epochs: int = 0, train_subset: int | None = None) -> train.Teacher:
     """The cached teacher, trained on first use with a progress bar on this page
     (``train_subset``: on that many training images only, e.g. CIFAR-10 on a CPU)."""
-    from kd_core import models
-    from kd_core.config import TEACHER_EPOCHS
-
-    arch = arch or models.preset(dataset_name)[0]
-    epochs = epochs or TEACHER_EPOCHS.get(dataset_name, 10)
-    key = train.teacher_key(dataset_name, arch, epochs, train_subset=train_subset)
-    if key in train._teachers:
-        return train._teachers[key]
-    from kd_core import paths
-
-    if (paths.subdir("teachers") / key / "weights.safetensors").exists():
+    arch, epochs = teachers.recipe(dataset_name, arch, epochs)
+    if teachers.is_available(teachers.key(dataset_name, arch, epochs, train_subset=train_subset)):
         with st.spinner(t("lab.state.loading_cached", arch=arch)):
-            return train.get_teacher(dataset_name, arch, epochs, train_subset=train_subset)
+            return teachers.get(dataset_name, arch, epochs, train_subset=train_subset)
     label = (
         t("lab.state.training_teacher_subset", arch=arch, subset=train_subset, dataset=dataset_name)
         if train_subset

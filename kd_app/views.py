@@ -35,7 +35,7 @@ from kd_core import data, methods, models, train, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
 
-from . import chrome, i18n, links, state
+from . import chrome, datasets, i18n, links, state
 from .i18n import t
 
 DEFAULT_DATASET = "mnist-mini"
@@ -49,16 +49,7 @@ def known(key: str) -> bool:
     return key in i18n.catalogue(i18n.DEFAULT)
 
 
-def dataset_title(name: str, language: str | None = None) -> str:
-    """A dataset's title in ``language`` (default: the session's), its English title where no key exists."""
-    key = "datasets." + name
-    return i18n.text(key, language or i18n.lang()) if known(key) else data.DATASETS[name].title
-
-
-def dataset_labels(names: Sequence[str] | None = None) -> dict[str, str]:
-    """ "name — title" for a dataset picker, fixed in this run's language (Streamlit may call a
-    format_func again outside the script run, where the language is unknown)."""
-    return {n: f"{n} — {dataset_title(n)}" for n in (names if names is not None else data.DATASETS)}
+dataset_title = datasets.title  # a dataset's title in a language; pickers: ``datasets.picker``
 
 
 def method_title(method) -> str:
@@ -239,21 +230,14 @@ def students_after(run: LabRun, snap: dict | None, key: str, **fmt) -> None:
 
 
 def pick_dataset(run: LabRun, key: str, texts: str) -> tuple[str, data.Dataset]:
-    """The dataset picker. A dataset that cannot be loaded (e.g. offline) says why and the
-    page shows the run's dataset (or the default one) meanwhile. Binds ``run`` to the
+    """The dataset picker (``datasets.picker``: the unavailable ones marked). A dataset that
+    cannot be loaded (e.g. offline) says why and where its files go, and the page shows the
+    run's dataset (or the default one) meanwhile. Binds ``run`` to the
     dataset shown. Returns (name, Dataset)."""
-    choice = st.selectbox(
-        t(f"{texts}.dataset"),
-        list(data.DATASETS),
-        key=key,
-        format_func=dataset_labels().get,
-        help=t(f"{texts}.dataset_help"),
-    )
+    choice = datasets.picker(t(f"{texts}.dataset"), key, help=t(f"{texts}.dataset_help"))
     name = choice
-    try:
-        ds = state.dataset(choice)
-    except KDError as e:
-        st.error(t(f"{texts}.cannot_use", name=choice, error=e))
+    ds = datasets.load(choice)  # None after a notice saying why and where its files go
+    if ds is None:
         name = run.config.dataset if run.config is not None and run.config.dataset != choice else DEFAULT_DATASET
         st.caption(t(f"{texts}.showing_meanwhile", name=name))
         ds = state.dataset(name)

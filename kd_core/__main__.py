@@ -1,4 +1,4 @@
-"""Command line: ``python -m kd_core train | methods | bench``.
+"""Command line: ``python -m kd_core train | methods | bench | lm | crossmodal train``.
 
 Any bad value exits with status 2 and one line on stderr saying what is wrong and what is
 allowed; never a traceback.
@@ -91,7 +91,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--labeled-fraction",
         type=_float("labeled-fraction"),
         default=d.labeled_fraction,
-        help="fraction of the transfer set whose labels the student sees, in (0, 1]",
+        help="fraction of the transfer set whose labels the student sees, in [0, 1]; 0 (no label) for label-free methods or alpha 1",
     )
     p.add_argument(
         "--omit-class", type=_int("omit-class"), default=None, help="remove this class from the student's data"
@@ -179,6 +179,8 @@ def results_table(result: dict) -> str:
         if "baseline" in result:
             extra.append(f"scratch {_pct(result['baseline']['per_class_accuracy'][c])}")
         lines.append(", ".join(extra))
+    if result.get("tracked"):  # what a method learns or schedules besides the weights (CTKD: its T)
+        lines.append("at the last step: " + ", ".join(f"{k} = {v:.4g}" for k, v in result["tracked"].items()))
     return "\n".join(lines)
 
 
@@ -223,7 +225,10 @@ def _train_pipeline(cfg: Config, a) -> int:
         elif ev["kind"] == "step" and pbar is not None:
             pbar.update(1)
         elif ev["kind"] == "epoch" and pbar is not None:
-            pbar.set_postfix({"student": f"{ev['student_acc']:.3f}"})
+            if ev.get("student_acc") is not None:  # a synthesis snapshot has none
+                pbar.set_postfix({"student": f"{ev['student_acc']:.3f}"})
+            elif ev.get("confidence") is not None:
+                pbar.set_postfix({"teacher confidence": f"{ev['confidence']:.3f}"})
         elif ev["kind"] in ("stage_end", "end") and pbar is not None:
             pbar.close()
             pbar = None
@@ -232,6 +237,8 @@ def _train_pipeline(cfg: Config, a) -> int:
     result = ev["result"]
     print(results_table(result))
     print(beyond_table(result))
+    for line in result.get("report") or []:  # a method's own summary lines (data-free, label-free)
+        print(line)
     if a.json:
         out = {k: v for k, v in result.items() if k != "step_losses"}
         paths.atomic_write_text(a.json, json.dumps(out, indent=1))
@@ -313,6 +320,12 @@ def cmd_bench(a) -> int:
     return bench.main(quick=a.quick, json_path=a.json or None, repeats=a.repeats, method_names=names)
 
 
+def cmd_crossmodal(a) -> int:
+    from . import audio
+
+    return audio.cli_train(a)
+
+
 def main(argv=None) -> int:
     parser = _Parser(prog=PROG, description="KD Playground engine: train teachers and distil students.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -325,6 +338,9 @@ def main(argv=None) -> int:
     from . import sweep as sweep_mod  # `sweep` and `leaderboard` (their commands live in kd_core/sweep.py)
 
     sweep_mod.add_subcommands(sub, _add_run_args, config_from_args)
+    from .lm import cli as lm_cli  # `lm train | sample | methods` (kd_core/lm/cli.py)
+
+    lm_cli.add_subcommands(sub, _float, _int, _param)
     b = sub.add_parser(
         "bench", help="measure the engine against the student alone and the conventional loop (see PERFORMANCE.md)"
     )
@@ -344,6 +360,14 @@ def main(argv=None) -> int:
     )
     b.add_argument("--methods", default="", metavar="A,B", help="only these methods (default: the whole registry)")
     b.set_defaults(func=cmd_bench)
+    cm = sub.add_parser("crossmodal", help="image -> speech: an image teacher trains an audio student, no audio labels")
+    cm_sub = cm.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    from . import audio
+
+    audio.add_cli_args(
+        cm_sub.add_parser("train", help="train the audio students on spoken digits (espeak-ng)"), _float, _int
+    )
+    cm.set_defaults(func=cmd_crossmodal)
     a = parser.parse_args(argv)
     try:
         return a.func(a)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data as data_mod
-from . import losses, methods, metrics, models, paths, train, viz
+from . import losses, methods, metrics, models, paths, teachers, train, viz
 from .config import Config
 from .errors import ConfigError
 
@@ -218,20 +218,9 @@ def random_teacher(dataset: str, arch: str, in_shape, num_classes: int, device, 
     return train.Teacher(model, arch, dataset, float("nan"), key, 0, 0.0, False)
 
 
-@contextlib.contextmanager
 def registered_teacher(teacher: train.Teacher, key: str):
-    """Let ``train.get_teacher`` (as the Lab's jobs call it) find ``teacher`` under ``key``."""
-    with train._teachers_guard:
-        old = train._teachers.get(key)
-        train._teachers[key] = teacher
-    try:
-        yield
-    finally:
-        with train._teachers_guard:
-            if old is None:
-                train._teachers.pop(key, None)
-            else:
-                train._teachers[key] = old
+    """Let ``teachers.get`` (as the Lab's jobs call it) find ``teacher`` under ``key``."""
+    return teachers.installed(teacher, key)
 
 
 def cifar_shaped(n_train: int, n_test: int, seed: int = 0) -> data_mod.Dataset:

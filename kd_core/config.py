@@ -7,11 +7,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from . import methods
+from . import data, methods, models
 from .errors import ConfigError
+from .teachers import TEACHER_EPOCHS
 
-# Teacher recipe per dataset (epochs of Adam at 1e-3 on the full labelled training set).
-TEACHER_EPOCHS = {"digits": 30, "mnist-mini": 10, "mnist": 3, "fashion-mnist": 4, "cifar10": 15}
 MAX_EPOCHS = 200
 MAX_BATCH = 4096
 
@@ -40,8 +39,6 @@ class Config:
     # ------------------------------------------------------------ resolution
     def resolved(self) -> Config:
         """A copy with presets filled in (teacher, student, teacher epochs)."""
-        from . import models
-
         teacher, student = models.preset(self.dataset)
         return replace(
             self,
@@ -71,8 +68,6 @@ class Config:
     # ------------------------------------------------------------ validation
     def validate(self) -> Config:
         """Raise ConfigError with one line saying what is wrong and what is allowed."""
-        from . import data
-
         if self.dataset not in data.DATASETS:
             raise ConfigError(f"unknown dataset '{self.dataset}'; choose one of: {', '.join(data.DATASETS)}")
         m = methods.get(self.method)
@@ -89,10 +84,11 @@ class Config:
             "labeled_fraction",
             self.labeled_fraction,
             low=0.0,
-            low_open=True,
             high=1.0,
-            what="the labelled fraction must be in (0, 1]",
+            what="the labelled fraction must be in [0, 1]",
         )
+        if self.labeled_fraction == 0:
+            _check_no_labels(m, self.alpha)
         info = data.DATASETS[self.dataset]
         if self.omit_class is not None:
             _check_int("omit_class", self.omit_class, 0, info.num_classes - 1)
@@ -104,8 +100,6 @@ class Config:
             raise ConfigError(f"method '{self.method}' uses no layer pairs; remove --pair")
         if len(self.pairs) > 1 and not m.multi_pair:
             raise ConfigError(f"method '{self.method}' takes one layer pair, got {len(self.pairs)}")
-        from . import models
-
         for role in ("teacher", "student", "assistant"):
             arch = getattr(self, role)
             if arch:
@@ -220,6 +214,23 @@ def _parse(key: str, raw: str):
             return False
         raise ValueError("baseline must be true or false")
     return str(raw)
+
+
+def _check_no_labels(m: methods.Method, alpha: float) -> None:
+    """labeled_fraction 0 (no label at all) suits a method that uses no labels, or soft targets
+    alone (alpha = 1) with a method whose only label term is the (1 - alpha) CE."""
+    if not m.uses_labels:
+        return
+    if not m.uses_alpha:
+        raise ConfigError(
+            f"labelled fraction 0 means no labels, but method '{m.name}' always trains on labels; "
+            "use a label-free method (seed with alpha 1, deepinversion, dfad) or a fraction > 0"
+        )
+    if alpha != 1:
+        raise ConfigError(
+            f"labelled fraction 0 means no labels, but alpha {alpha:g} keeps a (1 - alpha) CE term on labels; "
+            "set alpha 1 (soft targets only) or a fraction > 0"
+        )
 
 
 def _check_float(name, v, low, high, what, low_open=False):

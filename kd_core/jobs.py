@@ -15,6 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from .classroom import Limits
 from .config import Config
 from .errors import KDError
 
@@ -100,6 +101,10 @@ class Job:
             pipeline = self.config.method_obj.pipeline is not None
             if pipeline:
                 events = train.method_events(self.config, teacher_progress=teacher_progress)
+                if hasattr(events, "stop"):  # a run that stops itself and keeps what was done (datafree)
+                    self.trainer = events
+                    if self._stop.is_set():
+                        events.stop()
             else:
                 trainer = train.Trainer(self.config, teacher_progress=teacher_progress)
                 self.trainer = trainer
@@ -110,7 +115,7 @@ class Job:
                     self._run_started = time.time()
                 events = trainer.events()
             for ev in events:
-                if pipeline and self._stop.is_set():
+                if pipeline and self._stop.is_set() and not hasattr(events, "stop"):
                     events.close()
                     with self._lock:
                         self.status, self.message = "stopped", "stopped"
@@ -130,6 +135,8 @@ class Job:
                             self.total_steps = ev["total_steps"]
                         self.step = ev["step"]
                         rec = {k: ev[k] for k in ("step", "epoch", "losses", "loss", "baseline_loss")}
+                        if "tracked" in ev:  # e.g. CTKD's learned temperature
+                            rec["tracked"] = ev["tracked"]
                         if "stage" in ev:
                             rec["stage"] = ev["stage"]
                         self.steps.append(rec)
@@ -176,6 +183,8 @@ class JobManager:
     closed tab never holds a trainer. Finished jobs are forgotten after ``keep_seconds``
     so memory stays bounded as sessions come and go. ``nice`` (Linux) lowers the priority
     of the training threads so that a server sharing the machine keeps answering first.
+    ``limits`` (a ``classroom.Limits``; default: none) caps the queued or running jobs of one
+    owner and, in classroom mode, the size of each run: ``submit`` raises ``LimitReached``.
     """
 
     def __init__(
@@ -186,8 +195,10 @@ class JobManager:
         keep_seconds: float = 3600.0,
         watch_every: float = 5.0,
         nice: int = 0,
+        limits: Limits | None = None,
     ):
         cpus = os.cpu_count() or 1
+        self.limits = limits
         self.max_running = max_running or int(os.environ.get("KD_PLAYGROUND_MAX_JOBS", 0)) or cpus
         self._slots = threading.Semaphore(self.max_running)
         self._lock = threading.Lock()
@@ -237,8 +248,17 @@ class JobManager:
 
     def submit(self, config: Config, owner: str = "", on_end=None) -> Job:
         config.resolved().validate()  # refuse bad configs now, in the caller's thread
-        job = Job(config=config, owner=owner, on_end=on_end)
+        if self.limits is not None:
+            self.limits.check_run(config)
+        return self.submit_job(Job(config=config, owner=owner, on_end=on_end))
+
+    def submit_job(self, job: Job) -> Job:
+        """Queue a ready-made job: a ``Job`` subclass with its own ``_run`` (e.g.
+        ``kd_core.lm.jobs.LMJob``) shares the slots, the queue, the watchdog and the
+        per-session limit (``LimitReached``)."""
         with self._lock:
+            if self.limits is not None and job.owner:
+                self.limits.check_session(sum(1 for j in self._jobs.values() if j.owner == job.owner and not j.done))
             self._jobs[job.id] = job
             self._queue.append(job.id)
         threading.Thread(target=self._worker, args=(job,), name=f"kd-job-{job.id}", daemon=True).start()

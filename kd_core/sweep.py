@@ -16,7 +16,7 @@ their tasks (a remote machine has its own cache). Results arrive as cells finish
 (:meth:`Sweep.results`, a generator), so a page can fill its heatmaps live; one failing
 cell reports an error and the others go on.
 
-This module imports neither torch nor the backends until a sweep runs.
+The cluster backends (dask, ray) are imported only when a sweep uses them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import paths
+import torch
+
+from . import methods as methods_mod
+from . import paths, teachers, train
 from .config import Config
 from .errors import ConfigError, KDError
 
@@ -71,14 +74,10 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
     try:
         if os.getpid() != task.get("parent_pid"):
             os.environ.update(task.get("env") or {})
-        import torch
-
-        from . import train
-
         train.set_threads()
         out["threads"] = torch.get_num_threads()
         if teacher is not None:
-            _install_teacher(teacher)
+            teachers.from_blob(teacher)
         result = train.distil(Config.from_dict(dict(task["config"])))
         s = result["student"]
         out.update(
@@ -102,24 +101,6 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
         out["traceback"] = traceback.format_exc(limit=8)
     out["seconds"] = time.perf_counter() - t0
     return out
-
-
-def _teacher_blob(teacher) -> dict:
-    """What a remote worker needs to put the teacher in its own cache."""
-    folder = paths.subdir("teachers") / teacher.key
-    return {
-        "key": teacher.key,
-        "weights": (folder / "weights.safetensors").read_bytes(),
-        "meta": (folder / "meta.json").read_text(),
-    }
-
-
-def _install_teacher(blob: dict) -> None:
-    folder = paths.subdir("teachers") / blob["key"]
-    if (folder / "weights.safetensors").exists() and (folder / "meta.json").exists():
-        return
-    paths.atomic_write_bytes(folder / "weights.safetensors", blob["weights"])
-    paths.atomic_write_text(folder / "meta.json", blob["meta"])
 
 
 # ---------------------------------------------------------------- planning
@@ -203,8 +184,6 @@ class Sweep:
         own term (alpha = 0), as in the CRD paper's Table 1; ``kd_on_all`` adds the KD term
         (``base.alpha``) to every method instead. ``beyond`` appends the methods beyond one
         teacher (ensemble, born-again, TA, DML) to the default list; they use ``base.alpha``."""
-        from . import methods as methods_mod
-
         base = base.resolved().validate()
         names = list(methods or (list(methods_mod.METHODS) + (list(methods_mod.BEYOND) if beyond else [])))
         for n in names:
@@ -264,13 +243,8 @@ class Sweep:
     # ---------------------------------------------------------- running
     def prepare_teacher(self, progress=None):
         """Train (or load) the teacher here, once, before any worker starts."""
-        from . import methods as methods_mod
-        from . import train
-
         b = self.base
-        teacher = train.get_teacher(
-            b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress
-        )
+        teacher = teachers.get(b.dataset, b.teacher, b.teacher_epochs, train_subset=b.train_subset, progress=progress)
         for cfgs in self.configs:  # methods with several teachers (ensemble): all of them, once, here
             m = methods_mod.get(cfgs[0].method)
             if m.prepare is not None:
@@ -306,7 +280,7 @@ class Sweep:
             )
             env["KD_PLAYGROUND_HOME"] = str(paths.home())
         tasks = self.tasks(env)
-        blob = _teacher_blob(teacher) if remote else None
+        blob = teachers.to_blob(teacher) if remote else None
         runner = {"joblib": _joblib, "dask": _dask, "ray": _ray}[backend]
         yield from runner(tasks, min(n_jobs, len(tasks)), address, blob, stop)
 
@@ -440,6 +414,14 @@ def _ray(tasks, n_jobs, address, blob, stop):
 # ---------------------------------------------------------------- results
 
 
+def last_epoch_accuracy(r: dict) -> float | None:
+    """A run's test accuracy at its LAST epoch (what the model ends with), never the best
+    epoch's: picking the best epoch on the test set is what makes published tables hard to
+    reproduce. The run's final accuracy when it has no per-epoch history."""
+    history = r.get("history") or []
+    return history[-1] if history else r.get("student_acc")
+
+
 def _mean(xs):
     xs = [x for x in xs if x is not None]
     return statistics.fmean(xs) if xs else math.nan
@@ -487,7 +469,7 @@ class SweepResult:
         rows = []
         for i, cell in enumerate(self.sweep.cells):
             got = sorted(by_cell.get(i, []), key=lambda r: r["seed"])
-            accs = [r["student_acc"] for r in got]
+            accs = [last_epoch_accuracy(r) for r in got]
             agrees = [r["agreement"] for r in got]
             rows.append(
                 {
@@ -609,22 +591,15 @@ def _text_table(rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------- leaderboard
 
-LEADERBOARD_NAMES = {
-    "none": "Student (scratch)",
-    "kd": "KD",
-    "dkd": "DKD",
-    "fitnets": "FitNets",
-    "at": "AT",
-    "sp": "SP",
-    "rkd": "RKD",
-    "pkt": "PKT",
-    "contrastive": "Contrastive",
-    "crd": "CRD",
-    "ensemble": "Ensemble KD",
-    "born-again": "Born-again (teacher-sized, last gen.)",
-    "ta": "TA KD",
-    "dml": "DML (student 1)",
-}
+
+def leaderboard_name(method: str) -> str:
+    """The method's short name from the registry (its ``label``)."""
+    from . import methods as methods_mod
+
+    try:
+        return methods_mod.get(method).label
+    except KDError:
+        return method
 
 
 def leaderboard_dir() -> Path:
@@ -632,7 +607,8 @@ def leaderboard_dir() -> Path:
 
 
 def leaderboard_rows(res: SweepResult) -> list[dict]:
-    """The leaderboard as rows: teacher first, then each method (mean ± std over seeds)."""
+    """The leaderboard as rows: teacher first, then each method: mean ± std over the seeds
+    of the test accuracy at the last epoch (see ``last_epoch_accuracy``)."""
     b = res.sweep.base
     rows = [
         {
@@ -650,7 +626,7 @@ def leaderboard_rows(res: SweepResult) -> list[dict]:
         rows.append(
             {
                 "method": r["method"],
-                "name": LEADERBOARD_NAMES.get(r["method"], r["method"]),
+                "name": leaderboard_name(r["method"]),
                 "n": r["n"],
                 "acc_mean": r["acc_mean"],
                 "acc_std": r["acc_std"],
@@ -688,7 +664,8 @@ def leaderboard_text(res: SweepResult) -> str:
         )
     title = (
         f"{b.dataset}: teacher {b.teacher} -> student {b.student}; {b.epochs} epochs, "
-        f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} (mean ± std)"
+        f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} "
+        "(mean ± std at the last epoch)"
     )
     return title + "\n" + _text_table(head)
 

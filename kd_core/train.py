@@ -1,4 +1,4 @@
-"""Training: teachers (trained once, cached on disk) and students (a stream of events).
+"""Training: students (a stream of events) against a teacher from the store (kd_core/teachers.py).
 
 A student run is a generator of plain-dict events that a UI or a CLI consumes::
 
@@ -15,205 +15,28 @@ DataLoader, and the frozen teacher's outputs are computed once per dataset.
 from __future__ import annotations
 
 import copy
-import os
 import threading
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import data as data_mod
-from . import losses, methods, metrics, models, paths
+from . import losses, methods, metrics, models, teachers
 from .config import Config
 from .errors import ConfigError
 
-TEACHER_LR = 1e-3
-TEACHER_BATCH = 64
 FEATURE_CACHE_BYTES = 512 * 2**20  # teacher features are cached when they fit this budget
 
-
-def set_threads() -> int:
-    """Torch's intra-op threads for training, from KD_PLAYGROUND_THREADS (default 1).
-
-    The models here are tiny: on a 2-core machine, waking a second thread for every small
-    op costs far more than it gains (measured by ``python -m kd_core bench``: see
-    PERFORMANCE.md), and one thread per job lets two jobs share two cores without thrashing.
-    """
-    n = int(os.environ.get("KD_PLAYGROUND_THREADS", "1") or 1)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
-
-
-# ---------------------------------------------------------------- teachers
-
-
-@dataclass
-class Teacher:
-    model: nn.Module  # frozen, eval mode; shared: never train or modify it
-    arch: str
-    dataset: str
-    test_accuracy: float
-    key: str
-    epochs: int
-    train_seconds: float
-    from_cache: bool
-    _profile: dict | None = None
-    members: list | None = None  # an ensemble's teachers: [{"arch", "seed", "test_accuracy", ...}]
-    info: dict | None = None  # an ensemble's own facts (weighting, temperature, accuracy at T = 1)
-
-    def profile(self, in_shape) -> dict:
-        """Parameters, FLOPs and CPU latency, measured once per teacher."""
-        if self._profile is None:
-            self._profile = models.profile(self.model, in_shape)
-        return self._profile
-
-
-_teachers: dict[str, Teacher] = {}
-_teacher_locks: dict[str, threading.Lock] = {}
-_teachers_guard = threading.Lock()
-
-
-def teacher_key(dataset: str, arch: str, epochs: int, seed: int = 0, train_subset: int | None = None) -> str:
-    """What produced a teacher: recipe, architecture and the exact data split it saw."""
-    ds = data_mod.load(dataset, train_subset=train_subset)
-    return paths.key_of(
-        {
-            "v": 1,
-            "dataset": dataset,
-            "data": ds.fingerprint,
-            "arch": arch,
-            "epochs": epochs,
-            "seed": seed,
-            "lr": TEACHER_LR,
-            "batch": TEACHER_BATCH,
-            "subset": train_subset,
-        }
-    )
-
-
-def _epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
-    perm = torch.randperm(n, generator=gen)
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def train_teacher(
-    ds: data_mod.Dataset,
-    arch: str,
-    epochs: int,
-    seed: int = 0,
-    device=None,
-    progress=None,
-    stop: threading.Event | None = None,
-) -> nn.Module:
-    """Train ``arch`` on all of ``ds``'s labelled training data with Adam.
-    ``progress(epoch, epochs, test_accuracy)`` is called after each epoch."""
-    device = device or models.pick_device()
-    set_threads()
-    torch.manual_seed(seed)
-    model = models.build(arch, ds.in_shape, ds.num_classes).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=TEACHER_LR)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * -(-len(ds.x_train) // TEACHER_BATCH)))
-    x, y = ds.x_train.to(device), ds.y_train.to(device)
-    gen = torch.Generator().manual_seed(seed)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        for idx in _epoch_batches(len(x), TEACHER_BATCH, gen):
-            idx = idx.to(device)
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if stop is not None and stop.is_set():
-                raise InterruptedError("teacher training stopped")
-        if progress is not None:
-            acc = metrics.accuracy(metrics.predict_logits(model, ds.x_test), ds.y_test)
-            progress(epoch, epochs, acc)
-    model.eval()
-    return model
-
-
-def get_teacher(
-    dataset: str,
-    arch: str | None = None,
-    epochs: int | None = None,
-    seed: int = 0,
-    train_subset: int | None = None,
-    progress=None,
-    device=None,
-) -> Teacher:
-    """The teacher for (dataset, arch, epochs, seed): from memory, else from the disk cache,
-    else trained now (``progress`` as in ``train_teacher``) and saved. Thread-safe: two
-    sessions asking for the same teacher train it once."""
-    from .config import TEACHER_EPOCHS
-
-    arch = arch or models.preset(dataset)[0]
-    epochs = epochs or TEACHER_EPOCHS.get(dataset, 10)
-    key = teacher_key(dataset, arch, epochs, seed, train_subset)
-    with _teachers_guard:
-        if key in _teachers:
-            return _teachers[key]
-        lock = _teacher_locks.setdefault(key, threading.Lock())
-    with lock:
-        if key in _teachers:
-            return _teachers[key]
-        device = device or models.pick_device()
-        ds = data_mod.load(dataset, train_subset=train_subset)
-        folder = paths.subdir("teachers") / key
-        weights, meta_file = folder / "weights.safetensors", folder / "meta.json"
-        model, meta, from_cache = None, None, False
-        if weights.exists() and meta_file.exists():
-            try:
-                import json
-
-                meta = json.loads(meta_file.read_text())
-                model = models.build(arch, ds.in_shape, ds.num_classes)
-                models.load_weights(model, weights)
-                from_cache = True
-            except Exception as e:  # corrupted cache: rebuild, with a notice
-                import warnings
-
-                warnings.warn(
-                    f"teacher cache {folder} was unreadable ({type(e).__name__}); retraining the teacher", stacklevel=2
-                )
-                model = None
-        if model is None:
-            t0 = time.perf_counter()
-            model = train_teacher(ds, arch, epochs, seed=seed, device=device, progress=progress)
-            seconds = time.perf_counter() - t0
-            acc = metrics.accuracy(metrics.predict_logits(model, ds.x_test), ds.y_test)
-            meta = {
-                "arch": arch,
-                "dataset": dataset,
-                "epochs": epochs,
-                "seed": seed,
-                "test_accuracy": acc,
-                "train_seconds": seconds,
-                "subset": train_subset,
-            }
-            models.save_weights(model, weights)
-            import json
-
-            paths.atomic_write_text(meta_file, json.dumps(meta, indent=1))
-        model = model.to(device).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        teacher = Teacher(
-            model,
-            arch,
-            dataset,
-            float(meta["test_accuracy"]),
-            key,
-            epochs,
-            float(meta.get("train_seconds", 0.0)),
-            from_cache,
-        )
-        with _teachers_guard:
-            _teachers[key] = teacher
-        return teacher
+# the teacher store lives in kd_core/teachers.py; these names stay importable from here
+Teacher = teachers.Teacher
+TEACHER_LR, TEACHER_BATCH = teachers.TEACHER_LR, teachers.TEACHER_BATCH
+teacher_key = teachers.key
+train_teacher = teachers.train_teacher
+get_teacher = teachers.get
+set_threads = teachers.set_threads
+epoch_batches = teachers.epoch_batches
 
 
 # ---------------------------------------------------------------- layer pairs
@@ -267,6 +90,8 @@ def resolve_pairs(
 def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
     """A stratified random subset of ``fraction`` of each class (at least one per class)."""
     mask = torch.zeros(len(y), dtype=torch.bool)
+    if fraction <= 0.0:  # no label at all (label-free methods, alpha = 1)
+        return mask
     if fraction >= 1.0:
         return mask.fill_(True)
     for c in torch.unique(y).tolist():
@@ -434,7 +259,7 @@ class Trainer:
                 self.modules.train()
             if self.baseline is not None:
                 self.baseline.train()
-            for b, idx in enumerate(_epoch_batches(n, cfg.batch_size, self.gen)):
+            for b, idx in enumerate(epoch_batches(n, cfg.batch_size, self.gen)):
                 if self._stop.is_set():
                     status, message = "stopped", f"stopped by the user at step {step} of {total_steps}"
                     break
@@ -450,8 +275,9 @@ class Trainer:
                     with torch.no_grad():
                         _, t_feats = _forward(self.teacher.model, xb, t_names)
                 s_logits, s_feats = _forward(self.student, xb, s_names)
+                tracked: dict = {}
                 terms = self._loss_terms(
-                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch
+                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch, tracked
                 )
                 loss = sum(terms.values())
                 b_loss = None
@@ -484,6 +310,8 @@ class Trainer:
                     "loss": loss.item(),
                     "baseline_loss": None if b_loss is None else b_loss.item(),
                 }
+                if tracked:  # e.g. CTKD's learned temperature, as it was for this step's loss
+                    rec["tracked"] = {k: float(v) for k, v in tracked.items()}
                 self.steps.append(rec)
                 yield {"kind": "step", "total_steps": total_steps, "elapsed": time.perf_counter() - t_start, **rec}
             if status != "finished":
@@ -508,17 +336,12 @@ class Trainer:
                 on_event(ev)
         return self.result
 
-    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress) -> dict:
+    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress, report=None) -> dict:
+        """The weighted loss terms of one step; scalars the method reports besides its
+        losses (CTKD's learned T) go into ``report``."""
         cfg, m = self.config, self.method
         ce = _masked_ce(s_logits, y, lab)
-        terms = {}
-        if m.uses_alpha:
-            if cfg.alpha < 1:
-                terms["ce"] = (1 - cfg.alpha) * ce
-            if cfg.alpha > 0:
-                terms["kd"] = cfg.alpha * losses.kd_loss(s_logits, t_logits, cfg.temperature)
-        else:
-            terms["ce"] = ce
+        ctx = None
         if m.name != "none":
             # unlabelled samples take the teacher's prediction where a method needs "the" class (DKD)
             target = torch.where(lab, y, t_logits.argmax(1))
@@ -535,7 +358,19 @@ class Trainer:
                 progress,
                 self.index[idx],
             )
+        terms = {}
+        if m.uses_alpha:
+            if cfg.alpha < 1:
+                terms["ce"] = (1 - cfg.alpha) * ce
+            if cfg.alpha > 0:
+                kd = m.kd_term(ctx) if m.kd_term is not None else losses.kd_loss(s_logits, t_logits, cfg.temperature)
+                terms["kd"] = cfg.alpha * kd
+        else:
+            terms["ce"] = ce
+        if ctx is not None:
             terms.update(m.terms(ctx))
+            if report is not None:
+                report.update(ctx.report)
         if not terms:
             terms["ce"] = ce
         return terms
@@ -608,6 +443,11 @@ class Trainer:
             "step_losses": self.steps,
             "epochs": self.history,
         }
+        tracked = [r["tracked"] for r in self.steps if "tracked" in r]
+        if tracked:  # the values of the last step (CTKD: the final learned T)
+            result["tracked"] = dict(tracked[-1])
+            if "T" in result["tracked"]:
+                result["learned_temperature"] = result["tracked"]["T"]
         if self.baseline is not None:
             result["baseline"] = block(self.baseline, "baseline") | {"arch": self.config.student}
         if self.teacher.members:

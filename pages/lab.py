@@ -9,17 +9,16 @@ import math
 import pandas as pd
 import streamlit as st
 
-from kd_app import i18n, links, state, views
+from kd_app import datasets, i18n, links, method_effect, noise, state, views
 from kd_app.i18n import t
 from kd_core import data, methods, models, train, viz
 from kd_core.config import Config
-from kd_core.errors import KDError
+from kd_core.errors import DataUnavailableError, KDError
 
 TEMPERATURES, LEARNING_RATES = links.TEMPERATURES, links.LEARNING_RATES
 FRACTIONS, BATCHES, NO_CLASS = links.FRACTIONS, links.BATCHES, links.NO_CLASS
 # the per-class bars and the results table name the rows by role (English names pick the colours)
 ROLE_KEYS = {"teacher": "roles.teacher", "distilled student": "roles.distilled", "scratch student": "roles.scratch"}
-BUTTONS = ("lab_train", "lab_stop")
 
 
 def method_summary(m) -> str:
@@ -28,7 +27,8 @@ def method_summary(m) -> str:
 
 
 def param_text(m, p, what: str) -> str:
-    """A method parameter's ``label`` (its name in English) or ``help``."""
+    """A method parameter's ``label`` (readable, from the registry, with the formula's
+    symbol) or ``help``."""
     key = f"lab.params.{m.name}.{p.name}.{what}"
     return t(key) if views.known(key) else (p.name if what == "label" else p.help)
 
@@ -38,7 +38,7 @@ def restore_settings() -> None:
     """The controls as they were before a visit to another page; on the first visit, a
     shared link's settings (?method=dkd&T=2...; bad values -> notices) and its saved run
     (?run=<id>: reopened from the run store, so a reload finds its results again)."""
-    links.keep_prefixed("lab_")
+    links.keep_lab()
     first = "_kd_links_restored_lab" not in st.session_state
     links.restore_lab()
     D = Config()
@@ -55,29 +55,9 @@ def restore_settings() -> None:
             links.show([t("links.ignored", name=links.RUN, value=run_id, reason=str(e))])
 
 
-def _check_dataset() -> None:
-    """Stay on the last working dataset when the new one cannot be loaded (e.g. offline)."""
-    name = st.session_state.lab_dataset
-    try:
-        state.dataset(name)
-        st.session_state.lab_good_dataset = name
-    except KDError as e:
-        st.session_state.lab_dataset_error = str(e)
-        st.session_state.lab_dataset = st.session_state.get("lab_good_dataset", Config().dataset)
-
-
 def dataset_picker() -> str:
-    ds_name = st.selectbox(
-        t("lab.dataset"),
-        list(data.DATASETS),
-        key="lab_dataset",
-        on_change=_check_dataset,
-        format_func=views.dataset_labels().get,
-        help=t("lab.dataset_help"),
-    )
-    if "lab_dataset_error" in st.session_state:
-        st.error(t("lab.dataset_error", error=st.session_state.pop("lab_dataset_error"), name=ds_name))
-    return ds_name
+    """Unavailable datasets (no files, offline) are marked; choosing one says why next to Train."""
+    return datasets.picker(t("lab.dataset"), "lab_dataset", help=t("lab.dataset_help"))
 
 
 def model_pickers(ds_name: str) -> tuple[str, str]:
@@ -268,11 +248,18 @@ def training_controls(info) -> dict:
     return out
 
 
-def check(cfg: Config, method, info) -> str | None:
-    """What is wrong with the set-up (shown as an error; Train stays disabled), or None."""
+def check(cfg: Config, method, info) -> tuple[str | None, str | None]:
+    """What is wrong with the set-up (shown as an error; Train stays disabled), and why its
+    dataset cannot be used here (shown next to Train); None where all is well."""
+    ds_available = datasets.availability(cfg.dataset).available
+    data_problem = None if ds_available else datasets.reason(datasets.availability(cfg.dataset))
     try:
         cfg.resolved().validate()
-        train.check_batch_fits(cfg, state.dataset(cfg.dataset))
+        if ds_available:
+            try:
+                train.check_batch_fits(cfg, state.dataset(cfg.dataset))
+            except DataUnavailableError:  # files there but unreadable: say so without the raw error
+                data_problem = datasets.unreadable(cfg.dataset)
         if method.needs_features:  # refuse impossible layer pairings before training
             train.resolve_pairs(
                 method,
@@ -283,12 +270,13 @@ def check(cfg: Config, method, info) -> str | None:
             )
     except KDError as e:
         st.error(t("lab.kd_error", error=e))
-        return str(e)
-    return None
+        return str(e), data_problem
+    return None, data_problem
 
 
-def set_up() -> tuple[Config, object, str | None]:
-    """The left column: every control, read into a Config. Returns (config, method, problem)."""
+def set_up() -> tuple[Config, object, str | None, str | None]:
+    """The left column: every control, read into a Config. Returns (config, method, problem,
+    data problem)."""
     st.subheader(t("lab.setup"))
     ds_name = dataset_picker()
     info = data.DATASETS[ds_name]
@@ -307,10 +295,10 @@ def set_up() -> tuple[Config, object, str | None]:
         pairs=pairs,
         **training_controls(info),
     )
-    return cfg, method, check(cfg, method, info)
+    return cfg, method, *check(cfg, method, info)
 
 
-def formula_and_buttons(cfg: Config, method, problem: str | None) -> None:
+def formula_and_buttons(cfg: Config, method, problem: str | None, data_problem: str | None) -> None:
     """The loss with the chosen values, Train and Stop."""
     T, alpha = cfg.temperature, cfg.alpha
     st.latex(
@@ -318,13 +306,15 @@ def formula_and_buttons(cfg: Config, method, problem: str | None) -> None:
     )
     if method.uses_alpha:
         st.caption(t("lab.formula_caption"))
-    b1, b2, _ = st.columns([1, 1, 3])
+    b1, b2, why = st.columns([1, 1, 3])
+    if data_problem is not None:  # the reason sits next to the disabled button, not off screen
+        why.warning(data_problem, icon="📦")
     job = state.current_run()
     running = job is not None and not job.done
     if b1.button(
         t("lab.train"),
         type="primary",
-        disabled=running or problem is not None,
+        disabled=running or problem is not None or data_problem is not None,
         key="lab_train",
         help=t("lab.train_help"),
     ):
@@ -340,11 +330,12 @@ def formula_and_buttons(cfg: Config, method, problem: str | None) -> None:
 st.title("🧪 " + t("lab.title"))
 st.caption(t("lab.intro"))
 restore_settings()
-controls, output = st.columns([1, 2.2], gap="large")
+# at 1280 px the set-up column must fit "mnist-mini — MNIST mini (5,000 real digits)" and "cnn-32-64"
+controls, output = st.columns([1.35, 2], gap="large")
 with controls:
-    cfg, method, problem = set_up()
+    cfg, method, problem, data_problem = set_up()
 with output:
-    formula_and_buttons(cfg, method, problem)
+    formula_and_buttons(cfg, method, problem, data_problem)
 
 
 # ------------------------------------------------------------------ live view
@@ -501,7 +492,9 @@ def draw_results(snap: dict) -> None:
         width="stretch",
         key="lab_results",
     )
-    if "baseline" in r:
+    if noise.failed_run(r, snap["status"]):  # diverged or at chance: no "gained 0.0 points"
+        pass
+    elif "baseline" in r:
         gain = r["student"]["test_accuracy"] - r["baseline"]["test_accuracy"]
         st.markdown(
             t(
@@ -511,6 +504,8 @@ def draw_results(snap: dict) -> None:
                 scratch=100 * r["baseline"]["test_accuracy"],
             )
         )
+        if abs(gain) < 0.02:  # one seed each: a difference this small says nothing yet
+            st.caption(t("noise.lab_small_gain"))
     classes = r["classes"]
     omitted = r["config"].get("omit_class")
     per_class = {"teacher": r["teacher"]["per_class_accuracy"], "distilled student": r["student"]["per_class_accuracy"]}
@@ -553,7 +548,8 @@ def draw_results(snap: dict) -> None:
 def draw_job() -> None:
     j = state.current_run()
     if j is None:
-        st.info(t("lab.press_train"))
+        if data_problem is None:
+            st.info(t("lab.press_train"))
         return
     snap = j.snapshot()
     draw_progress(snap)
@@ -585,8 +581,9 @@ def live_view() -> None:
 
 with output:
     live_view()
+    method_effect.section(cfg)  # the method alone, KD alone, both and scratch, over seeds
 
 # the address bar always holds this set-up (and the saved run it shows): copy it to share it
 shown = state.current_run()
 links.write_lab(cfg, getattr(shown, "run_id", None) if shown is not None and shown.done else None)
-links.remember_prefixed("lab_", skip=BUTTONS)
+links.remember_lab()

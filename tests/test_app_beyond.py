@@ -151,9 +151,9 @@ def test_the_page_in_chinese():
 
 
 def test_opening_the_page_trains_nothing_until_asked(monkeypatch):
-    from kd_core import train
+    from kd_core import teachers
 
-    monkeypatch.setattr(train, "train_teacher", lambda *a, **k: pytest.fail("the page trained a teacher by itself"))
+    monkeypatch.setattr(teachers, "train_teacher", lambda *a, **k: pytest.fail("the page trained a teacher by itself"))
     at = AppTest.from_file(APP, default_timeout=180)
     at.session_state["by_dataset"] = "digits"
     at.session_state["by_k"] = 6  # seeds 2..5 of the digits teacher are in no cache

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_core import beyond, losses, methods, sweep, train
+from kd_core import beyond, losses, methods, sweep, teachers, train
 from kd_core.__main__ import main
 from kd_core.config import Config
 from kd_core.errors import ConfigError
@@ -156,9 +156,9 @@ def test_ensemble_trains_end_to_end_and_reports_every_teacher(monkeypatch, kd_ho
     # the teachers are cached on disk like the single teacher: a second ensemble trains none
     assert all((kd_home / "teachers" / m["key"] / "weights.safetensors").exists() for m in r["teachers"])
     for m in r["teachers"]:
-        train._teachers.pop(m["key"], None)
+        teachers.forget(m["key"])
     beyond._ensembles.clear()
-    monkeypatch.setattr(train, "train_teacher", lambda *a, **k: pytest.fail("a cached teacher was retrained"))
+    monkeypatch.setattr(teachers, "train_teacher", lambda *a, **k: pytest.fail("a cached teacher was retrained"))
     t = beyond.ensemble_teacher(cfg)
     assert all(m["from_cache"] for m in t.members)
     # one image: each teacher's soft targets and the blend, for a page to draw

@@ -55,9 +55,8 @@ def test_a_lab_link_restores_its_settings():
     assert at.number_input(key="lab_epochs").value == 7
     assert at.select_slider(key="lab_fraction").value == 0.5
     assert at.selectbox(key="lab_omit").value == 3
-    assert [w.value for w in at.slider if w.label == "nckd_weight"] + [
-        w.value for w in at.number_input if w.label == "nckd_weight"
-    ] == [4.0]
+    key = links.lab_param_key("dkd", "nckd_weight")  # its label is readable now ("NCKD weight (β)")
+    assert [w.value for w in at.slider if w.key == key] + [w.value for w in at.number_input if w.key == key] == [4.0]
     assert not warnings(at)
     # the same settings are still in the link, and a change is written back
     # one name per concept: the temperature is T on every page (an old link's "temperature" opens)

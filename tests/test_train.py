@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from kd_core import methods, train
+from kd_core import methods, teachers, train
 from kd_core.config import Config
 from kd_core.errors import ConfigError
 
@@ -33,7 +33,7 @@ def test_teacher_is_cached_on_disk_and_in_memory(kd_home):
     assert (kd_home / "teachers" / t1.key / "weights.safetensors").exists()
     assert train.get_teacher("digits") is t1
     # a fresh process would load from disk: simulate by clearing the memory cache
-    train._teachers.pop(t1.key)
+    teachers.forget(t1.key)
     t2 = train.get_teacher("digits")
     assert t2.from_cache and t2.test_accuracy == pytest.approx(t1.test_accuracy)
     x = torch.randn(4, 1, 8, 8)
@@ -47,12 +47,12 @@ def test_corrupted_teacher_cache_is_rebuilt_with_a_notice(kd_home):
     good = weights.read_bytes()
     try:
         weights.write_bytes(b"not a safetensors file")
-        train._teachers.pop(t.key)
+        teachers.forget(t.key)
         with pytest.warns(UserWarning, match="retraining"):
             t2 = train.get_teacher("digits")
         assert not t2.from_cache and t2.test_accuracy > 0.9
     finally:
-        train._teachers.pop(t.key, None)
+        teachers.forget(t.key)
         weights.write_bytes(good)
 
 
@@ -178,6 +178,9 @@ def test_every_method_trains_end_to_end_on_mnist_mini(name):
         "contrastive": {"ce", "kd", "info_nce"},
         "crd": {"ce", "kd", "crd"},
         "kd": {"ce", "kd"},
+        "dist": {"ce", "dist"},
+        "ls-kd": {"ce", "kd"},
+        "ctkd": {"ce", "kd"},
     }
     assert set(r["step_losses"][0]["losses"]) == expected[name]
 
