@@ -29,7 +29,9 @@ def _method_title(name: str) -> str:
 
 
 def preset_labels(method: str) -> dict[str, str]:
-    m = _method_title(method)
+    """Short preset names (the method's short name, e.g. "rkd", not its long title)."""
+    meth = methods.get(method)
+    m = getattr(meth, "short", "") or meth.name
     return {
         "scratch": t("effect.preset.scratch"),
         "kd": t("effect.preset.kd"),
@@ -121,7 +123,7 @@ def draw(run: dict) -> None:
         summary,
         labels,
         t("effect.chart_title", seeds=run["seeds"], epochs=run["epochs"]),
-        ytitle=t("effect.axis"),
+        xtitle=t("effect.axis"),
     )
     st.plotly_chart(fig, key="lab_fx_chart", width="stretch")
     col = {k: t(f"effect.col.{k}") for k in ("preset", "runs", "mean", "std", "failed")}

@@ -211,6 +211,22 @@ def save_lab_run(job):
     return runs.save_lab_run(job)
 
 
+def submit_lab_run(cfg):
+    """Start ``cfg`` as this session's run from the Lab. It is recorded in the run store as
+    it is queued, so a server that dies while it trains lists it as interrupted instead of
+    losing it, and it is saved there when it ends (``save_lab_run``)."""
+    from kd_core import runs
+
+    started = runs.begin(cfg.to_dict(), owner=session_id(), source="lab")
+    try:
+        job = start_run(cfg, on_end=save_lab_run)
+    except Exception:
+        runs.discard(started)
+        raise
+    job.started_run = started
+    return job
+
+
 def run_progress() -> None:
     """A progress bar for this session's live Lab run: its teacher's epochs, then its steps."""
     j = current_run()

@@ -319,7 +319,7 @@ def formula_and_buttons(cfg: Config, method, problem: str | None, data_problem: 
         help=t("lab.train_help"),
     ):
         try:
-            state.start_run(cfg, on_end=state.save_lab_run)
+            state.submit_lab_run(cfg)
             running = True
         except KDError as e:
             st.error(t("lab.cannot_start", error=e))

@@ -25,13 +25,13 @@ from streamlit.errors import StreamlitAPIException
 
 from kd_app import links, noise, state, views
 from kd_app.i18n import t
-from kd_core import features, losses, methods, metrics, models, teachers, train, viz
+from kd_core import features, losses, methods, metrics, models, ship, teachers, train, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
 from kd_core.probs import entropy_bits, softmax
 
 DATASET = "mnist-mini"
-STUDENT_EPOCHS = 5  # the small student trained alone on every label (step 1)
+STUDENT_EPOCHS = ship.LESSON_STUDENT_EPOCHS  # the small student alone on every label (step 1): shipped
 SOFT_T = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]
 T_GRID = np.geomspace(0.3, 40.0, 90)
 LOSS_T = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0]

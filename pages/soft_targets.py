@@ -260,7 +260,7 @@ with left:
     st.markdown(t("soft_targets.top_guess", i=i, guess=classes[guess], verdict=verdict, p=100 * p1[guess]))
 
 with right:
-    s1, s2 = st.columns([3, 1], vertical_alignment="bottom")
+    s1, s2 = st.columns([2.6, 1.2], vertical_alignment="bottom")
     T = float(
         s1.select_slider(
             t("soft_targets.T"), TEMPERATURES, key="st_T", format_func=lambda v: f"{v:g}", help=t("soft_targets.T_help")
