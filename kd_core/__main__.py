@@ -1,4 +1,4 @@
-"""Command line: ``python -m kd_core train | methods | bench | crossmodal train``.
+"""Command line: ``python -m kd_core train | methods | sweep | leaderboard | ship-teachers | bench | lm | crossmodal``.
 
 Any bad value exits with status 2 and one line on stderr saying what is wrong and what is
 allowed; never a traceback.
@@ -12,7 +12,7 @@ import math
 import sys
 
 from . import paths
-from .config import Config
+from .config import STUDENT_EPOCHS, Config
 from .errors import KDError
 
 PROG = "python -m kd_core"
@@ -82,7 +82,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="T_LAYER:S_LAYER",
         help="teacher:student layer pair for feature methods (repeatable)",
     )
-    p.add_argument("--epochs", type=_int("epochs"), default=d.epochs)
+    p.add_argument(
+        "--epochs",
+        type=_int("epochs"),
+        default=None,
+        help=f"student epochs (default: {d.epochs}; 2 on the full mnist and fashion-mnist)",
+    )
     p.add_argument("--teacher-epochs", type=_int("teacher-epochs"), default=0, help="0: the dataset's recipe")
     p.add_argument("--lr", type=_float("lr"), default=d.lr, help="learning rate (Adam)")
     p.add_argument("--batch-size", type=_int("batch-size"), default=d.batch_size)
@@ -91,7 +96,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--labeled-fraction",
         type=_float("labeled-fraction"),
         default=d.labeled_fraction,
-        help="fraction of the transfer set whose labels the student sees, in (0, 1]",
+        help="fraction of the transfer set whose labels the student sees, in [0, 1]; 0 (no label) for label-free methods or alpha 1",
     )
     p.add_argument(
         "--omit-class", type=_int("omit-class"), default=None, help="remove this class from the student's data"
@@ -135,7 +140,7 @@ def config_from_args(a) -> Config:
         alpha=a.alpha,
         params=params,
         pairs=list(a.pair),
-        epochs=a.epochs,
+        epochs=a.epochs if a.epochs is not None else STUDENT_EPOCHS.get(a.dataset, Config().epochs),
         teacher_epochs=a.teacher_epochs,
         lr=a.lr,
         batch_size=a.batch_size,
@@ -146,6 +151,9 @@ def config_from_args(a) -> Config:
         train_subset=a.train_subset,
         assistant=getattr(a, "assistant", "") or "",
     )
+
+
+_SOURCE_WORDS = {"shipped": "shipped with the project", "cache": "from the cache", "trained": "trained now"}
 
 
 def _pct(v) -> str:
@@ -179,6 +187,8 @@ def results_table(result: dict) -> str:
         if "baseline" in result:
             extra.append(f"scratch {_pct(result['baseline']['per_class_accuracy'][c])}")
         lines.append(", ".join(extra))
+    if result.get("tracked"):  # what a method learns or schedules besides the weights (CTKD: its T)
+        lines.append("at the last step: " + ", ".join(f"{k} = {v:.4g}" for k, v in result["tracked"].items()))
     return "\n".join(lines)
 
 
@@ -223,7 +233,10 @@ def _train_pipeline(cfg: Config, a) -> int:
         elif ev["kind"] == "step" and pbar is not None:
             pbar.update(1)
         elif ev["kind"] == "epoch" and pbar is not None:
-            pbar.set_postfix({"student": f"{ev['student_acc']:.3f}"})
+            if ev.get("student_acc") is not None:  # a synthesis snapshot has none
+                pbar.set_postfix({"student": f"{ev['student_acc']:.3f}"})
+            elif ev.get("confidence") is not None:
+                pbar.set_postfix({"teacher confidence": f"{ev['confidence']:.3f}"})
         elif ev["kind"] in ("stage_end", "end") and pbar is not None:
             pbar.close()
             pbar = None
@@ -232,6 +245,8 @@ def _train_pipeline(cfg: Config, a) -> int:
     result = ev["result"]
     print(results_table(result))
     print(beyond_table(result))
+    for line in result.get("report") or []:  # a method's own summary lines (data-free, label-free)
+        print(line)
     if a.json:
         out = {k: v for k, v in result.items() if k != "step_losses"}
         paths.atomic_write_text(a.json, json.dumps(out, indent=1))
@@ -265,7 +280,7 @@ def cmd_train(a) -> int:
         bar["teacher"].close()
     print(
         f"teacher {trainer.teacher.arch}: test accuracy {_pct(trainer.teacher.test_accuracy)}"
-        f" ({'cached' if trainer.teacher.from_cache else 'trained now'})",
+        f" ({_SOURCE_WORDS.get(trainer.teacher.source, trainer.teacher.source)})",
         file=sys.stderr,
     )
     pbar = None
@@ -331,6 +346,12 @@ def main(argv=None) -> int:
     from . import sweep as sweep_mod  # `sweep` and `leaderboard` (their commands live in kd_core/sweep.py)
 
     sweep_mod.add_subcommands(sub, _add_run_args, config_from_args)
+    from . import ship  # `ship-teachers` (kd_core/ship.py)
+
+    ship.add_subcommand(sub)
+    from .lm import cli as lm_cli  # `lm train | sample | methods` (kd_core/lm/cli.py)
+
+    lm_cli.add_subcommands(sub, _float, _int, _param)
     b = sub.add_parser(
         "bench", help="measure the engine against the student alone and the conventional loop (see PERFORMANCE.md)"
     )

@@ -101,6 +101,10 @@ class Job:
             pipeline = self.config.method_obj.pipeline is not None
             if pipeline:
                 events = train.method_events(self.config, teacher_progress=teacher_progress)
+                if hasattr(events, "stop"):  # a run that stops itself and keeps what was done (datafree)
+                    self.trainer = events
+                    if self._stop.is_set():
+                        events.stop()
             else:
                 trainer = train.Trainer(self.config, teacher_progress=teacher_progress)
                 self.trainer = trainer
@@ -111,7 +115,7 @@ class Job:
                     self._run_started = time.time()
                 events = trainer.events()
             for ev in events:
-                if pipeline and self._stop.is_set():
+                if pipeline and self._stop.is_set() and not hasattr(events, "stop"):
                     events.close()
                     with self._lock:
                         self.status, self.message = "stopped", "stopped"
@@ -131,6 +135,8 @@ class Job:
                             self.total_steps = ev["total_steps"]
                         self.step = ev["step"]
                         rec = {k: ev[k] for k in ("step", "epoch", "losses", "loss", "baseline_loss")}
+                        if "tracked" in ev:  # e.g. CTKD's learned temperature
+                            rec["tracked"] = ev["tracked"]
                         if "stage" in ev:
                             rec["stage"] = ev["stage"]
                         self.steps.append(rec)
@@ -244,10 +250,15 @@ class JobManager:
         config.resolved().validate()  # refuse bad configs now, in the caller's thread
         if self.limits is not None:
             self.limits.check_run(config)
-        job = Job(config=config, owner=owner, on_end=on_end)
+        return self.submit_job(Job(config=config, owner=owner, on_end=on_end))
+
+    def submit_job(self, job: Job) -> Job:
+        """Queue a ready-made job: a ``Job`` subclass with its own ``_run`` (e.g.
+        ``kd_core.lm.jobs.LMJob``) shares the slots, the queue, the watchdog and the
+        per-session limit (``LimitReached``)."""
         with self._lock:
-            if self.limits is not None and owner:
-                self.limits.check_session(sum(1 for j in self._jobs.values() if j.owner == owner and not j.done))
+            if self.limits is not None and job.owner:
+                self.limits.check_session(sum(1 for j in self._jobs.values() if j.owner == job.owner and not j.done))
             self._jobs[job.id] = job
             self._queue.append(job.id)
         threading.Thread(target=self._worker, args=(job,), name=f"kd-job-{job.id}", daemon=True).start()

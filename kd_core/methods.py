@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -36,6 +37,11 @@ class Param:
     symbol: str = ""  # LaTeX symbol used in the formula
     log: bool = False  # a log-scale slider suits it
     integer: bool = False
+    label: str = ""  # a readable control label; default: from PARAM_LABELS by name, else the name
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", PARAM_LABELS.get(self.name, self.name))
 
     def check(self, value) -> float:
         try:
@@ -47,6 +53,32 @@ class Param:
         if self.integer and v != int(v):
             raise ConfigError(f"{self.name} must be a whole number, got {v:g}")
         return int(v) if self.integer else v
+
+
+# Readable labels of the parameters, by name (a Param may set its own ``label``); the UI
+# adds the formula's symbol. Raw names such as "nckd_weight" meant nothing to a class.
+PARAM_LABELS = {
+    "tckd_weight": "Target-class weight (TCKD)",
+    "nckd_weight": "Non-target-class weight (NCKD)",
+    "warmup": "Warm-up epochs",
+    "beta": "Weight of the method's term",
+    "p": "Attention exponent",
+    "distance_weight": "Distance-term weight",
+    "angle_weight": "Angle-term weight",
+    "tau": "Contrast temperature",
+    "proj_dim": "Projection size",
+    "feat_dim": "Projection size",
+    "nce_k": "Negatives per sample",
+    "momentum": "Memory-bank momentum",
+    "other_class": "Negatives from other classes only",
+    "teachers": "Number of teachers",
+    "archs": "Teacher architectures",
+    "weighting": "Teacher weighting",
+    "generations": "Generations",
+    "students": "Number of students",
+    "inter_weight": "Inter-class relation weight",
+    "intra_weight": "Intra-class relation weight",
+}
 
 
 @dataclass
@@ -64,9 +96,18 @@ class StepContext:
     modules: nn.Module | None
     progress: float  # epochs done so far, fractional (e.g. 1.5)
     index: Tensor  # dataset indices of the batch's samples
+    # scalars a method reports per step besides its losses (CTKD's learned T): the
+    # Trainer copies them into each step event's ``tracked`` and the last ones into the result
+    report: dict = field(default_factory=dict)
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, counted from 1 as the reference implementations do."""
+        return int(self.progress) + 1
 
 
 TermsFn = Callable[[StepContext], dict]
+KDTermFn = Callable[[StepContext], Tensor]
 ModulesFn = Callable[[list, dict], "nn.Module | None"]
 
 
@@ -86,6 +127,9 @@ class Method:
     multi_pair: bool = False
     terms: TermsFn = field(default=lambda ctx: {}, repr=False)
     make_modules: ModulesFn | None = field(default=None, repr=False)
+    # the logit term that alpha weighs, when it is not Hinton's KL at T (LS-KD, CTKD)
+    kd_term: KDTermFn | None = field(default=None, repr=False)
+    short: str = ""  # a short name for tables (the leaderboard); default: the name
     # beyond one teacher (kd_core/beyond.py): a method that brings its own teacher (an
     # ensemble) sets make_teacher(config, device, progress) -> train.Teacher; one that chains
     # several runs (born-again, TA) or trains without a teacher (DML) sets
@@ -93,6 +137,11 @@ class Method:
     make_teacher: Callable | None = field(default=None, repr=False)
     pipeline: Callable | None = field(default=None, repr=False)
     prepare: Callable | None = field(default=None, repr=False)  # prepare(config, progress): train teachers once
+    uses_labels: bool = True  # False: trains without any label (data-free, label-free); labeled_fraction 0 is valid
+
+    @property
+    def label(self) -> str:
+        return self.short or self.name
 
     @property
     def needs_features(self) -> bool:
@@ -135,17 +184,19 @@ def _num(v: float) -> str:
 
 
 class Regressors(nn.Module):
-    """One trainable map per layer pair from the student's feature to the teacher's shape:
-    a 1x1 convolution for spatial maps, a linear layer for vectors (FitNets)."""
+    """One trainable map per layer pair from the student's feature to the teacher's shape
+    (FitNets): a 1x1 convolution + BatchNorm + ReLU for spatial maps, as the ``ConvReg`` of
+    RepDistiller and mdistiller (the teacher's hint is taken after a ReLU, so it is never
+    negative); a linear layer + ReLU for vectors (the models' embeddings are post-ReLU too)."""
 
     def __init__(self, shapes: list[tuple[tuple, tuple]]):
         super().__init__()
         maps = []
         for t_shape, s_shape in shapes:
             if len(s_shape) == 3:
-                maps.append(nn.Sequential(nn.Conv2d(s_shape[0], t_shape[0], 1, bias=False), nn.BatchNorm2d(t_shape[0])))
+                maps.append(nn.Sequential(nn.Conv2d(s_shape[0], t_shape[0], 1), nn.BatchNorm2d(t_shape[0]), nn.ReLU()))
             else:
-                maps.append(nn.Linear(s_shape[0], t_shape[0]))
+                maps.append(nn.Sequential(nn.Linear(s_shape[0], t_shape[0]), nn.ReLU()))
         self.maps = nn.ModuleList(maps)
 
     def forward(self, i: int, x: Tensor) -> Tensor:
@@ -165,6 +216,24 @@ class Projections(nn.Module):
         return F.normalize(self.student(s.flatten(1)), dim=1), F.normalize(self.teacher(t.flatten(1)), dim=1)
 
 
+class LearnableTemperature(nn.Module):
+    """CTKD's global temperature (Li et al. 2023): one trainable scalar theta behind a
+    gradient reversal, T = t_start + t_range * sigmoid(theta), theta starting at 1 as in
+    the authors' ``Global_T`` (so T starts at t_start + 0.73 t_range)."""
+
+    def __init__(self, t_start: float, t_range: float):
+        super().__init__()
+        self.t_start, self.t_range = float(t_start), float(t_range)
+        self.theta = nn.Parameter(torch.ones(()))
+
+    def forward(self, lam: float) -> Tensor:
+        return self.t_start + self.t_range * torch.sigmoid(losses.reverse_gradient(self.theta, lam))
+
+    @property
+    def value(self) -> float:
+        return self.t_start + self.t_range * torch.sigmoid(self.theta.detach()).item()
+
+
 def _flat_dim(shape: tuple) -> int:
     n = 1
     for s in shape:
@@ -181,6 +250,8 @@ def _kd_terms(ctx: StepContext) -> dict:
 
 def _dkd_terms(ctx: StepContext) -> dict:
     p = ctx.params
+    # a continuous ramp from 0 at the first step (the authors' code steps per epoch from 1 /
+    # warmup: with runs of a few epochs that puts the full weight on the first epoch; see the help)
     warm = min(ctx.progress / p["warmup"], 1.0) if p["warmup"] > 0 else 1.0
     tckd, nckd = losses.dkd_parts(ctx.student_logits, ctx.teacher_logits, ctx.target, ctx.temperature)
     return {"tckd": warm * p["tckd_weight"] * tckd, "nckd": warm * p["nckd_weight"] * nckd}
@@ -231,6 +302,31 @@ def _contrastive_terms(ctx: StepContext) -> dict:
     return {"info_nce": ctx.params["beta"] * losses.info_nce_loss(s, t, ctx.params["tau"])}
 
 
+def _dist_terms(ctx: StepContext) -> dict:
+    p = ctx.params
+    loss = losses.dist_loss(
+        ctx.student_logits, ctx.teacher_logits, ctx.temperature, p["inter_weight"], p["intra_weight"]
+    )
+    return {"dist": p["beta"] * loss}
+
+
+def _ls_kd_term(ctx: StepContext) -> Tensor:
+    return ctx.params["kd_scale"] * losses.ls_kd_loss(ctx.student_logits, ctx.teacher_logits, ctx.temperature)
+
+
+def _ctkd_term(ctx: StepContext) -> Tensor:
+    p = ctx.params
+    lam = losses.cosine_curriculum(ctx.epoch, p["curriculum"], high=p["lambda_max"])
+    T = ctx.modules(lam)
+    ctx.report["T"] = T.detach()
+    ctx.report["lambda"] = lam
+    return losses.kd_loss(ctx.student_logits, ctx.teacher_logits, T)
+
+
+def _temperature(shapes: list, params: dict) -> nn.Module:
+    return LearnableTemperature(params["t_start"], params["t_range"])
+
+
 def _regressors(shapes: list, params: dict) -> nn.Module:
     return Regressors(shapes)
 
@@ -256,6 +352,7 @@ def register(method: Method) -> Method:
 register(
     Method(
         name="none",
+        short="Student (scratch)",
         title="Student alone (no teacher)",
         family="baseline",
         paper="—",
@@ -268,6 +365,7 @@ register(
 register(
     Method(
         name="kd",
+        short="KD",
         title="Vanilla KD (Hinton et al. 2015)",
         family="logits",
         paper="Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network",
@@ -279,12 +377,13 @@ register(
 register(
     Method(
         name="dkd",
+        short="DKD",
         title="Decoupled KD (Zhao et al. 2022)",
         family="logits",
         paper="Zhao, Cui, Song, Qiu & Liang 2022, Decoupled Knowledge Distillation (CVPR)",
         summary="Split KD into target-class (TCKD) and non-target-class (NCKD) parts and weight them freely.",
         formula=r"\mathcal{L} = \mathrm{CE}(y, p_S) + w\,(<tckd_weight>\,\mathrm{TCKD} + <nckd_weight>\,\mathrm{NCKD}),"
-        r"\quad w = \min(\mathrm{epoch}/<warmup>, 1)",
+        r"\quad w = \min(\mathrm{epochs\ done}/<warmup>, 1)",
         params=(
             Param(
                 "tckd_weight",
@@ -307,7 +406,11 @@ register(
                 1.0,
                 0.0,
                 20.0,
-                "Epochs over which the DKD term ramps up linearly. The paper uses 20 of 240 epochs; our runs are a few epochs long, so 1.",
+                "Warm-up epochs: the DKD term's weight is min(epochs done / warmup, 1), rising continuously "
+                "from 0 at the first step. The authors' code weighs epoch e (counted from 1) by min(e / warmup, 1), "
+                "so its first epoch already has 1/warmup; with our runs of a few epochs and warmup 1 that would "
+                "put the full weight on the first step, hence the smooth ramp. The paper uses 20 of 240 epochs; "
+                "our runs are a few epochs long, so 1.",
                 r"E_w",
             ),
         ),
@@ -317,15 +420,157 @@ register(
 )
 register(
     Method(
+        name="dist",
+        short="DIST",
+        title="DIST: relations of the probabilities (Huang et al. 2022)",
+        family="logits",
+        paper="Huang, You, Wang, Qian & Xu 2022, Knowledge Distillation from A Stronger Teacher (NeurIPS)",
+        summary="Keep only the rankings: the student's softened probabilities must correlate (Pearson) with the "
+        "teacher's, across the classes of each image (inter-class) and across the images of the batch for each "
+        "class (intra-class). Shift and scale are free, so a much stronger teacher need not be copied exactly.",
+        formula=r"\begin{aligned}\mathcal{L} &= \mathrm{CE}(y, p_S) + <beta>\cdot <T>^2\Big(<inter_weight>\big(1 - "
+        r"\tfrac{1}{B}\textstyle\sum_i \rho(p^{(<T>)}_{S,i}, p^{(<T>)}_{T,i})\big) \\ &\qquad + <intra_weight>\big(1 - "
+        r"\tfrac{1}{C}\textstyle\sum_c \rho(p^{(<T>)}_{S,:c}, p^{(<T>)}_{T,:c})\big)\Big)\end{aligned}",
+        params=(
+            Param(
+                "beta",
+                2.0,
+                0.0,
+                10.0,
+                "Weight of the DIST term beside the full CE; 2 as in the authors' CIFAR-100 setting "
+                "(kd_loss_weight 2, with T = 4).",
+                r"\beta",
+            ),
+            Param(
+                "inter_weight",
+                1.0,
+                0.0,
+                5.0,
+                "Weight of the inter-class relation (each image's ranking of the classes); 1 as in the paper.",
+                r"w_{\mathrm{inter}}",
+            ),
+            Param(
+                "intra_weight",
+                1.0,
+                0.0,
+                5.0,
+                "Weight of the intra-class relation (each class's ranking of the batch's images); 1 as in the paper.",
+                r"w_{\mathrm{intra}}",
+            ),
+        ),
+        uses_alpha=False,
+        terms=_dist_terms,
+    )
+)
+register(
+    Method(
+        name="ls-kd",
+        short="KD + logit std.",
+        title="KD on standardised logits (Sun et al. 2024)",
+        family="logits",
+        paper="Sun, Ren, Li, Wang & Cao 2024, Logit Standardization in Knowledge Distillation (CVPR)",
+        summary="Z-score both networks' logits per image before the softmax, so T acts on logits of mean 0 and "
+        "standard deviation 1: the student matches the teacher's logit relations, not their scale.",
+        formula=r"\begin{aligned}\mathcal{L} &= <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <kd_scale>\cdot <T>^2\,"
+        r"\mathrm{KL}\!\left(\mathrm{softmax}\big(\mathcal{Z}(t)/<T>\big) \,\|\, \mathrm{softmax}\big(\mathcal{Z}(s)/<T>"
+        r"\big)\right), \\ \mathcal{Z}(z) &= \frac{z - \bar z}{\sigma(z) + 10^{-7}}\end{aligned}",
+        params=(
+            Param(
+                "kd_scale",
+                10.0,
+                0.0,
+                50.0,
+                "Multiplies the standardised KD term: with alpha = 0.9 it gives the authors' 0.1 CE + 9 KD "
+                "(--kd-weight 9). They use T = 2 (--base-temp 2) on the standardised logits.",
+                r"\kappa",
+                label="KD-term scale",
+            ),
+        ),
+        kd_term=_ls_kd_term,
+    )
+)
+register(
+    Method(
+        name="ctkd",
+        short="CTKD (learned T)",
+        title="CTKD: curriculum temperature (Li et al. 2023)",
+        family="logits",
+        paper="Li, Li, Yang, Zhao, Song, Luo, Li & Yang 2023, Curriculum Temperature for Knowledge Distillation (AAAI)",
+        summary="The temperature is learned, against the student: a gradient reversal makes T climb the KD loss "
+        "the student descends, with a weight lambda that rises on a cosine curriculum, so the task gets harder "
+        "as the student gets better. The Lab draws the learned T at every step.",
+        formula=r"\begin{aligned}\mathcal{L} &= <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot \tau^2\,\mathrm{KL}\!\left("
+        r"p_T^{(\tau)} \,\|\, p_S^{(\tau)}\right), \\ \tau &= <t_start> + <t_range>\,\sigma(\theta),\quad "
+        r"\theta \leftarrow \theta + \eta\,\lambda_e \nabla_\theta \mathrm{KL}, \\ \lambda_e &= <lambda_max>\,"
+        r"\tfrac{1}{2}\big(1 - \cos(\pi \min(e, <curriculum>)/<curriculum>)\big)\end{aligned}",
+        params=(
+            Param(
+                "t_start",
+                1.0,
+                0.1,
+                10.0,
+                "Lowest temperature: T = t_start + t_range * sigmoid(theta); 1 as in the authors' code.",
+                r"\tau_0",
+                label="Lowest temperature",
+            ),
+            Param(
+                "t_range",
+                20.0,
+                1.0,
+                50.0,
+                "Span of the temperature (the authors' t_end, 20): T stays in (t_start, t_start + t_range); "
+                "theta starts at 1, so T starts at t_start + 0.73 t_range.",
+                r"\Delta\tau",
+                label="Temperature span",
+            ),
+            Param(
+                "curriculum",
+                10,
+                1,
+                240,
+                "Epochs over which lambda rises from 0 to lambda_max on a cosine, epochs counted from 1 "
+                "(the authors' decay_loops, 10 of 240 epochs).",
+                "E",
+                integer=True,
+                label="Curriculum epochs",
+            ),
+            Param(
+                "lambda_max",
+                1.0,
+                0.0,
+                10.0,
+                "Final weight of the reversed gradient on the temperature; 1 as in the authors' code "
+                "(decay_min -1). 0 freezes T.",
+                r"\lambda_{\max}",
+                label="Final reversal weight",
+            ),
+        ),
+        uses_temperature=False,
+        kd_term=_ctkd_term,
+        make_modules=_temperature,
+    )
+)
+register(
+    Method(
         name="fitnets",
+        short="FitNets",
         title="FitNets hints (Romero et al. 2015)",
         family="feature",
         paper="Romero, Ballas, Kahou, Chassang, Gatta & Bengio 2015, FitNets: Hints for Thin Deep Nets (ICLR)",
-        summary="A trainable regressor maps the student's guided layer onto the teacher's hint layer; match them with MSE.",
+        summary="A trainable regressor (1x1 conv + BatchNorm + ReLU, as in the reference code) maps the student's "
+        "guided layer onto the teacher's hint layer; match them with MSE.",
         formula=r"\mathcal{L} = " + _CE + r" + <beta>\,\frac{1}{n}\left\| F_T - r(F_S) \right\|_2^2",
         params=(
             Param(
-                "beta", 100.0, 0.0, 1000.0, "Hint weight; 100 as in RepDistiller's FitNets setting.", r"\beta", log=True
+                "beta",
+                100.0,
+                0.0,
+                1000.0,
+                "Hint weight; 100 as in RepDistiller's FitNets setting. The hint loss is the mean squared error "
+                "between r(student layer) and the teacher's layer (after its ReLU), r = 1x1 conv + BN + ReLU "
+                "(a linear layer + ReLU for vector layers).",
+                r"\beta",
+                log=True,
             ),
         ),
         tap_kind="any",
@@ -338,6 +583,7 @@ register(
 register(
     Method(
         name="at",
+        short="AT",
         title="Attention transfer (Zagoruyko & Komodakis 2017)",
         family="feature",
         paper="Zagoruyko & Komodakis 2017, Paying More Attention to Attention (ICLR)",
@@ -352,7 +598,8 @@ register(
                 1000.0,
                 0.0,
                 10000.0,
-                "Attention weight; 1000 as in the paper (beta/2 with beta=1000 there, on mean-reduced maps).",
+                "Attention weight; 1000, as in the paper and the authors' and RepDistiller's code, on the squared "
+                "differences of the normalised maps averaged over batch and positions.",
                 r"\beta",
                 log=True,
             ),
@@ -366,6 +613,7 @@ register(
 register(
     Method(
         name="rkd",
+        short="RKD",
         title="Relational KD (Park et al. 2019)",
         family="relational",
         paper="Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR)",
@@ -391,6 +639,7 @@ register(
 register(
     Method(
         name="sp",
+        short="SP",
         title="Similarity-preserving KD (Tung & Mori 2019)",
         family="relational",
         paper="Tung & Mori 2019, Similarity-Preserving Knowledge Distillation (ICCV)",
@@ -406,6 +655,7 @@ register(
 register(
     Method(
         name="pkt",
+        short="PKT",
         title="Probabilistic KT (Passalis & Tefas 2018)",
         family="relational",
         paper="Passalis & Tefas 2018, Learning Deep Representations with Probabilistic Knowledge Transfer (ECCV)",
@@ -421,6 +671,7 @@ register(
 register(
     Method(
         name="contrastive",
+        short="Contrastive",
         title="Contrastive (in-batch InfoNCE)",
         family="contrastive",
         paper="van den Oord et al. 2018 (InfoNCE); Tian, Krishnan & Isola 2020 (CRD) for the projection heads",
@@ -448,6 +699,7 @@ from . import crd as _crd  # noqa: E402  (CRD's module, memory banks and NCE los
 register(
     Method(
         name="crd",
+        short="CRD",
         title="Contrastive representation distillation (Tian et al. 2020)",
         family="contrastive",
         paper="Tian, Krishnan & Isola 2020, Contrastive Representation Distillation (ICLR)",
@@ -455,7 +707,9 @@ register(
         "others held in a memory bank, and the other way round (v → M: student anchors against the teacher's "
         "bank, teacher anchors against the student's). h = P / (P + K/N) with P = exp(v·M/τ) / Z is the "
         "probability that a pair is real rather than noise: h⁺ for the image's own row of the bank, h⁻ for the K "
-        "negatives' rows. alpha = 0 gives the paper's CRD; alpha > 0 its CRD+KD.",
+        "negatives' rows. alpha = 0 gives the paper's CRD (CE + beta CRD); alpha > 0 adds the KD term as "
+        "(1 - alpha) CE + alpha KD: the paper's CRD+KD (CE + KD + 0.8 CRD) is alpha = 0.5 with beta = 0.4, "
+        "up to an overall factor of 1/2.",
         formula=r"\mathcal{L} = " + _CE + r" - <beta>\sum_{v \to M}\mathbb{E}\Big[\log h^{+} + "
         r"\sum_{k=1}^{<nce_k>}\log\big(1 - h^{-}_{k}\big)\Big]",
         params=(
@@ -542,6 +796,7 @@ def _lazy(name: str) -> Callable:
 
 BEYOND["ensemble"] = Method(
     name="ensemble",
+    short="Ensemble KD",
     title="Multi-teacher ensemble KD (Hinton et al. 2015; You et al. 2017)",
     family="multi-teacher",
     paper="Hinton, Vinyals & Dean 2015 (distilling an ensemble); You, Xu, Xu & Tao 2017, Learning from Multiple "
@@ -588,6 +843,7 @@ BEYOND["ensemble"] = Method(
 )
 BEYOND["born-again"] = Method(
     name="born-again",
+    short="Born-again (teacher-sized, last gen.)",
     title="Born-again networks (Furlanello et al. 2018)",
     family="chain",
     paper="Furlanello, Lipton, Tschannen, Itti & Anandkumar 2018, Born-Again Neural Networks (ICML)",
@@ -605,6 +861,7 @@ BEYOND["born-again"] = Method(
 )
 BEYOND["ta"] = Method(
     name="ta",
+    short="TA KD",
     title="Teacher-assistant KD (Mirzadeh et al. 2020)",
     family="chain",
     paper="Mirzadeh, Farajtabar, Li, Levine, Matsukawa & Ghasemzadeh 2020, Improved Knowledge Distillation via "
@@ -617,6 +874,7 @@ BEYOND["ta"] = Method(
 )
 BEYOND["dml"] = Method(
     name="dml",
+    short="DML (student 1)",
     title="Deep mutual learning (Zhang et al. 2018)",
     family="online",
     paper="Zhang, Xiang, Hospedales & Lu 2018, Deep Mutual Learning (CVPR)",
@@ -640,6 +898,169 @@ BEYOND["dml"] = Method(
     uses_alpha=False,
     uses_temperature=False,
     pipeline=_lazy("dml_events"),
+)
+
+
+# ---------------------------------------------------------------- no labels, no data (kd_core/datafree.py)
+
+
+def _datafree_lazy(name: str) -> Callable:
+    def call(*args, **kw):
+        from . import datafree
+
+        return getattr(datafree, name)(*args, **kw)
+
+    call.__name__ = name
+    return call
+
+
+BEYOND["deepinversion"] = Method(
+    name="deepinversion",
+    title="Data-free: DeepInversion (Yin et al. 2020)",
+    family="data-free",
+    paper="Yin, Molchanov, Alvarez, Li, Mallya, Hoiem, Jha & Kautz 2020, Dreaming to Distill: Data-free Knowledge "
+    "Transfer via DeepInversion (CVPR)",
+    summary="The teacher dreams its training set: noise images are optimised until the teacher assigns them the "
+    "requested classes while every BatchNorm layer sees the mean and variance it saw in training; the student is "
+    "then distilled on those images only (KD at T, no labels, no real training image).",
+    formula=r"\begin{aligned}\hat x &= \arg\min_x\ \mathrm{CE}(y^*, p_T(x)) + <bn_weight>\sum_l \big(\|\mu_l(x) - "
+    r"\hat\mu_l\|_2 + \|\sigma^2_l(x) - \hat\sigma^2_l\|_2\big) \\ &\qquad + <tv_weight>\,\mathrm{TV}(x) + <l2_weight>\,"
+    r"\overline{x^2} \\ \mathcal{L}_S &= <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(\hat x) \,\|\, p_S^{(<T>)}(\hat x)"
+    r"\right)\end{aligned}",
+    params=(
+        Param("images", 1024, 16, 20000, "Synthetic images to make (classes balanced).", "N", log=True, integer=True),
+        Param(
+            "synth_batch",
+            256,
+            8,
+            2048,
+            "Images optimised together (BatchNorm statistics are batch statistics).",
+            "B",
+            log=True,
+            integer=True,
+        ),
+        Param(
+            "synth_steps",
+            100,
+            1,
+            5000,
+            "Adam steps per batch of images (the paper: 2,000 on ImageNet; a "
+            "small digit teacher is fooled much sooner).",
+            "S",
+            log=True,
+            integer=True,
+        ),
+        Param(
+            "bn_weight",
+            1.0,
+            0.0,
+            100.0,
+            "Weight of the BatchNorm-statistics term. At 0 the images are "
+            "adversarial noise that the teacher still labels confidently.",
+            r"\lambda_{BN}",
+        ),
+        Param("tv_weight", 1.0, 0.0, 100.0, "Weight of the total-variation prior (smooth images).", r"\lambda_{TV}"),
+        Param("l2_weight", 0.001, 0.0, 10.0, "Weight of the L2 prior on the (normalised) pixels.", r"\lambda_{2}"),
+        Param(
+            "synth_lr",
+            0.2,
+            0.001,
+            1.0,
+            "Adam learning rate of the pixels, decayed to 0 by a cosine (the paper: 0.05-0.25).",
+            r"\eta_x",
+            log=True,
+        ),
+        Param(
+            "distil_steps",
+            1000,
+            0,
+            100000,
+            "KD steps on augmented synthetic images after synthesis (the student also learns during synthesis).",
+            "K",
+            log=True,
+            integer=True,
+        ),
+    ),
+    uses_alpha=False,
+    uses_labels=False,
+    pipeline=_datafree_lazy("deepinversion_events"),
+)
+
+
+BEYOND["dfad"] = Method(
+    name="dfad",
+    title="Data-free: adversarial generator (DFAD, Fang et al. 2019; ZSKT)",
+    family="data-free",
+    paper="Fang, Song, Wang, Shen, Wang & Song 2019, Data-Free Adversarial Distillation (arXiv 1912.11006); "
+    "Micaelli & Storkey 2019, Zero-shot Knowledge Transfer via Adversarial Belief Matching (NeurIPS)",
+    summary="A small generator makes the images on which student and teacher disagree most; the student learns to "
+    "agree with the teacher on them. No real image and no label; optionally the generator also pays "
+    "DeepInversion's BatchNorm-statistics term.",
+    formula=r"\max_G \min_S\ \mathbb{E}_z\, <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(G(z)) \,\|\, "
+    r"p_S^{(<T>)}(G(z))\right) - <bn_weight>\,R_{BN}(G(z))",
+    params=(
+        Param(
+            "iterations",
+            400,
+            1,
+            100000,
+            "Rounds of the game: one generator step, then the student's steps.",
+            "I",
+            log=True,
+            integer=True,
+        ),
+        Param("student_steps", 5, 1, 50, "Student steps per generator step; 5 as in DFAD.", "k", integer=True),
+        Param("g_lr", 0.001, 0.00001, 0.1, "Generator learning rate (Adam); 1e-3 as in DFAD.", r"\eta_G", log=True),
+        Param(
+            "bn_weight",
+            0.0,
+            0.0,
+            100.0,
+            "Weight of the teacher's BatchNorm-statistics term on the generated images (0: pure DFAD / ZSKT).",
+            r"\lambda_{BN}",
+        ),
+    ),
+    uses_alpha=False,
+    uses_labels=False,
+    pipeline=_datafree_lazy("dfad_events"),
+)
+BEYOND["seed"] = Method(
+    name="seed",
+    title="Label-free: SEED similarity distillation (Fang et al. 2021)",
+    family="label-free",
+    paper="Fang, Wang, Wang, Zhang, Yang & Liu 2021, SEED: Self-supervised Distillation for Visual Representation "
+    "(ICLR); Abbasi Koohpayegani, Tejankar & Pirsiavash 2020, CompRess (NeurIPS)",
+    summary="No label needed: the student's embedding of each image must rank a queue of other images' teacher "
+    "embeddings the way the teacher does (a softmax of similarities at a temperature), with soft targets beside "
+    "it. Run with alpha = 1 and labelled fraction 0 for no label at all; judged by k-NN and linear-probe accuracy.",
+    formula=r"\mathcal{L} = <beta>\cdot\Big(-\sum_j p_T(j|x)\log p_S(j|x)\Big) + <alpha>\cdot <T>^2\,"
+    r"\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right) + <1-alpha>\,\mathrm{CE}(y, p_S),\quad "
+    r"p(j|x) = \mathrm{softmax}_j\!\left(z(x)\cdot d_j / \tau\right)",
+    params=(
+        Param("beta", 1.0, 0.0, 100.0, "Weight of the SEED term.", r"\beta"),
+        Param(
+            "queue",
+            1024,
+            16,
+            65536,
+            "Teacher embeddings of earlier images kept as anchors (SEED: 65,536 on "
+            "ImageNet; 1,024 for a few thousand images). Capped at the training images minus one.",
+            "K",
+            log=True,
+            integer=True,
+        ),
+        Param("tau_s", 0.07, 0.001, 1.0, "Student temperature; 0.07 as in SEED's code.", r"\tau_S", log=True),
+        Param(
+            "tau_t",
+            0.01,
+            0.0001,
+            1.0,
+            "Teacher temperature, sharper than the student's (SEED ablates 0.01-0.07; its code defaults to 1e-4).",
+            r"\tau_T",
+            log=True,
+        ),
+    ),
+    pipeline=_datafree_lazy("seed_events"),
 )
 
 

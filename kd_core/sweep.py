@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import statistics
@@ -223,21 +224,26 @@ class Sweep:
         return list(dict.fromkeys(c[key] for c, r in zip(self.cells, self.reference) if not r and key in c))
 
     def tasks(self, env: dict | None = None) -> list[dict]:
+        """One task per (cell, seed). A leaderboard runs seed by seed (every method with the
+        first seed, then the second...): stopped early, it still has every method."""
+        pairs = [(ci, k) for ci, cfgs in enumerate(self.configs) for k in range(len(cfgs))]
+        if self.kind == "leaderboard":
+            pairs.sort(key=lambda p: (p[1], p[0]))
         out = []
-        for ci, (cell, cfgs) in enumerate(zip(self.cells, self.configs)):
-            for cfg in cfgs:
-                out.append(
-                    {
-                        "index": len(out),
-                        "cell_index": ci,
-                        "cell": cell,
-                        "seed": cfg.seed,
-                        "reference": self.reference[ci],
-                        "config": cfg.to_dict(),
-                        "env": env or {},
-                        "parent_pid": os.getpid(),
-                    }
-                )
+        for ci, k in pairs:
+            cfg = self.configs[ci][k]
+            out.append(
+                {
+                    "index": len(out),
+                    "cell_index": ci,
+                    "cell": self.cells[ci],
+                    "seed": cfg.seed,
+                    "reference": self.reference[ci],
+                    "config": cfg.to_dict(),
+                    "env": env or {},
+                    "parent_pid": os.getpid(),
+                }
+            )
         return out
 
     # ---------------------------------------------------------- running
@@ -414,6 +420,14 @@ def _ray(tasks, n_jobs, address, blob, stop):
 # ---------------------------------------------------------------- results
 
 
+def last_epoch_accuracy(r: dict) -> float | None:
+    """A run's test accuracy at its LAST epoch (what the model ends with), never the best
+    epoch's: picking the best epoch on the test set is what makes published tables hard to
+    reproduce. The run's final accuracy when it has no per-epoch history."""
+    history = r.get("history") or []
+    return history[-1] if history else r.get("student_acc")
+
+
 def _mean(xs):
     xs = [x for x in xs if x is not None]
     return statistics.fmean(xs) if xs else math.nan
@@ -461,7 +475,7 @@ class SweepResult:
         rows = []
         for i, cell in enumerate(self.sweep.cells):
             got = sorted(by_cell.get(i, []), key=lambda r: r["seed"])
-            accs = [r["student_acc"] for r in got]
+            accs = [last_epoch_accuracy(r) for r in got]
             agrees = [r["agreement"] for r in got]
             rows.append(
                 {
@@ -474,6 +488,7 @@ class SweepResult:
                     "agree_mean": _mean(agrees),
                     "agree_std": _std(agrees),
                     "ece_mean": _mean([r["ece"] for r in got]),
+                    "seconds_mean": _mean([r.get("seconds") for r in got]),
                     "accs": accs,
                 }
             )
@@ -583,22 +598,15 @@ def _text_table(rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------- leaderboard
 
-LEADERBOARD_NAMES = {
-    "none": "Student (scratch)",
-    "kd": "KD",
-    "dkd": "DKD",
-    "fitnets": "FitNets",
-    "at": "AT",
-    "sp": "SP",
-    "rkd": "RKD",
-    "pkt": "PKT",
-    "contrastive": "Contrastive",
-    "crd": "CRD",
-    "ensemble": "Ensemble KD",
-    "born-again": "Born-again (teacher-sized, last gen.)",
-    "ta": "TA KD",
-    "dml": "DML (student 1)",
-}
+
+def leaderboard_name(method: str) -> str:
+    """The method's short name from the registry (its ``label``)."""
+    from . import methods as methods_mod
+
+    try:
+        return methods_mod.get(method).label
+    except KDError:
+        return method
 
 
 def leaderboard_dir() -> Path:
@@ -606,7 +614,8 @@ def leaderboard_dir() -> Path:
 
 
 def leaderboard_rows(res: SweepResult) -> list[dict]:
-    """The leaderboard as rows: teacher first, then each method (mean ± std over seeds)."""
+    """The leaderboard as rows: teacher first, then each method: mean ± std over the seeds
+    of the test accuracy at the last epoch (see ``last_epoch_accuracy``)."""
     b = res.sweep.base
     rows = [
         {
@@ -624,13 +633,14 @@ def leaderboard_rows(res: SweepResult) -> list[dict]:
         rows.append(
             {
                 "method": r["method"],
-                "name": LEADERBOARD_NAMES.get(r["method"], r["method"]),
+                "name": leaderboard_name(r["method"]),
                 "n": r["n"],
                 "acc_mean": r["acc_mean"],
                 "acc_std": r["acc_std"],
                 "agree_mean": r["agree_mean"],
                 "agree_std": r["agree_std"],
                 "ece_mean": r["ece_mean"],
+                "seconds_mean": r["seconds_mean"],
             }
         )
     return rows
@@ -640,7 +650,7 @@ def leaderboard_text(res: SweepResult) -> str:
     b = res.sweep.base
     rows = leaderboard_rows(res)
     scratch = next((r for r in rows if r["method"] == "none"), None)
-    head = [["method", "top-1 acc (%)", "Δ vs scratch", "agreement (%)", "seeds"]]
+    head = [["method", "top-1 acc (%)", "Δ vs scratch", "agreement (%)", "seeds", "s / run"]]
     for r in rows:
         delta = ""
         mean = math.nan if r["acc_mean"] is None else r["acc_mean"]
@@ -658,11 +668,13 @@ def leaderboard_text(res: SweepResult) -> str:
                 delta,
                 fmt_pm(r["agree_mean"], r["agree_std"]),
                 "" if r["method"] == "teacher" else str(r["n"]),
+                "" if math.isnan(r.get("seconds_mean", math.nan)) else f"{r['seconds_mean']:.0f}",
             ]
         )
     title = (
         f"{b.dataset}: teacher {b.teacher} -> student {b.student}; {b.epochs} epochs, "
-        f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} (mean ± std)"
+        f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} "
+        "(mean ± std at the last epoch)"
     )
     return title + "\n" + _text_table(head)
 
@@ -732,9 +744,16 @@ def leaderboard(
     (SweepResult, text table, path of the CSV saved under ``<home>/leaderboards``)."""
     base = replace(base or Config(), dataset=dataset)
     sw = Sweep.leaderboard(base, seeds=seeds, methods=methods, kd_on_all=kd_on_all, beyond=beyond)
-    res = sw.run(
-        backend=backend, n_jobs=n_jobs, address=address, on_result=on_result, teacher_progress=teacher_progress
-    )
+    log = leaderboard_dir() / f"{dataset}.runs.jsonl"  # each run as it ends: a long board stopped early keeps them
+    paths.atomic_write_text(log, "")
+
+    def logged(r, res):
+        with open(log, "a") as fh:
+            fh.write(json.dumps({k: v for k, v in r.items() if k != "traceback"}, default=str) + "\n")
+        if on_result is not None:
+            on_result(r, res)
+
+    res = sw.run(backend=backend, n_jobs=n_jobs, address=address, on_result=logged, teacher_progress=teacher_progress)
     saved = leaderboard_dir() / f"{dataset}.csv"
     text = leaderboard_csv(res, saved)
     if csv_path:
@@ -1053,6 +1072,7 @@ def cmd_sweep(a, config_from_args) -> int:
 
 
 def cmd_leaderboard(a, config_from_args) -> int:
+    t0 = time.perf_counter()
     base = config_from_args(a)
     seeds = parse_list(a.seeds, int, "--seeds")
     methods = parse_list(a.methods, str, "--methods") if a.methods else None
@@ -1075,5 +1095,6 @@ def cmd_leaderboard(a, config_from_args) -> int:
         beyond=a.beyond,
     )
     print(text)
+    print(f"wall time {time.perf_counter() - t0:.0f} s")
     print(f"wrote {saved}" + (f" and {a.csv}" if a.csv else ""))
     return 0 if not res.errors() else 3

@@ -2,8 +2,10 @@
 
 A teacher is named by ``key(...)``, a hash of what produced it (dataset and its exact split,
 architecture, epochs, seed, optimiser recipe). ``get`` finds it in this order, in one place
-(``find``): memory -> disk cache -> (not found) train it now and save it. A source that
-ships ready teachers slots into ``SOURCES`` before the disk cache.
+(``find``): memory -> shipped -> disk cache -> (not found) train it now and save it. A source that
+ships ready teachers slots into ``SOURCES`` before the disk cache: the teachers shipped with
+the project (kd_core/shipped, see kd_core/ship.py) do. ``Teacher.source`` says which:
+"shipped", "cache" or "trained".
 
     teachers.get("mnist-mini")                  # from wherever it is, trained if need be
     teachers.is_available(k)                    # True when get(...) would not train
@@ -34,7 +36,7 @@ from . import data as data_mod
 from . import metrics, models, paths
 
 # Teacher recipe per dataset (epochs of Adam at 1e-3 on the full labelled training set).
-TEACHER_EPOCHS = {"digits": 30, "mnist-mini": 10, "mnist": 3, "fashion-mnist": 4, "cifar10": 15}
+TEACHER_EPOCHS = {"digits": 30, "mnist-mini": 10, "mnist": 3, "fashion-mnist": 6, "cifar10": 15}
 TEACHER_LR = 1e-3
 TEACHER_BATCH = 64
 
@@ -72,6 +74,7 @@ class Teacher:
     _profile: dict | None = None
     members: list | None = None  # an ensemble's teachers: [{"arch", "seed", "test_accuracy", ...}]
     info: dict | None = None  # an ensemble's own facts (weighting, temperature, accuracy at T = 1)
+    source: str = "trained"  # where the weights came from: "shipped", "cache" or "trained"
 
     def profile(self, in_shape) -> dict:
         """Parameters, FLOPs and CPU latency, measured once per teacher."""
@@ -195,12 +198,56 @@ def _from_disk(k: str, device) -> Teacher | None:
         int(meta["epochs"]),
         float(meta.get("train_seconds", 0.0)),
         True,
+        source="cache",
+    )
+
+
+# Teachers shipped with the project (kd_core/shipped, made by `python -m kd_core ship-teachers`):
+# used when the recorded recipe key and model structure match the code (see kd_core/ship.py).
+def _shipped_entry(k: str) -> dict | None:
+    from . import ship
+
+    entry = ship.find(k)
+    if entry is None:
+        return None
+    ds = data_mod.load(entry["dataset"])
+    return entry if ship.available(k, entry["arch"], ds.in_shape, ds.num_classes) else None
+
+
+def _is_shipped(k: str) -> bool:
+    return _shipped_entry(k) is not None
+
+
+def _from_shipped(k: str, device) -> Teacher | None:
+    from . import ship
+
+    entry = _shipped_entry(k)
+    if entry is None:
+        return None
+    ds = data_mod.load(entry["dataset"])
+    got = ship.load(k, entry["arch"], ds.in_shape, ds.num_classes)
+    if got is None:
+        return None
+    model, entry = got
+    return Teacher(
+        _frozen(model, device),
+        entry["arch"],
+        entry["dataset"],
+        float(entry["test_accuracy"]),
+        k,
+        int(entry["epochs"]),
+        float(entry.get("train_seconds", 0.0)),
+        True,
+        source="shipped",
     )
 
 
 # Where a teacher is found without training, after memory and in this order: each source is
 # ``(exists(key) -> bool, load(key, device) -> Teacher | None)``.
-SOURCES: list[tuple[Callable[[str], bool], Callable[[str, object], Teacher | None]]] = [(_on_disk, _from_disk)]
+SOURCES: list[tuple[Callable[[str], bool], Callable[[str, object], Teacher | None]]] = [
+    (_is_shipped, _from_shipped),
+    (_on_disk, _from_disk),
+]
 
 
 def is_available(k: str) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -86,10 +87,45 @@ def resolve_pairs(
 
 # ---------------------------------------------------------------- students
 
+# The frozen teacher's logits (and cached features) on a transfer set, per teacher model and
+# transfer set: a leaderboard or a class of students runs many students against one teacher,
+# and on the full Fashion-MNIST one pass of the teacher costs as much as a student's epoch.
+# Weak keys: the entries go with the teacher model. Treat the tensors as read-only.
+TEACHER_OUTPUTS_PER_MODEL = 4
+_outputs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_outputs_lock = threading.Lock()
+
+
+def teacher_outputs(model: nn.Module, x: Tensor, names: list[str], what: tuple) -> tuple[Tensor, list[Tensor] | None]:
+    """``(logits, features at names or None)`` of the frozen ``model`` on ``x`` (in chunks,
+    no grad), remembered under ``what`` (which data ``x`` is) for this model."""
+    key = (*what, tuple(names), len(x))
+    with _outputs_lock:
+        per_model = _outputs.get(model)
+        hit = per_model.get(key) if per_model is not None else None
+    if hit is not None:
+        return hit
+    with torch.no_grad():
+        logits, feats = [], [[] for _ in names]
+        for i in range(0, len(x), 1024):
+            lo, fs = _forward(model, x[i : i + 1024], names)
+            logits.append(lo)
+            for j, f in enumerate(fs):
+                feats[j].append(f)
+        out = (torch.cat(logits), [torch.cat(f) for f in feats] if names else None)
+    with _outputs_lock:
+        per_model = _outputs.setdefault(model, {})
+        per_model[key] = out
+        while len(per_model) > TEACHER_OUTPUTS_PER_MODEL:
+            per_model.pop(next(iter(per_model)))
+    return out
+
 
 def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
     """A stratified random subset of ``fraction`` of each class (at least one per class)."""
     mask = torch.zeros(len(y), dtype=torch.bool)
+    if fraction <= 0.0:  # no label at all (label-free methods, alpha = 1)
+        return mask
     if fraction >= 1.0:
         return mask.fill_(True)
     for c in torch.unique(y).tolist():
@@ -201,21 +237,15 @@ class Trainer:
         self.index = keep.to(dev)
         self.gen = gen
         t_names = [p[0] for p in self.pairs]
-        # the frozen teacher's outputs on the transfer set, computed once
-        with torch.no_grad():
-            feats_bytes = sum(len(self.x) * 4 * _numel(p[2]) for p in self.pairs)
-            self.cache_feats = feats_bytes <= FEATURE_CACHE_BYTES
-            logits, feats = [], [[] for _ in t_names]
-            names = t_names if self.cache_feats else []
-            for i in range(0, len(self.x), 1024):
-                lo, fs = _forward(self.teacher.model, self.x[i : i + 1024], names)
-                logits.append(lo)
-                for j, f in enumerate(fs):
-                    feats[j].append(f)
-            self.t_logits = torch.cat(logits)
-            self.t_feats = [torch.cat(f) for f in feats] if names else None
+        # the frozen teacher's outputs on the transfer set, computed once (and shared by the
+        # runs of this process with the same teacher and transfer set: see teacher_outputs)
+        feats_bytes = sum(len(self.x) * 4 * _numel(p[2]) for p in self.pairs)
+        self.cache_feats = feats_bytes <= FEATURE_CACHE_BYTES
+        names = t_names if self.cache_feats else []
+        what = (cfg.dataset, cfg.train_subset, cfg.omit_class, str(dev))
+        self.t_logits, self.t_feats = teacher_outputs(self.teacher.model, self.x, names, ("train", *what))
         self.x_test = self.ds.x_test.to(dev)
-        self.t_test_logits = metrics.predict_logits(self.teacher.model, self.ds.x_test)
+        self.t_test_logits = teacher_outputs(self.teacher.model, self.x_test, [], ("test", *what))[0].float().cpu()
 
     # ---------------------------------------------------------- the loop
     def events(self):
@@ -273,8 +303,9 @@ class Trainer:
                     with torch.no_grad():
                         _, t_feats = _forward(self.teacher.model, xb, t_names)
                 s_logits, s_feats = _forward(self.student, xb, s_names)
+                tracked: dict = {}
                 terms = self._loss_terms(
-                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch
+                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch, tracked
                 )
                 loss = sum(terms.values())
                 b_loss = None
@@ -307,6 +338,8 @@ class Trainer:
                     "loss": loss.item(),
                     "baseline_loss": None if b_loss is None else b_loss.item(),
                 }
+                if tracked:  # e.g. CTKD's learned temperature, as it was for this step's loss
+                    rec["tracked"] = {k: float(v) for k, v in tracked.items()}
                 self.steps.append(rec)
                 yield {"kind": "step", "total_steps": total_steps, "elapsed": time.perf_counter() - t_start, **rec}
             if status != "finished":
@@ -331,17 +364,12 @@ class Trainer:
                 on_event(ev)
         return self.result
 
-    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress) -> dict:
+    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress, report=None) -> dict:
+        """The weighted loss terms of one step; scalars the method reports besides its
+        losses (CTKD's learned T) go into ``report``."""
         cfg, m = self.config, self.method
         ce = _masked_ce(s_logits, y, lab)
-        terms = {}
-        if m.uses_alpha:
-            if cfg.alpha < 1:
-                terms["ce"] = (1 - cfg.alpha) * ce
-            if cfg.alpha > 0:
-                terms["kd"] = cfg.alpha * losses.kd_loss(s_logits, t_logits, cfg.temperature)
-        else:
-            terms["ce"] = ce
+        ctx = None
         if m.name != "none":
             # unlabelled samples take the teacher's prediction where a method needs "the" class (DKD)
             target = torch.where(lab, y, t_logits.argmax(1))
@@ -358,7 +386,19 @@ class Trainer:
                 progress,
                 self.index[idx],
             )
+        terms = {}
+        if m.uses_alpha:
+            if cfg.alpha < 1:
+                terms["ce"] = (1 - cfg.alpha) * ce
+            if cfg.alpha > 0:
+                kd = m.kd_term(ctx) if m.kd_term is not None else losses.kd_loss(s_logits, t_logits, cfg.temperature)
+                terms["kd"] = cfg.alpha * kd
+        else:
+            terms["ce"] = ce
+        if ctx is not None:
             terms.update(m.terms(ctx))
+            if report is not None:
+                report.update(ctx.report)
         if not terms:
             terms["ce"] = ce
         return terms
@@ -420,8 +460,10 @@ class Trainer:
             "device": str(self.device),
             "pairs": [(p[0], p[1]) for p in self.pairs],
             "classes": list(ds.classes),
+            "data": ds.describe(),
             "teacher": {
                 "arch": self.teacher.arch,
+                "source": self.teacher.source,
                 "test_accuracy": metrics.accuracy(self.t_test_logits, y),
                 "per_class_accuracy": metrics.per_class_accuracy(self.t_test_logits, y, k),
                 "ece": metrics.ece(self.t_test_logits, y),
@@ -431,6 +473,11 @@ class Trainer:
             "step_losses": self.steps,
             "epochs": self.history,
         }
+        tracked = [r["tracked"] for r in self.steps if "tracked" in r]
+        if tracked:  # the values of the last step (CTKD: the final learned T)
+            result["tracked"] = dict(tracked[-1])
+            if "T" in result["tracked"]:
+                result["learned_temperature"] = result["tracked"]["T"]
         if self.baseline is not None:
             result["baseline"] = block(self.baseline, "baseline") | {"arch": self.config.student}
         if self.teacher.members:

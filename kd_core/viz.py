@@ -218,6 +218,49 @@ def loss_curves(steps: list[dict], title: str | None = None, smooth: int = 5) ->
     )
 
 
+def learned_temperature_curve(steps: list[dict], title: str | None = None) -> go.Figure:
+    """CTKD's learned temperature at every step (``step["tracked"]["T"]``), with the weight
+    lambda of its reversed gradient (the cosine curriculum) on a second axis: T moves
+    against the student, harder as lambda rises. Empty when the run learns no temperature."""
+    rows = [s for s in steps if "T" in (s.get("tracked") or {})]
+    x = [s["step"] for s in rows]
+    data = [
+        dict(
+            type="scatter",
+            x=x,
+            y=[s["tracked"]["T"] for s in rows],
+            mode="lines",
+            name="learned temperature T",
+            line=dict(color=STUDENT, width=4),
+        )
+    ]
+    if any("lambda" in s["tracked"] for s in rows):
+        data.append(
+            dict(
+                type="scatter",
+                x=x,
+                y=[s["tracked"].get("lambda", float("nan")) for s in rows],
+                mode="lines",
+                name="reversal weight λ",
+                yaxis="y2",
+                line=dict(color=EXTRA[0], width=2, dash="dot", shape="hv"),
+            )
+        )
+    y2 = dict(
+        title=dict(text="λ"),
+        overlaying="y",
+        side="right",
+        rangemode="tozero",
+        tickformat=".2f",
+        showgrid=False,
+        automargin=True,
+    )
+    return go.Figure(
+        data=data,
+        layout=_live_layout(title, dict(title=dict(text="step")), dict(title=dict(text="temperature T")), yaxis2=y2),
+    )
+
+
 def _smooth(values: list[float], k: int) -> list[float]:
     if k <= 1 or len(values) < 2:
         return values

@@ -23,14 +23,15 @@ import torch
 import torch.nn.functional as F
 from streamlit.errors import StreamlitAPIException
 
-from kd_app import links, state
+from kd_app import links, noise, state, views
 from kd_app.i18n import t
-from kd_core import features, losses, methods, metrics, models, teachers, train, viz
+from kd_core import features, losses, methods, metrics, models, ship, teachers, train, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
+from kd_core.probs import entropy_bits, softmax
 
 DATASET = "mnist-mini"
-STUDENT_EPOCHS = 5  # the small student trained alone on every label (step 1)
+STUDENT_EPOCHS = ship.LESSON_STUDENT_EPOCHS  # the small student alone on every label (step 1): shipped
 SOFT_T = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]
 T_GRID = np.geomspace(0.3, 40.0, 90)
 LOSS_T = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0]
@@ -49,7 +50,7 @@ SURE = 0.97  # the example image per digit: the teacher gives its true class abo
 
 FIELDS = [
     links.choice("digit", "lesson_digit", list(range(10)), 4),
-    links.number("T", "lesson_T", 4.0, options=SOFT_T),
+    links.number("T", "lesson_T", 4.0, options=SOFT_T).also("temperature"),
     links.number("loss_T", "lesson_loss_T", 4.0, options=LOSS_T),
     links.number("loss_alpha", "lesson_alpha", 0.9, 0.0, 1.0),
     links.number("labels", "lesson_fraction", 0.1, options=FRACTIONS),
@@ -59,23 +60,6 @@ FIELDS = [
 
 
 # ------------------------------------------------------------------ small helpers
-def softmax_np(z: np.ndarray, T: float) -> np.ndarray:
-    s = np.asarray(z, dtype=np.float64) / T
-    s = s - s.max(axis=-1, keepdims=True)
-    e = np.exp(s)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def entropy_bits(p: np.ndarray) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    return -(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)).sum(axis=-1)
-
-
-def upscale(img: np.ndarray, px: int) -> np.ndarray:
-    f = max(1, px // img.shape[0])
-    return np.repeat(np.repeat(img, f, axis=0), f, axis=1)
-
-
 def step_header(n: int, key: str) -> None:
     st.header(f"{n} · {t(key)}", anchor=f"step-{n}", divider="gray")
 
@@ -134,7 +118,7 @@ def fresh_student(arch: str, in_shape: tuple, num_classes: int) -> torch.nn.Modu
 def gallery(teacher_key: str, _logits: np.ndarray, _y: np.ndarray) -> dict[int, int]:
     """Per class, a typical correctly classified test image: the one on which the teacher is
     closest to SURE sure at T = 1 (confident, as trained networks are, yet with dark knowledge)."""
-    p_true = softmax_np(_logits, 1.0)[np.arange(len(_y)), _y]
+    p_true = softmax(_logits, 1.0)[np.arange(len(_y)), _y]
     correct = _logits.argmax(1) == _y
     out = {}
     for c in range(_logits.shape[1]):
@@ -281,19 +265,24 @@ with left:
     )
     i_img = picks.get(int(digit), 0)
     st.image(
-        upscale(image_of(i_img), IMG_PX),
+        views.upscale(image_of(i_img), IMG_PX),
         width=IMG_PX,
         output_format="PNG",
         caption=t("lesson.s2.image_caption", i=i_img, c=classes[int(y[i_img])]),
     )
-with right:
+
+
+@st.fragment
+def soft_targets_view() -> None:
+    """The T slider and what it changes: moving it reruns only this (not the long page)."""
+    links.sync("lesson", FIELDS)
     T = float(
         st.select_slider(
             t("lesson.s2.T"), SOFT_T, key="lesson_T", format_func=lambda v: f"{v:g}", help=t("lesson.s2.T_help")
         )
     )
     z = logits[i_img]
-    p1, pT = softmax_np(z, 1.0), softmax_np(z, T)
+    p1, pT = softmax(z, 1.0), softmax(z, T)
     fig = viz.prob_bars(
         {t("lesson.s2.series_t1"): p1, t("lesson.s2.series_t", T=T): pT},
         classes,
@@ -303,7 +292,7 @@ with right:
     fig.data[0].marker.color, fig.data[1].marker.color = SOFT_TEACHER, viz.TEACHER
     fig.update_xaxes(title=t("axes.class"))
     fig.update_yaxes(title=t("axes.probability"))
-    fig.update_layout(height=400)
+    fig.update_layout(height=420, legend=dict(y=-0.32))  # below the axis title, not over it
     st.plotly_chart(fig, key="lesson_probs", width="stretch", theme=None)
     true_c = int(y[i_img])
     wrong = [c for c in np.argsort(-pT) if c != true_c][:2]
@@ -317,17 +306,21 @@ with right:
         f"{entropy_bits(pT):.2f}",
         help=t("lesson.s2.metric_entropy_help", max=math.log2(K)),
     )
-st.markdown(
-    t(
-        "lesson.s2.reading",
-        T=T,
-        a=classes[wrong[0]],
-        b=classes[wrong[1]],
-        pa=100 * pT[wrong[0]],
-        pb=100 * pT[wrong[1]],
-        p1=100 * (1 - p1[true_c]),
+    st.markdown(
+        t(
+            "lesson.s2.reading",
+            T=T,
+            a=classes[wrong[0]],
+            b=classes[wrong[1]],
+            pa=100 * pT[wrong[0]],
+            pb=100 * pT[wrong[1]],
+            p1=100 * (1 - p1[true_c]),
+        )
     )
-)
+
+
+with right:
+    soft_targets_view()
 st.info(t("lesson.s2.dark"), icon="🌑")
 
 # ================================================================== 3. the loss
@@ -336,125 +329,139 @@ kd = methods.get("kd")
 st.markdown(t("lesson.s3.text"))
 st.latex(kd.formula_latex())
 st.markdown(t("lesson.s3.symbols"))
-c1, c2 = st.columns(2)
-loss_T = float(
-    c1.select_slider(
-        t("lesson.s3.T"), LOSS_T, key="lesson_loss_T", format_func=lambda v: f"{v:g}", help=t("lesson.s3.T_help")
+
+
+fresh = fresh_student(s_arch, tuple(ds.in_shape), K)  # cached: the loss and relational views use it
+
+
+@st.fragment
+def loss_section() -> None:
+    """T and alpha of the loss and everything they change: reruns only this section."""
+    links.sync("lesson", FIELDS)
+    c1, c2 = st.columns(2)
+    loss_T = float(
+        c1.select_slider(
+            t("lesson.s3.T"), LOSS_T, key="lesson_loss_T", format_func=lambda v: f"{v:g}", help=t("lesson.s3.T_help")
+        )
     )
-)
-alpha = float(c2.slider(t("lesson.s3.alpha"), 0.0, 1.0, step=0.05, key="lesson_alpha", help=t("lesson.s3.alpha_help")))
-st.latex(
-    rf"\mathcal{{L}} = {1 - alpha:.3g}\,\mathrm{{CE}}(y, p_S) + {alpha:.3g} \cdot {loss_T:g}^2\,"
-    rf"\mathrm{{KL}}\!\left(p_T^{{({loss_T:g})}} \,\|\, p_S^{{({loss_T:g})}}\right)"
-)
-fresh = fresh_student(s_arch, tuple(ds.in_shape), K)
-demo = demo_logits(teacher.key, teacher.model, fresh, ds.x_test, ds.y_test)
-zt, zs, yb = demo["teacher"], demo["student"], demo["y"]
-ce = float(F.cross_entropy(zs, yb))
-kl_T = float(losses.kd_loss(zs, zt, loss_T))  # already times T^2
-terms = {
-    t("lesson.s3.term_ce"): (1 - alpha) * ce,
-    t("lesson.s3.term_kd"): alpha * kl_T,
-    t("lesson.s3.term_total"): (1 - alpha) * ce + alpha * kl_T,
-}
-lfig = go.Figure(
-    go.Bar(
-        x=list(terms),
-        y=list(terms.values()),
-        marker_color=[viz.SCRATCH, viz.TEACHER, viz.STUDENT],
-        text=[f"{v:.3f}" for v in terms.values()],
-        textposition="outside",
+    alpha = float(
+        c2.slider(t("lesson.s3.alpha"), 0.0, 1.0, step=0.05, key="lesson_alpha", help=t("lesson.s3.alpha_help"))
     )
-)
-viz.style(lfig, t("lesson.s3.terms_title", T=loss_T, alpha=alpha), height=380)
-lfig.update_yaxes(title=t("lesson.s3.terms_axis"), rangemode="tozero")
-lfig.update_layout(margin=dict(b=60))
-g1, g2 = st.columns([1, 1.3], gap="large")
-with g1:
-    st.plotly_chart(lfig, key="lesson_loss_terms", width="stretch", theme=None)
-    st.caption(t("lesson.s3.terms_caption", n=len(yb)))
-with g2:
-    st.markdown(t("lesson.s3.why_t2"))
     st.latex(
-        r"\frac{\partial\,\mathrm{KL}\!\left(p_T^{(T)} \,\|\, p_S^{(T)}\right)}{\partial z_i}"
-        r" = \frac{1}{T}\left(q_i - p_i\right) \;\approx\; \frac{1}{N\,T^2}\,\left(z_i - v_i\right)"
+        rf"\mathcal{{L}} = {1 - alpha:.3g}\,\mathrm{{CE}}(y, p_S) + {alpha:.3g} \cdot {loss_T:g}^2\,"
+        rf"\mathrm{{KL}}\!\left(p_T^{{({loss_T:g})}} \,\|\, p_S^{{({loss_T:g})}}\right)"
     )
-    st.markdown(t("lesson.s3.why_t2_symbols"))
-    st.latex(
-        r"\frac{\partial\,\left[T^2\,\mathrm{KL}\right]}{\partial z_i} \;\xrightarrow{\;T \to \infty\;}\;"
-        r" \frac{1}{N}\left(z_i - v_i\right) = \frac{\partial}{\partial z_i}\,\frac{1}{2N}\sum_{j}\left(z_j - v_j\right)^2"
-    )
-grads = gradient_table(teacher.key, zt, zs)
-h1, h2 = st.columns(2, gap="large")
-gfig = go.Figure()
-gfig.add_scatter(
-    x=grads["T"].tolist(),
-    y=grads["plain"].tolist(),
-    mode="lines+markers",
-    name=t("lesson.s3.grad_plain"),
-    line=dict(color=viz.SCRATCH, width=3, dash="dot"),
-    marker=dict(size=9),
-)
-gfig.add_scatter(
-    x=grads["T"].tolist(),
-    y=grads["scaled"].tolist(),
-    mode="lines+markers",
-    name=t("lesson.s3.grad_scaled"),
-    line=dict(color=viz.STUDENT, width=4),
-    marker=dict(size=10),
-)
-gfig.add_vline(x=loss_T, line_dash="dash", line_color="#555")
-viz.style(gfig, t("lesson.s3.grad_title"), height=420)
-gfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=GRAD_T, ticktext=[str(v) for v in GRAD_T])
-gfig.update_yaxes(type="log", title=t("lesson.s3.grad_axis"))
-h1.plotly_chart(gfig, key="lesson_grad_norms", width="stretch", theme=None)
-cfig = go.Figure()
-cfig.add_scatter(
-    x=grads["T"].tolist(),
-    y=grads["cos"].tolist(),
-    mode="lines+markers",
-    name=t("lesson.s3.cos_name"),
-    line=dict(color=viz.TEACHER, width=4),
-    marker=dict(size=10),
-)
-cfig.add_hline(y=1.0, line_dash="dot", line_color="#999")
-cfig.add_vline(x=loss_T, line_dash="dash", line_color="#555")
-viz.style(cfig, t("lesson.s3.cos_title"), height=420)
-cfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=GRAD_T, ticktext=[str(v) for v in GRAD_T])
-cfig.update_yaxes(title=t("lesson.s3.cos_axis"), range=[min(0.6, float(grads["cos"].min()) - 0.05), 1.02])
-cfig.update_layout(showlegend=False)
-h2.plotly_chart(cfig, key="lesson_grad_cos", width="stretch", theme=None)
-gt = grads.rename(
-    columns={
-        "T": "T",
-        "plain": t("lesson.s3.col_plain"),
-        "scaled": t("lesson.s3.col_scaled"),
-        "cos": t("lesson.s3.col_cos"),
-        "ratio": t("lesson.s3.col_ratio"),
+    demo = demo_logits(teacher.key, teacher.model, fresh, ds.x_test, ds.y_test)
+    zt, zs, yb = demo["teacher"], demo["student"], demo["y"]
+    ce = float(F.cross_entropy(zs, yb))
+    kl_T = float(losses.kd_loss(zs, zt, loss_T))  # already times T^2
+    terms = {
+        t("lesson.s3.term_ce"): (1 - alpha) * ce,
+        t("lesson.s3.term_kd"): alpha * kl_T,
+        t("lesson.s3.term_total"): (1 - alpha) * ce + alpha * kl_T,
     }
-)
-st.dataframe(
-    gt.style.format(
-        {
-            t("lesson.s3.col_plain"): "{:.2e}",
-            t("lesson.s3.col_scaled"): "{:.3f}",
-            t("lesson.s3.col_cos"): "{:.4f}",
-            t("lesson.s3.col_ratio"): "{:.3f}",
-        }
-    ),
-    hide_index=True,
-    width="stretch",
-    key="lesson_grad_table",
-)
-st.markdown(
-    t(
-        "lesson.s3.grad_reading",
-        lo=grads["cos"].iloc[0],
-        hi=grads["cos"].iloc[-1],
-        t_hi=GRAD_T[-1],
-        drop=grads["plain"].iloc[0] / grads["plain"].iloc[-1],
+    lfig = go.Figure(
+        go.Bar(
+            x=list(terms),
+            y=list(terms.values()),
+            marker_color=[viz.SCRATCH, viz.TEACHER, viz.STUDENT],
+            text=[f"{v:.3f}" for v in terms.values()],
+            textposition="outside",
+        )
     )
-)
+    viz.style(lfig, t("lesson.s3.terms_title", T=loss_T, alpha=alpha), height=380)
+    lfig.update_layout(title=dict(x=0, xanchor="left", font=dict(size=viz.FONT)))  # a narrow column: never clip it
+    lfig.update_yaxes(title=t("lesson.s3.terms_axis"), rangemode="tozero")
+    lfig.update_layout(margin=dict(b=60))
+    g1, g2 = st.columns([1, 1.3], gap="large")
+    with g1:
+        st.plotly_chart(lfig, key="lesson_loss_terms", width="stretch", theme=None)
+        st.caption(t("lesson.s3.terms_caption", n=len(yb)))
+    with g2:
+        st.markdown(t("lesson.s3.why_t2"))
+        st.latex(
+            r"\frac{\partial\,\mathrm{KL}\!\left(p_T^{(T)} \,\|\, p_S^{(T)}\right)}{\partial z_i}"
+            r" = \frac{1}{T}\left(q_i - p_i\right) \;\approx\; \frac{1}{N\,T^2}\,\left(z_i - v_i\right)"
+        )
+        st.markdown(t("lesson.s3.why_t2_symbols"))
+        st.latex(
+            r"\frac{\partial\,\left[T^2\,\mathrm{KL}\right]}{\partial z_i} \;\xrightarrow{\;T \to \infty\;}\;"
+            r" \frac{1}{N}\left(z_i - v_i\right) = \frac{\partial}{\partial z_i}\,\frac{1}{2N}\sum_{j}\left(z_j - v_j\right)^2"
+        )
+    grads = gradient_table(teacher.key, zt, zs)
+    h1, h2 = st.columns(2, gap="large")
+    gfig = go.Figure()
+    gfig.add_scatter(
+        x=grads["T"].tolist(),
+        y=grads["plain"].tolist(),
+        mode="lines+markers",
+        name=t("lesson.s3.grad_plain"),
+        line=dict(color=viz.SCRATCH, width=3, dash="dot"),
+        marker=dict(size=9),
+    )
+    gfig.add_scatter(
+        x=grads["T"].tolist(),
+        y=grads["scaled"].tolist(),
+        mode="lines+markers",
+        name=t("lesson.s3.grad_scaled"),
+        line=dict(color=viz.STUDENT, width=4),
+        marker=dict(size=10),
+    )
+    gfig.add_vline(x=loss_T, line_dash="dash", line_color="#555")
+    viz.style(gfig, t("lesson.s3.grad_title"), height=420)
+    gfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=GRAD_T, ticktext=[str(v) for v in GRAD_T])
+    gfig.update_yaxes(type="log", title=t("lesson.s3.grad_axis"))
+    h1.plotly_chart(gfig, key="lesson_grad_norms", width="stretch", theme=None)
+    cfig = go.Figure()
+    cfig.add_scatter(
+        x=grads["T"].tolist(),
+        y=grads["cos"].tolist(),
+        mode="lines+markers",
+        name=t("lesson.s3.cos_name"),
+        line=dict(color=viz.TEACHER, width=4),
+        marker=dict(size=10),
+    )
+    cfig.add_hline(y=1.0, line_dash="dot", line_color="#999")
+    cfig.add_vline(x=loss_T, line_dash="dash", line_color="#555")
+    viz.style(cfig, t("lesson.s3.cos_title"), height=420)
+    cfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=GRAD_T, ticktext=[str(v) for v in GRAD_T])
+    cfig.update_yaxes(title=t("lesson.s3.cos_axis"), range=[min(0.6, float(grads["cos"].min()) - 0.05), 1.02])
+    cfig.update_layout(showlegend=False)
+    h2.plotly_chart(cfig, key="lesson_grad_cos", width="stretch", theme=None)
+    gt = grads.rename(
+        columns={
+            "T": "T",
+            "plain": t("lesson.s3.col_plain"),
+            "scaled": t("lesson.s3.col_scaled"),
+            "cos": t("lesson.s3.col_cos"),
+            "ratio": t("lesson.s3.col_ratio"),
+        }
+    )
+    st.dataframe(
+        gt.style.format(
+            {
+                t("lesson.s3.col_plain"): "{:.2e}",
+                t("lesson.s3.col_scaled"): "{:.3f}",
+                t("lesson.s3.col_cos"): "{:.4f}",
+                t("lesson.s3.col_ratio"): "{:.3f}",
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+        key="lesson_grad_table",
+    )
+    st.markdown(
+        t(
+            "lesson.s3.grad_reading",
+            lo=grads["cos"].iloc[0],
+            hi=grads["cos"].iloc[-1],
+            t_hi=GRAD_T[-1],
+            drop=grads["plain"].iloc[0] / grads["plain"].iloc[-1],
+        )
+    )
+
+
+loss_section()
 
 
 # ================================================================== 4. one-click experiment
@@ -474,7 +481,7 @@ def job_status(snap: dict) -> None:
 
 
 def draw_experiment() -> None:
-    job = state.state_job(st.session_state.get("lesson_exp_job"))
+    job = state.find_job(st.session_state.get("lesson_exp_job"))
     if job is None:
         st.info(t("lesson.s4.press"))
         return
@@ -495,21 +502,24 @@ def draw_experiment() -> None:
         )
         m2.metric(t("roles.scratch"), f"{100 * b:.1f}%")
         m3.metric(t("roles.teacher"), f"{100 * r['teacher']['test_accuracy']:.1f}%")
+        if noise.failed_run(r, snap["status"]):  # diverged or at chance: the gain means nothing
+            return
         st.markdown(
             t("lesson.s4.result", gain=100 * (d - b), d=100 * d, b=100 * b, frac=100 * snap["config"].labeled_fraction)
         )
+        if abs(d - b) < 0.02:  # one seed each
+            st.caption(t("noise.lesson_small_gain"))
 
 
 def start_experiment() -> None:
     """Button callback (runs before the script, so the button is drawn disabled at once)."""
     cfg = Config(dataset=DATASET, labeled_fraction=float(st.session_state.lesson_fraction), epochs=EXP_EPOCHS)
     try:
-        new = state.job_manager().submit(cfg, owner=state.session_id())
+        new = state.start_run(cfg)  # this session's run: the other pages show its students
     except KDError as e:
         st.session_state.lesson_job_error = str(e)
         return
     st.session_state.lesson_exp_job = new.id
-    st.session_state.kd_lab_job_id = new.id  # the other pages show this run's students
 
 
 def start_missing() -> None:
@@ -532,7 +542,7 @@ def start_missing() -> None:
 
 step_header(4, "lesson.s4.title")
 st.markdown(t("lesson.s4.text"))
-exp_job = state.state_job(st.session_state.get("lesson_exp_job"))
+exp_job = state.find_job(st.session_state.get("lesson_exp_job"))
 exp_running = exp_job is not None and not exp_job.done
 e1, e2 = st.columns([2, 1], vertical_alignment="bottom")
 fraction = float(
@@ -560,7 +570,7 @@ if exp_running:
     @st.fragment(run_every=1.0)
     def live_experiment() -> None:
         draw_experiment()
-        j = state.state_job(st.session_state.get("lesson_exp_job"))
+        j = state.find_job(st.session_state.get("lesson_exp_job"))
         if j is not None and j.done:
             st.rerun()
 
@@ -573,7 +583,7 @@ page_link("lab.py", "lesson.s4.lab_link", "🧪")
 # ================================================================== 5. the missing class
 def draw_missing() -> None:
     ids = st.session_state.get("lesson_missing_jobs")
-    jobs = [state.state_job(i) for i in ids] if ids else []
+    jobs = [state.find_job(i) for i in ids] if ids else []
     if not jobs or any(j is None for j in jobs):
         st.info(t("lesson.s5.press"))
         return
@@ -624,13 +634,13 @@ step_header(5, "lesson.s5.title")
 st.markdown(t("lesson.s5.text", c=MISSING))
 # why temperature matters here: the share of "3" in the teacher's soft targets on other digits
 not_c = y != MISSING
-mass = softmax_np(logits[not_c][:, None, :], T_GRID[None, :, None])[:, :, MISSING].mean(axis=0)
+mass = softmax(logits[not_c][:, None, :], T_GRID[None, :, None])[:, :, MISSING].mean(axis=0)
 mfig = go.Figure()
 mfig.add_scatter(
     x=T_GRID.tolist(), y=mass.tolist(), mode="lines", line=dict(color=viz.TEACHER, width=4), name=t("roles.teacher")
 )
 for T_m, where in zip(MISSING_T, ("top left", "bottom left")):
-    v = float(softmax_np(logits[not_c], T_m)[:, MISSING].mean())
+    v = float(softmax(logits[not_c], T_m)[:, MISSING].mean())
     mfig.add_scatter(
         x=[T_m],
         y=[v],
@@ -654,7 +664,7 @@ n1.plotly_chart(mfig, key="lesson_missing_mass", width="stretch", theme=None)
 with n2:
     st.markdown(t("lesson.s5.mass_text", c=MISSING, t_lo=MISSING_T[0], t_hi=MISSING_T[1]))
     ids = st.session_state.get("lesson_missing_jobs") or []
-    miss_jobs = [state.state_job(i) for i in ids]
+    miss_jobs = [state.find_job(i) for i in ids]
     miss_running = any(j is not None and not j.done for j in miss_jobs)
     st.button(
         t("lesson.s5.run", t_lo=MISSING_T[0], t_hi=MISSING_T[1]),
@@ -673,7 +683,7 @@ if miss_running:
     def live_missing() -> None:
         draw_missing()
         ids_now = st.session_state.get("lesson_missing_jobs") or []
-        if all(j is not None and j.done for j in (state.state_job(i) for i in ids_now)):
+        if all(j is not None and j.done for j in (state.find_job(i) for i in ids_now)):
             st.rerun()
 
     live_missing()
@@ -735,7 +745,12 @@ r1, r2 = st.columns([1, 1.5], gap="large")
 with r1:
     st.markdown(t("lesson.s6.relational_symbols"))
     page_link("relations.py", "lesson.s6.relational_link", "🕸️")
-with r2:
+
+
+@st.fragment
+def relational_view() -> None:
+    """Samples per class and the two distance matrices: reruns only this view."""
+    links.sync("lesson", FIELDS)
     per_class = int(
         st.select_slider(
             t("lesson.s6.per_class"), PER_CLASS, key="lesson_per_class", help=t("lesson.s6.per_class_help")
@@ -785,6 +800,10 @@ with r2:
         else t("lesson.s6.rkd_caption_one", n=len(idx), loss=rkd_d)
     )
 
+
+with r2:
+    relational_view()
+
 # --- contrastive distillation
 st.subheader(t("lesson.s6.contrastive_title"))
 st.markdown(t("lesson.s6.contrastive_text"))
@@ -793,7 +812,12 @@ k1, k2 = st.columns([1, 1.5], gap="large")
 with k1:
     st.markdown(t("lesson.s6.contrastive_symbols"))
     page_link("contrastive.py", "lesson.s6.contrastive_link", "🧲")
-with k2:
+
+
+@st.fragment
+def contrastive_view() -> None:
+    """tau and the contrastive probabilities: reruns only this view."""
+    links.sync("lesson", FIELDS)
     tau = float(
         st.select_slider(
             t("lesson.s6.tau"), TAUS, key="lesson_tau", format_func=lambda v: f"{v:g}", help=t("lesson.s6.tau_help")
@@ -802,7 +826,7 @@ with k2:
     one = np.array([np.flatnonzero(y == c)[0] for c in range(K)])
     xc = ds.x_test[torch.as_tensor(one)]
     g_t = F.normalize(metrics.predict_logits(teacher.model, xc), dim=1)
-    found = state.distilled_student()
+    found = state.ended_run()
     trained = found is not None and found[0].config.dataset == DATASET
     s_model = found[0].student if trained else fresh
     g_s = F.normalize(metrics.predict_logits(s_model, xc), dim=1)
@@ -828,12 +852,18 @@ with k2:
         + ("" if trained else " " + t("lesson.s6.contrast_hint"))
     )
 
+
+with k2:
+    contrastive_view()
+
 # ================================================================== 7. where KD is used and going
 step_header(7, "lesson.s7.title")
 w1, w2 = st.columns(2, gap="large")
 with w1:
     st.subheader(t("lesson.s7.used_title"))
     st.markdown(t("lesson.s7.used"))
+    st.markdown(t("lesson.s7.lm_try"))
+    page_link("language_models.py", "lesson.s7.lm_link", "💬")
 with w2:
     st.subheader(t("lesson.s7.going_title"))
     st.markdown(t("lesson.s7.going"))

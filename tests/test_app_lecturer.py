@@ -146,8 +146,8 @@ def test_the_lab_compares_the_method_alone_kd_alone_both_and_scratch_over_seeds(
 
     (fig,) = [f for f in (json.loads(c.proto.spec) for c in at.get("plotly_chart")) if f["data"][0]["type"] == "bar"]
     bars = fig["data"][0]
-    assert bars["type"] == "bar" and len(bars["x"]) == 4 and "error_y" in bars
-    assert len(fig["data"][1]["y"]) == 8
+    assert bars["type"] == "bar" and len(bars["y"]) == 4 and "error_x" in bars
+    assert len(fig["data"][1]["x"]) == 8
     # the table: four presets, two runs each
     (df,) = [d.value for d in at.dataframe if "preset" in list(d.value.columns)]
     assert len(df) == 4 and list(df.iloc[:, 1]) == [2, 2, 2, 2]
@@ -171,3 +171,134 @@ def test_the_presets_follow_the_kind_of_method():
     assert "6 runs" in at.button(key="lab_fx_start").label  # scratch and KD, three seeds each
     at.selectbox(key="lab_method").set_value("dkd").run()  # DKD replaces the KD term: no "DKD + KD"
     assert "9 runs" in at.button(key="lab_fx_start").label
+
+
+# ------------------------------------------------------------------ Major 4: honest texts, noise warnings
+
+
+def test_beyond_texts_say_what_to_expect_at_this_scale():
+    from kd_app import i18n
+
+    for lang, word in (("en", "seed noise"), ("zh", "种子噪声")):
+        for method in ("born-again", "dml"):
+            text = i18n.text(f"beyond.explain.{method}", lang)
+            assert word in text, (lang, method)
+    en = i18n.text("beyond.explain.dml", "en")
+    assert en.index("In the paper") < en.index("ends up better")
+
+
+def test_a_dml_result_says_whether_it_is_beyond_the_students_seed_spread():
+    import statistics
+
+    from kd_app import state
+    from tests.test_app_beyond import open_page as open_beyond
+    from tests.test_app_beyond import run_to_end
+
+    at = run_to_end(open_beyond(by_method="dml", by_students=3, by_epochs=1))
+    r = state.job_manager().get(at.session_state["by_job_id"]).result
+    accs = [s["test_accuracy"] for s in r["students"]]
+    delta, std = statistics.fmean(accs) - r["baseline"]["test_accuracy"], statistics.stdev(accs)
+    within = abs(delta) < 2 * std
+    shown = [w.value for w in at.warning if "within seed noise" in w.value]
+    beyond = [i.value for i in at.info if "beyond seed noise" in i.value]
+    assert (len(shown), len(beyond)) == ((1, 0) if within else (0, 1))
+    assert f"{100 * std:.1f} points" in (shown + beyond)[0]  # the seed std is shown
+
+
+def test_a_single_seed_beyond_result_warns_that_it_has_no_noise_estimate():
+    from tests.test_app_beyond import open_page as open_beyond
+    from tests.test_app_beyond import run_to_end
+
+    at = run_to_end(open_beyond(by_method="born-again", by_generations=1, by_epochs=1))
+    assert any("One seed" in w.value for w in at.warning)
+
+
+def test_a_sweep_warns_when_its_best_cell_is_within_seed_noise():
+    import time
+
+    from kd_app import noise  # noqa: F401  (the page's helper)
+    from kd_core import presets
+
+    at = open_page("pages/compare.py")
+    at.selectbox(key="cmp_sw_dataset").set_value("digits")
+    at.multiselect(key="cmp_sw_T").set_value([2.0, 4.0])
+    at.multiselect(key="cmp_sw_alpha").set_value([0.9])
+    at.number_input(key="cmp_sw_seeds").set_value(2)
+    at.number_input(key="cmp_sw_epochs").set_value(1)
+    at.number_input(key="cmp_sw_workers").set_value(2)
+    at.run()
+    at.button(key="cmp_sw_start").click().run()
+    deadline = time.time() + 300
+    while time.time() < deadline and not at.session_state["cmp_sweep_job"].done:
+        time.sleep(1.0)
+        at.run()
+        assert not at.exception
+    at.run()
+    res = at.session_state["cmp_sweep_job"].result
+    rows = res.rows()
+    best = res.best(rows=rows)
+    other = next(r for r in rows if not r["reference"] and r is not best and r["n"])
+    _, tie = presets.within_noise(best["acc_mean"] - other["acc_mean"], best["acc_std"], other["acc_std"])
+    ties = [w.value for w in at.warning if "not clearly the best" in w.value]
+    assert len(ties) == (1 if tie else 0)
+    if tie:
+        assert f"±{100 * best['acc_std']:.1f} points" in ties[0]
+
+
+# ------------------------------------------------------------------ Minor: readable parameter labels
+
+RAW = {"tckd_weight", "nckd_weight", "warmup", "distance_weight", "angle_weight", "beta", "momentum"}
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("dkd", ["Target-class weight (TCKD)", "Non-target-class weight (NCKD)", "Warm-up epochs"]),
+        ("rkd", ["Distance-term weight ($\\lambda_D$)", "Angle-term weight ($\\lambda_A$)"]),
+        ("crd", ["Memory-bank momentum ($m$)", "Weight of the method's term ($\\beta$)"]),
+    ],
+)
+def test_method_parameters_have_readable_labels_with_their_symbol(method, expected):
+    at = open_page("pages/lab.py")
+    at.selectbox(key="lab_method").set_value(method).run()
+    labels = [w.label for w in list(at.slider) + list(at.number_input) if w.key.startswith("lab_p_")]
+    assert not RAW & set(labels), labels
+    for want in expected:
+        assert any(x.startswith(want) for x in labels), (want, labels)
+    assert all("$" in x for x in labels)  # every one carries its symbol from the formula
+
+
+# ------------------------------------------------------------------ Minor: a failed run is not "gained 0.0 points"
+
+
+def test_a_chance_level_run_warns_instead_of_reporting_a_gain():
+    at = open_page("pages/lab.py")
+    at.select_slider(key="lab_lr").set_value(0.1).run()
+    at.number_input(key="lab_epochs").set_value(1).run()
+    at.button(key="lab_train").click().run()
+    _poll(at, lambda a: a.session_state["kd_lab_job_id"] is not None and any(s.value for s in a.success), 300)
+    at.run()
+    text = page_text(at)
+    assert "Distillation gained" not in text and "Distillation lost" not in text
+    warn = [w.value for w in at.warning if "chance level" in w.value or "diverged" in w.value]
+    assert warn and "0.1" in warn[0]
+
+
+def test_a_comparison_refused_by_the_session_limit_leaves_nothing_running(monkeypatch):
+    from kd_app import state
+    from kd_core.classroom import Limits
+
+    mgr = state.job_manager()
+    monkeypatch.setattr(mgr, "limits", Limits(session_jobs=3))
+    at = open_page("pages/lab.py")
+    at.selectbox(key="lab_dataset").set_value("digits").run()
+    at.selectbox(key="lab_method").set_value("rkd").run()
+    at.number_input(key="lab_fx_seeds").set_value(2).run()
+    at.button(key="lab_fx_start").click().run()
+    assert not at.exception
+    assert any("3" in e.value for e in at.error)  # the limit is named
+    owner = at.session_state["kd_session_id"]
+    import time
+
+    time.sleep(1.0)
+    assert not [j for j in mgr.jobs_of(owner) if not j.done]

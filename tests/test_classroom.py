@@ -116,3 +116,34 @@ def test_a_session_cannot_queue_more_than_its_share(monkeypatch):
             j.stop()
     finally:
         mgr._slots.release()
+
+
+def test_presentation_mode_switch_follows_the_link_and_stays_in_it():
+    """?present=1 turns the sidebar switch on and every page keeps it in its link; switching
+    it off removes it."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    app = str(Path(__file__).resolve().parents[1] / "app.py")
+    at = AppTest.from_file(app, default_timeout=300)
+    at.query_params["present"] = "1"
+    at.run()
+    assert not at.exception and at.toggle(key="present").value is True
+    at.switch_page("pages/lab.py")
+    at.run()
+    assert at.query_params.get("present") in ("1", ["1"])  # the Lab wrote its own link and kept it
+    # the switch alone (AppTest reruns the page, not the app's sidebar, after the first run)
+    plain = AppTest.from_function(_presentation_switch, default_timeout=60)
+    plain.run()
+    assert plain.toggle(key="present").value is False and "present" not in plain.query_params
+    plain.toggle(key="present").set_value(True).run()
+    assert plain.query_params.get("present") in ("1", ["1"])
+    plain.toggle(key="present").set_value(False).run()
+    assert "present" not in plain.query_params
+
+
+def _presentation_switch():
+    from kd_app import chrome
+
+    chrome.presentation_switch()
