@@ -632,14 +632,10 @@ def _offset(progress, start, n_voices):
 
 
 def get_image_teacher(progress=None):
-    """The default mnist-mini image teacher (cached; trained on first use)."""
-    try:
-        from . import teachers as teachers_mod  # the teachers' new home, where it exists
+    """The default mnist-mini image teacher (shipped or cached; trained on first use)."""
+    from .train import get_teacher
 
-        get = teachers_mod.get_teacher
-    except (ImportError, AttributeError):
-        from .train import get_teacher as get
-    return get("mnist-mini", progress=progress)
+    return get_teacher("mnist-mini", progress=progress)
 
 
 def teacher_soft_targets(teacher_model: nn.Module, images: Tensor, temperature: float) -> Tensor:
@@ -726,6 +722,7 @@ class CrossmodalRun:
                 "arch": self.teacher.arch,
                 "dataset": "mnist-mini",
                 "test_accuracy": self.teacher.test_accuracy,
+                "source": getattr(self.teacher, "source", "trained"),
                 "pair_agreement": self.pair_agreement,
             },
         }
