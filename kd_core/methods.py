@@ -923,10 +923,10 @@ BEYOND["deepinversion"] = Method(
     summary="The teacher dreams its training set: noise images are optimised until the teacher assigns them the "
     "requested classes while every BatchNorm layer sees the mean and variance it saw in training; the student is "
     "then distilled on those images only (KD at T, no labels, no real training image).",
-    formula=r"\begin{aligned}\hat x &= \arg\min_x\ \mathrm{CE}(y^*, p_T(x)) + <bn_weight>\sum_l \big(\|\mu_l(x) - "
-    r"\hat\mu_l\|_2 + \|\sigma^2_l(x) - \hat\sigma^2_l\|_2\big) \\ &\qquad + <tv_weight>\,\mathrm{TV}(x) + <l2_weight>\,"
-    r"\overline{x^2} \\ \mathcal{L}_S &= <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(\hat x) \,\|\, p_S^{(<T>)}(\hat x)"
-    r"\right)\end{aligned}",
+    formula=r"\begin{aligned}\hat x = \arg\min_x\ & \mathrm{CE}(y^*, p_T(x)) \\ & + <bn_weight>\sum_l \big(\|\mu_l(x)"
+    r" - \hat\mu_l\|_2 + \|\sigma^2_l(x) - \hat\sigma^2_l\|_2\big) \\ & + <tv_weight>\,\mathrm{TV}(x) + <l2_weight>"
+    r"\,\overline{x^2} \\ \mathcal{L}_S = \ & <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(\hat x) \,\|\, "
+    r"p_S^{(<T>)}(\hat x)\right)\end{aligned}",
     params=(
         Param("images", 1024, 16, 20000, "Synthetic images to make (classes balanced).", "N", log=True, integer=True),
         Param(
