@@ -82,7 +82,7 @@ st.title("💬 " + t("lm.title"))
 st.caption(t("lm.intro"))
 links.sync("language-models", fields)
 
-job = state.state_job(st.session_state[JOB_KEY]) if JOB_KEY in st.session_state else None
+job = state.find_job(st.session_state[JOB_KEY]) if JOB_KEY in st.session_state else None
 running = job is not None and not job.done
 
 # ------------------------------------------------------------------ corpus and teacher
@@ -350,7 +350,7 @@ if s2.button(t("lm.train.stop"), disabled=not running, key="lm_stop", help=t("lm
 
 
 def draw_job() -> None:
-    j = state.state_job(st.session_state.get(JOB_KEY)) if JOB_KEY in st.session_state else None
+    j = state.find_job(st.session_state.get(JOB_KEY)) if JOB_KEY in st.session_state else None
     if j is None:
         st.info(t("lm.train.press_train"))
         return
@@ -397,7 +397,6 @@ def draw_job() -> None:
             margin=dict(l=60, r=10, t=30, b=10),
             xaxis_title=t("lm.progress.steps"),
             yaxis_title=t("lm.progress.val_ppl"),
-            yaxis_type="log",
             legend=dict(orientation="h", y=1.15),
         )
         st.plotly_chart(fig, key="lm_chart_curves", width="stretch", theme=None)
@@ -410,7 +409,7 @@ if running:
     @st.fragment(run_every=1.0)
     def live() -> None:
         draw_job()
-        j = state.state_job(st.session_state.get(JOB_KEY))
+        j = state.find_job(st.session_state.get(JOB_KEY))
         if j is not None and j.done:
             st.rerun()  # once: the buttons re-enable, the results and students show
 

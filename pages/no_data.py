@@ -370,4 +370,4 @@ with lf_right:
 
 live(show_labelfree, "nd_lf_job", "lf")
 
-state.remember(*[f.key for f in FIELDS])
+links.settle(FIELDS)
