@@ -1033,9 +1033,9 @@ BEYOND["seed"] = Method(
     summary="No label needed: the student's embedding of each image must rank a queue of other images' teacher "
     "embeddings the way the teacher does (a softmax of similarities at a temperature), with soft targets beside "
     "it. Run with alpha = 1 and labelled fraction 0 for no label at all; judged by k-NN and linear-probe accuracy.",
-    formula=r"\mathcal{L} = <beta>\cdot\Big(-\sum_j p_T(j|x)\log p_S(j|x)\Big) + <alpha>\cdot <T>^2\,"
-    r"\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right) + <1-alpha>\,\mathrm{CE}(y, p_S),\quad "
-    r"p(j|x) = \mathrm{softmax}_j\!\left(z(x)\cdot d_j / \tau\right)",
+    formula=r"\begin{aligned}\mathcal{L} = \ & <beta>\cdot\Big(-\sum_j p_T(j|x)\log p_S(j|x)\Big) \\ & + <alpha>\cdot "
+    r"<T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right) + <1-alpha>\,\mathrm{CE}(y, p_S) \\ "
+    r"p(j|x) = \ & \mathrm{softmax}_j\!\left(z(x)\cdot d_j / \tau\right)\end{aligned}",
     params=(
         Param("beta", 1.0, 0.0, 100.0, "Weight of the SEED term.", r"\beta"),
         Param(
