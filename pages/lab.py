@@ -30,7 +30,12 @@ def param_text(m, p, what: str) -> str:
     """A method parameter's ``label`` (readable, from the registry, with the formula's
     symbol) or ``help``."""
     key = f"lab.params.{m.name}.{p.name}.{what}"
-    return t(key) if views.known(key) else (p.name if what == "label" else p.help)
+    text = t(key) if views.known(key) else (p.label if what == "label" else p.help)
+    if what != "label":
+        return text
+    if text == p.name:  # a catalogue that still holds the raw name
+        text = p.label or p.name
+    return f"{text} (${p.symbol}$)" if p.symbol else text
 
 
 # ------------------------------------------------------------------ settings
