@@ -48,7 +48,7 @@ def registry_texts() -> dict[str, str]:
     (``kd_core.methods``), the one place they are written: ``methods.<name>`` (title),
     ``lab.methods.<name>.summary`` and ``lab.params.<name>.<param>.label`` / ``.help``.
     The English catalogue is built on them; other languages translate the same keys
-    (Chinese: ``zh.json`` for titles, ``zh/lab.json`` for summaries and parameters)."""
+    (Chinese: all in ``zh/lab.json``, so a new method's Chinese goes in that one file)."""
     from kd_core import methods
 
     out: dict[str, str] = {}

@@ -648,6 +648,25 @@ def embedding_2d(model: nn.Module, x: Tensor, seed: int = 0) -> list[list[float]
     return PCA(2, random_state=seed).fit_transform(e).tolist()
 
 
+def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
+    """A stratified random ``fraction`` of each class (at least one per class when > 0); none at 0."""
+    mask = torch.zeros(len(y), dtype=torch.bool)
+    if fraction <= 0:
+        return mask
+    for c in torch.unique(y).tolist():
+        idx = (y == c).nonzero().flatten()
+        k = max(1, round(fraction * len(idx)))
+        mask[idx[torch.randperm(len(idx), generator=gen)[:k]]] = True
+    return mask
+
+
+def _masked_ce(logits: Tensor, y: Tensor, labelled: Tensor) -> Tensor:
+    """Cross-entropy over the labelled samples of the batch (0 when there are none)."""
+    if not labelled.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[labelled], y[labelled])
+
+
 def seed_events(config: Config, teacher_progress=None) -> Run:
     """Label-free distillation with SEED's objective (see :func:`_seed`)."""
     return Run(_seed, config, teacher_progress)
@@ -680,7 +699,7 @@ def _seed(config: Config, teacher_progress, run: Run):
     x, y_eval = ds.x_train.to(device), ds.y_train  # y_eval: only to judge embeddings (k-NN, probe)
     x_test, y_test = ds.x_test.to(device), ds.y_test
     gen = torch.Generator().manual_seed(cfg.seed)
-    labelled = train._labelled_mask(ds.y_train, cfg.labeled_fraction, gen).to(device)
+    labelled = _labelled_mask(ds.y_train, cfg.labeled_fraction, gen).to(device)
     y_lab = ds.y_train.to(device)
     torch.manual_seed(cfg.seed)
     student = models.build(cfg.student, ds.in_shape, ds.num_classes).to(device)
@@ -716,7 +735,7 @@ def _seed(config: Config, teacher_progress, run: Run):
     history, step_log, step, status, message = [], [], 0, "finished", ""
     for epoch in range(1, cfg.epochs + 1):
         student.train()
-        for idx in train._epoch_batches(n, cfg.batch_size, gen):
+        for idx in train.epoch_batches(n, cfg.batch_size, gen):
             if stop.is_set():
                 status, message = "stopped", f"stopped by the user at step {step} of {total}"
                 break
@@ -732,7 +751,7 @@ def _seed(config: Config, teacher_progress, run: Run):
             if alpha > 0:
                 terms["kd"] = alpha * losses.kd_loss(s_logits, t_logits, T)
             if alpha < 1:
-                terms["ce"] = (1 - alpha) * train._masked_ce(s_logits, y_lab[idx], labelled[idx])
+                terms["ce"] = (1 - alpha) * _masked_ce(s_logits, y_lab[idx], labelled[idx])
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 status = "diverged"

@@ -213,10 +213,6 @@ def figure(summary: Summary, labels: dict | None = None, title: str | None = Non
             orientation="h",
             error_x=dict(type="data", array=[0.0 if math.isnan(p.std) else p.std for p in ps], visible=True),
             marker_color=[colours.get(p.preset, viz.EXTRA[1]) for p in ps],
-            text=[f"{100 * p.mean:.1f}%" if p.n else "" for p in ps],
-            textposition="inside",
-            insidetextanchor="start",
-            textfont=dict(color="white"),
             hovertemplate="%{y}: %{x:.1%}<extra></extra>",
             showlegend=False,
         )
@@ -235,7 +231,7 @@ def figure(summary: Summary, labels: dict | None = None, title: str | None = Non
     low = max(0.0, min(accs) - 0.1) if accs else 0.0
     viz.style(fig, None, height=110 + 60 * len(ps))
     fig.update_layout(
-        title=dict(text=title, x=0, xanchor="left", font=dict(size=viz.FONT)) if title else None,
+        title=dict(text=title, x=0, xanchor="left", font=dict(size=viz.FONT - 2)) if title else None,
         margin=dict(l=10, r=20, t=50 if title else 10, b=50),
         xaxis=dict(title=xtitle, tickformat=".0%", range=[low, 1.0]),
         yaxis=dict(automargin=True),

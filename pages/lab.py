@@ -402,6 +402,16 @@ def per_class_figure(fig):
     return i18n.localise_figure(fig)
 
 
+def draw_learned_temperature(col, steps: list) -> None:
+    """CTKD's learned T per step (and its curriculum's lambda), under the loss curves."""
+    col.plotly_chart(
+        i18n.localise_figure(viz.learned_temperature_curve(steps, t("lab.charts.learned_T"))),
+        key="lab_T_chart",
+        width="stretch",
+    )
+    col.caption(t("lab.charts.learned_T_caption", T=steps[-1]["tracked"]["T"]))
+
+
 def draw_curves(snap: dict) -> None:
     cfg_run: Config = snap["config"]
     total_epochs = cfg_run.epochs
@@ -416,6 +426,8 @@ def draw_curves(snap: dict) -> None:
     c2.plotly_chart(
         loss_figure(viz.loss_curves(snap["steps"], t("lab.charts.loss"))), key="lab_loss_chart", width="stretch"
     )
+    if snap["steps"] and "tracked" in snap["steps"][-1]:  # CTKD: the temperature it learns, live
+        draw_learned_temperature(c2, snap["steps"])
     if epochs:
         c1.plotly_chart(
             accuracy_figure(viz.agreement_curves(epochs, total_epochs, t("lab.charts.agreement"))),

@@ -397,7 +397,6 @@ def draw_job() -> None:
             margin=dict(l=60, r=10, t=30, b=10),
             xaxis_title=t("lm.progress.steps"),
             yaxis_title=t("lm.progress.val_ppl"),
-            yaxis_type="log",
             legend=dict(orientation="h", y=1.15),
         )
         st.plotly_chart(fig, key="lm_chart_curves", width="stretch", theme=None)
