@@ -418,7 +418,7 @@ def dml_events(config: Config, teacher_progress=None):
     for epoch in range(1, cfg.epochs + 1):
         for m in nets:
             m.train()
-        for idx in train._epoch_batches(n, cfg.batch_size, gen):
+        for idx in train.epoch_batches(n, cfg.batch_size, gen):
             t0 = time.perf_counter()
             idx = idx.to(device)
             xb, yb, lab = x[idx], y[idx], labelled[idx]
