@@ -632,14 +632,10 @@ def _offset(progress, start, n_voices):
 
 
 def get_image_teacher(progress=None):
-    """The default mnist-mini image teacher (cached; trained on first use)."""
-    try:
-        from . import teachers as teachers_mod  # the teachers' new home, where it exists
+    """The default mnist-mini image teacher (shipped or cached; trained on first use)."""
+    from .train import get_teacher
 
-        get = teachers_mod.get_teacher
-    except (ImportError, AttributeError):
-        from .train import get_teacher as get
-    return get("mnist-mini", progress=progress)
+    return get_teacher("mnist-mini", progress=progress)
 
 
 def teacher_soft_targets(teacher_model: nn.Module, images: Tensor, temperature: float) -> Tensor:
@@ -726,6 +722,7 @@ class CrossmodalRun:
                 "arch": self.teacher.arch,
                 "dataset": "mnist-mini",
                 "test_accuracy": self.teacher.test_accuracy,
+                "source": getattr(self.teacher, "source", "trained"),
                 "pair_agreement": self.pair_agreement,
             },
         }
@@ -777,19 +774,21 @@ class CrossmodalRun:
             self.students[name] = AudioCNN().to(dev)
             opts[name] = torch.optim.Adam(self.students[name].parameters(), lr=cfg.lr, weight_decay=1e-4)
             scheds[name] = torch.optim.lr_scheduler.OneCycleLR(opts[name], max_lr=cfg.lr, total_steps=total)
-        yield {
-            "kind": "start",
-            "total_steps": total,
-            "epochs": cfg.epochs,
-            "students": list(STUDENTS),
-            "teacher_acc": self.teacher.test_accuracy,
-            "train_clips": n,
-            "test_clips": len(d.test),
-            "config": cfg.to_dict(),
-        }
         gen = torch.Generator().manual_seed(cfg.seed)
         step, status, message = 0, "finished", "finished"
         try:
+            yield {
+                "kind": "start",
+                "total_steps": total,
+                "epochs": cfg.epochs,
+                "students": list(STUDENTS),
+                "teacher_acc": self.teacher.test_accuracy,
+                "train_clips": n,
+                "test_clips": len(d.test),
+                "config": cfg.to_dict(),
+            }
+            if self._stop.is_set():
+                raise InterruptedError
             for epoch in range(1, cfg.epochs + 1):
                 for m in self.students.values():
                     m.train()

@@ -581,7 +581,7 @@ def live_view() -> None:
     """The run's progress, curves and results: redrawn once a second while it trains (a
     queued run only updates its position, every 3 s), then the whole page once."""
     job = state.current_run()
-    if job is None or job.done:
+    if job is None or state.settled(job):
         draw_job()
         return
     waiting = job.status == "queued"
@@ -590,8 +590,8 @@ def live_view() -> None:
     def live() -> None:
         draw_job()
         j = state.current_run()
-        if j is not None and (j.done or (waiting and j.status != "queued")):
-            st.rerun()  # redraw the whole page once: buttons re-enable, results show
+        if j is not None and (state.settled(j) or (waiting and j.status != "queued")):
+            st.rerun()  # redraw the whole page once: buttons re-enable, results show, the link gets run=<id>
 
     live()
 
