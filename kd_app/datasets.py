@@ -44,7 +44,9 @@ def reason(av: data.Availability) -> str:
     language (markdown; the folder relative to the data folder, never the server's path)."""
     text = t("picker.why_offline", name=av.name, files=av.files, sub=av.subfolder)
     if av.package:
-        text += " " + t("picker.why_package", package=av.package)
+        # the package's folder is a standard system path (not this server's own layout)
+        system = av.looked_in[0] if len(av.looked_in) > 1 else ""
+        text += " " + t("picker.why_package", package=av.package, system=system or "/usr/share/datasets/")
     return text
 
 

@@ -87,11 +87,14 @@ def test_lab_disables_train_with_the_reason_beside_it_and_keeps_the_choice():
 def test_fashion_mnist_reason_names_the_debian_package(monkeypatch, tmp_path):
     from kd_core import data
 
-    if data.availability("fashion-mnist").available:
-        pytest.skip("Fashion-MNIST is installed here")
+    # as on a server without the package (this machine has it: the app would read it from there)
+    absent = tmp_path / "usr-share-datasets" / "fashion-mnist"
+    monkeypatch.setitem(data.SYSTEM_FOLDERS, "fashion-mnist", [absent])
+    assert not data.availability("fashion-mnist").available
     at = open_page("pages/lab.py")
     at.selectbox(key="lab_dataset").set_value("fashion-mnist").run()
-    assert any("apt-get install dataset-fashion-mnist" in w.value for w in at.warning)
+    warn = [w.value for w in at.warning]
+    assert any("apt-get install dataset-fashion-mnist" in w and str(absent) in w for w in warn), warn
 
 
 def test_the_reason_is_translated():
