@@ -483,7 +483,7 @@ def _deepinversion(config: Config, teacher_progress, run: Run):
         syn_logits = None
     distil_seconds = time.perf_counter() - t_distil
     if not history or history[-1]["step"] != (step_log[-1]["step"] if step_log else 0):
-        ev = _student_eval(student, x_test, y_test, t_test_logits, len(history) + 1, 0, partial=True)
+        ev = _student_eval(student, x_test, y_test, t_test_logits, len(history) + 1, len(step_log), partial=True)
         history.append(ev)
         yield {"kind": "epoch", "stage": "distillation", "elapsed": time.perf_counter() - t_start, **ev}
     student.eval()
