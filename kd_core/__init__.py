@@ -4,4 +4,6 @@ The engine never imports streamlit; everything the app shows is computed here an
 reused by the CLI and the notebook.
 """
 
+from . import beyond  # noqa: F401  (the methods beyond one teacher register themselves in kd_core.methods)
+
 __version__ = "0.1.0"

@@ -333,7 +333,7 @@ class FloorStepper:
         try:
             return next(self.batches)
         except StopIteration:
-            self.batches = iter(train._epoch_batches(len(self.x), self.bs, self.gen))
+            self.batches = iter(train.epoch_batches(len(self.x), self.bs, self.gen))
             return next(self.batches)
 
     def run(self, n: int) -> float:

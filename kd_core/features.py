@@ -98,12 +98,7 @@ def vector_grid(vec: Tensor, scale: float | None = None) -> np.ndarray:
 # ---------------------------------------------------------------- FitNets
 
 
-def pooled_pair(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """Spatial maps of different sizes average-pooled to the smaller (as the methods do)."""
-    if s.dim() == 4 and s.shape[-2:] != t.shape[-2:]:
-        size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
-        s, t = F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)
-    return s, t
+pooled_pair = losses.pooled_pair  # spatial maps pooled to the smaller, as the methods do
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import losses
+from . import crd, losses
 from .errors import ConfigError
 
 
@@ -84,10 +84,11 @@ class Method:
     tap_kind: str | None = None  # "spatial", "vector" or "any"; None: logits only
     prefer: str = "vector"  # default pairing for "any": "spatial" (last stages) or "vector" (embeddings)
     multi_pair: bool = False
+    regresses: bool = False  # a trained map takes the student's feature onto the teacher's: pairs of one rank
     terms: TermsFn = field(default=lambda ctx: {}, repr=False)
     make_modules: ModulesFn | None = field(default=None, repr=False)
     # beyond one teacher (kd_core/beyond.py): a method that brings its own teacher (an
-    # ensemble) sets make_teacher(config, device, progress) -> train.Teacher; one that chains
+    # ensemble) sets make_teacher(config, device, progress) -> teachers.Teacher; one that chains
     # several runs (born-again, TA) or trains without a teacher (DML) sets
     # pipeline(config, teacher_progress) -> a generator of events like Trainer.events().
     make_teacher: Callable | None = field(default=None, repr=False)
@@ -186,18 +187,11 @@ def _dkd_terms(ctx: StepContext) -> dict:
     return {"tckd": warm * p["tckd_weight"] * tckd, "nckd": warm * p["nckd_weight"] * nckd}
 
 
-def _pool_pair(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    if s.dim() == 4 and s.shape[-2:] != t.shape[-2:]:
-        size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
-        s, t = F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)
-    return s, t
-
-
 def _fitnets_terms(ctx: StepContext) -> dict:
     total = 0.0
     for i, (s, t) in enumerate(zip(ctx.student_feats, ctx.teacher_feats)):
         r = ctx.modules(i, s)
-        r, t = _pool_pair(r, t)
+        r, t = losses.pooled_pair(r, t)
         total = total + losses.hint_loss(r, t)
     return {"hint": ctx.params["beta"] * total}
 
@@ -331,6 +325,7 @@ register(
         tap_kind="any",
         prefer="spatial",
         multi_pair=True,
+        regresses=True,
         terms=_fitnets_terms,
         make_modules=_regressors,
     )
@@ -443,8 +438,6 @@ register(
     )
 )
 
-from . import crd as _crd  # noqa: E402  (CRD's module, memory banks and NCE loss live there)
-
 register(
     Method(
         name="crd",
@@ -512,8 +505,8 @@ register(
             ),
         ),
         tap_kind="any",
-        terms=_crd.crd_terms,
-        make_modules=_crd.make_modules,
+        terms=crd.crd_terms,
+        make_modules=crd.make_modules,
     )
 )
 
@@ -526,121 +519,10 @@ register(
 BEYOND: dict[str, Method] = {}
 
 
-def _beyond():
-    from . import beyond
-
-    return beyond
-
-
-def _lazy(name: str) -> Callable:
-    def call(*args, **kw):
-        return getattr(_beyond(), name)(*args, **kw)
-
-    call.__name__ = name
-    return call
-
-
-BEYOND["ensemble"] = Method(
-    name="ensemble",
-    title="Multi-teacher ensemble KD (Hinton et al. 2015; You et al. 2017)",
-    family="multi-teacher",
-    paper="Hinton, Vinyals & Dean 2015 (distilling an ensemble); You, Xu, Xu & Tao 2017, Learning from Multiple "
-    "Teacher Networks (KDD)",
-    summary="K teachers (seeds and/or architectures), each trained once and cached, are blended into one set of soft "
-    "targets: their softened probabilities averaged, or weighted per image by each teacher's confidence "
-    "(a softmax over the teachers of their negative entropy at T = 1).",
-    formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(\textstyle\sum_{k=1}^{<teachers>}"
-    r" w_k\, p_{T_k}^{(<T>)} \,\|\, p_S^{(<T>)}\right)",
-    params=(
-        Param(
-            "teachers",
-            3,
-            1,
-            6,
-            "Number of teachers K. Teacher k has architecture k mod A (see archs) and seed "
-            "k div A; teacher 0 is the ordinary cached teacher.",
-            "K",
-            integer=True,
-        ),
-        Param(
-            "archs",
-            1,
-            1,
-            2,
-            "1: K seeds of the teacher architecture; 2: alternate it with a second architecture "
-            "(an MLP, or resnet14 on CIFAR-10) for more diverse teachers.",
-            "A",
-            integer=True,
-        ),
-        Param(
-            "weighting",
-            0,
-            0,
-            1,
-            "0: average the teachers' softened probabilities (w_k = 1/K); 1: weight them per "
-            "image by confidence, w_k(x) = softmax_k(-H(p_k(x))) with p_k at T = 1.",
-            "w",
-            integer=True,
-        ),
-    ),
-    make_teacher=_lazy("ensemble_teacher"),
-    prepare=_lazy("prepare_ensemble"),
-)
-BEYOND["born-again"] = Method(
-    name="born-again",
-    title="Born-again networks (Furlanello et al. 2018)",
-    family="chain",
-    paper="Furlanello, Lipton, Tschannen, Itti & Anandkumar 2018, Born-Again Neural Networks (ICML)",
-    summary="Self-distillation over generations: generation 1 has the teacher's own architecture and learns from "
-    "the teacher; generation k+1 learns from generation k. The result reports the accuracy of every "
-    "generation (the student is the last one, so it is as large as the teacher).",
-    formula=r"\mathcal{L}_{g} = <1-alpha>\,\mathrm{CE}(y, p_{g}) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(p_{g-1}^{(<T>)}"
-    r" \,\|\, p_{g}^{(<T>)}\right),\quad g = 1..<generations>,\ p_0 = p_T",
-    params=(
-        Param(
-            "generations", 3, 1, 5, "Generations of students, each with the teacher's architecture.", "G", integer=True
-        ),
-    ),
-    pipeline=_lazy("born_again_events"),
-)
-BEYOND["ta"] = Method(
-    name="ta",
-    title="Teacher-assistant KD (Mirzadeh et al. 2020)",
-    family="chain",
-    paper="Mirzadeh, Farajtabar, Li, Levine, Matsukawa & Ghasemzadeh 2020, Improved Knowledge Distillation via "
-    "Teacher Assistant (AAAI)",
-    summary="Bridge the size gap: the teacher distils an assistant of intermediate size (--assistant), which distils "
-    "the student. The same result holds the direct teacher -> student run for comparison.",
-    formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(p_{A}^{(<T>)}"
-    r" \,\|\, p_S^{(<T>)}\right),\quad p_A \leftarrow \mathrm{KD}(p_T)",
-    pipeline=_lazy("ta_events"),
-)
-BEYOND["dml"] = Method(
-    name="dml",
-    title="Deep mutual learning (Zhang et al. 2018)",
-    family="online",
-    paper="Zhang, Xiang, Hospedales & Lu 2018, Deep Mutual Learning (CVPR)",
-    summary="No pre-trained teacher: K students learn together from scratch, each on its labels plus a KL term "
-    "towards the others' current (detached) predictions at T = 1.",
-    formula=r"\mathcal{L}_k = \mathrm{CE}(y, p_k) + \frac{<beta>}{K-1}\sum_{l \ne k}\mathrm{KL}(p_l \,\|\, p_k),"
-    r"\quad k = 1..<students>",
-    params=(
-        Param(
-            "students",
-            2,
-            2,
-            4,
-            "Students trained together (all with the student architecture, different "
-            "initialisations); the first is reported as the student.",
-            "K",
-            integer=True,
-        ),
-        Param("beta", 1.0, 0.0, 10.0, "Weight of the mimicry (KL) term; 1 in the paper.", r"\lambda"),
-    ),
-    uses_alpha=False,
-    uses_temperature=False,
-    pipeline=_lazy("dml_events"),
-)
+def register_beyond(method: Method) -> Method:
+    """Register a method beyond one teacher (kd_core/beyond.py registers its own)."""
+    BEYOND[method.name] = method
+    return method
 
 
 def all_methods() -> dict[str, Method]:

@@ -172,10 +172,7 @@ with controls:
             t_shapes = models.module_shapes(t_model, info.in_shape)
             s_shapes = models.module_shapes(s_model, info.in_shape)
             kind = method.tap_kind if method.tap_kind != "any" else method.prefer
-            try:
-                dt, ds_ = models.default_pair(t_model, s_model, info.in_shape, kind)
-            except KDError:
-                dt, ds_ = models.default_pair(t_model, s_model, info.in_shape, "vector")
+            dt, ds_ = train.default_pair(method, t_model, s_model, info.in_shape, strict=False)
             # defaults: the trainer's own pair, then the other pairs at the same relative depth
             # (deepest first, the method's preferred kind of layer first)
             others = [
