@@ -545,26 +545,54 @@ def check_batch_fits(config: Config, ds) -> None:
         raise ConfigError(f"batch_size {config.batch_size} is larger than {where}; choose at most {n}")
 
 
-def method_events(config: Config, teacher_progress=None):
-    """Events of any method: a Trainer's, or a chained / teacher-free method's pipeline
-    (kd_core/beyond.py), which ends with the same ``{"kind": "end", "result": ...}``."""
+class ChainedRun:
+    """A method that chains runs or trains without a teacher (born-again, TA, DML:
+    kd_core/beyond.py) as one run, like a Trainer: ``events()`` are its pipeline's (the inner
+    runs' tagged with their ``"stage"``), ending with ``{"kind": "end", "result": ...}``;
+    ``stop()`` ends it at its next event, as "stopped" without a result."""
+
+    def __init__(self, config: Config, teacher_progress=None):
+        self.config = config.resolved().validate()
+        self.teacher_progress = teacher_progress
+        self.result: dict | None = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def events(self):
+        pipeline = self.config.method_obj.pipeline(self.config, teacher_progress=self.teacher_progress)
+        for ev in pipeline:
+            if self._stop.is_set():
+                pipeline.close()
+                yield {"kind": "end", "status": "stopped", "message": "stopped", "result": None}
+                return
+            if ev["kind"] == "end":
+                self.result = ev["result"]
+            yield ev
+
+
+def make_run(config: Config, teacher_progress=None, teacher: Teacher | None = None):
+    """The run of any method, an object with ``events()`` and ``stop()``: a ``Trainer``, or
+    a ``ChainedRun`` for the methods that chain runs or train without a teacher (their own
+    teachers: ``teacher`` then does not apply)."""
     cfg = config.resolved().validate()
-    m = cfg.method_obj
-    if m.pipeline is not None:
-        return m.pipeline(cfg, teacher_progress=teacher_progress)
-    return Trainer(cfg, teacher_progress=teacher_progress).events()
+    if cfg.method_obj.pipeline is not None:
+        return ChainedRun(cfg, teacher_progress)
+    return Trainer(cfg, teacher=teacher, teacher_progress=teacher_progress)
+
+
+def method_events(config: Config, teacher_progress=None):
+    """Events of any method's run (``make_run``)."""
+    return make_run(config, teacher_progress).events()
 
 
 def distil(config: Config, on_event=None, teacher: Teacher | None = None) -> dict:
-    """Convenience: build a Trainer and run it to the end; returns the summary dict.
-    Methods that chain runs (born-again, TA) or train without a teacher (DML) run their
+    """Convenience: make the run (``make_run``) and run it to the end; returns the summary
+    dict. Methods that chain runs (born-again, TA) or train without a teacher (DML) run their
     pipeline instead (``teacher`` then does not apply)."""
-    if config.method_obj.pipeline is None:
-        return Trainer(config, teacher=teacher).run(on_event)
-    result = None
-    for ev in method_events(config):
+    run = make_run(config, teacher=teacher)
+    for ev in run.events():
         if on_event is not None:
             on_event(ev)
-        if ev["kind"] == "end":
-            result = ev["result"]
-    return result
+    return run.result
