@@ -1,4 +1,5 @@
-"""Command line: ``python -m kd_core train | methods | sweep | leaderboard | bench``.
+"""Command line: ``python -m kd_core train | methods | sweep | leaderboard`` (the benchmark:
+``python -m benchmarks``).
 
 Any bad value exits with status 2 and one line on stderr saying what is wrong and what is
 allowed; never a traceback.
@@ -431,15 +432,6 @@ def cmd_leaderboard(a) -> int:
     return 0 if not res.errors() else 3
 
 
-def cmd_bench(a) -> int:
-    from . import bench
-
-    names = [n.strip() for n in a.methods.split(",") if n.strip()] if a.methods else None
-    if a.repeats is not None and a.repeats < 1:
-        raise KDError(f"--repeats must be at least 1, got {a.repeats}")
-    return bench.main(quick=a.quick, json_path=a.json or None, repeats=a.repeats, method_names=names)
-
-
 def main(argv=None) -> int:
     parser = _Parser(prog=PROG, description="KD Playground engine: train teachers and distil students.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -450,25 +442,6 @@ def main(argv=None) -> int:
     m = sub.add_parser("methods", help="list the distillation methods and their parameters")
     m.set_defaults(func=cmd_methods)
     _add_sweep_commands(sub)
-    b = sub.add_parser(
-        "bench", help="measure the engine against the student alone and the conventional loop (see PERFORMANCE.md)"
-    )
-    b.add_argument("--quick", action="store_true", help="a few steps of 2-3 methods: checks that it works (tests)")
-    b.add_argument(
-        "--json",
-        metavar="FILE",
-        default="artifacts/bench.json",
-        help="write the results as JSON (default: artifacts/bench.json; '' for none)",
-    )
-    b.add_argument(
-        "--repeats",
-        type=_int("repeats"),
-        default=None,
-        metavar="N",
-        help="interleaved rounds per measurement (default: 3; quick: 1)",
-    )
-    b.add_argument("--methods", default="", metavar="A,B", help="only these methods (default: the whole registry)")
-    b.set_defaults(func=cmd_bench)
     a = parser.parse_args(argv)
     try:
         return a.func(a)

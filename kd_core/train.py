@@ -219,10 +219,12 @@ class Trainer:
         device=None,
         teacher_progress=None,
         feature_cache_bytes: int | None = None,
+        dataset: data_mod.Dataset | None = None,
     ):
         """``feature_cache_bytes``: the teacher's features on the transfer set are computed
         once and kept when they fit this many bytes (default ``FEATURE_CACHE_BYTES``), else
-        recomputed at every step."""
+        recomputed at every step. ``dataset``: the data to train on, already loaded (default:
+        ``data.load(config.dataset, train_subset=config.train_subset)``)."""
         self.feature_cache_bytes = FEATURE_CACHE_BYTES if feature_cache_bytes is None else feature_cache_bytes
         self.config = config.resolved().validate()
         cfg = self.config
@@ -234,7 +236,7 @@ class Trainer:
                 f"method '{self.method.name}' chains several runs or trains without a teacher; "
                 "run it with train.distil() or train.method_events()"
             )
-        self.ds = data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
+        self.ds = dataset if dataset is not None else data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
         if teacher is None and self.method.make_teacher is not None:  # e.g. an ensemble of teachers
             teacher = self.method.make_teacher(cfg, self.device, teacher_progress)
         self.teacher = teacher or get_teacher(
