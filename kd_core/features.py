@@ -28,7 +28,7 @@ def extract(model: nn.Module, x: Tensor, names: list[str], batch_size: int = 512
     the CPU, plus the logits under ``"logits"``. The model's mode is restored afterwards."""
     was = model.training
     model.eval()
-    dev = models._device(model)
+    dev = models.device_of(model)
     out: dict[str, list[Tensor]] = {n: [] for n in list(names) + ["logits"]}
     try:
         for i in range(0, len(x), batch_size):

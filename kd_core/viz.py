@@ -187,7 +187,7 @@ def loss_curves(steps: list[dict], title: str | None = None, smooth: int = 5) ->
                 if k not in names:
                     names.append(k)
         for i, k in enumerate(names):
-            y = _smooth([s["losses"].get(k, float("nan")) for s in steps], smooth)
+            y = moving_average([s["losses"].get(k, float("nan")) for s in steps], smooth)
             data.append(
                 dict(
                     type="scatter",
@@ -199,7 +199,7 @@ def loss_curves(steps: list[dict], title: str | None = None, smooth: int = 5) ->
                 )
             )
         if any(s.get("baseline_loss") is not None for s in steps):
-            y = _smooth(
+            y = moving_average(
                 [s.get("baseline_loss") if s.get("baseline_loss") is not None else float("nan") for s in steps], smooth
             )
             data.append(
@@ -218,7 +218,7 @@ def loss_curves(steps: list[dict], title: str | None = None, smooth: int = 5) ->
     )
 
 
-def _smooth(values: list[float], k: int) -> list[float]:
+def moving_average(values: list[float], k: int) -> list[float]:
     if k <= 1 or len(values) < 2:
         return values
     out, acc = [], []

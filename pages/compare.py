@@ -420,7 +420,7 @@ def overlays(sel: list[runs.Run]) -> None:
         if r.steps:
             loss.add_scatter(
                 x=[s["step"] for s in r.steps],
-                y=viz._smooth([s["loss"] for s in r.steps], 5),
+                y=viz.moving_average([s["loss"] for s in r.steps], 5),
                 mode="lines",
                 name=name,
                 line=dict(color=col, width=3),
