@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+NOTEBOOK_PORT ?= 8888
 ADDRESS ?= localhost
 
-.PHONY: run test test-fast lint format bench venv clean
+.PHONY: run test test-fast lint format notebook bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -18,6 +19,12 @@ $(VENV)/.installed: requirements.txt
 
 run: venv
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS) --browser.gatherUsageStats false
+
+# JupyterLab on the interactive tour (same .venv); NOTEBOOK_ARGS passes more options (e.g. --no-browser).
+# As root (a container, CI) Jupyter refuses to start without --allow-root.
+notebook: venv
+	$(PY) -m jupyter lab notebooks/kd_tour.ipynb --ServerApp.ip=$(ADDRESS) --ServerApp.port=$(NOTEBOOK_PORT) \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS)
 
 # pytest exits 5 when it collected no test: make that a loud failure, not a pass.
 test: venv

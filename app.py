@@ -2,7 +2,14 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="KD Playground", page_icon="🎓", layout="wide")
+# a projected link (?present=1) opens with the sidebar closed
+present = st.query_params.get("present") == "1"
+st.set_page_config(
+    page_title="KD Playground",
+    page_icon="🎓",
+    layout="wide",
+    initial_sidebar_state="collapsed" if present else "auto",
+)
 
 from kd_app import chrome, i18n  # noqa: E402  (after set_page_config)
 
@@ -15,6 +22,9 @@ pages = [
     st.Page("pages/contrastive.py", title="Contrastive", icon="🧲", url_path="contrastive"),
     st.Page("pages/compare.py", title="Compare & sweep", icon="📊", url_path="compare"),
     st.Page("pages/beyond.py", title="Beyond one teacher", icon="👥", url_path="beyond"),
+    st.Page("pages/no_data.py", title="No data", icon="🌙", url_path="no-data"),
+    st.Page("pages/speech.py", title="Image → speech", icon="🔊", url_path="speech"),
+    st.Page("pages/language_models.py", title="Language models", icon="💬", url_path="language-models"),
 ]
 nav = st.navigation(i18n.localise_pages(pages))
 chrome.sidebar()

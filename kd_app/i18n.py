@@ -42,17 +42,39 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def registry_texts() -> dict[str, str]:
+    """The English texts of every registered method, read from the registry
+    (``kd_core.methods``), the one place they are written: ``methods.<name>`` (title),
+    ``lab.methods.<name>.summary`` and ``lab.params.<name>.<param>.label`` / ``.help``.
+    The English catalogue is built on them; other languages translate the same keys
+    (Chinese: ``zh.json`` for titles, ``zh/lab.json`` for summaries and parameters)."""
+    from kd_core import methods
+
+    out: dict[str, str] = {}
+    for m in methods.all_methods().values():
+        out[f"methods.{m.name}"] = m.title
+        out[f"lab.methods.{m.name}.summary"] = m.summary
+        for p in m.params:
+            out[f"lab.params.{m.name}.{p.name}.label"] = getattr(p, "label", "") or p.name
+            out[f"lab.params.{m.name}.{p.name}.help"] = p.help
+    return out
+
+
 @cache
 def catalogue(lang: str) -> dict[str, str]:
     """The flattened catalogue of ``lang`` (``{"lesson.title": "..."}``), from its main file
-    and its per-page files."""
-    out: dict[str, str] = {}
+    and its per-page files; English also from the method registry (``registry_texts``),
+    which its files may not repeat."""
+    out: dict[str, str] = registry_texts() if lang == DEFAULT else {}
     for path in [LOCALES / f"{lang}.json", *sorted((LOCALES / lang).glob("*.json"))]:
         with open(path, encoding="utf-8") as fh:
             part = _flatten(json.load(fh))
         clash = sorted(set(part) & set(out))
         if clash:
-            raise ValueError(f"{path.name} defines keys already defined elsewhere: {clash[:5]}")
+            raise ValueError(
+                f"{path.name} defines keys already defined elsewhere (method texts live in kd_core/methods.py): "
+                f"{clash[:5]}"
+            )
         out.update(part)
     return out
 

@@ -191,6 +191,8 @@ def write(params: dict[str, str]) -> None:
     params = dict(params)
     if i18n.lang() != i18n.DEFAULT:
         params[i18n.PARAM] = i18n.lang()
+    if st.query_params.get("present") == "1":  # presentation mode stays in every page's link
+        params["present"] = "1"
     if _query() != params:
         st.query_params.from_dict(params)
 

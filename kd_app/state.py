@@ -10,7 +10,7 @@ import streamlit as st
 import torch
 
 from kd_app.i18n import t
-from kd_core import data, metrics, teachers, train
+from kd_core import classroom, data, metrics, teachers, train
 from kd_core.jobs import JobManager
 
 
@@ -40,7 +40,25 @@ def job_manager() -> JobManager:
     # trainings run niced so that the server (page loads, the polling of every session)
     # answers first and training takes the rest of the CPU
     nice = int(os.environ.get("KD_PLAYGROUND_JOB_NICE", "5"))
-    return JobManager(is_alive=session_alive, grace_seconds=grace, nice=nice)
+    return JobManager(is_alive=session_alive, grace_seconds=grace, nice=nice, limits=classroom.Limits.from_env())
+
+
+LECTURER = "kd_lecturer"  # session_state: this session unlocked lecturer mode
+
+
+def lecturer_password() -> str | None:
+    """The password the server set for lecturer mode (environment, then secrets); None: no lecturer."""
+    return classroom.lecturer_password(st.secrets)
+
+
+def is_lecturer() -> bool:
+    return bool(st.session_state.get(LECTURER)) and lecturer_password() is not None
+
+
+def unlock_lecturer(given: str) -> bool:
+    ok = classroom.check_password(given, lecturer_password())
+    st.session_state[LECTURER] = ok
+    return ok
 
 
 def session_id() -> str:

@@ -4,6 +4,7 @@ The engine never imports streamlit; everything the app shows is computed here an
 reused by the CLI and the notebook.
 """
 
-from . import beyond  # noqa: F401  (the methods beyond one teacher register themselves in kd_core.methods)
+# the methods beyond one teacher and the data-free / label-free ones register themselves in kd_core.methods
+from . import beyond, datafree  # noqa: F401
 
 __version__ = "0.1.0"

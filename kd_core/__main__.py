@@ -1,5 +1,5 @@
-"""Command line: ``python -m kd_core train | methods | sweep | leaderboard`` (the benchmark:
-``python -m benchmarks``).
+"""Command line: ``python -m kd_core train | methods | sweep | leaderboard | lm | crossmodal train``
+(the benchmark: ``python -m benchmarks``).
 
 Any bad value exits with status 2 and one line on stderr saying what is wrong and what is
 allowed; never a traceback.
@@ -16,9 +16,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import data, methods, paths, sweep, train
+from . import audio, data, methods, paths, sweep, train
 from .config import Config
 from .errors import KDError
+from .lm import cli as lm_cli  # `lm train | sample | methods`
 
 PROG = "python -m kd_core"
 
@@ -96,7 +97,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--labeled-fraction",
         type=_float("labeled-fraction"),
         default=d.labeled_fraction,
-        help="fraction of the transfer set whose labels the student sees, in (0, 1]",
+        help="fraction of the transfer set whose labels the student sees, in [0, 1]; 0 (no label) for label-free methods or alpha 1",
     )
     p.add_argument(
         "--omit-class", type=_int("omit-class"), default=None, help="remove this class from the student's data"
@@ -184,6 +185,8 @@ def results_table(result: dict) -> str:
         if "baseline" in result:
             extra.append(f"scratch {_pct(result['baseline']['per_class_accuracy'][c])}")
         lines.append(", ".join(extra))
+    if result.get("tracked"):  # what a method learns or schedules besides the weights (CTKD: its T)
+        lines.append("at the last step: " + ", ".join(f"{k} = {v:.4g}" for k, v in result["tracked"].items()))
     return "\n".join(lines)
 
 
@@ -243,7 +246,11 @@ def cmd_train(a) -> int:
         elif ev["kind"] == "step" and pbar is not None:
             pbar.update(1)
         elif ev["kind"] == "epoch" and pbar is not None:
-            post = {"student": f"{ev['student_acc']:.3f}"}
+            post = {}
+            if ev.get("student_acc") is not None:  # a synthesis snapshot has none
+                post["student"] = f"{ev['student_acc']:.3f}"
+            elif ev.get("confidence") is not None:
+                post["teacher confidence"] = f"{ev['confidence']:.3f}"
             if ev.get("baseline_acc") is not None:
                 post["scratch"] = f"{ev['baseline_acc']:.3f}"
             pbar.set_postfix(post)
@@ -257,6 +264,8 @@ def cmd_train(a) -> int:
     extra = beyond_table(result)
     if extra:
         print(extra)
+    for line in result.get("report") or []:  # a method's own summary lines (data-free, label-free)
+        print(line)
     if a.json:
         out = {k: v for k, v in result.items() if k != "step_losses"}
         paths.atomic_write_text(a.json, json.dumps(out, indent=1))
@@ -432,6 +441,10 @@ def cmd_leaderboard(a) -> int:
     return 0 if not res.errors() else 3
 
 
+def cmd_crossmodal(a) -> int:
+    return audio.cli_train(a)
+
+
 def main(argv=None) -> int:
     parser = _Parser(prog=PROG, description="KD Playground engine: train teachers and distil students.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -442,6 +455,13 @@ def main(argv=None) -> int:
     m = sub.add_parser("methods", help="list the distillation methods and their parameters")
     m.set_defaults(func=cmd_methods)
     _add_sweep_commands(sub)
+    lm_cli.add_subcommands(sub, _float, _int, _param)
+    cm = sub.add_parser("crossmodal", help="image -> speech: an image teacher trains an audio student, no audio labels")
+    cm_sub = cm.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    audio.add_cli_args(
+        cm_sub.add_parser("train", help="train the audio students on spoken digits (espeak-ng)"), _float, _int
+    )
+    cm.set_defaults(func=cmd_crossmodal)
     a = parser.parse_args(argv)
     try:
         return a.func(a)

@@ -475,6 +475,7 @@ def dml_events(config: Config, teacher_progress=None):
 methods.register_beyond(
     methods.Method(
         name="ensemble",
+        short="Ensemble KD",
         title="Multi-teacher ensemble KD (Hinton et al. 2015; You et al. 2017)",
         family="multi-teacher",
         paper="Hinton, Vinyals & Dean 2015 (distilling an ensemble); You, Xu, Xu & Tao 2017, Learning from Multiple "
@@ -523,6 +524,7 @@ methods.register_beyond(
 methods.register_beyond(
     methods.Method(
         name="born-again",
+        short="Born-again (teacher-sized, last gen.)",
         title="Born-again networks (Furlanello et al. 2018)",
         family="chain",
         paper="Furlanello, Lipton, Tschannen, Itti & Anandkumar 2018, Born-Again Neural Networks (ICML)",
@@ -548,6 +550,7 @@ methods.register_beyond(
 methods.register_beyond(
     methods.Method(
         name="ta",
+        short="TA KD",
         title="Teacher-assistant KD (Mirzadeh et al. 2020)",
         family="chain",
         paper="Mirzadeh, Farajtabar, Li, Levine, Matsukawa & Ghasemzadeh 2020, Improved Knowledge Distillation via "
@@ -562,6 +565,7 @@ methods.register_beyond(
 methods.register_beyond(
     methods.Method(
         name="dml",
+        short="DML (student 1)",
         title="Deep mutual learning (Zhang et al. 2018)",
         family="online",
         paper="Zhang, Xiang, Hospedales & Lu 2018, Deep Mutual Learning (CVPR)",

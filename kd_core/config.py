@@ -84,10 +84,11 @@ class Config:
             "labeled_fraction",
             self.labeled_fraction,
             low=0.0,
-            low_open=True,
             high=1.0,
-            what="the labelled fraction must be in (0, 1]",
+            what="the labelled fraction must be in [0, 1]",
         )
+        if self.labeled_fraction == 0:
+            _check_no_labels(m, self.alpha)
         info = data.DATASETS[self.dataset]
         if self.omit_class is not None:
             _check_int("omit_class", self.omit_class, 0, info.num_classes - 1)
@@ -213,6 +214,23 @@ def _parse(key: str, raw: str):
             return False
         raise ValueError("baseline must be true or false")
     return str(raw)
+
+
+def _check_no_labels(m: methods.Method, alpha: float) -> None:
+    """labeled_fraction 0 (no label at all) suits a method that uses no labels, or soft targets
+    alone (alpha = 1) with a method whose only label term is the (1 - alpha) CE."""
+    if not m.uses_labels:
+        return
+    if not m.uses_alpha:
+        raise ConfigError(
+            f"labelled fraction 0 means no labels, but method '{m.name}' always trains on labels; "
+            "use a label-free method (seed with alpha 1, deepinversion, dfad) or a fraction > 0"
+        )
+    if alpha != 1:
+        raise ConfigError(
+            f"labelled fraction 0 means no labels, but alpha {alpha:g} keeps a (1 - alpha) CE term on labels; "
+            "set alpha 1 (soft targets only) or a fraction > 0"
+        )
 
 
 def _check_float(name, v, low, high, what, low_open=False):

@@ -189,6 +189,69 @@ def normalise_images(images, dataset: Dataset) -> torch.Tensor:
     return out[0] if single else out
 
 
+# ------------------------------------------------------------- availability
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether ``load(name)`` can work here, without loading anything.
+
+    ``why`` is a short reason key (``""`` when available): ``"offline"`` (the files are
+    missing and downloads are off), ``"download"`` (the files are missing: the first use
+    downloads them). ``folder`` is where the files go (absolute), ``subfolder`` the same
+    below the data folder (``<KD_PLAYGROUND_HOME>/datasets``), ``files`` what to put
+    there, ``package`` a Debian package that provides them (or ``""``)."""
+
+    name: str
+    available: bool
+    why: str = ""
+    folder: str = ""
+    subfolder: str = ""
+    files: str = ""
+    package: str = ""
+
+    def message(self) -> str:
+        """One line for a CLI or a log (the app words it from the fields, in its language)."""
+        if self.available:
+            return f"dataset '{self.name}' is available"
+        pkg = f" (or: apt-get install {self.package})" if self.package else ""
+        return f"dataset '{self.name}' is not on disk and downloads are off: put {self.files} in {self.folder}{pkg}"
+
+
+# Debian packages that install a dataset's files (see the scale issue: the full
+# Fashion-MNIST from /usr/share/datasets/fashion-mnist/)
+PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
+
+
+def availability(name: str, root: str | Path | None = None, download: bool | None = None) -> Availability:
+    """Whether dataset ``name`` can be loaded here, checked from file names only (cheap: a
+    page can call it for every entry of a picker on every rerun).
+
+    Embedded datasets are always available. The others are available when their files are
+    in the data folder (or already prepared in the disk cache), or when they may still be
+    downloaded (``download`` not False and ``KD_PLAYGROUND_OFFLINE`` unset: then ``why``
+    is ``"download"``, a first use fetches them)."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    if DATASETS[name].embedded:
+        return Availability(name, True)
+    folder = Path(root or paths.subdir("datasets")).expanduser().resolve()
+    sub, names = _SOURCE_FILES[name]
+    where = folder / sub
+    info = dict(folder=str(where) + os.sep, subfolder=sub + "/", files=_HOW_TO[name], package=PACKAGES.get(name, ""))
+    if all((where / f).is_file() for f in names) or _memory_has(name, folder):
+        return Availability(name, True, **info)
+    offline = download is False or os.environ.get("KD_PLAYGROUND_OFFLINE") == "1"
+    if offline:
+        return Availability(name, False, "offline", **info)
+    return Availability(name, True, "download", **info)
+
+
+def _memory_has(name: str, folder: Path) -> bool:
+    with _guard:
+        return any(k[0] == name and k[1] == str(folder) for k in _memory)
+
+
 # ------------------------------------------------------------------- loading
 
 _memory: dict[tuple, Dataset] = {}

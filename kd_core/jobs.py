@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import train
+from .classroom import Limits
 from .config import Config
 from .errors import KDError
 
@@ -110,8 +111,9 @@ class Job:
             make = self.make_run or (lambda progress: train.make_run(self.config, teacher_progress=progress))
             run = make(teacher_progress)
             self.run = run
-            if isinstance(run, train.Trainer):
-                self.trainer = run
+            # what holds the trained models for the pages: the run itself (a Trainer), or
+            # the one it names (a chained run's inner run that keeps its models; a sweep: none)
+            self.trainer = getattr(run, "trainer", run)
             if self._stop.is_set():
                 run.stop()
             for ev in run.events():
@@ -129,6 +131,8 @@ class Job:
                     elif kind == "step":
                         self.step = ev["step"]
                         rec = {k: ev[k] for k in ("step", "epoch", "losses", "loss", "baseline_loss")}
+                        if "tracked" in ev:  # e.g. CTKD's learned temperature
+                            rec["tracked"] = ev["tracked"]
                         if "stage" in ev:
                             rec["stage"] = ev["stage"]
                         self.steps.append(rec)
@@ -175,6 +179,8 @@ class JobManager:
     closed tab never holds a trainer. Finished jobs are forgotten after ``keep_seconds``
     so memory stays bounded as sessions come and go. ``nice`` (Linux) lowers the priority
     of the training threads so that a server sharing the machine keeps answering first.
+    ``limits`` (a ``classroom.Limits``; default: none) caps the queued or running jobs of one
+    owner and, in classroom mode, the size of each run: ``submit`` raises ``LimitReached``.
     """
 
     def __init__(
@@ -185,8 +191,10 @@ class JobManager:
         keep_seconds: float = 3600.0,
         watch_every: float = 5.0,
         nice: int = 0,
+        limits: Limits | None = None,
     ):
         cpus = os.cpu_count() or 1
+        self.limits = limits
         self.max_running = max_running or int(os.environ.get("KD_PLAYGROUND_MAX_JOBS", 0)) or cpus
         self._slots = threading.Semaphore(self.max_running)
         self._lock = threading.Lock()
@@ -237,11 +245,17 @@ class JobManager:
     def submit(self, config: Config, owner: str = "", on_end=None) -> Job:
         """Queue a training run of ``config`` (a single run or a chained method)."""
         config.resolved().validate()  # refuse bad configs now, in the caller's thread
-        return self.start(Job(config=config, owner=owner, on_end=on_end))
+        if self.limits is not None:
+            self.limits.check_run(config)
+        return self.submit_job(Job(config=config, owner=owner, on_end=on_end))
 
-    def start(self, job: Job) -> Job:
-        """Queue ``job`` (any run kind: see ``Job.make_run``); it starts when a slot is free."""
+    def submit_job(self, job: Job) -> Job:
+        """Queue a ready-made job (any run kind: see ``Job.make_run``; or a ``Job`` subclass
+        with its own ``_run``, e.g. ``kd_core.lm.jobs.LMJob``): it shares the slots, the
+        queue, the watchdog and the per-session limit (``LimitReached``)."""
         with self._lock:
+            if self.limits is not None and job.owner:
+                self.limits.check_session(sum(1 for j in self._jobs.values() if j.owner == job.owner and not j.done))
             self._jobs[job.id] = job
             self._queue.append(job.id)
         job._thread = threading.Thread(target=self._worker, args=(job,), name=f"kd-job-{job.id}", daemon=True)

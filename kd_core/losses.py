@@ -8,6 +8,8 @@ that online methods (mutual learning) can use them symmetrically.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -44,21 +46,32 @@ def dkd_parts(
     TCKD is the KL between the binary distributions [p_gt, 1 - p_gt] of teacher and
     student; NCKD is the KL between their distributions over the non-target classes only
     (softmax renormalised without the true class).
+
+    Both binary log-probabilities are computed in log space,
+    :math:`\log p_{gt} = z_{gt}/T - \mathrm{lse}(z/T)` and
+    :math:`\log(1 - p_{gt}) = \mathrm{lse}_{c \ne gt}(z_c/T) - \mathrm{lse}(z/T)`, so TCKD and
+    its gradient stay exact when p_gt or 1 - p_gt underflows (logits in the thousands).
     """
     T = temperature
     gt = F.one_hot(target, student_logits.shape[-1]).bool()
-    p_s = softmax_t(student_logits, T)
-    p_t = softmax_t(teacher_logits, T)
-    # binary target / non-target probabilities
-    b_s = torch.stack([(p_s * gt).sum(-1), (p_s * ~gt).sum(-1)], dim=-1)
-    b_t = torch.stack([(p_t * gt).sum(-1), (p_t * ~gt).sum(-1)], dim=-1)
-    tckd = F.kl_div(torch.log(b_s.clamp_min(1e-12)), b_t, reduction="batchmean") * T**2
+    log_b_s = _binary_log_probs(student_logits / T, gt)
+    log_b_t = _binary_log_probs(teacher_logits / T, gt)
+    tckd = F.kl_div(log_b_s, log_b_t, reduction="batchmean", log_target=True) * T**2
     # non-target distribution: drop the true class by giving it a very negative logit
+    # (as the authors' code does; exact while the logits / T span less than 1000)
     mask = gt.to(student_logits.dtype) * 1000.0
     log_q_s = F.log_softmax(student_logits / T - mask, dim=-1)
     log_q_t = F.log_softmax(teacher_logits / T - mask, dim=-1)
     nckd = F.kl_div(log_q_s, log_q_t, reduction="batchmean", log_target=True) * T**2
     return tckd, nckd
+
+
+def _binary_log_probs(scaled_logits: Tensor, gt: Tensor) -> Tensor:
+    """(B, 2): log p_gt and log(1 - p_gt) of softmax(scaled_logits), without leaving log space."""
+    lse = torch.logsumexp(scaled_logits, dim=-1)
+    log_gt = (scaled_logits * gt).sum(-1) - lse
+    log_rest = torch.logsumexp(scaled_logits.masked_fill(gt, float("-inf")), dim=-1) - lse
+    return torch.stack([log_gt, log_rest], dim=-1)
 
 
 def dkd_loss(
@@ -72,6 +85,93 @@ def dkd_loss(
     """
     tckd, nckd = dkd_parts(student_logits, teacher_logits, target, temperature)
     return alpha * tckd + beta * nckd
+
+
+# ---------------------------------------------------------------- methods of 2022-2024
+
+
+def pearson_rows(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``: (B,).
+    ``eps`` keeps a constant row finite, as in DIST's reference code."""
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1) + eps)
+
+
+def dist_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float,
+    inter_weight: float = 1.0,
+    intra_weight: float = 1.0,
+) -> Tensor:
+    r"""DIST (Huang, You, Wang, Qian & Xu 2022, "Knowledge Distillation from A Stronger
+    Teacher", NeurIPS): match *relations* of the probabilities, not their values.
+
+    With :math:`P = \mathrm{softmax}(Z/T)` for both networks (B x C) and
+    :math:`\rho` the Pearson correlation,
+
+    .. math:: T^2\Big(w_{inter}\big(1 - \tfrac{1}{B}\sum_i \rho(P^S_{i,:}, P^T_{i,:})\big)
+              + w_{intra}\big(1 - \tfrac{1}{C}\sum_c \rho(P^S_{:,c}, P^T_{:,c})\big)\Big)
+
+    inter-class: each image's ranking of the classes; intra-class: each class's ranking of
+    the images of the batch. A correlation ignores shift and scale, so the student need not
+    reproduce a stronger teacher's exact probabilities.
+    """
+    p_s = softmax_t(student_logits, temperature)
+    p_t = softmax_t(teacher_logits, temperature)
+    inter = 1 - pearson_rows(p_s, p_t).mean()
+    intra = 1 - pearson_rows(p_s.t(), p_t.t()).mean()
+    return temperature**2 * (inter_weight * inter + intra_weight * intra)
+
+
+def zscore(logits: Tensor) -> Tensor:
+    r"""Logit standardisation (Sun, Ren, Li, Wang & Cao 2024, CVPR):
+    :math:`\mathcal{Z}(z) = (z - \bar z) / (\sigma(z) + 10^{-7})` per sample, with the
+    Bessel-corrected standard deviation (``torch.std``'s default), as the authors' code."""
+    mean = logits.mean(dim=-1, keepdim=True)
+    std = logits.std(dim=-1, keepdim=True)
+    return (logits - mean) / (std + 1e-7)
+
+
+def ls_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    r"""KD on standardised logits (Sun et al. 2024, "Logit Standardization in Knowledge
+    Distillation", CVPR):
+
+    .. math:: T^2\,\mathrm{KL}\big(\mathrm{softmax}(\mathcal{Z}(t)/T) \,\|\, \mathrm{softmax}(\mathcal{Z}(s)/T)\big)
+
+    with :func:`zscore`. The student matches the teacher's logit *relations*, not their
+    scale: shifting or scaling a network's logits leaves its term unchanged.
+    """
+    return kd_loss(zscore(student_logits), zscore(teacher_logits), temperature)
+
+
+class _ReverseGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lam):
+        ctx.lam = lam
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.lam * grad, None
+
+
+def reverse_gradient(x: Tensor, lam: float) -> Tensor:
+    """Gradient reversal (Ganin & Lempitsky 2015): the identity forward; backward, the
+    gradient times ``-lam``. CTKD puts it before its temperature so that the temperature
+    *ascends* the loss the student descends."""
+    return _ReverseGrad.apply(x, float(lam))
+
+
+def cosine_curriculum(epoch: float, epochs: float, high: float = 1.0, low: float = 0.0) -> float:
+    r"""CTKD's curriculum for the reversal weight (Li et al. 2023):
+    :math:`\lambda(e) = low + (high - low)\,\tfrac{1}{2}\big(1 - \cos(\pi \min(e, E)/E)\big)`,
+    rising from ``low`` at e = 0 to ``high`` at e = E and staying there (E = ``epochs``)."""
+    if epochs <= 0:
+        return high
+    e = min(max(epoch, 0.0), epochs)
+    return low + (high - low) * 0.5 * (1 - math.cos(math.pi * e / epochs))
 
 
 def hint_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -36,6 +37,11 @@ class Param:
     symbol: str = ""  # LaTeX symbol used in the formula
     log: bool = False  # a log-scale slider suits it
     integer: bool = False
+    label: str = ""  # a readable control label; default: from PARAM_LABELS by name, else the name
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", PARAM_LABELS.get(self.name, self.name))
 
     def check(self, value) -> float:
         try:
@@ -47,6 +53,32 @@ class Param:
         if self.integer and v != int(v):
             raise ConfigError(f"{self.name} must be a whole number, got {v:g}")
         return int(v) if self.integer else v
+
+
+# Readable labels of the parameters, by name (a Param may set its own ``label``); the UI
+# adds the formula's symbol. Raw names such as "nckd_weight" meant nothing to a class.
+PARAM_LABELS = {
+    "tckd_weight": "Target-class weight (TCKD)",
+    "nckd_weight": "Non-target-class weight (NCKD)",
+    "warmup": "Warm-up epochs",
+    "beta": "Weight of the method's term",
+    "p": "Attention exponent",
+    "distance_weight": "Distance-term weight",
+    "angle_weight": "Angle-term weight",
+    "tau": "Contrast temperature",
+    "proj_dim": "Projection size",
+    "feat_dim": "Projection size",
+    "nce_k": "Negatives per sample",
+    "momentum": "Memory-bank momentum",
+    "other_class": "Negatives from other classes only",
+    "teachers": "Number of teachers",
+    "archs": "Teacher architectures",
+    "weighting": "Teacher weighting",
+    "generations": "Generations",
+    "students": "Number of students",
+    "inter_weight": "Inter-class relation weight",
+    "intra_weight": "Intra-class relation weight",
+}
 
 
 @dataclass
@@ -64,9 +96,18 @@ class StepContext:
     modules: nn.Module | None
     progress: float  # epochs done so far, fractional (e.g. 1.5)
     index: Tensor  # dataset indices of the batch's samples
+    # scalars a method reports per step besides its losses (CTKD's learned T): the
+    # Trainer copies them into each step event's ``tracked`` and the last ones into the result
+    report: dict = field(default_factory=dict)
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, counted from 1 as the reference implementations do."""
+        return int(self.progress) + 1
 
 
 TermsFn = Callable[[StepContext], dict]
+KDTermFn = Callable[[StepContext], Tensor]
 ModulesFn = Callable[[list, dict], "nn.Module | None"]
 
 
@@ -87,6 +128,9 @@ class Method:
     regresses: bool = False  # a trained map takes the student's feature onto the teacher's: pairs of one rank
     terms: TermsFn = field(default=lambda ctx: {}, repr=False)
     make_modules: ModulesFn | None = field(default=None, repr=False)
+    # the logit term that alpha weighs, when it is not Hinton's KL at T (LS-KD, CTKD)
+    kd_term: KDTermFn | None = field(default=None, repr=False)
+    short: str = ""  # a short name for tables (the leaderboard); default: the name
     # beyond one teacher (kd_core/beyond.py): a method that brings its own teacher (an
     # ensemble) sets make_teacher(config, device, progress) -> teachers.Teacher; one that chains
     # several runs (born-again, TA) or trains without a teacher (DML) sets
@@ -94,6 +138,11 @@ class Method:
     make_teacher: Callable | None = field(default=None, repr=False)
     pipeline: Callable | None = field(default=None, repr=False)
     prepare: Callable | None = field(default=None, repr=False)  # prepare(config, progress): train teachers once
+    uses_labels: bool = True  # False: trains without any label (data-free, label-free); labeled_fraction 0 is valid
+
+    @property
+    def label(self) -> str:
+        return self.short or self.name
 
     @property
     def needs_features(self) -> bool:
@@ -136,17 +185,19 @@ def _num(v: float) -> str:
 
 
 class Regressors(nn.Module):
-    """One trainable map per layer pair from the student's feature to the teacher's shape:
-    a 1x1 convolution for spatial maps, a linear layer for vectors (FitNets)."""
+    """One trainable map per layer pair from the student's feature to the teacher's shape
+    (FitNets): a 1x1 convolution + BatchNorm + ReLU for spatial maps, as the ``ConvReg`` of
+    RepDistiller and mdistiller (the teacher's hint is taken after a ReLU, so it is never
+    negative); a linear layer + ReLU for vectors (the models' embeddings are post-ReLU too)."""
 
     def __init__(self, shapes: list[tuple[tuple, tuple]]):
         super().__init__()
         maps = []
         for t_shape, s_shape in shapes:
             if len(s_shape) == 3:
-                maps.append(nn.Sequential(nn.Conv2d(s_shape[0], t_shape[0], 1, bias=False), nn.BatchNorm2d(t_shape[0])))
+                maps.append(nn.Sequential(nn.Conv2d(s_shape[0], t_shape[0], 1), nn.BatchNorm2d(t_shape[0]), nn.ReLU()))
             else:
-                maps.append(nn.Linear(s_shape[0], t_shape[0]))
+                maps.append(nn.Sequential(nn.Linear(s_shape[0], t_shape[0]), nn.ReLU()))
         self.maps = nn.ModuleList(maps)
 
     def forward(self, i: int, x: Tensor) -> Tensor:
@@ -166,6 +217,24 @@ class Projections(nn.Module):
         return F.normalize(self.student(s.flatten(1)), dim=1), F.normalize(self.teacher(t.flatten(1)), dim=1)
 
 
+class LearnableTemperature(nn.Module):
+    """CTKD's global temperature (Li et al. 2023): one trainable scalar theta behind a
+    gradient reversal, T = t_start + t_range * sigmoid(theta), theta starting at 1 as in
+    the authors' ``Global_T`` (so T starts at t_start + 0.73 t_range)."""
+
+    def __init__(self, t_start: float, t_range: float):
+        super().__init__()
+        self.t_start, self.t_range = float(t_start), float(t_range)
+        self.theta = nn.Parameter(torch.ones(()))
+
+    def forward(self, lam: float) -> Tensor:
+        return self.t_start + self.t_range * torch.sigmoid(losses.reverse_gradient(self.theta, lam))
+
+    @property
+    def value(self) -> float:
+        return self.t_start + self.t_range * torch.sigmoid(self.theta.detach()).item()
+
+
 def _flat_dim(shape: tuple) -> int:
     n = 1
     for s in shape:
@@ -182,6 +251,8 @@ def _kd_terms(ctx: StepContext) -> dict:
 
 def _dkd_terms(ctx: StepContext) -> dict:
     p = ctx.params
+    # a continuous ramp from 0 at the first step (the authors' code steps per epoch from 1 /
+    # warmup: with runs of a few epochs that puts the full weight on the first epoch; see the help)
     warm = min(ctx.progress / p["warmup"], 1.0) if p["warmup"] > 0 else 1.0
     tckd, nckd = losses.dkd_parts(ctx.student_logits, ctx.teacher_logits, ctx.target, ctx.temperature)
     return {"tckd": warm * p["tckd_weight"] * tckd, "nckd": warm * p["nckd_weight"] * nckd}
@@ -225,6 +296,31 @@ def _contrastive_terms(ctx: StepContext) -> dict:
     return {"info_nce": ctx.params["beta"] * losses.info_nce_loss(s, t, ctx.params["tau"])}
 
 
+def _dist_terms(ctx: StepContext) -> dict:
+    p = ctx.params
+    loss = losses.dist_loss(
+        ctx.student_logits, ctx.teacher_logits, ctx.temperature, p["inter_weight"], p["intra_weight"]
+    )
+    return {"dist": p["beta"] * loss}
+
+
+def _ls_kd_term(ctx: StepContext) -> Tensor:
+    return ctx.params["kd_scale"] * losses.ls_kd_loss(ctx.student_logits, ctx.teacher_logits, ctx.temperature)
+
+
+def _ctkd_term(ctx: StepContext) -> Tensor:
+    p = ctx.params
+    lam = losses.cosine_curriculum(ctx.epoch, p["curriculum"], high=p["lambda_max"])
+    T = ctx.modules(lam)
+    ctx.report["T"] = T.detach()
+    ctx.report["lambda"] = lam
+    return losses.kd_loss(ctx.student_logits, ctx.teacher_logits, T)
+
+
+def _temperature(shapes: list, params: dict) -> nn.Module:
+    return LearnableTemperature(params["t_start"], params["t_range"])
+
+
 def _regressors(shapes: list, params: dict) -> nn.Module:
     return Regressors(shapes)
 
@@ -250,6 +346,7 @@ def register(method: Method) -> Method:
 register(
     Method(
         name="none",
+        short="Student (scratch)",
         title="Student alone (no teacher)",
         family="baseline",
         paper="—",
@@ -262,6 +359,7 @@ register(
 register(
     Method(
         name="kd",
+        short="KD",
         title="Vanilla KD (Hinton et al. 2015)",
         family="logits",
         paper="Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network",
@@ -273,12 +371,13 @@ register(
 register(
     Method(
         name="dkd",
+        short="DKD",
         title="Decoupled KD (Zhao et al. 2022)",
         family="logits",
         paper="Zhao, Cui, Song, Qiu & Liang 2022, Decoupled Knowledge Distillation (CVPR)",
         summary="Split KD into target-class (TCKD) and non-target-class (NCKD) parts and weight them freely.",
         formula=r"\mathcal{L} = \mathrm{CE}(y, p_S) + w\,(<tckd_weight>\,\mathrm{TCKD} + <nckd_weight>\,\mathrm{NCKD}),"
-        r"\quad w = \min(\mathrm{epoch}/<warmup>, 1)",
+        r"\quad w = \min(\mathrm{epochs\ done}/<warmup>, 1)",
         params=(
             Param(
                 "tckd_weight",
@@ -301,7 +400,11 @@ register(
                 1.0,
                 0.0,
                 20.0,
-                "Epochs over which the DKD term ramps up linearly. The paper uses 20 of 240 epochs; our runs are a few epochs long, so 1.",
+                "Warm-up epochs: the DKD term's weight is min(epochs done / warmup, 1), rising continuously "
+                "from 0 at the first step. The authors' code weighs epoch e (counted from 1) by min(e / warmup, 1), "
+                "so its first epoch already has 1/warmup; with our runs of a few epochs and warmup 1 that would "
+                "put the full weight on the first step, hence the smooth ramp. The paper uses 20 of 240 epochs; "
+                "our runs are a few epochs long, so 1.",
                 r"E_w",
             ),
         ),
@@ -311,15 +414,157 @@ register(
 )
 register(
     Method(
+        name="dist",
+        short="DIST",
+        title="DIST: relations of the probabilities (Huang et al. 2022)",
+        family="logits",
+        paper="Huang, You, Wang, Qian & Xu 2022, Knowledge Distillation from A Stronger Teacher (NeurIPS)",
+        summary="Keep only the rankings: the student's softened probabilities must correlate (Pearson) with the "
+        "teacher's, across the classes of each image (inter-class) and across the images of the batch for each "
+        "class (intra-class). Shift and scale are free, so a much stronger teacher need not be copied exactly.",
+        formula=r"\mathcal{L} = \mathrm{CE}(y, p_S) + <beta>\cdot <T>^2\Big(<inter_weight>\big(1 - \tfrac{1}{B}"
+        r"\textstyle\sum_i \rho(p^{(<T>)}_{S,i}, p^{(<T>)}_{T,i})\big) + <intra_weight>\big(1 - \tfrac{1}{C}"
+        r"\textstyle\sum_c \rho(p^{(<T>)}_{S,:c}, p^{(<T>)}_{T,:c})\big)\Big)",
+        params=(
+            Param(
+                "beta",
+                2.0,
+                0.0,
+                10.0,
+                "Weight of the DIST term beside the full CE; 2 as in the authors' CIFAR-100 setting "
+                "(kd_loss_weight 2, with T = 4).",
+                r"\beta",
+            ),
+            Param(
+                "inter_weight",
+                1.0,
+                0.0,
+                5.0,
+                "Weight of the inter-class relation (each image's ranking of the classes); 1 as in the paper.",
+                r"w_{\mathrm{inter}}",
+            ),
+            Param(
+                "intra_weight",
+                1.0,
+                0.0,
+                5.0,
+                "Weight of the intra-class relation (each class's ranking of the batch's images); 1 as in the paper.",
+                r"w_{\mathrm{intra}}",
+            ),
+        ),
+        uses_alpha=False,
+        terms=_dist_terms,
+    )
+)
+register(
+    Method(
+        name="ls-kd",
+        short="KD + logit std.",
+        title="KD on standardised logits (Sun et al. 2024)",
+        family="logits",
+        paper="Sun, Ren, Li, Wang & Cao 2024, Logit Standardization in Knowledge Distillation (CVPR)",
+        summary="Z-score both networks' logits per image before the softmax, so T acts on logits of mean 0 and "
+        "standard deviation 1: the student matches the teacher's logit relations, not their scale.",
+        formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <kd_scale>\cdot <T>^2\,\mathrm{KL}"
+        r"\!\left(\mathrm{softmax}\big(\mathcal{Z}(t)/<T>\big) \,\|\, \mathrm{softmax}\big(\mathcal{Z}(s)/<T>\big)"
+        r"\right),\quad \mathcal{Z}(z) = \frac{z - \bar z}{\sigma(z) + 10^{-7}}",
+        params=(
+            Param(
+                "kd_scale",
+                10.0,
+                0.0,
+                50.0,
+                "Multiplies the standardised KD term: with alpha = 0.9 it gives the authors' 0.1 CE + 9 KD "
+                "(--kd-weight 9). They use T = 2 (--base-temp 2) on the standardised logits.",
+                r"\kappa",
+                label="KD-term scale",
+            ),
+        ),
+        kd_term=_ls_kd_term,
+    )
+)
+register(
+    Method(
+        name="ctkd",
+        short="CTKD (learned T)",
+        title="CTKD: curriculum temperature (Li et al. 2023)",
+        family="logits",
+        paper="Li, Li, Yang, Zhao, Song, Luo, Li & Yang 2023, Curriculum Temperature for Knowledge Distillation (AAAI)",
+        summary="The temperature is learned, against the student: a gradient reversal makes T climb the KD loss "
+        "the student descends, with a weight lambda that rises on a cosine curriculum, so the task gets harder "
+        "as the student gets better. The Lab draws the learned T at every step.",
+        formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot \tau^2\,\mathrm{KL}\!\left(p_T^{(\tau)}"
+        r" \,\|\, p_S^{(\tau)}\right),\quad \tau = <t_start> + <t_range>\,\sigma(\theta),\quad"
+        r"\theta \leftarrow \theta + \eta\,\lambda_e \nabla_\theta \mathrm{KL},\quad "
+        r"\lambda_e = <lambda_max>\,\tfrac{1}{2}\big(1 - \cos(\pi \min(e, <curriculum>)/<curriculum>)\big)",
+        params=(
+            Param(
+                "t_start",
+                1.0,
+                0.1,
+                10.0,
+                "Lowest temperature: T = t_start + t_range * sigmoid(theta); 1 as in the authors' code.",
+                r"\tau_0",
+                label="Lowest temperature",
+            ),
+            Param(
+                "t_range",
+                20.0,
+                1.0,
+                50.0,
+                "Span of the temperature (the authors' t_end, 20): T stays in (t_start, t_start + t_range); "
+                "theta starts at 1, so T starts at t_start + 0.73 t_range.",
+                r"\Delta\tau",
+                label="Temperature span",
+            ),
+            Param(
+                "curriculum",
+                10,
+                1,
+                240,
+                "Epochs over which lambda rises from 0 to lambda_max on a cosine, epochs counted from 1 "
+                "(the authors' decay_loops, 10 of 240 epochs).",
+                "E",
+                integer=True,
+                label="Curriculum epochs",
+            ),
+            Param(
+                "lambda_max",
+                1.0,
+                0.0,
+                10.0,
+                "Final weight of the reversed gradient on the temperature; 1 as in the authors' code "
+                "(decay_min -1). 0 freezes T.",
+                r"\lambda_{\max}",
+                label="Final reversal weight",
+            ),
+        ),
+        uses_temperature=False,
+        kd_term=_ctkd_term,
+        make_modules=_temperature,
+    )
+)
+register(
+    Method(
         name="fitnets",
+        short="FitNets",
         title="FitNets hints (Romero et al. 2015)",
         family="feature",
         paper="Romero, Ballas, Kahou, Chassang, Gatta & Bengio 2015, FitNets: Hints for Thin Deep Nets (ICLR)",
-        summary="A trainable regressor maps the student's guided layer onto the teacher's hint layer; match them with MSE.",
+        summary="A trainable regressor (1x1 conv + BatchNorm + ReLU, as in the reference code) maps the student's "
+        "guided layer onto the teacher's hint layer; match them with MSE.",
         formula=r"\mathcal{L} = " + _CE + r" + <beta>\,\frac{1}{n}\left\| F_T - r(F_S) \right\|_2^2",
         params=(
             Param(
-                "beta", 100.0, 0.0, 1000.0, "Hint weight; 100 as in RepDistiller's FitNets setting.", r"\beta", log=True
+                "beta",
+                100.0,
+                0.0,
+                1000.0,
+                "Hint weight; 100 as in RepDistiller's FitNets setting. The hint loss is the mean squared error "
+                "between r(student layer) and the teacher's layer (after its ReLU), r = 1x1 conv + BN + ReLU "
+                "(a linear layer + ReLU for vector layers).",
+                r"\beta",
+                log=True,
             ),
         ),
         tap_kind="any",
@@ -333,6 +578,7 @@ register(
 register(
     Method(
         name="at",
+        short="AT",
         title="Attention transfer (Zagoruyko & Komodakis 2017)",
         family="feature",
         paper="Zagoruyko & Komodakis 2017, Paying More Attention to Attention (ICLR)",
@@ -347,7 +593,8 @@ register(
                 1000.0,
                 0.0,
                 10000.0,
-                "Attention weight; 1000 as in the paper (beta/2 with beta=1000 there, on mean-reduced maps).",
+                "Attention weight; 1000, as in the paper and the authors' and RepDistiller's code, on the squared "
+                "differences of the normalised maps averaged over batch and positions.",
                 r"\beta",
                 log=True,
             ),
@@ -361,6 +608,7 @@ register(
 register(
     Method(
         name="rkd",
+        short="RKD",
         title="Relational KD (Park et al. 2019)",
         family="relational",
         paper="Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR)",
@@ -386,6 +634,7 @@ register(
 register(
     Method(
         name="sp",
+        short="SP",
         title="Similarity-preserving KD (Tung & Mori 2019)",
         family="relational",
         paper="Tung & Mori 2019, Similarity-Preserving Knowledge Distillation (ICCV)",
@@ -401,6 +650,7 @@ register(
 register(
     Method(
         name="pkt",
+        short="PKT",
         title="Probabilistic KT (Passalis & Tefas 2018)",
         family="relational",
         paper="Passalis & Tefas 2018, Learning Deep Representations with Probabilistic Knowledge Transfer (ECCV)",
@@ -416,6 +666,7 @@ register(
 register(
     Method(
         name="contrastive",
+        short="Contrastive",
         title="Contrastive (in-batch InfoNCE)",
         family="contrastive",
         paper="van den Oord et al. 2018 (InfoNCE); Tian, Krishnan & Isola 2020 (CRD) for the projection heads",
@@ -441,6 +692,7 @@ register(
 register(
     Method(
         name="crd",
+        short="CRD",
         title="Contrastive representation distillation (Tian et al. 2020)",
         family="contrastive",
         paper="Tian, Krishnan & Isola 2020, Contrastive Representation Distillation (ICLR)",
@@ -448,7 +700,9 @@ register(
         "others held in a memory bank, and the other way round (v → M: student anchors against the teacher's "
         "bank, teacher anchors against the student's). h = P / (P + K/N) with P = exp(v·M/τ) / Z is the "
         "probability that a pair is real rather than noise: h⁺ for the image's own row of the bank, h⁻ for the K "
-        "negatives' rows. alpha = 0 gives the paper's CRD; alpha > 0 its CRD+KD.",
+        "negatives' rows. alpha = 0 gives the paper's CRD (CE + beta CRD); alpha > 0 adds the KD term as "
+        "(1 - alpha) CE + alpha KD: the paper's CRD+KD (CE + KD + 0.8 CRD) is alpha = 0.5 with beta = 0.4, "
+        "up to an overall factor of 1/2.",
         formula=r"\mathcal{L} = " + _CE + r" - <beta>\sum_{v \to M}\mathbb{E}\Big[\log h^{+} + "
         r"\sum_{k=1}^{<nce_k>}\log\big(1 - h^{-}_{k}\big)\Big]",
         params=(
@@ -520,7 +774,9 @@ BEYOND: dict[str, Method] = {}
 
 
 def register_beyond(method: Method) -> Method:
-    """Register a method beyond one teacher (kd_core/beyond.py registers its own)."""
+    """Register a method beyond one teacher: kd_core/beyond.py (several teachers, chains of
+    runs, mutual learning) and kd_core/datafree.py (no labels, no data) register their own;
+    importing kd_core imports them."""
     BEYOND[method.name] = method
     return method
 

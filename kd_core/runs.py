@@ -395,13 +395,30 @@ def load_run(run_id: str) -> Run:
     return _read(_run_dir(run_id))
 
 
-def rename(run_id: str, name: str) -> Run:
-    """Give a run a new name (the folder keeps its id). Empty names are refused."""
+def may_change(run: Run, by: str | None, lecturer: bool = False) -> bool:
+    """Whether ``by`` (a browser session id) may rename or delete ``run``: its owner, or a
+    lecturer. ``by=None`` is the engine's own caller (the CLI, a notebook, a test): no check.
+    A run without an owner (saved from the CLI) is read-only for every session but a lecturer."""
+    return by is None or lecturer or (bool(run.owner) and run.owner == by)
+
+
+def _check_may_change(run: Run, by: str | None, lecturer: bool, what: str) -> None:
+    if not may_change(run, by, lecturer):
+        raise RunError(
+            f"'{run.name}' belongs to another session: only its owner (or the lecturer) may {what} it; "
+            "copy it to your list to change your copy"
+        )
+
+
+def rename(run_id: str, name: str, by: str | None = None, lecturer: bool = False) -> Run:
+    """Give a run a new name (the folder keeps its id). Empty names are refused, and so is a
+    session that does not own the run (see :func:`may_change`)."""
     new = clean_name(name)
     if not new:
         raise RunError("a run's name cannot be empty")
     d = _run_dir(run_id)
     run = _read(d)
+    _check_may_change(run, by, lecturer, "rename")
     doc = json.loads((d / RUN_FILE).read_text(encoding="utf-8"))
     doc["name"] = new
     paths.atomic_write_text(d / RUN_FILE, json.dumps(doc, indent=1))
@@ -409,16 +426,56 @@ def rename(run_id: str, name: str) -> Run:
     return run
 
 
-def delete(run_id: str) -> None:
-    """Remove a run: run.json first (the run disappears at once), then its folder."""
+def delete(run_id: str, by: str | None = None, lecturer: bool = False) -> None:
+    """Remove a run: run.json first (the run disappears at once), then its folder. Refused
+    for a session that does not own the run (see :func:`may_change`)."""
     d = _run_dir(run_id)
     if not d.exists():
         raise RunError(f"run '{run_id}' does not exist")
+    _check_may_change(_read(d), by, lecturer, "delete")
     try:
         (d / RUN_FILE).unlink(missing_ok=True)
     except OSError as e:
         raise RunError(f"run '{run_id}' cannot be deleted ({e.strerror or e})") from None
     shutil.rmtree(d, ignore_errors=True)
+
+
+def copy(run_id: str, owner: str, name: str | None = None) -> Run:
+    """A copy of a run (any run: reading is free) in ``owner``'s list, under a new id, with
+    the same weights and results; the original is untouched."""
+    src = _run_dir(run_id)
+    run = _read(src)
+    doc = json.loads((src / RUN_FILE).read_text(encoding="utf-8"))
+    new = new_id()
+    target = folder() / new
+    while target.exists():
+        new = new_id()
+        target = folder() / new
+    target.mkdir(parents=True)
+    for fname in run.files:
+        paths.atomic_write_bytes(target / fname, (src / fname).read_bytes())
+    doc.update(
+        id=new,
+        owner=str(owner or ""),
+        created=time.time(),
+        name=clean_name(name) or clean_name(f"copy of {run.name}"),
+        copied_from=run.id,
+    )
+    paths.atomic_write_text(target / RUN_FILE, json.dumps(doc, indent=1))  # last: the copy now exists
+    return _from_doc(doc)
+
+
+def clear(lecturer: bool, owner: str | None = None) -> int:
+    """Delete every saved run (or every run of ``owner``): the lecturer's clean-up after a
+    lesson. Refused without lecturer rights. Returns how many runs were deleted."""
+    if not lecturer:
+        raise RunError("only the lecturer may clear the runs of a class")
+    done = 0
+    for run in list_runs()[0]:
+        if owner is None or run.owner == owner:
+            delete(run.id, lecturer=True)
+            done += 1
+    return done
 
 
 # ---------------------------------------------------------------- export

@@ -415,6 +415,14 @@ def _ray(tasks, n_jobs, address, blob, stop):
 # ---------------------------------------------------------------- results
 
 
+def last_epoch_accuracy(r: dict) -> float | None:
+    """A run's test accuracy at its LAST epoch (what the model ends with), never the best
+    epoch's: picking the best epoch on the test set is what makes published tables hard to
+    reproduce. The run's final accuracy when it has no per-epoch history."""
+    history = r.get("history") or []
+    return history[-1] if history else r.get("student_acc")
+
+
 def _mean(xs):
     xs = [x for x in xs if x is not None]
     return statistics.fmean(xs) if xs else math.nan
@@ -462,7 +470,7 @@ class SweepResult:
         rows = []
         for i, cell in enumerate(self.sweep.cells):
             got = sorted(by_cell.get(i, []), key=lambda r: r["seed"])
-            accs = [r["student_acc"] for r in got]
+            accs = [last_epoch_accuracy(r) for r in got]
             agrees = [r["agreement"] for r in got]
             rows.append(
                 {
@@ -584,22 +592,13 @@ def _text_table(rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------- leaderboard
 
-LEADERBOARD_NAMES = {
-    "none": "Student (scratch)",
-    "kd": "KD",
-    "dkd": "DKD",
-    "fitnets": "FitNets",
-    "at": "AT",
-    "sp": "SP",
-    "rkd": "RKD",
-    "pkt": "PKT",
-    "contrastive": "Contrastive",
-    "crd": "CRD",
-    "ensemble": "Ensemble KD",
-    "born-again": "Born-again (teacher-sized, last gen.)",
-    "ta": "TA KD",
-    "dml": "DML (student 1)",
-}
+
+def leaderboard_name(method: str) -> str:
+    """The method's short name from the registry (its ``label``)."""
+    try:
+        return methods_mod.get(method).label
+    except KDError:
+        return method
 
 
 def leaderboard_dir() -> Path:
@@ -607,7 +606,8 @@ def leaderboard_dir() -> Path:
 
 
 def leaderboard_rows(res: SweepResult) -> list[dict]:
-    """The leaderboard as rows: teacher first, then each method (mean ± std over seeds)."""
+    """The leaderboard as rows: teacher first, then each method: mean ± std over the seeds
+    of the test accuracy at the last epoch (see ``last_epoch_accuracy``)."""
     b = res.sweep.base
     rows = [
         {
@@ -625,7 +625,7 @@ def leaderboard_rows(res: SweepResult) -> list[dict]:
         rows.append(
             {
                 "method": r["method"],
-                "name": LEADERBOARD_NAMES.get(r["method"], r["method"]),
+                "name": leaderboard_name(r["method"]),
                 "n": r["n"],
                 "acc_mean": r["acc_mean"],
                 "acc_std": r["acc_std"],
@@ -663,7 +663,8 @@ def leaderboard_text(res: SweepResult) -> str:
         )
     title = (
         f"{b.dataset}: teacher {b.teacher} -> student {b.student}; {b.epochs} epochs, "
-        f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} (mean ± std)"
+        f"{b.labeled_fraction:.0%} of labels, seeds {', '.join(map(str, res.sweep.seeds))} "
+        "(mean ± std at the last epoch)"
     )
     return title + "\n" + _text_table(head)
 
@@ -762,6 +763,8 @@ class SweepRun:
     started. ``is_alive`` (optional ``() -> bool``): whether anybody still watches; the sweep
     stops when nobody does."""
 
+    trainer = None  # no single model for the pages: the result is the sweep's table
+
     def __init__(
         self,
         sweep: Sweep,
@@ -823,5 +826,5 @@ class SweepJob(Job):
         )
 
     def start(self, manager: JobManager | None = None) -> SweepJob:
-        (manager or SWEEPS).start(self)
+        (manager or SWEEPS).submit_job(self)
         return self

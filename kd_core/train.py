@@ -101,6 +101,8 @@ def resolve_pairs(
 def labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
     """A stratified random subset of ``fraction`` of each class (at least one per class)."""
     mask = torch.zeros(len(y), dtype=torch.bool)
+    if fraction <= 0.0:  # no label at all (label-free methods, alpha = 1)
+        return mask
     if fraction >= 1.0:
         return mask.fill_(True)
     for c in torch.unique(y).tolist():
@@ -371,8 +373,9 @@ class Trainer:
                     with torch.no_grad():
                         _, t_feats = _forward(self.teacher.model, xb, t_names)
                 s_logits, s_feats = _forward(self.student, xb, s_names)
+                tracked: dict = {}
                 terms = self._loss_terms(
-                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch
+                    s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch, tracked
                 )
                 loss = sum(terms.values())
                 b_loss = None
@@ -400,6 +403,8 @@ class Trainer:
                     "loss": loss.item(),
                     "baseline_loss": None if b_loss is None else b_loss.item(),
                 }
+                if tracked:  # e.g. CTKD's learned temperature, as it was for this step's loss
+                    rec["tracked"] = {k: float(v) for k, v in tracked.items()}
                 self.steps.append(rec)
                 yield {"kind": "step", "total_steps": total_steps, "elapsed": time.perf_counter() - t_start, **rec}
             if status != "finished":
@@ -424,17 +429,12 @@ class Trainer:
                 on_event(ev)
         return self.result
 
-    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress) -> dict:
+    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress, report=None) -> dict:
+        """The weighted loss terms of one step; scalars the method reports besides its
+        losses (CTKD's learned T) go into ``report``."""
         cfg, m = self.config, self.method
         ce = masked_ce(s_logits, y, lab)
-        terms = {}
-        if m.uses_alpha:
-            if cfg.alpha < 1:
-                terms["ce"] = (1 - cfg.alpha) * ce
-            if cfg.alpha > 0:
-                terms["kd"] = cfg.alpha * losses.kd_loss(s_logits, t_logits, cfg.temperature)
-        else:
-            terms["ce"] = ce
+        ctx = None
         if m.name != "none":
             # unlabelled samples take the teacher's prediction where a method needs "the" class (DKD)
             target = torch.where(lab, y, t_logits.argmax(1))
@@ -451,7 +451,19 @@ class Trainer:
                 progress,
                 self.index[idx],
             )
+        terms = {}
+        if m.uses_alpha:
+            if cfg.alpha < 1:
+                terms["ce"] = (1 - cfg.alpha) * ce
+            if cfg.alpha > 0:
+                kd = m.kd_term(ctx) if m.kd_term is not None else losses.kd_loss(s_logits, t_logits, cfg.temperature)
+                terms["kd"] = cfg.alpha * kd
+        else:
+            terms["ce"] = ce
+        if ctx is not None:
             terms.update(m.terms(ctx))
+            if report is not None:
+                report.update(ctx.report)
         if not terms:
             terms["ce"] = ce
         return terms
@@ -514,6 +526,11 @@ class Trainer:
             "step_losses": self.steps,
             "epochs": self.history,
         }
+        tracked = [r["tracked"] for r in self.steps if "tracked" in r]
+        if tracked:  # the values of the last step (CTKD: the final learned T)
+            result["tracked"] = dict(tracked[-1])
+            if "T" in result["tracked"]:
+                result["learned_temperature"] = result["tracked"]["T"]
         if self.baseline is not None:
             result["baseline"] = block(self.baseline, "baseline") | {"arch": self.config.student}
         if self.teacher.members:
@@ -549,24 +566,33 @@ def check_batch_fits(config: Config, ds) -> None:
 
 class ChainedRun:
     """A method that chains runs or trains without a teacher (born-again, TA, DML:
-    kd_core/beyond.py) as one run, like a Trainer: ``events()`` are its pipeline's (the inner
-    runs' tagged with their ``"stage"``), ending with ``{"kind": "end", "result": ...}``;
-    ``stop()`` ends it at its next event, as "stopped" without a result."""
+    kd_core/beyond.py; the data-free and label-free ones: kd_core/datafree.py) as one run,
+    like a Trainer: ``events()`` are its pipeline's (the inner runs' tagged with their
+    ``"stage"``), ending with ``{"kind": "end", "result": ...}``. ``stop()``: a pipeline that
+    stops itself (it has ``stop()``) ends at its next step and keeps what was done; any other
+    ends at its next event, as "stopped" without a result."""
 
     def __init__(self, config: Config, teacher_progress=None):
         self.config = config.resolved().validate()
-        self.teacher_progress = teacher_progress
         self.result: dict | None = None
         self._stop = threading.Event()
+        self.pipeline = self.config.method_obj.pipeline(self.config, teacher_progress=teacher_progress)
+        self.stoppable = hasattr(self.pipeline, "stop")
+
+    @property
+    def trainer(self):
+        """The inner run that holds the trained models (a pipeline that stops itself), or None."""
+        return self.pipeline if self.stoppable else None
 
     def stop(self) -> None:
         self._stop.set()
+        if self.stoppable:
+            self.pipeline.stop()
 
     def events(self):
-        pipeline = self.config.method_obj.pipeline(self.config, teacher_progress=self.teacher_progress)
-        for ev in pipeline:
-            if self._stop.is_set():
-                pipeline.close()
+        for ev in self.pipeline:
+            if self._stop.is_set() and not self.stoppable:
+                self.pipeline.close()
                 yield {"kind": "end", "status": "stopped", "message": "stopped", "result": None}
                 return
             if ev["kind"] == "end":

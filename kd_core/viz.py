@@ -218,6 +218,41 @@ def loss_curves(steps: list[dict], title: str | None = None, smooth: int = 5) ->
     )
 
 
+def learned_temperature_curve(steps: list[dict], title: str | None = None) -> go.Figure:
+    """CTKD's learned temperature at every step (``step["tracked"]["T"]``), with the weight
+    lambda of its reversed gradient (the cosine curriculum) on a second axis: T moves
+    against the student, harder as lambda rises. Empty when the run learns no temperature."""
+    rows = [s for s in steps if "T" in (s.get("tracked") or {})]
+    x = [s["step"] for s in rows]
+    data = [
+        dict(
+            type="scatter",
+            x=x,
+            y=[s["tracked"]["T"] for s in rows],
+            mode="lines",
+            name="learned temperature T",
+            line=dict(color=STUDENT, width=4),
+        )
+    ]
+    if any("lambda" in s["tracked"] for s in rows):
+        data.append(
+            dict(
+                type="scatter",
+                x=x,
+                y=[s["tracked"].get("lambda", float("nan")) for s in rows],
+                mode="lines",
+                name="reversal weight λ",
+                yaxis="y2",
+                line=dict(color=EXTRA[0], width=2, dash="dot", shape="hv"),
+            )
+        )
+    y2 = dict(title=dict(text="λ"), overlaying="y", side="right", rangemode="tozero", showgrid=False, automargin=True)
+    return go.Figure(
+        data=data,
+        layout=_live_layout(title, dict(title=dict(text="step")), dict(title=dict(text="temperature T")), yaxis2=y2),
+    )
+
+
 def moving_average(values: list[float], k: int) -> list[float]:
     if k <= 1 or len(values) < 2:
         return values
@@ -331,6 +366,21 @@ def per_class_bars(
     fig.update_xaxes(title="class", type="category")
     fig.update_yaxes(title="test accuracy", tickformat=".0%", range=[0, 1.05])
     return style(fig, title)
+
+
+def loss_terms_bars(terms: dict[str, float], title: str | None = None, axis: str = "loss") -> go.Figure:
+    """The weighted terms of a loss and their total as labelled bars: the first term in the
+    scratch colour (the labels' cross-entropy), the second in the teacher's (the soft
+    targets), the last (the total) in the student's."""
+    names, values = list(terms), [float(v) for v in terms.values()]
+    palette = [SCRATCH, TEACHER, *EXTRA][: max(0, len(values) - 1)] + [STUDENT]
+    fig = go.Figure(
+        go.Bar(x=names, y=values, marker_color=palette, text=[f"{v:.3f}" for v in values], textposition="outside")
+    )
+    style(fig, title, height=380)
+    fig.update_yaxes(title=axis, rangemode="tozero")
+    fig.update_layout(margin=dict(b=60))
+    return fig
 
 
 def image_figure(img: np.ndarray, title: str | None = None, height: int = 260) -> go.Figure:

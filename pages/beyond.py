@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import i18n, links, state
+from kd_app import datasets, i18n, links, noise, state
 from kd_app.i18n import t
 from kd_core import beyond, data, methods, teachers, viz
 from kd_core.config import Config
@@ -75,11 +75,9 @@ state.keep("by_dataset", DEFAULT_DATASET)
 if st.session_state.by_dataset not in data.DATASETS:
     st.session_state.by_dataset = DEFAULT_DATASET
 ds_names = list(data.DATASETS)
-ds_name = st.selectbox(t("beyond.dataset"), ds_names, key="by_dataset", help=t("beyond.dataset_help"))
-try:
-    ds = state.dataset(ds_name)
-except KDError as e:
-    st.error(t("beyond.cannot_use", name=ds_name, error=e))
+ds_name = datasets.picker(t("beyond.dataset"), "by_dataset", help=t("beyond.dataset_help"))
+ds = datasets.load(ds_name)  # None after a notice saying why and where its files go
+if ds is None:
     st.stop()
 subset = state.QUICK_SUBSET.get(ds_name)
 classes = [str(c) for c in ds.classes]
@@ -428,6 +426,12 @@ def show_result(snap: dict) -> None:
             )
         c[-1].metric(t("beyond.res.independent"), pct(base))
     st.plotly_chart(i18n.localise_figure(fig), key="by_result", width="stretch", theme=None)
+    if name == "dml" and base is not None:  # the students are seeds of one network: their spread is the noise
+        noise.spread_notice(
+            t("beyond.res.dml_students"), [s["test_accuracy"] for s in r["students"]], t("beyond.res.independent"), base
+        )
+    elif name != "dml":
+        noise.one_seed_notice()
     st.caption(t("beyond.res.wall", seconds=r.get("wall_seconds", 0.0)))
 
 

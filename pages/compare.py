@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import i18n, links, state
+from kd_app import datasets, i18n, links, noise, state
 from kd_app.i18n import t
 from kd_core import data, methods, runs, sweep, viz
 from kd_core.config import Config
@@ -152,7 +152,9 @@ tab_runs, tab_sweep, tab_board = st.tabs([t("compare.tabs.runs"), t("compare.tab
 # ================================================================== saved runs
 def _rename(run_id: str) -> None:
     try:
-        runs.rename(run_id, st.session_state.get(f"cmp_name_{run_id}", ""))
+        runs.rename(
+            run_id, st.session_state.get(f"cmp_name_{run_id}", ""), by=state.session_id(), lecturer=state.is_lecturer()
+        )
         st.session_state.cmp_flash = ("success", t("compare.manage.renamed"))
     except KDError as e:
         st.session_state.cmp_flash = ("error", str(e))
@@ -160,9 +162,27 @@ def _rename(run_id: str) -> None:
 
 def _delete(run_id: str, name: str) -> None:
     try:
-        runs.delete(run_id)
+        runs.delete(run_id, by=state.session_id(), lecturer=state.is_lecturer())
         st.session_state.cmp_flash = ("success", t("compare.manage.deleted", name=name))
         st.session_state.cmp_confirm_delete = False
+    except KDError as e:
+        st.session_state.cmp_flash = ("error", str(e))
+
+
+def _copy(run_id: str) -> None:
+    try:
+        copied = runs.copy(run_id, owner=state.session_id())
+        st.session_state.cmp_flash = ("success", t("compare.manage.copied", name=copied.name))
+        st.session_state.cmp_manage = copied.id
+    except KDError as e:
+        st.session_state.cmp_flash = ("error", str(e))
+
+
+def _clear_class() -> None:
+    try:
+        n = runs.clear(lecturer=state.is_lecturer())
+        st.session_state.cmp_flash = ("success", t("compare.manage.cleared", n=n))
+        st.session_state.cmp_confirm_clear = False
     except KDError as e:
         st.session_state.cmp_flash = ("error", str(e))
 
@@ -219,6 +239,11 @@ def manage(all_runs: list[runs.Run], by_id: dict) -> None:
         t("compare.manage.run"), ids, key="cmp_manage", format_func=labels.get, help=t("compare.manage.run_help")
     )
     run = by_id[rid]
+    mine = runs.may_change(run, state.session_id(), state.is_lecturer())
+    if not mine:  # someone else's run: read-only here, a copy is yours
+        r1, r2 = st.columns([3, 1], vertical_alignment="center")
+        r1.info(t("compare.manage.read_only"))
+        r2.button(t("compare.manage.copy"), key="cmp_copy", on_click=_copy, args=(rid,), width="stretch")
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     c1.text_input(
         t("compare.manage.name"),
@@ -226,8 +251,11 @@ def manage(all_runs: list[runs.Run], by_id: dict) -> None:
         key=f"cmp_name_{rid}",
         max_chars=runs.MAX_NAME,
         help=t("compare.manage.name_help"),
+        disabled=not mine,
     )
-    c2.button(t("compare.manage.rename"), key="cmp_rename", on_click=_rename, args=(rid,), width="stretch")
+    c2.button(
+        t("compare.manage.rename"), key="cmp_rename", on_click=_rename, args=(rid,), width="stretch", disabled=not mine
+    )
     lab = state.lab_job()
     lab_busy = lab is not None and not lab.done
     d1, d2, d3, d4 = st.columns(4)
@@ -281,15 +309,28 @@ def manage(all_runs: list[runs.Run], by_id: dict) -> None:
         width="stretch",
         help=t("compare.manage.reload_help_busy" if lab_busy else "compare.manage.reload_help"),
     )
-    o2.checkbox(t("compare.manage.confirm"), key="cmp_confirm_delete", help=t("compare.manage.confirm_help"))
+    o2.checkbox(
+        t("compare.manage.confirm"), key="cmp_confirm_delete", help=t("compare.manage.confirm_help"), disabled=not mine
+    )
     o3.button(
         t("compare.manage.delete"),
         key="cmp_delete",
         on_click=_delete,
         args=(rid, run.name),
-        disabled=not st.session_state.get("cmp_confirm_delete"),
+        disabled=not (mine and st.session_state.get("cmp_confirm_delete")),
         width="stretch",
     )
+    if state.is_lecturer():  # after a lesson: the class's runs go, in one click
+        st.divider()
+        k1, k2 = st.columns([2, 1], vertical_alignment="center")
+        k1.checkbox(t("compare.manage.confirm_clear", n=len(all_runs)), key="cmp_confirm_clear")
+        k2.button(
+            t("compare.manage.clear"),
+            key="cmp_clear",
+            on_click=_clear_class,
+            disabled=not st.session_state.get("cmp_confirm_clear"),
+            width="stretch",
+        )
 
 
 def label_of(run: runs.Run, i: int) -> str:
@@ -634,6 +675,8 @@ def draw_sweep(job: sweep.SweepJob) -> None:
         lines.append(t("compare.sweep.teacher", arch=b.teacher, acc=pct(t_acc)))
     if lines:
         st.markdown(" ".join(lines))
+    if res.done == sw.total:  # said once every cell is in: is the best cell more than seed noise?
+        noise.sweep_notice(rows, best)
     st.caption(
         t(
             "compare.sweep.caption",
@@ -658,15 +701,14 @@ with tab_sweep:
     )
     with st.container(border=True):
         a1, a2, a3 = st.columns(3)
-        ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func runs outside the script
-        ds_name = a1.selectbox(
+        ds_name = datasets.picker(
             t("compare.sweep.dataset"),
-            list(data.DATASETS),
-            key="cmp_sw_dataset",
+            "cmp_sw_dataset",
+            where=a1,
             disabled=running,
-            format_func=ds_labels.get,
             help=t("compare.sweep.dataset_help"),
         )
+        ds_available = datasets.availability(ds_name).available
         if st.session_state.cmp_sw_method not in SWEEP_METHODS:
             st.session_state.cmp_sw_method = "kd"
         method_labels = {n: method_title(n) for n in SWEEP_METHODS}
@@ -733,6 +775,8 @@ with tab_sweep:
         problem = None
         if not temps or not alphas:
             problem = t("compare.sweep.problem")
+        if not ds_available:  # the reason next to the disabled Start button
+            problem = datasets.reason(datasets.availability(ds_name))
         cfg = Config(
             dataset=ds_name, method=method_name, labeled_fraction=float(fraction), epochs=int(epochs), baseline=False
         )
@@ -756,7 +800,9 @@ with tab_sweep:
             help=t("compare.sweep.stop_help"),
             on_click=lambda: job.stop(),
         )
-        s3.caption(problem or t("compare.sweep.plan", runs=n_runs, epochs=plural("epoch", epochs), dataset=ds_name))
+        (s3.warning if not ds_available else s3.caption)(
+            problem or t("compare.sweep.plan", runs=n_runs, epochs=plural("epoch", epochs), dataset=ds_name)
+        )
         if "cmp_sw_error" in st.session_state:
             st.error(st.session_state.pop("cmp_sw_error"))
 
@@ -794,7 +840,7 @@ def board_name(method: str, name: str) -> str:
     if method == "teacher":
         m = re.fullmatch(r"Teacher \((.*)\)", str(name))
         return t("compare.board.teacher_name", arch=m.group(1)) if m else name
-    if method in BOARD_NAMES and name == sweep.LEADERBOARD_NAMES.get(method):
+    if method in BOARD_NAMES and name == sweep.leaderboard_name(method):
         return t(BOARD_NAMES[method])
     return name
 

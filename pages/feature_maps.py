@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from kd_app import chrome, i18n, links, state
+from kd_app import chrome, datasets, i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, features, losses, methods, models, train, viz
 from kd_core.config import Config
@@ -124,18 +124,10 @@ if job is not None and st.session_state.get("_fm_seen_job") != job.id:
 left, right = st.columns([1, 2.3], gap="large")
 with left:
     # the option labels' language is fixed now: Streamlit may call format_func outside this run
-    choice = st.selectbox(
-        t("feature_maps.dataset"),
-        list(data.DATASETS),
-        key="fm_dataset",
-        format_func=lambda n, lang=i18n.lang(): f"{n} — {dataset_title(n, lang)}",
-        help=t("feature_maps.dataset_help"),
-    )
+    choice = datasets.picker(t("feature_maps.dataset"), "fm_dataset", help=t("feature_maps.dataset_help"))
     ds_name = choice
-    try:
-        ds = state.dataset(choice)
-    except KDError as e:
-        st.error(t("feature_maps.cannot_use", name=choice, error=e))
+    ds = datasets.load(choice)  # None after a notice saying why and where its files go
+    if ds is None:
         ds_name = run_cfg.dataset if run_cfg is not None and run_cfg.dataset != choice else DEFAULT_DATASET
         st.caption(t("feature_maps.showing_meanwhile", name=ds_name))
         ds = state.dataset(ds_name)

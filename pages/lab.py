@@ -9,11 +9,11 @@ import math
 import pandas as pd
 import streamlit as st
 
-from kd_app import i18n, links, state
+from kd_app import datasets, i18n, links, method_effect, noise, state
 from kd_app.i18n import t
 from kd_core import data, methods, models, train, viz
 from kd_core.config import Config
-from kd_core.errors import KDError
+from kd_core.errors import DataUnavailableError, KDError
 
 TEMPERATURES = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0]
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1]
@@ -44,9 +44,15 @@ def method_summary(m) -> str:
 
 
 def param_text(m, p, what: str) -> str:
-    """A method parameter's ``label`` (its name in English) or ``help``."""
+    """A method parameter's ``label`` (readable, from the registry, with the formula's
+    symbol) or ``help``."""
     key = f"lab.params.{m.name}.{p.name}.{what}"
-    return t(key) if known(key) else (p.name if what == "label" else p.help)
+    text = t(key) if known(key) else (p.label if what == "label" else p.help)
+    if what != "label":
+        return text
+    if text == p.name:  # a catalogue that still holds the raw name
+        text = p.label or p.name
+    return f"{text} (${p.symbol}$)" if p.symbol else text
 
 
 st.title("🧪 " + t("lab.title"))
@@ -79,33 +85,16 @@ for k, v in defaults.items():
 job = state.lab_job()
 running = job is not None and not job.done
 
-controls, output = st.columns([1, 2.2], gap="large")
+# at 1280 px the set-up column must fit "mnist-mini — MNIST mini (5,000 real digits)" and "cnn-32-64"
+controls, output = st.columns([1.35, 2], gap="large")
 
 # ------------------------------------------------------------------ controls
 with controls:
     st.subheader(t("lab.setup"))
 
-    def _check_dataset() -> None:
-        """Stay on the last working dataset when the new one cannot be loaded (e.g. offline)."""
-        name = st.session_state.lab_dataset
-        try:
-            state.dataset(name)
-            st.session_state.lab_good_dataset = name
-        except KDError as e:
-            st.session_state.lab_dataset_error = str(e)
-            st.session_state.lab_dataset = st.session_state.get("lab_good_dataset", D.dataset)
-
-    ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func may run outside the script
-    ds_name = st.selectbox(
-        t("lab.dataset"),
-        list(data.DATASETS),
-        key="lab_dataset",
-        on_change=_check_dataset,
-        format_func=ds_labels.get,
-        help=t("lab.dataset_help"),
-    )
-    if "lab_dataset_error" in st.session_state:
-        st.error(t("lab.dataset_error", error=st.session_state.pop("lab_dataset_error"), name=ds_name))
+    # unavailable datasets (no files, offline) are marked; choosing one says why next to Train
+    ds_name = datasets.picker(t("lab.dataset"), "lab_dataset", help=t("lab.dataset_help"))
+    ds_available = datasets.availability(ds_name).available
     info = data.DATASETS[ds_name]
     t_default, s_default = models.preset(ds_name)
     choices = models.suggested_models(ds_name)
@@ -299,9 +288,14 @@ with controls:
         baseline=bool(baseline),
     )
     problem = None
+    data_problem = None if ds_available else datasets.reason(datasets.availability(ds_name))
     try:
         cfg.resolved().validate()
-        train.check_batch_fits(cfg, state.dataset(ds_name))
+        if ds_available:
+            try:
+                train.check_batch_fits(cfg, state.dataset(ds_name))
+            except DataUnavailableError:  # files there but unreadable: say so without the raw error
+                data_problem = datasets.unreadable(ds_name)
         if method.needs_features:  # refuse impossible layer pairings before training
             from kd_core.train import resolve_pairs
 
@@ -321,11 +315,13 @@ with output:
     st.latex(method.formula_latex(T if method.uses_temperature else None, alpha if method.uses_alpha else None, params))
     if method.uses_alpha:
         st.caption(t("lab.formula_caption"))
-    b1, b2, _ = st.columns([1, 1, 3])
+    b1, b2, why = st.columns([1, 1, 3])
+    if data_problem is not None:  # the reason sits next to the disabled button, not off screen
+        why.warning(data_problem, icon="📦")
     if b1.button(
         t("lab.train"),
         type="primary",
-        disabled=running or problem is not None,
+        disabled=running or problem is not None or data_problem is not None,
         key="lab_train",
         help=t("lab.train_help"),
     ):
@@ -493,7 +489,9 @@ def draw_results(snap: dict) -> None:
         width="stretch",
         key="lab_results",
     )
-    if "baseline" in r:
+    if noise.failed_run(r, snap["status"]):  # diverged or at chance: no "gained 0.0 points"
+        pass
+    elif "baseline" in r:
         gain = r["student"]["test_accuracy"] - r["baseline"]["test_accuracy"]
         st.markdown(
             t(
@@ -503,6 +501,8 @@ def draw_results(snap: dict) -> None:
                 scratch=100 * r["baseline"]["test_accuracy"],
             )
         )
+        if abs(gain) < 0.02:  # one seed each: a difference this small says nothing yet
+            st.caption(t("noise.lab_small_gain"))
     classes = r["classes"]
     omitted = r["config"].get("omit_class")
     per_class = {"teacher": r["teacher"]["per_class_accuracy"], "distilled student": r["student"]["per_class_accuracy"]}
@@ -545,7 +545,8 @@ def draw_results(snap: dict) -> None:
 def draw_job() -> None:
     j = state.lab_job()
     if j is None:
-        st.info(t("lab.press_train"))
+        if data_problem is None:
+            st.info(t("lab.press_train"))
         return
     snap = j.snapshot()
     draw_progress(snap)
@@ -571,6 +572,9 @@ with output:
         live()
     else:
         draw_job()
+
+with output:
+    method_effect.section(cfg)  # the method alone, KD alone, both and scratch, over seeds
 
 links.write_lab(cfg)  # the address bar always holds this set-up: copy it to share it
 state.remember_all("lab_", skip=("lab_train", "lab_stop"))

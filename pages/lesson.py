@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from streamlit.errors import StreamlitAPIException
 
-from kd_app import links, state
+from kd_app import links, noise, state
 from kd_app.i18n import t
 from kd_core import features, losses, methods, metrics, models, teachers, train, viz
 from kd_core.config import Config
@@ -286,7 +286,12 @@ with left:
         output_format="PNG",
         caption=t("lesson.s2.image_caption", i=i_img, c=classes[int(y[i_img])]),
     )
-with right:
+
+
+@st.fragment
+def soft_targets_view() -> None:
+    """The T slider and what it changes: moving it reruns only this (not the long page)."""
+    links.sync("lesson", FIELDS)
     T = float(
         st.select_slider(
             t("lesson.s2.T"), SOFT_T, key="lesson_T", format_func=lambda v: f"{v:g}", help=t("lesson.s2.T_help")
@@ -303,7 +308,7 @@ with right:
     fig.data[0].marker.color, fig.data[1].marker.color = SOFT_TEACHER, viz.TEACHER
     fig.update_xaxes(title=t("axes.class"))
     fig.update_yaxes(title=t("axes.probability"))
-    fig.update_layout(height=400)
+    fig.update_layout(height=420, legend=dict(y=-0.32))  # below the axis title, not over it
     st.plotly_chart(fig, key="lesson_probs", width="stretch", theme=None)
     true_c = int(y[i_img])
     wrong = [c for c in np.argsort(-pT) if c != true_c][:2]
@@ -317,17 +322,21 @@ with right:
         f"{entropy_bits(pT):.2f}",
         help=t("lesson.s2.metric_entropy_help", max=math.log2(K)),
     )
-st.markdown(
-    t(
-        "lesson.s2.reading",
-        T=T,
-        a=classes[wrong[0]],
-        b=classes[wrong[1]],
-        pa=100 * pT[wrong[0]],
-        pb=100 * pT[wrong[1]],
-        p1=100 * (1 - p1[true_c]),
+    st.markdown(
+        t(
+            "lesson.s2.reading",
+            T=T,
+            a=classes[wrong[0]],
+            b=classes[wrong[1]],
+            pa=100 * pT[wrong[0]],
+            pb=100 * pT[wrong[1]],
+            p1=100 * (1 - p1[true_c]),
+        )
     )
-)
+
+
+with right:
+    soft_targets_view()
 st.info(t("lesson.s2.dark"), icon="🌑")
 
 # ================================================================== 3. the loss
@@ -336,125 +345,139 @@ kd = methods.get("kd")
 st.markdown(t("lesson.s3.text"))
 st.latex(kd.formula_latex())
 st.markdown(t("lesson.s3.symbols"))
-c1, c2 = st.columns(2)
-loss_T = float(
-    c1.select_slider(
-        t("lesson.s3.T"), LOSS_T, key="lesson_loss_T", format_func=lambda v: f"{v:g}", help=t("lesson.s3.T_help")
+
+
+fresh = fresh_student(s_arch, tuple(ds.in_shape), K)  # cached: the loss and relational views use it
+
+
+@st.fragment
+def loss_section() -> None:
+    """T and alpha of the loss and everything they change: reruns only this section."""
+    links.sync("lesson", FIELDS)
+    c1, c2 = st.columns(2)
+    loss_T = float(
+        c1.select_slider(
+            t("lesson.s3.T"), LOSS_T, key="lesson_loss_T", format_func=lambda v: f"{v:g}", help=t("lesson.s3.T_help")
+        )
     )
-)
-alpha = float(c2.slider(t("lesson.s3.alpha"), 0.0, 1.0, step=0.05, key="lesson_alpha", help=t("lesson.s3.alpha_help")))
-st.latex(
-    rf"\mathcal{{L}} = {1 - alpha:.3g}\,\mathrm{{CE}}(y, p_S) + {alpha:.3g} \cdot {loss_T:g}^2\,"
-    rf"\mathrm{{KL}}\!\left(p_T^{{({loss_T:g})}} \,\|\, p_S^{{({loss_T:g})}}\right)"
-)
-fresh = fresh_student(s_arch, tuple(ds.in_shape), K)
-demo = demo_logits(teacher.key, teacher.model, fresh, ds.x_test, ds.y_test)
-zt, zs, yb = demo["teacher"], demo["student"], demo["y"]
-ce = float(F.cross_entropy(zs, yb))
-kl_T = float(losses.kd_loss(zs, zt, loss_T))  # already times T^2
-terms = {
-    t("lesson.s3.term_ce"): (1 - alpha) * ce,
-    t("lesson.s3.term_kd"): alpha * kl_T,
-    t("lesson.s3.term_total"): (1 - alpha) * ce + alpha * kl_T,
-}
-lfig = go.Figure(
-    go.Bar(
-        x=list(terms),
-        y=list(terms.values()),
-        marker_color=[viz.SCRATCH, viz.TEACHER, viz.STUDENT],
-        text=[f"{v:.3f}" for v in terms.values()],
-        textposition="outside",
+    alpha = float(
+        c2.slider(t("lesson.s3.alpha"), 0.0, 1.0, step=0.05, key="lesson_alpha", help=t("lesson.s3.alpha_help"))
     )
-)
-viz.style(lfig, t("lesson.s3.terms_title", T=loss_T, alpha=alpha), height=380)
-lfig.update_yaxes(title=t("lesson.s3.terms_axis"), rangemode="tozero")
-lfig.update_layout(margin=dict(b=60))
-g1, g2 = st.columns([1, 1.3], gap="large")
-with g1:
-    st.plotly_chart(lfig, key="lesson_loss_terms", width="stretch", theme=None)
-    st.caption(t("lesson.s3.terms_caption", n=len(yb)))
-with g2:
-    st.markdown(t("lesson.s3.why_t2"))
     st.latex(
-        r"\frac{\partial\,\mathrm{KL}\!\left(p_T^{(T)} \,\|\, p_S^{(T)}\right)}{\partial z_i}"
-        r" = \frac{1}{T}\left(q_i - p_i\right) \;\approx\; \frac{1}{N\,T^2}\,\left(z_i - v_i\right)"
+        rf"\mathcal{{L}} = {1 - alpha:.3g}\,\mathrm{{CE}}(y, p_S) + {alpha:.3g} \cdot {loss_T:g}^2\,"
+        rf"\mathrm{{KL}}\!\left(p_T^{{({loss_T:g})}} \,\|\, p_S^{{({loss_T:g})}}\right)"
     )
-    st.markdown(t("lesson.s3.why_t2_symbols"))
-    st.latex(
-        r"\frac{\partial\,\left[T^2\,\mathrm{KL}\right]}{\partial z_i} \;\xrightarrow{\;T \to \infty\;}\;"
-        r" \frac{1}{N}\left(z_i - v_i\right) = \frac{\partial}{\partial z_i}\,\frac{1}{2N}\sum_{j}\left(z_j - v_j\right)^2"
-    )
-grads = gradient_table(teacher.key, zt, zs)
-h1, h2 = st.columns(2, gap="large")
-gfig = go.Figure()
-gfig.add_scatter(
-    x=grads["T"].tolist(),
-    y=grads["plain"].tolist(),
-    mode="lines+markers",
-    name=t("lesson.s3.grad_plain"),
-    line=dict(color=viz.SCRATCH, width=3, dash="dot"),
-    marker=dict(size=9),
-)
-gfig.add_scatter(
-    x=grads["T"].tolist(),
-    y=grads["scaled"].tolist(),
-    mode="lines+markers",
-    name=t("lesson.s3.grad_scaled"),
-    line=dict(color=viz.STUDENT, width=4),
-    marker=dict(size=10),
-)
-gfig.add_vline(x=loss_T, line_dash="dash", line_color="#555")
-viz.style(gfig, t("lesson.s3.grad_title"), height=420)
-gfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=GRAD_T, ticktext=[str(v) for v in GRAD_T])
-gfig.update_yaxes(type="log", title=t("lesson.s3.grad_axis"))
-h1.plotly_chart(gfig, key="lesson_grad_norms", width="stretch", theme=None)
-cfig = go.Figure()
-cfig.add_scatter(
-    x=grads["T"].tolist(),
-    y=grads["cos"].tolist(),
-    mode="lines+markers",
-    name=t("lesson.s3.cos_name"),
-    line=dict(color=viz.TEACHER, width=4),
-    marker=dict(size=10),
-)
-cfig.add_hline(y=1.0, line_dash="dot", line_color="#999")
-cfig.add_vline(x=loss_T, line_dash="dash", line_color="#555")
-viz.style(cfig, t("lesson.s3.cos_title"), height=420)
-cfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=GRAD_T, ticktext=[str(v) for v in GRAD_T])
-cfig.update_yaxes(title=t("lesson.s3.cos_axis"), range=[min(0.6, float(grads["cos"].min()) - 0.05), 1.02])
-cfig.update_layout(showlegend=False)
-h2.plotly_chart(cfig, key="lesson_grad_cos", width="stretch", theme=None)
-gt = grads.rename(
-    columns={
-        "T": "T",
-        "plain": t("lesson.s3.col_plain"),
-        "scaled": t("lesson.s3.col_scaled"),
-        "cos": t("lesson.s3.col_cos"),
-        "ratio": t("lesson.s3.col_ratio"),
+    demo = demo_logits(teacher.key, teacher.model, fresh, ds.x_test, ds.y_test)
+    zt, zs, yb = demo["teacher"], demo["student"], demo["y"]
+    ce = float(F.cross_entropy(zs, yb))
+    kl_T = float(losses.kd_loss(zs, zt, loss_T))  # already times T^2
+    terms = {
+        t("lesson.s3.term_ce"): (1 - alpha) * ce,
+        t("lesson.s3.term_kd"): alpha * kl_T,
+        t("lesson.s3.term_total"): (1 - alpha) * ce + alpha * kl_T,
     }
-)
-st.dataframe(
-    gt.style.format(
-        {
-            t("lesson.s3.col_plain"): "{:.2e}",
-            t("lesson.s3.col_scaled"): "{:.3f}",
-            t("lesson.s3.col_cos"): "{:.4f}",
-            t("lesson.s3.col_ratio"): "{:.3f}",
-        }
-    ),
-    hide_index=True,
-    width="stretch",
-    key="lesson_grad_table",
-)
-st.markdown(
-    t(
-        "lesson.s3.grad_reading",
-        lo=grads["cos"].iloc[0],
-        hi=grads["cos"].iloc[-1],
-        t_hi=GRAD_T[-1],
-        drop=grads["plain"].iloc[0] / grads["plain"].iloc[-1],
+    lfig = go.Figure(
+        go.Bar(
+            x=list(terms),
+            y=list(terms.values()),
+            marker_color=[viz.SCRATCH, viz.TEACHER, viz.STUDENT],
+            text=[f"{v:.3f}" for v in terms.values()],
+            textposition="outside",
+        )
     )
-)
+    viz.style(lfig, t("lesson.s3.terms_title", T=loss_T, alpha=alpha), height=380)
+    lfig.update_layout(title=dict(x=0, xanchor="left", font=dict(size=viz.FONT)))  # a narrow column: never clip it
+    lfig.update_yaxes(title=t("lesson.s3.terms_axis"), rangemode="tozero")
+    lfig.update_layout(margin=dict(b=60))
+    g1, g2 = st.columns([1, 1.3], gap="large")
+    with g1:
+        st.plotly_chart(lfig, key="lesson_loss_terms", width="stretch", theme=None)
+        st.caption(t("lesson.s3.terms_caption", n=len(yb)))
+    with g2:
+        st.markdown(t("lesson.s3.why_t2"))
+        st.latex(
+            r"\frac{\partial\,\mathrm{KL}\!\left(p_T^{(T)} \,\|\, p_S^{(T)}\right)}{\partial z_i}"
+            r" = \frac{1}{T}\left(q_i - p_i\right) \;\approx\; \frac{1}{N\,T^2}\,\left(z_i - v_i\right)"
+        )
+        st.markdown(t("lesson.s3.why_t2_symbols"))
+        st.latex(
+            r"\frac{\partial\,\left[T^2\,\mathrm{KL}\right]}{\partial z_i} \;\xrightarrow{\;T \to \infty\;}\;"
+            r" \frac{1}{N}\left(z_i - v_i\right) = \frac{\partial}{\partial z_i}\,\frac{1}{2N}\sum_{j}\left(z_j - v_j\right)^2"
+        )
+    grads = gradient_table(teacher.key, zt, zs)
+    h1, h2 = st.columns(2, gap="large")
+    gfig = go.Figure()
+    gfig.add_scatter(
+        x=grads["T"].tolist(),
+        y=grads["plain"].tolist(),
+        mode="lines+markers",
+        name=t("lesson.s3.grad_plain"),
+        line=dict(color=viz.SCRATCH, width=3, dash="dot"),
+        marker=dict(size=9),
+    )
+    gfig.add_scatter(
+        x=grads["T"].tolist(),
+        y=grads["scaled"].tolist(),
+        mode="lines+markers",
+        name=t("lesson.s3.grad_scaled"),
+        line=dict(color=viz.STUDENT, width=4),
+        marker=dict(size=10),
+    )
+    gfig.add_vline(x=loss_T, line_dash="dash", line_color="#555")
+    viz.style(gfig, t("lesson.s3.grad_title"), height=420)
+    gfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=GRAD_T, ticktext=[str(v) for v in GRAD_T])
+    gfig.update_yaxes(type="log", title=t("lesson.s3.grad_axis"))
+    h1.plotly_chart(gfig, key="lesson_grad_norms", width="stretch", theme=None)
+    cfig = go.Figure()
+    cfig.add_scatter(
+        x=grads["T"].tolist(),
+        y=grads["cos"].tolist(),
+        mode="lines+markers",
+        name=t("lesson.s3.cos_name"),
+        line=dict(color=viz.TEACHER, width=4),
+        marker=dict(size=10),
+    )
+    cfig.add_hline(y=1.0, line_dash="dot", line_color="#999")
+    cfig.add_vline(x=loss_T, line_dash="dash", line_color="#555")
+    viz.style(cfig, t("lesson.s3.cos_title"), height=420)
+    cfig.update_xaxes(type="log", title=t("axes.temperature"), tickvals=GRAD_T, ticktext=[str(v) for v in GRAD_T])
+    cfig.update_yaxes(title=t("lesson.s3.cos_axis"), range=[min(0.6, float(grads["cos"].min()) - 0.05), 1.02])
+    cfig.update_layout(showlegend=False)
+    h2.plotly_chart(cfig, key="lesson_grad_cos", width="stretch", theme=None)
+    gt = grads.rename(
+        columns={
+            "T": "T",
+            "plain": t("lesson.s3.col_plain"),
+            "scaled": t("lesson.s3.col_scaled"),
+            "cos": t("lesson.s3.col_cos"),
+            "ratio": t("lesson.s3.col_ratio"),
+        }
+    )
+    st.dataframe(
+        gt.style.format(
+            {
+                t("lesson.s3.col_plain"): "{:.2e}",
+                t("lesson.s3.col_scaled"): "{:.3f}",
+                t("lesson.s3.col_cos"): "{:.4f}",
+                t("lesson.s3.col_ratio"): "{:.3f}",
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+        key="lesson_grad_table",
+    )
+    st.markdown(
+        t(
+            "lesson.s3.grad_reading",
+            lo=grads["cos"].iloc[0],
+            hi=grads["cos"].iloc[-1],
+            t_hi=GRAD_T[-1],
+            drop=grads["plain"].iloc[0] / grads["plain"].iloc[-1],
+        )
+    )
+
+
+loss_section()
 
 
 # ================================================================== 4. one-click experiment
@@ -495,9 +518,13 @@ def draw_experiment() -> None:
         )
         m2.metric(t("roles.scratch"), f"{100 * b:.1f}%")
         m3.metric(t("roles.teacher"), f"{100 * r['teacher']['test_accuracy']:.1f}%")
+        if noise.failed_run(r, snap["status"]):  # diverged or at chance: the gain means nothing
+            return
         st.markdown(
             t("lesson.s4.result", gain=100 * (d - b), d=100 * d, b=100 * b, frac=100 * snap["config"].labeled_fraction)
         )
+        if abs(d - b) < 0.02:  # one seed each
+            st.caption(t("noise.lesson_small_gain"))
 
 
 def start_experiment() -> None:
@@ -735,7 +762,12 @@ r1, r2 = st.columns([1, 1.5], gap="large")
 with r1:
     st.markdown(t("lesson.s6.relational_symbols"))
     page_link("relations.py", "lesson.s6.relational_link", "🕸️")
-with r2:
+
+
+@st.fragment
+def relational_view() -> None:
+    """Samples per class and the two distance matrices: reruns only this view."""
+    links.sync("lesson", FIELDS)
     per_class = int(
         st.select_slider(
             t("lesson.s6.per_class"), PER_CLASS, key="lesson_per_class", help=t("lesson.s6.per_class_help")
@@ -785,6 +817,10 @@ with r2:
         else t("lesson.s6.rkd_caption_one", n=len(idx), loss=rkd_d)
     )
 
+
+with r2:
+    relational_view()
+
 # --- contrastive distillation
 st.subheader(t("lesson.s6.contrastive_title"))
 st.markdown(t("lesson.s6.contrastive_text"))
@@ -793,7 +829,12 @@ k1, k2 = st.columns([1, 1.5], gap="large")
 with k1:
     st.markdown(t("lesson.s6.contrastive_symbols"))
     page_link("contrastive.py", "lesson.s6.contrastive_link", "🧲")
-with k2:
+
+
+@st.fragment
+def contrastive_view() -> None:
+    """tau and the contrastive probabilities: reruns only this view."""
+    links.sync("lesson", FIELDS)
     tau = float(
         st.select_slider(
             t("lesson.s6.tau"), TAUS, key="lesson_tau", format_func=lambda v: f"{v:g}", help=t("lesson.s6.tau_help")
@@ -828,12 +869,18 @@ with k2:
         + ("" if trained else " " + t("lesson.s6.contrast_hint"))
     )
 
+
+with k2:
+    contrastive_view()
+
 # ================================================================== 7. where KD is used and going
 step_header(7, "lesson.s7.title")
 w1, w2 = st.columns(2, gap="large")
 with w1:
     st.subheader(t("lesson.s7.used_title"))
     st.markdown(t("lesson.s7.used"))
+    st.markdown(t("lesson.s7.lm_try"))
+    page_link("language_models.py", "lesson.s7.lm_link", "💬")
 with w2:
     st.subheader(t("lesson.s7.going_title"))
     st.markdown(t("lesson.s7.going"))

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from kd_app import chrome, i18n, links, state
+from kd_app import chrome, datasets, i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, methods, models, relations, train, viz
 from kd_core.config import Config
@@ -128,19 +128,10 @@ if job is not None and st.session_state.get("_rel_seen_job") != job.id:  # a new
 
 left, right = st.columns([1, 2.3], gap="large")
 with left:
-    ds_labels = {n: f"{n} — {dataset_title(n)}" for n in data.DATASETS}  # format_func may run outside the script
-    choice = st.selectbox(
-        t("relations.dataset"),
-        list(data.DATASETS),
-        key="rel_dataset",
-        format_func=ds_labels.get,
-        help=t("relations.dataset_help"),
-    )
+    choice = datasets.picker(t("relations.dataset"), "rel_dataset", help=t("relations.dataset_help"))
     ds_name = choice
-    try:
-        ds = state.dataset(choice)
-    except KDError as e:
-        st.error(t("relations.cannot_use", name=choice, error=e))
+    ds = datasets.load(choice)  # None after a notice saying why and where its files go
+    if ds is None:
         ds_name = run_cfg.dataset if run_cfg is not None and run_cfg.dataset != choice else DEFAULT_DATASET
         st.caption(t("relations.showing_meanwhile", name=ds_name))
         ds = state.dataset(ds_name)

@@ -14,9 +14,9 @@ import numpy as np
 import streamlit as st
 import torch
 
-from kd_app import chrome, draw, i18n, links, state
+from kd_app import chrome, datasets, draw, i18n, links, state
 from kd_app.i18n import t
-from kd_core import data, images, metrics, viz
+from kd_core import data, images, losses, metrics, viz
 from kd_core.errors import KDError
 
 TEMPERATURES = [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]
@@ -170,33 +170,28 @@ FIELDS = [
     links.number("T", "st_T", DEFAULT_T, options=TEMPERATURES),
     links.flag("log", "st_log", False),
     links.flag("hide_diagonal", "st_hide_diag", False),
+    links.flag("zscore", "st_zscore", False),
 ]
 links.sync("soft-targets", FIELDS)
 keep("st_dataset", DEFAULT_DATASET)
 keep("st_T", DEFAULT_T)
 keep("st_log", False)
 keep("st_hide_diag", False)
+keep("st_zscore", False)
 if st.session_state.st_dataset not in data.DATASETS:
     st.session_state.st_dataset = DEFAULT_DATASET
 
 head_l, head_r = st.columns([1, 1.25], gap="large")
 with head_l:
-    choice = st.selectbox(
-        t("soft_targets.dataset"),
-        list(data.DATASETS),
-        key="st_dataset",
-        format_func=dataset_label(i18n.lang()),
-        help=t("soft_targets.dataset_help"),
-    )
+    choice = datasets.picker(t("soft_targets.dataset"), "st_dataset", help=t("soft_targets.dataset_help"))
     ds_name = choice
-    try:
-        ds = state.dataset(choice)
+    ds = datasets.load(choice)  # None after a notice saying why and where its files go
+    if ds is not None:
         st.session_state._st_good_dataset = choice
-    except KDError as e:
+    else:
         ds_name = st.session_state.get("_st_good_dataset", DEFAULT_DATASET)
         if ds_name == choice:
             ds_name = DEFAULT_DATASET
-        st.error(t("soft_targets.cannot_use", name=choice, error=e))
         st.caption(t("soft_targets.showing_meanwhile", name=ds_name))
         ds = state.dataset(ds_name)
     try:
@@ -295,19 +290,22 @@ with right:
         )
     )
     log_scale = s2.toggle(t("soft_targets.log"), key="st_log", help=t("soft_targets.log_help"))
+    standardise = s2.toggle(t("soft_targets.zscore"), key="st_zscore", help=t("soft_targets.zscore_help"))
     pT = softmax(z, T)
-    fig = viz.prob_bars(
-        {"teacher at T = 1 (plain softmax)": p1, f"teacher at T = {T:g}": pT},
-        classes,
-        title=t("soft_targets.probs_title"),
-        highlight=int(cls),
-        log=log_scale,
-    )
-    relabel_bars(fig, [t("soft_targets.series_t1"), series_name("roles.teacher", T)])
+    bars = {"teacher at T = 1 (plain softmax)": p1, f"teacher at T = {T:g}": pT}
+    bar_names = [t("soft_targets.series_t1"), series_name("roles.teacher", T)]
+    if standardise:  # logit standardisation (LS-KD): the same T on z-scored logits
+        zs = losses.zscore(torch.as_tensor(z, dtype=torch.float64)[None])[0].numpy()
+        bars["teacher, standardised"] = softmax(zs, T)
+        bar_names.append(t("soft_targets.series_z", T=T))
+    fig = viz.prob_bars(bars, classes, title=t("soft_targets.probs_title"), highlight=int(cls), log=log_scale)
+    relabel_bars(fig, bar_names)
     fig.data[0].marker.color = TEACHER_LIGHT
+    if standardise:
+        fig.data[2].marker.color = viz.EXTRA[0]
     legend_below(fig)
     if log_scale:
-        low = math.floor(math.log10(max(float(min(p1.min(), pT.min())), 1e-12)))
+        low = math.floor(math.log10(max(float(min(p.min() for p in bars.values())), 1e-12)))
         fig.update_yaxes(range=[max(low, -12), 0.05])
     g1, g2 = st.columns([1.45, 1], gap="medium")
     g1.plotly_chart(fig, key="st_chart_probs", width="stretch", theme=None)
@@ -326,6 +324,17 @@ with right:
     g2.plotly_chart(efig, key="st_chart_entropy", width="stretch", theme=None)
     others = np.delete(pT, int(cls))
     top_wrong = int(np.delete(np.arange(K), int(cls))[np.argmax(others)])
+    if standardise:
+        sigma = float(np.std(z, ddof=1))
+        st.markdown(
+            t(
+                "soft_targets.zscore_reading",
+                T=T,
+                sigma=sigma,
+                teff=T * sigma,
+                top=100 * bars["teacher, standardised"][cls],
+            )
+        )
     st.markdown(
         t(
             "soft_targets.reading",

@@ -39,15 +39,19 @@ def saved(tmp_path, monkeypatch, trainers):
     monkeypatch.setattr(runs, "folder", lambda: d)
     monkeypatch.setattr(sweep, "leaderboard_dir", lambda: tmp_path / "boards")
     (tmp_path / "boards").mkdir()
-    a = runs.save_trainer(trainers[0], name="soft T=2")
-    b = runs.save_trainer(trainers[1], name="soft T=4")
+    a = runs.save_trainer(trainers[0], name="soft T=2", owner=ME)  # this session's runs: it may manage them
+    b = runs.save_trainer(trainers[1], name="soft T=4", owner=ME)
     shutil.copytree(d / a.id, d / "20000101-000000-aaaaaa")
     (d / "20000101-000000-aaaaaa" / "run.json").write_text('{"format": 1, "na')
     return a, b
 
 
-def open_compare(lang: str = "en") -> AppTest:
+ME = "session-of-this-test"
+
+
+def open_compare(lang: str = "en", session: str = ME) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["kd_session_id"] = session  # the browser session that owns the runs saved above
     if lang != "en":
         at.query_params["lang"] = lang
     at.run()
@@ -106,6 +110,79 @@ def test_rename_and_delete(saved):
     assert [r.id for r in runs.list_runs()[0]] == [b.id]
     assert frame(at, "saved")["name"].tolist() == ["soft T=4"]
     assert at.multiselect(key="cmp_pick").value == [b.id]  # the deleted run left the comparison
+
+
+def test_another_sessions_run_is_read_only_and_can_be_copied(saved):
+    a, b = saved
+    at = open_compare(session="another-student")
+    at.selectbox(key="cmp_manage").set_value(a.id).run()
+    assert at.button(key="cmp_rename").disabled and at.text_input(key=f"cmp_name_{a.id}").disabled
+    assert at.checkbox(key="cmp_confirm_delete").disabled and at.button(key="cmp_delete").disabled
+    assert any("belongs to another session" in i.value for i in at.info)
+    at.button(key="cmp_copy").click().run()
+    assert not at.exception
+    listed = runs.list_runs()[0]
+    copy = next(r for r in listed if r.owner == "another-student")
+    assert copy.name == "copy of soft T=2" and {a.id, b.id} <= {r.id for r in listed}
+    assert at.selectbox(key="cmp_manage").value == copy.id  # the copy is selected, and it is ours
+    assert not at.button(key="cmp_rename").disabled
+    at.text_input(key=f"cmp_name_{copy.id}").set_value("my copy").run()
+    at.button(key="cmp_rename").click().run()
+    assert runs.load_run(copy.id).name == "my copy" and runs.load_run(a.id).name == "soft T=2"
+    assert "cmp_clear" not in [x.key for x in at.button]  # clearing the class is the lecturer's
+
+
+def _lecturer_box():
+    from kd_app import chrome
+
+    chrome.lecturer_box()
+
+
+def test_the_sidebar_unlocks_lecturer_mode_with_the_servers_password_only(monkeypatch):
+    monkeypatch.setenv("KD_PLAYGROUND_LECTURER_PASSWORD", "front-row")
+    at = AppTest.from_function(_lecturer_box, default_timeout=60)
+    at.run()
+    at.text_input(key="kd_lecturer_password").set_value("front-ro").run()
+    at.button(key="kd_lecturer_unlock").click().run()
+    assert at.error[0].value == "Wrong password." and at.session_state["kd_lecturer"] is False
+    at.text_input(key="kd_lecturer_password").set_value("front-row").run()
+    at.button(key="kd_lecturer_unlock").click().run()
+    assert not at.exception and at.session_state["kd_lecturer"] is True
+    assert "kd_lecturer_password" not in at.session_state  # the typed password is not kept
+    assert "Lecturer mode" in at.success[0].value
+    at.button(key="kd_lecturer_lock").click().run()
+    assert at.session_state["kd_lecturer"] is False and at.text_input(key="kd_lecturer_password")
+
+
+def test_the_lecturer_manages_every_run_and_clears_the_class(saved, monkeypatch):
+    a, b = saved
+    monkeypatch.setenv("KD_PLAYGROUND_LECTURER_PASSWORD", "front-row")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["kd_session_id"] = "lecturer-laptop"
+    at.session_state["kd_lecturer"] = True  # unlocked in the sidebar (the test above)
+    at.run()
+    at.switch_page("pages/compare.py")
+    at.run()
+    at.selectbox(key="cmp_manage").set_value(a.id).run()
+    assert not at.button(key="cmp_rename").disabled  # someone else's run, but the lecturer may
+    at.checkbox(key="cmp_confirm_clear").check().run()
+    at.button(key="cmp_clear").click().run()
+    assert not at.exception
+    assert runs.list_runs()[0] == []
+
+
+def test_no_password_set_means_no_lecturer_mode(saved, monkeypatch):
+    monkeypatch.delenv("KD_PLAYGROUND_LECTURER_PASSWORD", raising=False)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["kd_session_id"] = "curious-student"
+    at.session_state["kd_lecturer"] = True  # even a forged flag gives no rights without a password
+    at.run()
+    assert "kd_lecturer_password" not in [x.key for x in at.text_input]  # no lecturer box at all
+    at.switch_page("pages/compare.py")
+    at.run()
+    at.selectbox(key="cmp_manage").set_value(saved[0].id).run()
+    assert at.button(key="cmp_rename").disabled
+    assert "cmp_clear" not in [x.key for x in at.button]
 
 
 def test_a_saved_run_reopens_in_the_other_pages(saved):

@@ -198,3 +198,46 @@ def test_pages_take_their_words_from_the_catalogues():
                 texts = node.args[:1] + [k.value for k in node.keywords if k.arg in ("label", "help", "body", "text")]
                 literals += [f"{path.name}:{node.lineno}: {ast.unparse(a)[:60]}" for a in texts if _prose(a)]
     assert not literals
+
+
+def test_method_texts_live_in_the_registry_and_every_one_has_chinese():
+    """The English of each method's title, summary and parameters is the registry's
+    (kd_core/methods.py), never a copy in the English catalogue; Chinese translates each of
+    them, keyed by method and parameter name, so a new method without Chinese fails here."""
+    from kd_core import methods
+
+    en, zh = i18n.catalogue("en"), i18n.catalogue("zh")
+    missing = []
+    for m in methods.all_methods().values():
+        keys = {f"methods.{m.name}": m.title, f"lab.methods.{m.name}.summary": m.summary}
+        for p in m.params:
+            keys[f"lab.params.{m.name}.{p.name}.label"] = getattr(p, "label", "") or p.name
+            keys[f"lab.params.{m.name}.{p.name}.help"] = p.help
+        for key, english in keys.items():
+            assert en[key] == english, key
+            if not zh.get(key, "").strip() or key.endswith(".help") and zh[key] == english:
+                missing.append(key)
+    assert not missing, f"registered methods or parameters without Chinese text: {missing}"
+    # and no Chinese text for a method or parameter that is not registered (a stale translation)
+    registered = set(i18n.registry_texts())
+    stale = [k for k in zh if k.startswith(("lab.methods.", "lab.params.", "methods.")) and k not in registered]
+    assert not stale
+
+
+def test_the_english_files_hold_no_copy_of_a_method_text(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    shutil.copytree(i18n.LOCALES, tmp_path / "locales")
+    page = tmp_path / "locales" / "en" / "lab.json"
+    d = json.loads(page.read_text(encoding="utf-8"))
+    d["lab"]["methods"] = {"kd": {"summary": "a copy"}}
+    page.write_text(json.dumps(d), encoding="utf-8")
+    monkeypatch.setattr(i18n, "LOCALES", tmp_path / "locales")
+    i18n.catalogue.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="lab.methods.kd.summary"):
+            i18n.catalogue("en")
+    finally:
+        monkeypatch.undo()
+        i18n.catalogue.cache_clear()

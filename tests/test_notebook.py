@@ -47,15 +47,46 @@ def test_notebook_is_stored_without_outputs():
             _assert_clean(json.loads(shown.stdout), f"git {rev}")
 
 
-def test_notebook_tells_the_lessons_story_in_order():
-    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
-    headings = [
+def _headings(nb: dict) -> list[str]:
+    return [
         line
         for c in nb["cells"]
         if c["cell_type"] == "markdown"
         for line in "".join(c["source"]).splitlines()
         if line.startswith("## ")
     ]
+
+
+def test_notebook_follows_the_lesson_section_by_section():
+    """The tour and the app's Lesson tell the same story: the same numbered sections with the
+    same titles, in the same order (the Lesson's titles from its English catalogue)."""
+    from kd_app import i18n
+
+    cat = i18n.catalogue("en")
+    lesson = []
+    while f"lesson.s{len(lesson) + 1}.title" in cat:
+        lesson.append(f"{len(lesson) + 1} · {cat[f'lesson.s{len(lesson) + 1}.title']}")
+    tour = [h.removeprefix("## ").strip() for h in _headings(json.loads(NOTEBOOK.read_text(encoding="utf-8")))]
+    assert len(lesson) >= 8 and tour == lesson
+
+
+def test_notebook_source_is_paired_with_a_readable_py_file():
+    """The .py (jupytext percent format) is the reviewable source; the .ipynb holds the same
+    cells, so neither can drift from the other."""
+    import jupytext
+
+    py = NOTEBOOK.with_suffix(".py")
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    assert nb["metadata"]["jupytext"]["formats"] == "ipynb,py:percent"
+    paired = jupytext.read(py)
+    ours = [(c["cell_type"], "".join(c["source"])) for c in nb["cells"]]
+    theirs = [(c.cell_type, c.source) for c in paired.cells]
+    assert ours == theirs, "notebooks/kd_tour.py and kd_tour.ipynb differ: run `jupytext --sync notebooks/kd_tour.py`"
+
+
+def test_notebook_tells_the_lessons_story_in_order():
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    headings = _headings(nb)
     assert [h.split("·")[0].strip("# ").strip() for h in headings] == [str(n) for n in range(1, 9)], headings
     text = "\n".join("".join(c["source"]) for c in nb["cells"])
     assert "<details>" in text and "</details>" in text  # the quiz's answers fold away
@@ -72,8 +103,36 @@ def test_notebook_tells_the_lessons_story_in_order():
         "losses.contrastive_logits",
         "DistilBERT",
         "TinyBERT",
+        "kd_notebook.SoftTargets",
+        "kd_notebook.LossDecomposition",
+        "kd_notebook.TrainPanel",
+        "kd_notebook.Experiments",
     ):
         assert needed in text, needed
+
+
+# appended to the tour when the test runs it: moves the notebook's widgets and reads what changed
+DRIVE_WIDGETS = """
+h0, top0 = soft.entropy_now, soft.probabilities().max()
+soft.temperature.value = 20.0
+print(f"soft targets: H {h0:.4f} -> {soft.entropy_now:.4f} bits, top bar {top0:.4f} -> {max(soft.bars.data[0].y):.4f}")
+before = loss_view.terms()["total L"]
+loss_view.alpha.value = 0.1
+after = loss_view.terms()["total L"]
+engine = 0.9 * F.cross_entropy(loss_view.zs, loss_view.y).item() + 0.1 * losses.kd_loss(loss_view.zs, loss_view.zt, 4.0).item()
+print(f"loss: total {before:.6f} at alpha 0.9 -> {after:.6f} at alpha 0.1; engine {engine:.6f}")
+panel.epochs.value = 1
+panel.train_button.click()
+res = panel.wait(600)
+print(f"panel: {res['status']}, student {res['student']['test_accuracy']:.4f}, "
+      f"progress {panel.progress.value}/{panel.progress.max}, {len(panel.accuracy.data[0].x)} accuracy points")
+experiments.epochs_n = 1
+experiments.fraction.value = 0.05
+experiments.few_button.click()
+experiments.wait(600)
+r = experiments.results["few_labels"]
+print(f"experiment: distilled {r['student']['test_accuracy']:.4f} vs scratch {r['baseline']['test_accuracy']:.4f}")
+"""
 
 
 def _kernel_spec(folder: Path) -> None:
@@ -119,6 +178,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTHONPATH", raising=False)  # the notebook must find kd_core on its own
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(DRIVE_WIDGETS))  # move the notebook's own widgets, as a reader would
     client = NotebookClient(
         nb, timeout=300, kernel_name=KERNEL, allow_errors=False, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
     )
@@ -157,6 +217,20 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     )
     assert never == 0.0
     assert hi > lo, f"T = 20 ({hi}%) should recognise more 3s than T = 2 ({lo}%)"
+
+    # the interactive cells answer their controls (the appended cell moved them in the kernel)
+    h_lo, h_hi, bar_lo, bar_hi = _number(
+        r"soft targets: H ([\d.]+) -> ([\d.]+) bits, top bar ([\d.]+) -> ([\d.]+)", text
+    )
+    assert h_hi > h_lo and bar_hi < bar_lo  # a higher T flattens the bars
+    t_lo, t_hi, check = _number(r"loss: total ([\d.]+) at alpha 0.9 -> ([\d.]+) at alpha 0.1; engine ([\d.]+)", text)
+    assert t_lo != t_hi and abs(t_hi - check) < 1e-6
+    acc, steps, total, points = _number(
+        r"panel: finished, student ([\d.]+), progress (\d+)/(\d+), (\d+) accuracy points", text
+    )
+    assert acc > 0.5 and steps == total > 0 and points == 1
+    s_few, b_few = _number(r"experiment: distilled ([\d.]+) vs scratch ([\d.]+)", text)
+    assert 0 < b_few <= 1 and 0 < s_few <= 1
 
     # figures are real plotly figures, one per fig.show()
     figures = sum(PLOTLY in o.get("data", {}) for c in cells for o in c["outputs"])

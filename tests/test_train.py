@@ -178,6 +178,9 @@ def test_every_method_trains_end_to_end_on_mnist_mini(name):
         "contrastive": {"ce", "kd", "info_nce"},
         "crd": {"ce", "kd", "crd"},
         "kd": {"ce", "kd"},
+        "dist": {"ce", "dist"},
+        "ls-kd": {"ce", "kd"},
+        "ctkd": {"ce", "kd"},
     }
     assert set(r["step_losses"][0]["losses"]) == expected[name]
 
