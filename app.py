@@ -13,8 +13,11 @@ st.set_page_config(
 
 from kd_app import chrome, i18n  # noqa: E402  (after set_page_config)
 
+LESSON = "pages/lesson.py"
 pages = [
-    st.Page("pages/lesson.py", title="Lesson", icon="🎓", url_path="lesson", default=True),
+    st.Page(LESSON, title="Lesson", icon="🎓", url_path="home", default=True),  # at /
+    # the same Lesson at /lesson (a default page has no path of its own: /lesson was "Page not found")
+    st.Page(LESSON, title="Lesson", icon="🎓", url_path="lesson", visibility="hidden"),
     st.Page("pages/soft_targets.py", title="Soft targets", icon="🌡️", url_path="soft-targets"),
     st.Page("pages/lab.py", title="Distillation lab", icon="🧪", url_path="lab"),
     st.Page("pages/feature_maps.py", title="Feature maps", icon="🗺️", url_path="feature-maps"),

@@ -28,6 +28,7 @@ DEFAULT = "en"
 KEY = "kd_lang"  # session_state key (and the selector's widget key)
 SHADOW = "_kd_lang"  # a copy that outlives the widget's state
 PARAM = "lang"  # query parameter
+DRAWN = "_kd_lang_drawn"  # the language the last run drew its widgets in
 LOCALES = Path(__file__).resolve().parent / "locales"
 
 
@@ -47,7 +48,7 @@ def registry_texts() -> dict[str, str]:
     (``kd_core.methods``), the one place they are written: ``methods.<name>`` (title),
     ``lab.methods.<name>.summary`` and ``lab.params.<name>.<param>.label`` / ``.help``.
     The English catalogue is built on them; other languages translate the same keys
-    (Chinese: ``zh.json`` for titles, ``zh/lab.json`` for summaries and parameters)."""
+    (Chinese: all in ``zh/lab.json``, so a new method's Chinese goes in that one file)."""
     from kd_core import methods
 
     out: dict[str, str] = {}
@@ -184,6 +185,9 @@ def language_selector() -> str:
         format_func=LANGUAGES.get,
         help=t("sidebar.language_help"),
     )
+    if st.session_state.get(DRAWN, choice) != choice:
+        relabel_widgets()
+    st.session_state[DRAWN] = choice
     if first and bad is not None and bad not in LANGUAGES:
         st.warning(t("sidebar.bad_language", value=bad, default=LANGUAGES[DEFAULT]))
     want = None if choice == DEFAULT else choice
@@ -193,3 +197,31 @@ def language_selector() -> str:
         else:
             st.query_params[PARAM] = want
     return choice
+
+
+def relabel_widgets() -> None:
+    """After a language switch, give every choice widget its value again so that the browser
+    shows the option's label in the new language.
+
+    Streamlit's browser side keeps a selectbox's (radio's, select slider's, multiselect's)
+    value as the *label* of the chosen option and sends that label back on every rerun. After
+    a switch the labels are translated: the old English label matches no option any more and
+    came back as the value itself (the Lab's method fell to the student alone, its dataset
+    became "mnist-mini — MNIST mini (...)"). Setting the value through session_state makes
+    the server send the new label. Called on the switch's run, before the page draws its
+    widgets; the values read here are still decoded with the labels of the previous run.
+    Buttons and switches (True/False), uploads and tables are left alone: their values are not
+    labels, and some of them may not be set."""
+    ss = st.session_state
+    for key in list(ss.keys()):
+        if not isinstance(key, str) or key.startswith("_") or key in (KEY, SHADOW):
+            continue
+        try:
+            value = ss[key]
+        except KeyError:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float, list, tuple)):
+            continue
+        if isinstance(value, (list, tuple)) and not all(isinstance(v, (str, int, float)) for v in value):
+            continue
+        ss[key] = value

@@ -16,7 +16,7 @@ from kd_core import methods, presets
 from kd_core.config import Config
 from kd_core.errors import KDError
 
-from . import i18n, state
+from . import i18n, links, state
 from .i18n import t
 
 MAX_SEEDS = 3
@@ -29,7 +29,9 @@ def _method_title(name: str) -> str:
 
 
 def preset_labels(method: str) -> dict[str, str]:
-    m = _method_title(method)
+    """Short preset names (the method's short name, e.g. "rkd", not its long title)."""
+    meth = methods.get(method)
+    m = getattr(meth, "short", "") or meth.name
     return {
         "scratch": t("effect.preset.scratch"),
         "kd": t("effect.preset.kd"),
@@ -41,7 +43,7 @@ def preset_labels(method: str) -> dict[str, str]:
 def _jobs(run: dict) -> list[tuple[str, int, object]]:
     out = []
     for preset, seed, job_id in run["jobs"]:
-        job = state.state_job(job_id)
+        job = state.find_job(job_id)
         if job is not None:
             out.append((preset, seed, job))
     return out
@@ -121,7 +123,7 @@ def draw(run: dict) -> None:
         summary,
         labels,
         t("effect.chart_title", seeds=run["seeds"], epochs=run["epochs"]),
-        ytitle=t("effect.axis"),
+        xtitle=t("effect.axis"),
     )
     st.plotly_chart(fig, key="lab_fx_chart", width="stretch")
     col = {k: t(f"effect.col.{k}") for k in ("preset", "runs", "mean", "std", "failed")}
@@ -157,8 +159,8 @@ def section(base: Config) -> None:
     run = st.session_state.get(RUN)
     jobs = _jobs(run) if run else []
     busy = any(not j.done for _, _, j in jobs)
-    st.session_state.setdefault("lab_fx_seeds", 3)
-    st.session_state.setdefault("lab_fx_epochs", max(int(base.epochs), 5))
+    # kept across a visit to another page (Streamlit drops the state of widgets it did not draw)
+    links.bring_back([links.kept("lab_fx_seeds", 3), links.kept("lab_fx_epochs", max(int(base.epochs), 5))])
     c1, c2 = st.columns(2)
     # at most 3 seeds: 4 presets x 3 = 12 jobs stay under the server's per-session job limit (16)
     seeds = c1.number_input(

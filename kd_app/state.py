@@ -117,41 +117,6 @@ def quick_teacher(dataset_name: str) -> train.Teacher:
     return teacher(dataset_name, train_subset=QUICK_SUBSET.get(dataset_name))
 
 
-def keep(key: str, default) -> None:
-    """Give a widget its value from before a visit to another page (Streamlit drops the state
-    of widgets a run does not draw); call before drawing it, and ``remember`` after."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"_keep_{key}", default)
-
-
-def remember(*keys: str) -> None:
-    for key in keys:
-        if key in st.session_state:
-            st.session_state[f"_keep_{key}"] = st.session_state[key]
-
-
-_SETTING = (bool, int, float, str, type(None))
-
-
-def keep_all(prefix: str) -> None:
-    """``keep`` for every setting ``remember_all(prefix)`` saved (the Lab's controls are
-    many and named per method and dataset)."""
-    ss = st.session_state
-    for k in [k for k in ss if k.startswith("_keep_" + prefix)]:
-        key = k[len("_keep_") :]
-        if key not in ss:
-            ss[key] = ss[k]
-
-
-def remember_all(prefix: str, skip: tuple[str, ...] = ()) -> None:
-    """``remember`` every widget value under ``prefix`` that is a setting (a number, text,
-    flag or choice; not a button in ``skip``, not a chart's or table's selection)."""
-    ss = st.session_state
-    for key in [k for k in ss if isinstance(k, str) and k.startswith(prefix) and k not in skip]:
-        if isinstance(ss[key], _SETTING):
-            ss["_keep_" + key] = ss[key]
-
-
 @st.cache_resource(max_entries=16, show_spinner=False)
 def test_logits(teacher_key: str, _model: torch.nn.Module, dataset_name: str) -> np.ndarray:
     """The teacher's logits on the test set, computed once per teacher and shared."""
@@ -159,32 +124,47 @@ def test_logits(teacher_key: str, _model: torch.nn.Module, dataset_name: str) ->
     return metrics.predict_logits(_model, ds.x_test).numpy()
 
 
-def lab_job():
-    """This session's latest Lab job (any status), or None."""
-    job_id = st.session_state.get("kd_lab_job_id")
-    return state_job(job_id) if job_id is not None else None
+# ------------------------------------------------------------------ this session's run
+# "The run" is this session's latest Lab run (trained from the Lab, a page's quick button or
+# the Lesson, or reopened from the run store): the job whose id is in ``RUN_KEY``. Every page
+# that shows a run's students follows it.
+RUN_KEY = "kd_lab_job_id"
 
 
-def state_job(job_id):
+def current_run():
+    """This session's run (a ``Job``, any status), or None."""
+    job_id = st.session_state.get(RUN_KEY)
+    return find_job(job_id) if job_id is not None else None
+
+
+def find_job(job_id):
+    """One of this session's jobs by id (None when unknown or another session's)."""
     return job_manager().get(job_id, owner=session_id())
 
 
-def distilled_student():
-    """(trainer, job) of this session's latest finished or stopped Lab run, or None.
+def start_run(cfg, on_end=None):
+    """Submit ``cfg`` as this session's run; returns the Job (raises KDError when refused)."""
+    job = job_manager().submit(cfg, owner=session_id(), on_end=on_end)
+    st.session_state[RUN_KEY] = job.id
+    return job
+
+
+def ended_run():
+    """(trainer, job) of this session's run once it has finished or stopped, else None.
     ``trainer.student`` / ``trainer.baseline`` are the trained models (eval them only),
     ``trainer.config`` the run's config and ``job.result`` the summary."""
-    job = lab_job()
+    job = current_run()
     if job is None or job.status not in ("finished", "stopped") or job.trainer is None:
         return None
     return job.trainer, job
 
 
-def lab_snapshot():
-    """(snapshot, job) for this session's latest Lab job — running or ended — once it has
-    finished at least one epoch; else None. ``snapshot`` is ``Trainer.snapshot()``: frozen
-    eval-mode copies of the student, scratch baseline and method modules at the last epoch,
-    safe to run while training continues. Pages that draw live maps poll this."""
-    job = lab_job()
+def current_run_snapshot():
+    """(snapshot, job) of this session's run — training or ended — once it has finished at
+    least one epoch; else None. ``snapshot`` is ``Trainer.snapshot()``: frozen eval-mode
+    copies of the student, scratch baseline and method modules at the last epoch, safe to
+    run while training continues. Pages that draw live maps poll this."""
+    job = current_run()
     trainer = getattr(job, "trainer", None) if job is not None else None
     snap = trainer.snapshot() if trainer is not None else None
     return (snap, job) if snap is not None else None
@@ -217,7 +197,7 @@ def reload_run(run_id: str):
     job.started = job.ended = time.time()
     job.run_id = run.id
     job_manager().adopt(job)  # an ended job: the manager only keeps it for lookups (and forgets it after keep_seconds)
-    st.session_state.kd_lab_job_id = job.id
+    st.session_state[RUN_KEY] = job.id
     return job
 
 
@@ -229,25 +209,25 @@ def save_lab_run(job):
     return runs.save_lab_run(job)
 
 
-def run_source(job, run_matches: bool, dataset_name: str):
-    """(snapshot, teacher model, Teacher) for the Feature maps / Relations / Contrastive pages
-    to draw from: the Lab run's latest snapshot when the run is on the page's dataset (its
-    teacher model while it has none yet, or None while it trains its teacher), else the
-    dataset's quick-run teacher."""
-    if run_matches:
-        tr = job.trainer
-        teacher_ = getattr(tr, "teacher", None) if tr is not None else None
-        found = lab_snapshot()
-        if found is not None:
-            return found[0], found[0]["teacher"], teacher_
-        return None, (teacher_.model if teacher_ is not None else None), teacher_
-    teacher_ = quick_teacher(dataset_name)
-    return None, teacher_.model, teacher_
+def submit_lab_run(cfg):
+    """Start ``cfg`` as this session's run from the Lab. It is recorded in the run store as
+    it is queued, so a server that dies while it trains lists it as interrupted instead of
+    losing it, and it is saved there when it ends (``save_lab_run``)."""
+    from kd_core import runs
+
+    started = runs.begin(cfg.to_dict(), owner=session_id(), source="lab")
+    try:
+        job = start_run(cfg, on_end=save_lab_run)
+    except Exception:
+        runs.discard(started)
+        raise
+    job.started_run = started
+    return job
 
 
 def run_progress() -> None:
     """A progress bar for this session's live Lab run: its teacher's epochs, then its steps."""
-    j = lab_job()
+    j = current_run()
     if j is None or j.done:
         return
     snap = j.snapshot()
@@ -269,13 +249,3 @@ def run_progress() -> None:
                 epochs=snap["config"].epochs,
             ),
         )
-
-
-def lab_run():
-    """(job, its resolved config, running?) of this session's Lab run, or (None, None, False):
-    what the Feature maps, Relations and Contrastive pages follow."""
-    job = lab_job()
-    if job is None:
-        return None, None, False
-    trainer = job.trainer
-    return job, (trainer.config if trainer is not None else job.config.resolved()), not job.done

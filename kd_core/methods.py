@@ -422,9 +422,9 @@ register(
         summary="Keep only the rankings: the student's softened probabilities must correlate (Pearson) with the "
         "teacher's, across the classes of each image (inter-class) and across the images of the batch for each "
         "class (intra-class). Shift and scale are free, so a much stronger teacher need not be copied exactly.",
-        formula=r"\mathcal{L} = \mathrm{CE}(y, p_S) + <beta>\cdot <T>^2\Big(<inter_weight>\big(1 - \tfrac{1}{B}"
-        r"\textstyle\sum_i \rho(p^{(<T>)}_{S,i}, p^{(<T>)}_{T,i})\big) + <intra_weight>\big(1 - \tfrac{1}{C}"
-        r"\textstyle\sum_c \rho(p^{(<T>)}_{S,:c}, p^{(<T>)}_{T,:c})\big)\Big)",
+        formula=r"\begin{aligned}\mathcal{L} &= \mathrm{CE}(y, p_S) + <beta>\cdot <T>^2\Big(<inter_weight>\big(1 - "
+        r"\tfrac{1}{B}\textstyle\sum_i \rho(p^{(<T>)}_{S,i}, p^{(<T>)}_{T,i})\big) \\ &\qquad + <intra_weight>\big(1 - "
+        r"\tfrac{1}{C}\textstyle\sum_c \rho(p^{(<T>)}_{S,:c}, p^{(<T>)}_{T,:c})\big)\Big)\end{aligned}",
         params=(
             Param(
                 "beta",
@@ -465,9 +465,9 @@ register(
         paper="Sun, Ren, Li, Wang & Cao 2024, Logit Standardization in Knowledge Distillation (CVPR)",
         summary="Z-score both networks' logits per image before the softmax, so T acts on logits of mean 0 and "
         "standard deviation 1: the student matches the teacher's logit relations, not their scale.",
-        formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <kd_scale>\cdot <T>^2\,\mathrm{KL}"
-        r"\!\left(\mathrm{softmax}\big(\mathcal{Z}(t)/<T>\big) \,\|\, \mathrm{softmax}\big(\mathcal{Z}(s)/<T>\big)"
-        r"\right),\quad \mathcal{Z}(z) = \frac{z - \bar z}{\sigma(z) + 10^{-7}}",
+        formula=r"\begin{aligned}\mathcal{L} &= <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <kd_scale>\cdot <T>^2\,"
+        r"\mathrm{KL}\!\left(\mathrm{softmax}\big(\mathcal{Z}(t)/<T>\big) \,\|\, \mathrm{softmax}\big(\mathcal{Z}(s)/<T>"
+        r"\big)\right), \\ \mathcal{Z}(z) &= \frac{z - \bar z}{\sigma(z) + 10^{-7}}\end{aligned}",
         params=(
             Param(
                 "kd_scale",
@@ -493,10 +493,10 @@ register(
         summary="The temperature is learned, against the student: a gradient reversal makes T climb the KD loss "
         "the student descends, with a weight lambda that rises on a cosine curriculum, so the task gets harder "
         "as the student gets better. The Lab draws the learned T at every step.",
-        formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot \tau^2\,\mathrm{KL}\!\left(p_T^{(\tau)}"
-        r" \,\|\, p_S^{(\tau)}\right),\quad \tau = <t_start> + <t_range>\,\sigma(\theta),\quad"
-        r"\theta \leftarrow \theta + \eta\,\lambda_e \nabla_\theta \mathrm{KL},\quad "
-        r"\lambda_e = <lambda_max>\,\tfrac{1}{2}\big(1 - \cos(\pi \min(e, <curriculum>)/<curriculum>)\big)",
+        formula=r"\begin{aligned}\mathcal{L} &= <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot \tau^2\,\mathrm{KL}\!\left("
+        r"p_T^{(\tau)} \,\|\, p_S^{(\tau)}\right), \\ \tau &= <t_start> + <t_range>\,\sigma(\theta),\quad "
+        r"\theta \leftarrow \theta + \eta\,\lambda_e \nabla_\theta \mathrm{KL}, \\ \lambda_e &= <lambda_max>\,"
+        r"\tfrac{1}{2}\big(1 - \cos(\pi \min(e, <curriculum>)/<curriculum>)\big)\end{aligned}",
         params=(
             Param(
                 "t_start",

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import statistics
+import threading
 import time
 from contextlib import contextmanager
 
@@ -221,7 +222,11 @@ class FeatureTaps:
     model(x); taps["stage2"]``. Hooks are removed on exit; the captured tensors stay readable.
 
     A module whose output a later layer overwrites in place (``ReLU(inplace=True)`` in
-    torchvision models) cannot be read faithfully; reading it raises ConfigError."""
+    torchvision models) cannot be read faithfully; reading it raises ConfigError.
+
+    Thread-safe on a shared model: the hooks record only forward passes of the thread that
+    entered the block. (Cached teachers are shared by every job and page; without this, two
+    runs tapping the same teacher at once read each other's batches.)"""
 
     def __init__(self, model: nn.Module, names: list[str], detach: bool = False):
         modules = _named(model)
@@ -237,12 +242,15 @@ class FeatureTaps:
     def __enter__(self) -> FeatureTaps:
         self.outputs.clear()
         self._versions.clear()
+        self._thread = threading.get_ident()
         for name, mod in zip(self.names, self._modules):
             self._handles.append(mod.register_forward_hook(self._hook(name)))
         return self
 
     def _hook(self, name):
         def hook(module, inputs, output):
+            if threading.get_ident() != self._thread:
+                return  # another thread's forward pass through the shared model
             self.outputs[name] = output.detach() if self.detach and isinstance(output, Tensor) else output
             self._versions[name] = _version(output)
 

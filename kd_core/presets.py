@@ -189,39 +189,44 @@ def run(base: Config, method: str | None = None, seeds: Iterable[int] = (0, 1, 2
     return summarise(method, results)
 
 
-def figure(summary: Summary, labels: dict | None = None, title: str | None = None, ytitle: str = "test accuracy"):
-    """Bars of mean test accuracy per preset with ± one std over seeds, and each seed's
-    run as a dot. ``labels``: display names of the presets (default: their keys)."""
+def figure(summary: Summary, labels: dict | None = None, title: str | None = None, xtitle: str = "test accuracy"):
+    """Horizontal bars of mean test accuracy per preset with ± one std over seeds, and each
+    seed's run as a dot (long preset names stay readable on the y axis). ``labels``: display
+    names of the presets (default: their keys)."""
     import plotly.graph_objects as go
 
     labels = labels or {}
     colours = {"scratch": viz.SCRATCH, "kd": viz.TEACHER, "method": viz.EXTRA[0], "method+kd": viz.STUDENT}
-    ps = list(summary.presets.values())
+    ps = list(summary.presets.values())[::-1]  # the first preset on top
     names = [labels.get(p.preset, p.preset) for p in ps]
     fig = go.Figure(
         go.Bar(
-            x=names,
-            y=[p.mean for p in ps],
-            error_y=dict(type="data", array=[0.0 if math.isnan(p.std) else p.std for p in ps], visible=True),
+            y=names,
+            x=[p.mean for p in ps],
+            orientation="h",
+            error_x=dict(type="data", array=[0.0 if math.isnan(p.std) else p.std for p in ps], visible=True),
             marker_color=[colours.get(p.preset, viz.EXTRA[1]) for p in ps],
-            text=[f"{100 * p.mean:.1f}%" if p.n else "" for p in ps],
-            textposition="inside",
-            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
             showlegend=False,
         )
     )
     fig.add_trace(
         go.Scatter(
-            x=[n for n, p in zip(names, ps) for _ in p.accuracies],
-            y=[a for p in ps for a in p.accuracies],
+            y=[n for n, p in zip(names, ps) for _ in p.accuracies],
+            x=[a for p in ps for a in p.accuracies],
             mode="markers",
-            marker=dict(color="#222222", size=8, symbol="circle-open"),
-            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+            marker=dict(color="#222222", size=9, symbol="circle-open", line=dict(width=2)),
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
             showlegend=False,
         )
     )
-    lows = [a for p in ps for a in p.accuracies]
-    low = max(0.0, min(lows) - 0.05) if lows else 0.0
-    viz.style(fig, title, height=380)
-    fig.update_layout(margin=dict(b=40), yaxis=dict(title=ytitle, tickformat=".0%", range=[low, 1.0]))
+    accs = [a for p in ps for a in p.accuracies]
+    low = max(0.0, min(accs) - 0.1) if accs else 0.0
+    viz.style(fig, None, height=110 + 60 * len(ps))
+    fig.update_layout(
+        title=dict(text=title, x=0, xanchor="left", font=dict(size=viz.FONT - 2)) if title else None,
+        margin=dict(l=10, r=20, t=50 if title else 10, b=50),
+        xaxis=dict(title=xtitle, tickformat=".0%", range=[low, 1.0]),
+        yaxis=dict(automargin=True),
+    )
     return fig

@@ -13,6 +13,11 @@ valid ``run.json`` is an interrupted save and is never listed, so a crash at any
 leaves the older runs intact and no half-run behind. Unreadable ``run.json`` files and
 files of another format version are skipped with a notice, never a crash.
 
+A run that is training has a ``started.json`` in its folder (``begin``), replaced by
+``run.json`` when it is saved. If the server dies while it trains (a crash, SIGKILL), the
+record stays: the run is listed as **interrupted** — with its settings, no weights — rather
+than silently gone, until its owner deletes it.
+
 ``load_run(id).load_student()`` rebuilds the models from the config (``models.build``)
 and loads the weights; ``load_run(id).restore()`` gives a Trainer-like object that the
 app's pages can draw from as if the run had just finished.
@@ -25,6 +30,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import secrets
 import shutil
@@ -41,6 +47,8 @@ from .errors import ConfigError, KDError
 
 FORMAT = 1  # bump when what run.json holds changes; runs of another version are skipped
 RUN_FILE = "run.json"
+STARTED_FILE = "started.json"  # a run in training; an orphaned one is an interrupted run
+INTERRUPTED = "interrupted"
 STUDENT_FILE = "student.safetensors"
 BASELINE_FILE = "baseline.safetensors"
 MAX_STEPS_KEPT = 400  # the per-step loss curve is thinned to this many points
@@ -128,6 +136,8 @@ class Run:
     def load_student(self):
         """(student, baseline or None, modules or None): rebuilt from the config and loaded,
         in eval mode on the CPU."""
+        if self.status == INTERRUPTED:
+            raise RunError(f"run '{self.name}' was interrupted before it was saved: it has no weights")
         cfg = self.config
         info = data_mod.DATASETS.get(cfg.dataset)
         if info is None:
@@ -255,8 +265,90 @@ def _weights_blob(model, extra=None) -> bytes:
     return save(tensors)
 
 
+def _new_folder() -> tuple[str, Path]:
+    run_id = new_id()
+    target = folder() / run_id
+    while target.exists():  # two saves in the same second with the same random tail: next id
+        run_id = new_id()
+        target = folder() / run_id
+    target.mkdir(parents=True)
+    return run_id, target
+
+
+def begin(config: dict, owner: str = "", source: str = "") -> str:
+    """Record a run that starts training (``started.json``); returns its id. Save it with
+    ``save_run(..., run_id=id)`` or drop the record with :func:`discard`. A record whose
+    process died is listed as an interrupted run."""
+    run_id, target = _new_folder()
+    doc = {
+        "format": FORMAT,
+        "id": run_id,
+        "owner": str(owner or ""),
+        "source": source,
+        "created": time.time(),
+        "pid": os.getpid(),
+        "config": Config.from_dict(dict(config)).resolved().to_dict(),
+    }
+    paths.atomic_write_text(target / STARTED_FILE, json.dumps(_jsonable(doc), indent=1))
+    return run_id
+
+
+def discard(run_id: str) -> None:
+    """Drop a started run that will not be saved (it diverged or failed)."""
+    d = _run_dir(run_id)
+    if not (d / RUN_FILE).exists():
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid) -> bool:
+    """Whether the process that started a run still runs (then the run is training)."""
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _interrupted(run_dir: Path) -> Run | None:
+    """The interrupted run of a folder with an orphaned ``started.json`` (None while its
+    process still trains it); RunError when the record is unreadable."""
+    try:
+        doc = json.loads((run_dir / STARTED_FILE).read_text(encoding="utf-8"))
+        if doc.get("format") != FORMAT or doc.get("id") != run_dir.name:
+            raise ValueError("not a run record of this version")
+        if _alive(doc.get("pid")):
+            return None
+        config = Config.from_dict(dict(doc["config"]))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, ConfigError) as e:
+        raise RunError(f"the record of run '{run_dir.name}' is unreadable ({type(e).__name__}); skipped") from None
+    return Run(
+        id=doc["id"],
+        name=clean_name(f"{default_name(config.to_dict())} (interrupted)"),
+        created=float(doc.get("created", 0.0)),
+        config=config,
+        result={"status": INTERRUPTED, "config": config.to_dict(), "epochs": []},
+        source=str(doc.get("source", "")),
+        owner=str(doc.get("owner") or ""),
+    )
+
+
 def save_run(
-    result: dict, student, baseline=None, modules=None, name: str | None = None, source: str = "", owner: str = ""
+    result: dict,
+    student,
+    baseline=None,
+    modules=None,
+    name: str | None = None,
+    source: str = "",
+    owner: str = "",
+    run_id: str | None = None,
 ) -> Run:
     """Save a finished or stopped run: ``result`` is ``Trainer.result`` / ``distil()``'s dict;
     ``student`` (with the method's ``modules``) and ``baseline`` are its trained models.
@@ -264,12 +356,11 @@ def save_run(
     if not result or "config" not in result:
         raise RunError("nothing to save: the run has no results")
     config = Config.from_dict(dict(result["config"]))
-    run_id = new_id()
-    target = folder() / run_id
-    while target.exists():  # two saves in the same second with the same random tail: next id
-        run_id = new_id()
-        target = folder() / run_id
-    target.mkdir(parents=True)
+    if run_id is not None:  # the folder that ``begin`` made when the run started
+        target = _run_dir(run_id)
+        target.mkdir(parents=True, exist_ok=True)
+    else:
+        run_id, target = _new_folder()
     files = {}
     blobs = [(STUDENT_FILE, _weights_blob(student, modules))]
     if baseline is not None:
@@ -291,15 +382,23 @@ def save_run(
         "files": files,
     }
     paths.atomic_write_text(target / RUN_FILE, json.dumps(_jsonable(doc), indent=1))  # last: the run now exists
+    (target / STARTED_FILE).unlink(missing_ok=True)
     return _from_doc(doc)
 
 
-def save_trainer(trainer, name: str | None = None, source: str = "", owner: str = "") -> Run:
+def save_trainer(trainer, name: str | None = None, source: str = "", owner: str = "", run_id: str | None = None) -> Run:
     """Save a Trainer's run once it has ended (finished or stopped)."""
     if trainer.result is None:
         raise RunError("the run has not ended yet")
     return save_run(
-        trainer.result, trainer.student, trainer.baseline, trainer.modules, name=name, source=source, owner=owner
+        trainer.result,
+        trainer.student,
+        trainer.baseline,
+        trainer.modules,
+        name=name,
+        source=source,
+        owner=owner,
+        run_id=run_id,
     )
 
 
@@ -308,11 +407,14 @@ def save_lab_run(job) -> Run | None:
     least one step done (diverged and failed runs are not kept). Sets ``job.run_id``."""
     trainer = getattr(job, "trainer", None)
     result = getattr(job, "result", None)
+    started = getattr(job, "started_run", None)  # the record ``begin`` made, if any
     if job.status not in ("finished", "stopped") or trainer is None or not result or not result.get("steps"):
+        if started:
+            discard(started)
         return None
     if isinstance(trainer, RestoredRun):  # a reloaded run is already saved
         return None
-    run = save_trainer(trainer, source="lab", owner=getattr(job, "owner", ""))
+    run = save_trainer(trainer, source="lab", owner=getattr(job, "owner", ""), run_id=started)
     job.run_id = run.id
     return run
 
@@ -377,7 +479,15 @@ def list_runs() -> tuple[list[Run], list[str]]:
         if not d.is_dir() or not _ID.match(d.name):
             continue
         if not (d / RUN_FILE).exists():
-            try:
+            if (d / STARTED_FILE).exists():  # training now, or interrupted
+                try:
+                    run = _interrupted(d)
+                    if run is not None:
+                        runs.append(run)
+                except RunError as e:
+                    notices.append(str(e))
+                continue
+            try:  # an interrupted save: no record, no run
                 if now - d.stat().st_mtime > STALE_SECONDS:
                     shutil.rmtree(d, ignore_errors=True)
             except OSError:
@@ -392,7 +502,13 @@ def list_runs() -> tuple[list[Run], list[str]]:
 
 
 def load_run(run_id: str) -> Run:
-    return _read(_run_dir(run_id))
+    d = _run_dir(run_id)
+    if not (d / RUN_FILE).exists() and (d / STARTED_FILE).exists():
+        run = _interrupted(d)
+        if run is None:
+            raise RunError(f"run '{run_id}' is still training")
+        return run
+    return _read(d)
 
 
 def may_change(run: Run, by: str | None, lecturer: bool = False) -> bool:
@@ -432,9 +548,10 @@ def delete(run_id: str, by: str | None = None, lecturer: bool = False) -> None:
     d = _run_dir(run_id)
     if not d.exists():
         raise RunError(f"run '{run_id}' does not exist")
-    _check_may_change(_read(d), by, lecturer, "delete")
+    _check_may_change(load_run(run_id), by, lecturer, "delete")
     try:
         (d / RUN_FILE).unlink(missing_ok=True)
+        (d / STARTED_FILE).unlink(missing_ok=True)
     except OSError as e:
         raise RunError(f"run '{run_id}' cannot be deleted ({e.strerror or e})") from None
     shutil.rmtree(d, ignore_errors=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import statistics
@@ -224,21 +225,26 @@ class Sweep:
         return list(dict.fromkeys(c[key] for c, r in zip(self.cells, self.reference) if not r and key in c))
 
     def tasks(self, env: dict | None = None) -> list[dict]:
+        """One task per (cell, seed). A leaderboard runs seed by seed (every method with the
+        first seed, then the second...): stopped early, it still has every method."""
+        pairs = [(ci, k) for ci, cfgs in enumerate(self.configs) for k in range(len(cfgs))]
+        if self.kind == "leaderboard":
+            pairs.sort(key=lambda p: (p[1], p[0]))
         out = []
-        for ci, (cell, cfgs) in enumerate(zip(self.cells, self.configs)):
-            for cfg in cfgs:
-                out.append(
-                    {
-                        "index": len(out),
-                        "cell_index": ci,
-                        "cell": cell,
-                        "seed": cfg.seed,
-                        "reference": self.reference[ci],
-                        "config": cfg.to_dict(),
-                        "env": env or {},
-                        "parent_pid": os.getpid(),
-                    }
-                )
+        for ci, k in pairs:
+            cfg = self.configs[ci][k]
+            out.append(
+                {
+                    "index": len(out),
+                    "cell_index": ci,
+                    "cell": self.cells[ci],
+                    "seed": cfg.seed,
+                    "reference": self.reference[ci],
+                    "config": cfg.to_dict(),
+                    "env": env or {},
+                    "parent_pid": os.getpid(),
+                }
+            )
         return out
 
     # ---------------------------------------------------------- running
@@ -483,6 +489,7 @@ class SweepResult:
                     "agree_mean": _mean(agrees),
                     "agree_std": _std(agrees),
                     "ece_mean": _mean([r["ece"] for r in got]),
+                    "seconds_mean": _mean([r.get("seconds") for r in got]),
                     "accs": accs,
                 }
             )
@@ -632,6 +639,7 @@ def leaderboard_rows(res: SweepResult) -> list[dict]:
                 "agree_mean": r["agree_mean"],
                 "agree_std": r["agree_std"],
                 "ece_mean": r["ece_mean"],
+                "seconds_mean": r["seconds_mean"],
             }
         )
     return rows
@@ -641,7 +649,7 @@ def leaderboard_text(res: SweepResult) -> str:
     b = res.sweep.base
     rows = leaderboard_rows(res)
     scratch = next((r for r in rows if r["method"] == "none"), None)
-    head = [["method", "top-1 acc (%)", "Δ vs scratch", "agreement (%)", "seeds"]]
+    head = [["method", "top-1 acc (%)", "Δ vs scratch", "agreement (%)", "seeds", "s / run"]]
     for r in rows:
         delta = ""
         mean = math.nan if r["acc_mean"] is None else r["acc_mean"]
@@ -659,6 +667,7 @@ def leaderboard_text(res: SweepResult) -> str:
                 delta,
                 fmt_pm(r["agree_mean"], r["agree_std"]),
                 "" if r["method"] == "teacher" else str(r["n"]),
+                "" if math.isnan(r.get("seconds_mean", math.nan)) else f"{r['seconds_mean']:.0f}",
             ]
         )
     title = (
@@ -734,9 +743,16 @@ def leaderboard(
     (SweepResult, text table, path of the CSV saved under ``<home>/leaderboards``)."""
     base = replace(base or Config(), dataset=dataset)
     sw = Sweep.leaderboard(base, seeds=seeds, methods=methods, kd_on_all=kd_on_all, beyond=beyond)
-    res = sw.run(
-        backend=backend, n_jobs=n_jobs, address=address, on_result=on_result, teacher_progress=teacher_progress
-    )
+    log = leaderboard_dir() / f"{dataset}.runs.jsonl"  # each run as it ends: a long board stopped early keeps them
+    paths.atomic_write_text(log, "")
+
+    def logged(r, res):
+        with open(log, "a") as fh:
+            fh.write(json.dumps({k: v for k, v in r.items() if k != "traceback"}, default=str) + "\n")
+        if on_result is not None:
+            on_result(r, res)
+
+    res = sw.run(backend=backend, n_jobs=n_jobs, address=address, on_result=logged, teacher_progress=teacher_progress)
     saved = leaderboard_dir() / f"{dataset}.csv"
     text = leaderboard_csv(res, saved)
     if csv_path:

@@ -2,8 +2,10 @@
 
 A teacher is named by ``key(...)``, a hash of what produced it (dataset and its exact split,
 architecture, epochs, seed, optimiser recipe). ``get`` finds it in this order, in one place
-(``find``): memory -> disk cache -> (not found) train it now and save it. A source that
-ships ready teachers slots into ``SOURCES`` before the disk cache.
+(``find``): memory -> shipped -> disk cache -> (not found) train it now and save it. A source that
+ships ready teachers slots into ``SOURCES`` before the disk cache: the teachers shipped with
+the project (kd_core/shipped, see kd_core/ship.py) do. ``Teacher.source`` says which:
+"shipped", "cache" or "trained".
 
     teachers.get("mnist-mini")                  # from wherever it is, trained if need be
     teachers.is_available(k)                    # True when get(...) would not train
@@ -34,7 +36,7 @@ from . import data as data_mod
 from . import metrics, models, paths
 
 # Teacher recipe per dataset (epochs of Adam at 1e-3 on the full labelled training set).
-TEACHER_EPOCHS = {"digits": 30, "mnist-mini": 10, "mnist": 3, "fashion-mnist": 4, "cifar10": 15}
+TEACHER_EPOCHS = {"digits": 30, "mnist-mini": 10, "mnist": 3, "fashion-mnist": 6, "cifar10": 15}
 TEACHER_LR = 1e-3
 TEACHER_BATCH = 64
 
@@ -72,6 +74,7 @@ class Teacher:
     _profile: dict | None = None
     members: list | None = None  # an ensemble's teachers: [{"arch", "seed", "test_accuracy", ...}]
     info: dict | None = None  # an ensemble's own facts (weighting, temperature, accuracy at T = 1)
+    source: str = "trained"  # where the weights came from: "shipped", "cache" or "trained"
 
     def profile(self, in_shape) -> dict:
         """Parameters, FLOPs and CPU latency, measured once per teacher."""
@@ -161,7 +164,8 @@ def folder(k: str) -> Path:
     return paths.subdir("teachers") / k
 
 
-def _frozen(model: nn.Module, device) -> nn.Module:
+def frozen(model: nn.Module, device) -> nn.Module:
+    """``model`` on ``device``, in eval mode, its parameters frozen (a teacher's state)."""
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -187,7 +191,7 @@ def _from_disk(k: str, device) -> Teacher | None:
         warnings.warn(f"teacher cache {f} was unreadable ({type(e).__name__}); retraining the teacher", stacklevel=3)
         return None
     return Teacher(
-        _frozen(model, device),
+        frozen(model, device),
         meta["arch"],
         meta["dataset"],
         float(meta["test_accuracy"]),
@@ -195,12 +199,19 @@ def _from_disk(k: str, device) -> Teacher | None:
         int(meta["epochs"]),
         float(meta.get("train_seconds", 0.0)),
         True,
+        source="cache",
     )
 
 
 # Where a teacher is found without training, after memory and in this order: each source is
 # ``(exists(key) -> bool, load(key, device) -> Teacher | None)``.
 SOURCES: list[tuple[Callable[[str], bool], Callable[[str, object], Teacher | None]]] = [(_on_disk, _from_disk)]
+
+
+def add_source(exists: Callable[[str], bool], load: Callable[[str, object], Teacher | None]) -> None:
+    """Consult ``(exists, load)`` before the disk cache, after the sources added before it
+    (kd_core/ship.py adds the teachers shipped with the project; importing kd_core does)."""
+    SOURCES.insert(len(SOURCES) - 1, (exists, load))
 
 
 def is_available(k: str) -> bool:
@@ -274,7 +285,7 @@ def get(
         f = folder(k)
         models.save_weights(model, f / "weights.safetensors")
         paths.atomic_write_text(f / "meta.json", json.dumps(meta, indent=1))
-        teacher = Teacher(_frozen(model, device), arch, dataset, acc, k, epochs, seconds, False)
+        teacher = Teacher(frozen(model, device), arch, dataset, acc, k, epochs, seconds, False)
         with _guard:
             _memory[k] = teacher
         return teacher

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +97,39 @@ def resolve_pairs(
 
 
 # ---------------------------------------------------------------- students
+
+# The frozen teacher's logits (and cached features) on a transfer set, per teacher model and
+# transfer set: a leaderboard or a class of students runs many students against one teacher,
+# and on the full Fashion-MNIST one pass of the teacher costs as much as a student's epoch.
+# Weak keys: the entries go with the teacher model. Treat the tensors as read-only.
+TEACHER_OUTPUTS_PER_MODEL = 4
+_outputs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_outputs_lock = threading.Lock()
+
+
+def teacher_outputs(model: nn.Module, x: Tensor, names: list[str], what: tuple) -> tuple[Tensor, list[Tensor] | None]:
+    """``(logits, features at names or None)`` of the frozen ``model`` on ``x`` (in chunks,
+    no grad), remembered under ``what`` (which data ``x`` is) for this model."""
+    key = (*what, tuple(names), len(x))
+    with _outputs_lock:
+        per_model = _outputs.get(model)
+        hit = per_model.get(key) if per_model is not None else None
+    if hit is not None:
+        return hit
+    with torch.no_grad():
+        logits, feats = [], [[] for _ in names]
+        for i in range(0, len(x), 1024):
+            lo, fs = _forward(model, x[i : i + 1024], names)
+            logits.append(lo)
+            for j, f in enumerate(fs):
+                feats[j].append(f)
+        out = (torch.cat(logits), [torch.cat(f) for f in feats] if names else None)
+    with _outputs_lock:
+        per_model = _outputs.setdefault(model, {})
+        per_model[key] = out
+        while len(per_model) > TEACHER_OUTPUTS_PER_MODEL:
+            per_model.pop(next(iter(per_model)))
+    return out
 
 
 def labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
@@ -199,6 +233,7 @@ def result_head(config: Config, status: str, message: str, steps: int, total_ste
         "device": str(device),
         "pairs": [],
         "classes": list(ds.classes),
+        "data": ds.describe(),
     }
 
 
@@ -307,21 +342,16 @@ class Trainer:
         self.transfer = ts = TransferSet(self.config, self.ds, self.device)
         self.labelled, self.x, self.y, self.index, self.gen = ts.labelled, ts.x, ts.y, ts.index, ts.gen
         t_names = [p[0] for p in self.pairs]
-        # the frozen teacher's outputs on the transfer set, computed once
-        with torch.no_grad():
-            feats_bytes = sum(len(self.x) * 4 * _numel(p[2]) for p in self.pairs)
-            self.cache_feats = feats_bytes <= self.feature_cache_bytes
-            logits, feats = [], [[] for _ in t_names]
-            names = t_names if self.cache_feats else []
-            for i in range(0, len(self.x), 1024):
-                lo, fs = _forward(self.teacher.model, self.x[i : i + 1024], names)
-                logits.append(lo)
-                for j, f in enumerate(fs):
-                    feats[j].append(f)
-            self.t_logits = torch.cat(logits)
-            self.t_feats = [torch.cat(f) for f in feats] if names else None
+        # the frozen teacher's outputs on the transfer set, computed once (and shared by the
+        # runs of this process with the same teacher and transfer set: see teacher_outputs)
+        cfg, dev = self.config, self.device
+        feats_bytes = sum(len(self.x) * 4 * _numel(p[2]) for p in self.pairs)
+        self.cache_feats = feats_bytes <= self.feature_cache_bytes
+        names = t_names if self.cache_feats else []
+        what = (cfg.dataset, self.ds.fingerprint, cfg.train_subset, cfg.omit_class, str(dev))
+        self.t_logits, self.t_feats = teacher_outputs(self.teacher.model, self.x, names, ("train", *what))
         self.x_test = ts.x_test
-        self.t_test_logits = metrics.predict_logits(self.teacher.model, self.ds.x_test)
+        self.t_test_logits = teacher_outputs(self.teacher.model, self.x_test, [], ("test", *what))[0].float().cpu()
 
     # ---------------------------------------------------------- the loop
     def events(self):
@@ -517,6 +547,7 @@ class Trainer:
         result |= {
             "teacher": {
                 "arch": self.teacher.arch,
+                "source": self.teacher.source,
                 "test_accuracy": metrics.accuracy(self.t_test_logits, y),
                 "per_class_accuracy": metrics.per_class_accuracy(self.t_test_logits, y, k),
                 "ece": metrics.ece(self.t_test_logits, y),

@@ -246,7 +246,15 @@ def learned_temperature_curve(steps: list[dict], title: str | None = None) -> go
                 line=dict(color=EXTRA[0], width=2, dash="dot", shape="hv"),
             )
         )
-    y2 = dict(title=dict(text="λ"), overlaying="y", side="right", rangemode="tozero", showgrid=False, automargin=True)
+    y2 = dict(
+        title=dict(text="λ"),
+        overlaying="y",
+        side="right",
+        rangemode="tozero",
+        tickformat=".2f",
+        showgrid=False,
+        automargin=True,
+    )
     return go.Figure(
         data=data,
         layout=_live_layout(title, dict(title=dict(text="step")), dict(title=dict(text="temperature T")), yaxis2=y2),

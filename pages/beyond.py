@@ -69,9 +69,10 @@ FIELDS = [
     links.number("beta", "by_beta", 1.0, 0.0, 20.0),
     links.number("epochs", "by_epochs", 3, 1, 50, integer=True),
     links.number("labels", "by_frac", 0.1, options=[x / 100 for x in range(1, 101)]),
+    links.kept("by_index", 0),
+    links.kept("by_assistant", ""),
 ]
 links.sync("beyond", FIELDS)
-state.keep("by_dataset", DEFAULT_DATASET)
 if st.session_state.by_dataset not in data.DATASETS:
     st.session_state.by_dataset = DEFAULT_DATASET
 ds_names = list(data.DATASETS)
@@ -85,11 +86,6 @@ classes = [str(c) for c in ds.classes]
 # ------------------------------------------------------------------ 1. the ensemble
 st.header(t("beyond.ens.header"))
 ens_m = methods.get("ensemble")
-state.keep("by_k", 3)
-state.keep("by_archs", 1)
-state.keep("by_weighting", "mean")
-state.keep("by_T", 4.0)
-state.keep("by_index", 0)
 n_test = len(ds.y_test)
 if not 0 <= int(st.session_state.by_index) < n_test:
     st.session_state.by_index = 0
@@ -228,13 +224,6 @@ with st.expander(t("beyond.explain_title", method=method_title("ensemble")), exp
 
 # ------------------------------------------------------------------ 2. run a method
 st.header(t("beyond.run.header"))
-state.keep("by_method", "born-again")
-state.keep("by_generations", 3)
-state.keep("by_assistant", "")
-state.keep("by_students", 2)
-state.keep("by_beta", 1.0)
-state.keep("by_epochs", 3)
-state.keep("by_frac", 0.1)
 method_labels = {m: method_title(m) for m in RUN_METHODS}
 run_left, run_right = st.columns([1, 2.3], gap="large")
 with run_left:
@@ -494,18 +483,4 @@ if running:
 else:
     show_job()
 
-state.remember(
-    "by_dataset",
-    "by_k",
-    "by_archs",
-    "by_weighting",
-    "by_T",
-    "by_index",
-    "by_method",
-    "by_generations",
-    "by_assistant",
-    "by_students",
-    "by_beta",
-    "by_epochs",
-    "by_frac",
-)
+links.settle(FIELDS)

@@ -256,7 +256,7 @@ def manage(all_runs: list[runs.Run], by_id: dict) -> None:
     c2.button(
         t("compare.manage.rename"), key="cmp_rename", on_click=_rename, args=(rid,), width="stretch", disabled=not mine
     )
-    lab = state.lab_job()
+    lab = state.current_run()
     lab_busy = lab is not None and not lab.done
     d1, d2, d3, d4 = st.columns(4)
     d1.download_button(
@@ -583,17 +583,9 @@ FIELDS = [
     links.number("seeds", "cmp_sw_seeds", 2, 1, 5, integer=True),
     links.number("epochs", "cmp_sw_epochs", 2, 1, 20, integer=True),
     links.flag("scratch", "cmp_sw_scratch", True),
+    links.kept("cmp_sw_workers", os.cpu_count() or 1),
 ]
 links.sync("compare", FIELDS)
-state.keep("cmp_sw_dataset", "mnist-mini")
-state.keep("cmp_sw_method", "kd")
-state.keep("cmp_sw_T", [1.0, 2.0, 4.0, 8.0])
-state.keep("cmp_sw_alpha", [0.5, 0.9])
-state.keep("cmp_sw_fraction", 0.1)
-state.keep("cmp_sw_seeds", 2)
-state.keep("cmp_sw_epochs", 2)
-state.keep("cmp_sw_scratch", True)
-state.keep("cmp_sw_workers", os.cpu_count() or 1)
 if st.session_state.cmp_sw_dataset not in data.DATASETS:
     st.session_state.cmp_sw_dataset = "mnist-mini"
 
@@ -919,14 +911,4 @@ with tab_board:
                 t("compare.board.download"), path.read_bytes(), path.name, mime="text/csv", key="cmp_board_dl"
             )
 
-state.remember(
-    "cmp_sw_dataset",
-    "cmp_sw_method",
-    "cmp_sw_T",
-    "cmp_sw_alpha",
-    "cmp_sw_fraction",
-    "cmp_sw_seeds",
-    "cmp_sw_epochs",
-    "cmp_sw_scratch",
-    "cmp_sw_workers",
-)
+links.settle(FIELDS)

@@ -6,7 +6,7 @@ from this session's Lab run; for FitNets, the regressed student features against
 teacher's target with a per-position error map; attention maps overlaid on the image;
 and, over a batch of test images, how close each student's layers are to the teacher's
 (linear CKA, cosine of attention maps). During a live Lab run the maps follow the frozen
-per-epoch snapshots (``state.lab_snapshot``), never the models being trained.
+per-epoch snapshots (``state.current_run_snapshot``), never the models being trained.
 """
 
 from __future__ import annotations
@@ -15,16 +15,12 @@ import numpy as np
 import streamlit as st
 import torch
 
-from kd_app import chrome, datasets, i18n, links, state
+from kd_app import i18n, links, views
 from kd_app.i18n import t
-from kd_core import data, features, losses, methods, models, train, viz
-from kd_core.config import Config
-from kd_core.errors import KDError
+from kd_core import features, losses, models, viz
 
-DEFAULT_DATASET = "mnist-mini"
 CHANNELS = [4, 9, 16, 25, 36, 64]
 SIM_BATCH = 500  # test images for the layer-similarity figure
-QUICK_EPOCHS = 2
 IMG_PX = 240
 METRICS = ("cka", "attention")  # texts: feature_maps.metrics.*
 
@@ -42,31 +38,9 @@ def shape_text(shape) -> str:
     return "×".join(str(v) for v in shape)
 
 
-def upscale(img: np.ndarray, px: int) -> np.ndarray:
-    f = max(1, px // img.shape[0])
-    return np.repeat(np.repeat(img, f, axis=0), f, axis=1)
-
-
 def role_title(role: str) -> str:
     """A role as a title ("Teacher", "Scratch student"); ``t("roles." + role)`` is the same in a sentence."""
     return t(f"feature_maps.role_title.{role}")
-
-
-def dataset_title(name: str, language: str) -> str:
-    """The dataset's title in ``language`` (its English title where no key exists)."""
-    key = "datasets." + name
-    return i18n.text(key, language) if key in i18n.catalogue(i18n.DEFAULT) else data.DATASETS[name].title
-
-
-def method_title(m) -> str:
-    """A method's title in the session's language (its English title where no key exists)."""
-    key = "methods." + m.name
-    return t(key) if key in i18n.catalogue(i18n.DEFAULT) else m.title
-
-
-def status_text(status: str) -> str:
-    """A job status as shown: the raw status in English (as the page always showed it), translated otherwise."""
-    return status if i18n.lang() == i18n.DEFAULT else t("status." + status)
 
 
 def localise(fig):
@@ -92,112 +66,24 @@ def localise(fig):
     return fig
 
 
-st.title("🗺️ " + t("feature_maps.title"))
-st.caption(t("feature_maps.intro"))
-
-job, run_cfg, running = state.lab_run()
-
 # the address bar holds the view's settings: a shared link shows the same maps
-FIELDS = [
-    links.choice(
-        "dataset", "fm_dataset", list(data.DATASETS), run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET
-    ),
+OWN = [
     links.choice("channels", "fm_channels", CHANNELS, 16),
     links.number("opacity", "fm_opacity", 0.6, 0.0, 1.0),
     links.choice("measure", "fm_metric", list(METRICS), "cka"),
     links.flag("all_layers", "fm_all_layers", False),
 ]
-links.sync("feature-maps", FIELDS)
-state.keep("fm_dataset", run_cfg.dataset if run_cfg is not None else DEFAULT_DATASET)
-state.keep("fm_channels", 16)
-state.keep("fm_opacity", 0.6)
-state.keep("fm_metric", "cka")
-state.keep("fm_all_layers", False)
-state.keep("fm_image", 0)
-if st.session_state.fm_dataset not in data.DATASETS:
-    st.session_state.fm_dataset = DEFAULT_DATASET
-# a new Lab run: follow its dataset (once) and its trained layer pair
-if job is not None and st.session_state.get("_fm_seen_job") != job.id:
-    st.session_state._fm_seen_job = job.id
-    st.session_state.fm_dataset = run_cfg.dataset
+KEPT = {"fm_image": 0, "fm_tl": None, "fm_sl": None}
+QUICK = [views.Quick("fm_quick_train", "feature_maps.quick", "feature_maps.quick_help", "at")]
+PANEL = views.Panel(lambda m: m.needs_features, "feature_maps.logits_only", QUICK, [1.3, 1])
+run, FIELDS, left, right = views.follow_page("feature-maps", "feature_maps", "🗺️", "fm_dataset", OWN, KEPT, PANEL)
+ds_name, ds, method = run.dataset, run.ds, run.method
 
-left, right = st.columns([1, 2.3], gap="large")
-with left:
-    # the option labels' language is fixed now: Streamlit may call format_func outside this run
-    choice = datasets.picker(t("feature_maps.dataset"), "fm_dataset", help=t("feature_maps.dataset_help"))
-    ds_name = choice
-    ds = datasets.load(choice)  # None after a notice saying why and where its files go
-    if ds is None:
-        ds_name = run_cfg.dataset if run_cfg is not None and run_cfg.dataset != choice else DEFAULT_DATASET
-        st.caption(t("feature_maps.showing_meanwhile", name=ds_name))
-        ds = state.dataset(ds_name)
-
-run_matches = run_cfg is not None and run_cfg.dataset == ds_name
-method = methods.get(run_cfg.method) if run_matches else None
-
-# ------------------------------------------------------------------ the Lab run, or a quick one
-with right:
-    if job is None:
-        st.info(t("feature_maps.no_run"))
-    elif not run_matches:
-        st.info(t("feature_maps.other_dataset", id=job.id, dataset=run_cfg.dataset, name=ds_name))
-    else:
-        what = t(
-            "feature_maps.run_what",
-            id=job.id,
-            method=method_title(method),
-            student=run_cfg.student,
-            teacher=run_cfg.teacher,
-        )
-        if running:
-            st.info(t("feature_maps.run_live", what=what))
-        elif job.status in ("finished", "stopped"):
-            st.success(t("feature_maps.run_done", what=what, status=status_text(job.status)))
-        else:
-            st.error(t("feature_maps.run_failed", what=what, status=status_text(job.status), message=job.message))
-        if not method.needs_features:
-            st.caption(t("feature_maps.logits_only", method=method_title(method)))
-    b1, b2 = st.columns([1.3, 1])
-    quick = b1.button(
-        t("feature_maps.quick", epochs=QUICK_EPOCHS),
-        key="fm_quick_train",
-        disabled=running,
-        help=t("feature_maps.quick_help"),
-    )
-    b2.page_link("pages/lab.py", label=t("feature_maps.lab_link"), icon="🧪", help=t("feature_maps.lab_link_help"))
-    if quick:
-        try:
-            cfg = Config(
-                dataset=ds_name, method="at", epochs=QUICK_EPOCHS, train_subset=state.QUICK_SUBSET.get(ds_name)
-            )
-            new = state.job_manager().submit(cfg, owner=state.session_id())
-            st.session_state.kd_lab_job_id = new.id
-            st.rerun()
-        except KDError as e:
-            st.error(t("feature_maps.cannot_start", error=e))
 
 # ------------------------------------------------------------------ the models
-# The architectures come from the run's config (known before any weights exist), so the
-# pickers stay put while a run trains; the weights come from the latest snapshot.
-if run_matches:
-    t_arch, s_arch = run_cfg.teacher, run_cfg.student
-    try:
-        run_pairs = [
-            (p[0], p[1])
-            for p in train.resolve_pairs(
-                method,
-                models.build(t_arch, ds.in_shape, ds.num_classes),
-                models.build(s_arch, ds.in_shape, ds.num_classes),
-                ds.in_shape,
-                run_cfg.parsed_pairs(),
-            )
-        ]
-    except KDError:  # the run itself failed on them and says so above
-        run_pairs = []
-    att_p = float(run_cfg.method_params().get("p", 2.0)) if method.name == "at" else 2.0
-else:
-    t_arch, s_arch, run_pairs, att_p = models.preset(ds_name)[0], None, [], 2.0
-
+t_arch, s_arch = run.architectures()
+run_pairs = views.trained_pairs(run)
+att_p = float(run.config.method_params().get("p", 2.0)) if method is not None and method.name == "at" else 2.0
 t_shell = models.build(t_arch, ds.in_shape, ds.num_classes)
 s_shell = models.build(s_arch, ds.in_shape, ds.num_classes) if s_arch else None
 t_shapes = models.module_shapes(t_shell, ds.in_shape)
@@ -219,15 +105,11 @@ def default_pair() -> tuple[str, str]:
 
 
 # a new run, dataset or pair of networks starts from the default pair
-context = (ds_name, t_arch, s_arch, job.id if run_matches else None)
-if st.session_state.get("_fm_context") != context:
-    st.session_state._fm_context = context
-    for k in ("fm_tl", "fm_sl", "_keep_fm_tl", "_keep_fm_sl"):
-        st.session_state.pop(k, None)
-state.keep("fm_tl", None)
-state.keep("fm_sl", None)
+views.reset_on_change("_fm_context", (ds_name, t_arch, s_arch, run.job.id if run.matches else None), ["fm_tl", "fm_sl"])
 
-with right:
+
+def layer_pickers() -> tuple[str, str | None]:
+    """The teacher and student layers to show (the run's trained pairs as shortcuts)."""
     every = st.session_state.fm_all_layers
     t_opts = list(t_shapes) if every else list(t_shell.tap_names)
     s_opts = (list(s_shapes) if every else list(s_shell.tap_names)) if s_shell is not None else []
@@ -236,31 +118,7 @@ with right:
         st.session_state.fm_tl = dt if dt in t_opts else t_opts[0]
     if s_opts and st.session_state.get("fm_sl") not in s_opts:
         st.session_state.fm_sl = dsl if dsl in s_opts else s_opts[-1]
-    p1, p2 = st.columns(2)
-    t_layer = p1.selectbox(
-        t("feature_maps.teacher_layer"),
-        t_opts,
-        key="fm_tl",
-        format_func=lambda n: f"{n}  ({shape_text(t_shapes[n])})",
-        help=t("feature_maps.teacher_layer_help"),
-    )
-    if s_opts:
-        s_layer = p2.selectbox(
-            t("feature_maps.student_layer"),
-            s_opts,
-            key="fm_sl",
-            format_func=lambda n: f"{n}  ({shape_text(s_shapes[n])})",
-            help=t("feature_maps.student_layer_help"),
-        )
-    else:
-        s_layer = None
-        p2.selectbox(
-            t("feature_maps.student_layer"),
-            ["—"],
-            key="fm_sl_none",
-            disabled=True,
-            help=t("feature_maps.student_layer_none_help"),
-        )
+    t_layer, s_layer = views.layer_pickers("feature_maps", ("fm_tl", "fm_sl"), t_opts, s_opts, (t_shapes, s_shapes))
     if run_pairs:
         cols = st.columns(len(run_pairs) + 1, vertical_alignment="center")
         cols[0].markdown(t("feature_maps.trained_pairs"))
@@ -273,6 +131,11 @@ with right:
                 type="primary" if (t_layer, s_layer) == (a, b) else "secondary",
                 help=t("feature_maps.pair_help", method=method.name, teacher=a, student=b),
             )
+    return t_layer, s_layer
+
+
+def view_controls() -> tuple[int, float]:
+    """How many channels to show and the attention overlay's opacity (and "every layer")."""
     c1, c2, c3 = st.columns([1.2, 1.2, 1])
     n_channels = c1.select_slider(
         t("feature_maps.channels"), CHANNELS, key="fm_channels", help=t("feature_maps.channels_help")
@@ -281,6 +144,12 @@ with right:
         t("feature_maps.opacity"), 0.0, 1.0, step=0.05, key="fm_opacity", help=t("feature_maps.opacity_help")
     )
     c3.toggle(t("feature_maps.all_layers"), key="fm_all_layers", help=t("feature_maps.all_layers_help"))
+    return int(n_channels), opacity
+
+
+with right:
+    t_layer, s_layer = layer_pickers()
+    n_channels, opacity = view_controls()
 
 # ------------------------------------------------------------------ the image
 classes = list(ds.classes)
@@ -298,8 +167,8 @@ with left:
         "🎲", key="fm_random", on_click=pick_random, args=(n_test,), help=t("feature_maps.random_help"), width="stretch"
     )
     x_one = ds.x_test[idx : idx + 1]
-    image = np.clip(viz.to_display(ds.denormalise(x_one)[0].cpu().numpy()), 0.0, 1.0)
-    st.image(upscale(image, IMG_PX), width="stretch", output_format="PNG")
+    image = views.test_image(ds, idx)
+    st.image(views.upscale(image, IMG_PX), width="stretch", output_format="PNG")
     st.markdown(t("feature_maps.image_caption", i=idx, c=classes[int(ds.y_test[idx])]))
 
 
@@ -362,31 +231,24 @@ def similarity_rows(job_id: int, epoch: int, teacher_m, students: dict, pairs: l
     return [cache[(job_id, epoch, *p)] for p in pairs]
 
 
-def draw(snap: dict | None, teacher_m) -> None:
-    k = int(n_channels)
-    students = {}
-    if snap is not None:
-        if snap.get("baseline") is not None:
-            students["scratch"] = snap["baseline"]
-        students["distilled"] = snap["student"]
-    everyone = {"teacher": teacher_m, **students}
-
+def draw(snap: dict | None, teacher_m, teacher=None) -> None:
+    """Every section, from the teacher and the students of ``snap`` (None: the teacher alone)."""
+    students = views.students(snap)
     t_feat = features.extract(teacher_m, x_one, [t_layer])[t_layer][0]
     s_feats = {who: features.extract(m, x_one, [s_layer])[s_layer][0] for who, m in students.items()}
+    draw_maps(snap, teacher_m, students, t_feat, s_feats)
+    draw_fitnets(snap, teacher_m)
+    draw_attention(snap, t_feat, s_feats)
+    draw_similarity(snap, teacher_m, students)
 
-    # ---------------------------------------------------------- feature maps
+
+def draw_maps(snap: dict | None, teacher_m, students: dict, t_feat, s_feats: dict) -> None:
+    """The chosen layer's feature maps: teacher, scratch and distilled student side by side."""
+    k = n_channels
+    everyone = {"teacher": teacher_m, **students}
     st.subheader(t("feature_maps.feature_header"))
-    if snap is not None and run_matches:
-        live = t("feature_maps.live") if running else ""
-        st.markdown(
-            t(
-                "feature_maps.students_after",
-                epoch=snap["epoch"],
-                epochs=run_cfg.epochs,
-                live=live,
-                predictions=predictions(everyone),
-            )
-        )
+    if snap is not None and run.matches:
+        views.students_after(run, snap, "feature_maps.students_after", predictions=predictions(everyone))
     else:
         st.markdown(predictions(everyone))
     cols = st.columns(3, gap="medium")
@@ -398,13 +260,16 @@ def draw(snap: dict | None, teacher_m) -> None:
                 layer_figure(s_feats[who], s_layer, who, f"fm_grid_{who}", k)
             elif snap is not None and who == "scratch":
                 st.info(t("feature_maps.no_scratch"))
-            elif run_matches:
+            elif run.matches:
                 st.info(t("feature_maps.maps_after_epoch", who=t("roles." + who)))
             else:
                 st.info(t("feature_maps.maps_after_lab", who=t("roles." + who), dataset=ds_name))
     st.caption(t("feature_maps.grid_explain"))
 
-    # ---------------------------------------------------------- FitNets
+
+def draw_fitnets(snap: dict | None, teacher_m) -> None:
+    """FitNets: the regressed student features against the teacher's target, and the error map."""
+    k = n_channels
     if method is not None and method.name == "fitnets" and snap is not None:
         st.subheader(t("feature_maps.fit_header"))
         pair = (t_layer, s_layer)
@@ -423,7 +288,7 @@ def draw(snap: dict | None, teacher_m) -> None:
                 reg, tgt = features.regress(snap["modules"], i, s_full, t_full)
                 err = features.fitnets_error_map(reg, tgt)[0]
             hint = float(losses.hint_loss(reg, tgt))
-            beta = float(run_cfg.method_params()["beta"])
+            beta = float(run.config.method_params()["beta"])
             f1, f2, f3 = st.columns(3, gap="medium")
             if tgt.dim() == 4:
                 chans = features.top_channels(tgt[0], k)
@@ -505,7 +370,9 @@ def draw(snap: dict | None, teacher_m) -> None:
     elif snap is not None and method is not None:
         st.caption(t("feature_maps.fit_hint"))
 
-    # ---------------------------------------------------------- attention
+
+def draw_attention(snap: dict | None, t_feat, s_feats: dict) -> None:
+    """Attention maps overlaid on the image, and each student's attention loss."""
     st.subheader(t("feature_maps.att_header"))
     spatial = t_feat.dim() == 3 and all(f.dim() == 3 for f in s_feats.values())
     student_has_maps = s_shell is None or any(len(v) == 3 for v in s_shapes.values())
@@ -548,7 +415,7 @@ def draw(snap: dict | None, teacher_m) -> None:
                     if not (snap is not None and who == "scratch"):
                         st.info(
                             t("feature_maps.att_after_epoch", who=t("roles." + who))
-                            if run_matches
+                            if run.matches
                             else t("feature_maps.att_with_lab", who=t("roles." + who), dataset=ds_name)
                         )
                     continue
@@ -576,12 +443,14 @@ def draw(snap: dict | None, teacher_m) -> None:
                 )
         st.caption(t("feature_maps.att_caption", p=att_p))
 
-    # ---------------------------------------------------------- layer similarity
+
+def draw_similarity(snap: dict | None, teacher_m, students: dict) -> None:
+    """How close each student's layers are to the teacher's over a batch (CKA, attention)."""
     st.subheader(t("feature_maps.sim_header"))
-    if snap is None or not run_matches:
+    if snap is None or not run.matches:
         st.info(
             t(
-                "feature_maps.sim_needs_epoch" if run_matches else "feature_maps.sim_needs_run",
+                "feature_maps.sim_needs_epoch" if run.matches else "feature_maps.sim_needs_run",
                 dataset=ds_name,
                 n=SIM_BATCH,
             )
@@ -591,7 +460,7 @@ def draw(snap: dict | None, teacher_m) -> None:
     for extra in run_pairs + [(t_layer, s_layer)]:
         if extra not in pairs:
             pairs.append(extra)
-    rows = similarity_rows(job.id, snap["epoch"], teacher_m, students, pairs)
+    rows = similarity_rows(run.job.id, snap["epoch"], teacher_m, students, pairs)
     m1, m2 = st.columns([3, 1.1], gap="large")
     with m2:
         metric = st.radio(
@@ -629,28 +498,5 @@ def draw(snap: dict | None, teacher_m) -> None:
 
 
 # ------------------------------------------------------------------ run it
-def show() -> None:
-    if running and run_matches:
-        state.run_progress()
-    snap, teacher_m, teacher = state.run_source(job, run_matches, ds_name)
-    if teacher is not None:
-        st.caption(chrome.teacher_caption(teacher))
-    if teacher_m is None:  # the run is still preparing its teacher
-        return
-    draw(snap, teacher_m)
-
-
-if running and run_matches:
-
-    @st.fragment(run_every=2.0)
-    def live() -> None:
-        show()
-        j = state.lab_job()
-        if j is not None and j.done:
-            st.rerun()  # once: the page settles with the final models
-
-    live()
-else:
-    show()
-
-state.remember("fm_dataset", "fm_channels", "fm_opacity", "fm_metric", "fm_all_layers", "fm_image", "fm_tl", "fm_sl")
+views.follow(run, draw)
+links.settle(FIELDS)

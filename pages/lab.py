@@ -9,121 +9,86 @@ import math
 import pandas as pd
 import streamlit as st
 
-from kd_app import datasets, i18n, links, method_effect, noise, state
+from kd_app import datasets, i18n, links, method_effect, noise, state, views
 from kd_app.i18n import t
 from kd_core import data, methods, models, train, viz
 from kd_core.config import Config
 from kd_core.errors import DataUnavailableError, KDError
 
-TEMPERATURES = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0]
-LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1]
-FRACTIONS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
-BATCHES = [16, 32, 64, 128, 256, 512]
-NO_CLASS = "none"
+TEMPERATURES, LEARNING_RATES = links.TEMPERATURES, links.LEARNING_RATES
+FRACTIONS, BATCHES, NO_CLASS = links.FRACTIONS, links.BATCHES, links.NO_CLASS
 # the per-class bars and the results table name the rows by role (English names pick the colours)
 ROLE_KEYS = {"teacher": "roles.teacher", "distilled student": "roles.distilled", "scratch student": "roles.scratch"}
 
 
-def known(key: str) -> bool:
-    """Whether the catalogues hold ``key`` (texts of methods and parameters added to
-    ``kd_core`` later fall back to their English text rather than to the raw key)."""
-    return key in i18n.catalogue(i18n.DEFAULT)
-
-
-def dataset_title(name: str) -> str:
-    return t("datasets." + name) if known("datasets." + name) else data.DATASETS[name].title
-
-
-def method_title(name: str) -> str:
-    return t("methods." + name) if known("methods." + name) else methods.METHODS[name].title
-
-
 def method_summary(m) -> str:
     key = f"lab.methods.{m.name}.summary"
-    return t(key) if known(key) else m.summary
+    return t(key) if views.known(key) else m.summary
 
 
 def param_text(m, p, what: str) -> str:
     """A method parameter's ``label`` (readable, from the registry, with the formula's
     symbol) or ``help``."""
     key = f"lab.params.{m.name}.{p.name}.{what}"
-    text = t(key) if known(key) else (p.label if what == "label" else p.help)
-    if what != "label":
-        return text
-    if text == p.name:  # a catalogue that still holds the raw name
-        text = p.label or p.name
-    return f"{text} (${p.symbol}$)" if p.symbol else text
+    return t(key) if views.known(key) else (p.name if what == "label" else p.help)
 
 
-st.title("🧪 " + t("lab.title"))
-st.caption(t("lab.intro"))
+# ------------------------------------------------------------------ settings
+def restore_settings() -> None:
+    """The controls as they were before a visit to another page; on the first visit, a
+    shared link's settings (?method=dkd&T=2...; bad values -> notices) and its saved run
+    (?run=<id>: reopened from the run store, so a reload finds its results again)."""
+    links.keep_lab()
+    first = "_kd_links_restored_lab" not in st.session_state
+    links.restore_lab()
+    D = Config()
+    for r in links.lab_settings("", ""):
+        if r.config in ("teacher", "student"):
+            continue
+        default = NO_CLASS if r.config == "omit_class" else getattr(D, r.config)
+        st.session_state.setdefault(r.key, default)
+    run_id = st.query_params.get(links.RUN)
+    if first and run_id and state.current_run() is None:
+        try:
+            state.reload_run(run_id)
+        except KDError as e:
+            links.show([t("links.ignored", name=links.RUN, value=run_id, reason=str(e))])
 
-# a shared link (?method=dkd&temperature=2...) sets the controls on the first visit; bad values -> notices
-state.keep_all("lab_")  # the controls as they were before a visit to another page
-links.restore_lab(
-    options={"lab_T": TEMPERATURES, "lab_lr": LEARNING_RATES, "lab_fraction": FRACTIONS, "lab_batch": BATCHES},
-    limits={"lab_epochs": (1, 50), "lab_seed": (0, 10_000)},
-    no_class=NO_CLASS,
-)
-D = Config()
-defaults = {
-    "lab_dataset": D.dataset,
-    "lab_method": D.method,
-    "lab_T": D.temperature,
-    "lab_alpha": D.alpha,
-    "lab_epochs": D.epochs,
-    "lab_lr": D.lr,
-    "lab_batch": D.batch_size,
-    "lab_fraction": D.labeled_fraction,
-    "lab_omit": NO_CLASS,
-    "lab_seed": D.seed,
-    "lab_baseline": D.baseline,
-}
-for k, v in defaults.items():
-    st.session_state.setdefault(k, v)
 
-job = state.lab_job()
-running = job is not None and not job.done
+def dataset_picker() -> str:
+    """Unavailable datasets (no files, offline) are marked; choosing one says why next to Train."""
+    return datasets.picker(t("lab.dataset"), "lab_dataset", help=t("lab.dataset_help"))
 
-# at 1280 px the set-up column must fit "mnist-mini — MNIST mini (5,000 real digits)" and "cnn-32-64"
-controls, output = st.columns([1.35, 2], gap="large")
 
-# ------------------------------------------------------------------ controls
-with controls:
-    st.subheader(t("lab.setup"))
-
-    # unavailable datasets (no files, offline) are marked; choosing one says why next to Train
-    ds_name = datasets.picker(t("lab.dataset"), "lab_dataset", help=t("lab.dataset_help"))
-    ds_available = datasets.availability(ds_name).available
-    info = data.DATASETS[ds_name]
-    t_default, s_default = models.preset(ds_name)
+def model_pickers(ds_name: str) -> tuple[str, str]:
+    """The teacher and the student, from the models suggested for the dataset (its preset first)."""
     choices = models.suggested_models(ds_name)
-    c1, c2 = st.columns(2)
-    teacher_arch = c1.selectbox(
-        t("lab.teacher"),
-        choices,
-        index=choices.index(t_default),
-        key=f"lab_teacher_{ds_name}",
-        help=t("lab.teacher_help"),
-    )
-    student_arch = c2.selectbox(
-        t("lab.student"),
-        choices,
-        index=choices.index(s_default),
-        key=f"lab_student_{ds_name}",
-        help=t("lab.student_help"),
-    )
-    method_labels = {n: method_title(n) for n in methods.METHODS}
-    method_name = st.selectbox(
+    out = []
+    for role, default, col in zip(("teacher", "student"), models.preset(ds_name), st.columns(2)):
+        key = links.lab_model_key(role, ds_name)
+        if st.session_state.get(key) not in choices:
+            st.session_state[key] = default
+        out.append(col.selectbox(t(f"lab.{role}"), choices, key=key, help=t(f"lab.{role}_help")))
+    return out[0], out[1]
+
+
+def method_picker():
+    method_labels = {n: views.method_title(n) for n in methods.METHODS}
+    name = st.selectbox(
         t("lab.method"),
         list(methods.METHODS),
         key="lab_method",
         format_func=method_labels.get,
         help=t("lab.method_help"),
     )
-    method = methods.get(method_name)
+    method = methods.get(name)
     st.caption(method_summary(method))
+    return method
 
+
+def method_controls(method) -> tuple[float, float, dict]:
+    """T, alpha (greyed out where the method does not use them) and the method's own
+    parameters, built from the registry. Returns (T, alpha, params)."""
     T = st.select_slider(
         t("lab.T"), TEMPERATURES, key="lab_T", disabled=not method.uses_temperature, help=t("lab.T_help")
     )
@@ -132,134 +97,141 @@ with controls:
     )
     params = {}
     for p in method.params:
-        key = f"lab_p_{method.name}_{p.name}"
+        key = links.lab_param_key(method.name, p.name)
+        st.session_state.setdefault(key, float(p.default))
         label, p_help = param_text(method, p, "label"), param_text(method, p, "help")
         if p.log or p.integer:
             params[p.name] = st.number_input(
                 label,
                 min_value=float(p.low),
                 max_value=float(p.high),
-                value=float(p.default),
                 step=float(max(p.default / 10, 1.0 if p.integer else 1e-3)),
                 key=key,
                 help=p_help,
                 format="%g",
             )
         else:
-            params[p.name] = st.slider(label, float(p.low), float(p.high), float(p.default), key=key, help=p_help)
+            params[p.name] = st.slider(label, float(p.low), float(p.high), key=key, help=p_help)
+    return T, alpha, params
 
+
+def layer_table(t_shapes: dict, s_shapes: dict) -> bool:
+    """The expander with every named layer of both networks; returns "offer every layer"."""
+    with st.expander(t("lab.layers.all"), expanded=False):
+        every = st.toggle(t("lab.layers.every"), key=links.LAB_ALL_LAYERS, help=t("lab.layers.every_help"))
+        st.caption(t("lab.layers.shapes_caption"))
+        for col, role, shapes in zip(st.columns(2), ("teacher", "student"), (t_shapes, s_shapes)):
+            col.dataframe(
+                pd.DataFrame(
+                    {
+                        t(f"lab.layers.col_{role}"): list(shapes),
+                        t("lab.layers.col_shape"): ["×".join(map(str, v)) for v in shapes.values()],
+                    }
+                ),
+                hide_index=True,
+                height=200,
+                key=f"lab_layers_{role}",
+            )
+    return every
+
+
+def suggested_pairs(method, t_model, s_model, in_shape, t_shapes, s_shapes) -> list[tuple[str, str]]:
+    """The trainer's own default pair first, then the other pairs at the same relative depth
+    (deepest first, the method's preferred kind of layer first)."""
+    from kd_core.features import aligned_pairs
+
+    kind = method.tap_kind if method.tap_kind != "any" else method.prefer
+    dt, ds_ = train.default_pair(method, t_model, s_model, in_shape, strict=False)
+    others = [
+        pr
+        for pr in reversed(aligned_pairs(t_model, s_model, in_shape))
+        if pr != (dt, ds_)
+        and pr[0] in t_model.tap_names
+        and pr[1] in s_model.tap_names
+        and (method.tap_kind != "spatial" or len(t_shapes[pr[0]]) == len(s_shapes[pr[1]]) == 3)
+    ]
+    others.sort(key=lambda pr: models.tap_kind(t_shapes[pr[0]]) != kind)
+    return [(dt, ds_)] + others
+
+
+def layer_pairs(method, info, teacher_arch: str, student_arch: str) -> list[str]:
+    """Layer pairs by the models' real module names: the taps (stages, embedding) first;
+    "every named layer" offers all modules. Impossible pairings are refused later
+    (resolve_pairs) with an error that keeps Train disabled."""
     pairs: list[str] = []
-    if method.needs_features:
-        # Layer pairs by the models' real module names: the taps (stages, embedding) first;
-        # "every named layer" offers all modules. Impossible pairings are refused below
-        # (resolve_pairs) with an error that keeps Train disabled.
-        from kd_core.features import aligned_pairs
+    if not method.needs_features:
+        return pairs
+    try:
+        t_model = models.build(teacher_arch, info.in_shape, info.num_classes)
+        s_model = models.build(student_arch, info.in_shape, info.num_classes)
+        t_shapes = models.module_shapes(t_model, info.in_shape)
+        s_shapes = models.module_shapes(s_model, info.in_shape)
+        suggested = suggested_pairs(method, t_model, s_model, info.in_shape, t_shapes, s_shapes)
+        n_pairs = 1
+        if method.multi_pair:
+            key = links.lab_npairs_key(method.name)
+            st.session_state.setdefault(key, 1)
+            n_pairs = int(st.number_input(t("lab.layers.pairs"), 1, 4, key=key, help=t("lab.layers.pairs_help")))
+        every = layer_table(t_shapes, s_shapes)
+        t_opts = list(t_shapes) if every else list(t_model.tap_names)
+        s_opts = list(s_shapes) if every else list(s_model.tap_names)
 
-        try:
-            t_model = models.build(teacher_arch, info.in_shape, info.num_classes)
-            s_model = models.build(student_arch, info.in_shape, info.num_classes)
-            t_shapes = models.module_shapes(t_model, info.in_shape)
-            s_shapes = models.module_shapes(s_model, info.in_shape)
-            kind = method.tap_kind if method.tap_kind != "any" else method.prefer
-            dt, ds_ = train.default_pair(method, t_model, s_model, info.in_shape, strict=False)
-            # defaults: the trainer's own pair, then the other pairs at the same relative depth
-            # (deepest first, the method's preferred kind of layer first)
-            others = [
-                pr
-                for pr in reversed(aligned_pairs(t_model, s_model, info.in_shape))
-                if pr != (dt, ds_)
-                and pr[0] in t_model.tap_names
-                and pr[1] in s_model.tap_names
-                and (method.tap_kind != "spatial" or len(t_shapes[pr[0]]) == len(s_shapes[pr[1]]) == 3)
-            ]
-            others.sort(key=lambda pr: models.tap_kind(t_shapes[pr[0]]) != kind)
-            suggested = [(dt, ds_)] + others
-            n_pairs = 1
-            if method.multi_pair:
-                n_pairs = int(
-                    st.number_input(
-                        t("lab.layers.pairs"),
-                        1,
-                        4,
-                        value=1,
-                        key=f"lab_npairs_{method.name}",
-                        help=t("lab.layers.pairs_help"),
-                    )
-                )
-            with st.expander(t("lab.layers.all"), expanded=False):
-                every = st.toggle(t("lab.layers.every"), key="lab_all_layers", help=t("lab.layers.every_help"))
-                st.caption(t("lab.layers.shapes_caption"))
-                l1, l2 = st.columns(2)
-                l1.dataframe(
-                    pd.DataFrame(
-                        {
-                            t("lab.layers.col_teacher"): list(t_shapes),
-                            t("lab.layers.col_shape"): ["×".join(map(str, v)) for v in t_shapes.values()],
-                        }
-                    ),
-                    hide_index=True,
-                    height=200,
-                    key="lab_layers_teacher",
-                )
-                l2.dataframe(
-                    pd.DataFrame(
-                        {
-                            t("lab.layers.col_student"): list(s_shapes),
-                            t("lab.layers.col_shape"): ["×".join(map(str, v)) for v in s_shapes.values()],
-                        }
-                    ),
-                    hide_index=True,
-                    height=200,
-                    key="lab_layers_student",
-                )
-            t_opts = list(t_shapes) if every else list(t_model.tap_names)
-            s_opts = list(s_shapes) if every else list(s_model.tap_names)
+        def shape_of(shapes):
+            return lambda n: f"{n}  ({'×'.join(map(str, shapes[n]))})" if n in shapes else n
 
-            def shape_of(shapes):
-                return lambda n: f"{n}  ({'×'.join(map(str, shapes[n]))})" if n in shapes else n
+        for i in range(n_pairs):
+            kt = links.lab_layer_key("teacher", method.name, teacher_arch, i)
+            ks = links.lab_layer_key("student", method.name, student_arch, i)
+            want = suggested[min(i, len(suggested) - 1)]
+            for k, opts, w in ((kt, t_opts, want[0]), (ks, s_opts, want[1])):
+                if st.session_state.get(k) not in opts:  # new, or a module of the full list now hidden
+                    st.session_state[k] = w if w in opts else opts[0]
+            num = f" {i + 1}" if n_pairs > 1 else ""
+            p1, p2 = st.columns(2)
+            tl = p1.selectbox(
+                t("lab.layers.teacher", num=num),
+                t_opts,
+                key=kt,
+                format_func=shape_of(t_shapes),
+                help=t("lab.layers.teacher_help"),
+            )
+            sl = p2.selectbox(
+                t("lab.layers.student", num=num),
+                s_opts,
+                key=ks,
+                format_func=shape_of(s_shapes),
+                help=t("lab.layers.student_help"),
+            )
+            pairs.append(f"{tl}:{sl}")
+        if len(set(pairs)) < len(pairs):
+            st.warning(t("lab.layers.twice"))
+    except KDError as e:
+        st.error(t("lab.kd_error", error=e))
+    return pairs
 
-            for i in range(n_pairs):
-                # keyed by method too: switching method starts from that method's sensible pair
-                kt = f"lab_tl_{method.name}_{teacher_arch}" + (f"_{i + 1}" if i else "")
-                ks = f"lab_sl_{method.name}_{student_arch}" + (f"_{i + 1}" if i else "")
-                for k, opts in ((kt, t_opts), (ks, s_opts)):
-                    if k in st.session_state and st.session_state[k] not in opts:
-                        del st.session_state[k]  # a module of the full list, now hidden
-                want_t, want_s = suggested[min(i, len(suggested) - 1)]
-                num = f" {i + 1}" if n_pairs > 1 else ""
-                p1, p2 = st.columns(2)
-                tl = p1.selectbox(
-                    t("lab.layers.teacher", num=num),
-                    t_opts,
-                    index=t_opts.index(want_t) if want_t in t_opts else 0,
-                    key=kt,
-                    format_func=shape_of(t_shapes),
-                    help=t("lab.layers.teacher_help"),
-                )
-                sl = p2.selectbox(
-                    t("lab.layers.student", num=num),
-                    s_opts,
-                    index=s_opts.index(want_s) if want_s in s_opts else 0,
-                    key=ks,
-                    format_func=shape_of(s_shapes),
-                    help=t("lab.layers.student_help"),
-                )
-                pairs.append(f"{tl}:{sl}")
-            if len(set(pairs)) < len(pairs):
-                st.warning(t("lab.layers.twice"))
-        except KDError as e:
-            st.error(t("lab.kd_error", error=e))
 
+def training_controls(info) -> dict:
+    """Epochs, seed, learning rate, batch, labelled fraction, an omitted class, the baseline."""
     st.subheader(t("lab.training"))
     c1, c2 = st.columns(2)
-    epochs = c1.number_input(t("lab.epochs"), 1, 50, key="lab_epochs", help=t("lab.epochs_help"))
-    seed = c2.number_input(t("lab.seed"), 0, 10_000, key="lab_seed", help=t("lab.seed_help"))
-    lr = c1.select_slider(
-        t("lab.lr"), LEARNING_RATES, key="lab_lr", format_func=lambda v: f"{v:g}", help=t("lab.lr_help")
+    out = {
+        "epochs": int(c1.number_input(t("lab.epochs"), *links.EPOCHS, key="lab_epochs", help=t("lab.epochs_help"))),
+        "seed": int(c2.number_input(t("lab.seed"), *links.SEEDS, key="lab_seed", help=t("lab.seed_help"))),
+    }
+    out["lr"] = float(
+        c1.select_slider(
+            t("lab.lr"), LEARNING_RATES, key="lab_lr", format_func=lambda v: f"{v:g}", help=t("lab.lr_help")
+        )
     )
-    batch = c2.selectbox(t("lab.batch"), BATCHES, key="lab_batch", help=t("lab.batch_help"))
-    fraction = st.select_slider(
-        t("lab.fraction"), FRACTIONS, key="lab_fraction", format_func=lambda v: f"{v:.0%}", help=t("lab.fraction_help")
+    out["batch_size"] = int(c2.selectbox(t("lab.batch"), BATCHES, key="lab_batch", help=t("lab.batch_help")))
+    out["labeled_fraction"] = float(
+        st.select_slider(
+            t("lab.fraction"),
+            FRACTIONS,
+            key="lab_fraction",
+            format_func=lambda v: f"{v:.0%}",
+            help=t("lab.fraction_help"),
+        )
     )
     class_opts = [NO_CLASS] + list(range(info.num_classes))
     if st.session_state.lab_omit not in class_opts:
@@ -268,56 +240,74 @@ with controls:
     omit = st.selectbox(
         t("lab.omit"), class_opts, key="lab_omit", format_func=class_labels.get, help=t("lab.omit_help")
     )
-    baseline = st.checkbox(t("lab.baseline"), key="lab_baseline", help=t("lab.baseline_help"))
+    out["omit_class"] = None if omit == NO_CLASS else int(omit)
+    out["baseline"] = bool(st.checkbox(t("lab.baseline"), key="lab_baseline", help=t("lab.baseline_help")))
+    return out
 
-    cfg = Config(
-        dataset=ds_name,
-        teacher=teacher_arch,
-        student=student_arch,
-        method=method_name,
-        temperature=float(T),
-        alpha=float(alpha),
-        params=params,
-        pairs=pairs,
-        epochs=int(epochs),
-        lr=float(lr),
-        batch_size=int(batch),
-        seed=int(seed),
-        labeled_fraction=float(fraction),
-        omit_class=None if omit == NO_CLASS else int(omit),
-        baseline=bool(baseline),
-    )
-    problem = None
-    data_problem = None if ds_available else datasets.reason(datasets.availability(ds_name))
+
+def check(cfg: Config, method, info) -> tuple[str | None, str | None]:
+    """What is wrong with the set-up (shown as an error; Train stays disabled), and why its
+    dataset cannot be used here (shown next to Train); None where all is well."""
+    ds_available = datasets.availability(cfg.dataset).available
+    data_problem = None if ds_available else datasets.reason(datasets.availability(cfg.dataset))
     try:
         cfg.resolved().validate()
         if ds_available:
             try:
-                train.check_batch_fits(cfg, state.dataset(ds_name))
+                train.check_batch_fits(cfg, state.dataset(cfg.dataset))
             except DataUnavailableError:  # files there but unreadable: say so without the raw error
-                data_problem = datasets.unreadable(ds_name)
+                data_problem = datasets.unreadable(cfg.dataset)
         if method.needs_features:  # refuse impossible layer pairings before training
-            from kd_core.train import resolve_pairs
-
-            resolve_pairs(
+            train.resolve_pairs(
                 method,
-                models.build(teacher_arch, info.in_shape, info.num_classes),
-                models.build(student_arch, info.in_shape, info.num_classes),
+                models.build(cfg.teacher, info.in_shape, info.num_classes),
+                models.build(cfg.student, info.in_shape, info.num_classes),
                 info.in_shape,
                 cfg.parsed_pairs(),
             )
     except KDError as e:
-        problem = str(e)
-        st.error(t("lab.kd_error", error=problem))
+        st.error(t("lab.kd_error", error=e))
+        return str(e), data_problem
+    return None, data_problem
 
-# ------------------------------------------------------------------ formula + buttons
-with output:
-    st.latex(method.formula_latex(T if method.uses_temperature else None, alpha if method.uses_alpha else None, params))
+
+def set_up() -> tuple[Config, object, str | None, str | None]:
+    """The left column: every control, read into a Config. Returns (config, method, problem,
+    data problem)."""
+    st.subheader(t("lab.setup"))
+    ds_name = dataset_picker()
+    info = data.DATASETS[ds_name]
+    teacher_arch, student_arch = model_pickers(ds_name)
+    method = method_picker()
+    T, alpha, params = method_controls(method)
+    pairs = layer_pairs(method, info, teacher_arch, student_arch)
+    cfg = Config(
+        dataset=ds_name,
+        teacher=teacher_arch,
+        student=student_arch,
+        method=method.name,
+        temperature=float(T),
+        alpha=float(alpha),
+        params=params,
+        pairs=pairs,
+        **training_controls(info),
+    )
+    return cfg, method, *check(cfg, method, info)
+
+
+def formula_and_buttons(cfg: Config, method, problem: str | None, data_problem: str | None) -> None:
+    """The loss with the chosen values, Train and Stop."""
+    T, alpha = cfg.temperature, cfg.alpha
+    st.latex(
+        method.formula_latex(T if method.uses_temperature else None, alpha if method.uses_alpha else None, cfg.params)
+    )
     if method.uses_alpha:
         st.caption(t("lab.formula_caption"))
     b1, b2, why = st.columns([1, 1, 3])
     if data_problem is not None:  # the reason sits next to the disabled button, not off screen
         why.warning(data_problem, icon="📦")
+    job = state.current_run()
+    running = job is not None and not job.done
     if b1.button(
         t("lab.train"),
         type="primary",
@@ -326,20 +316,30 @@ with output:
         help=t("lab.train_help"),
     ):
         try:
-            new = state.job_manager().submit(cfg, owner=state.session_id(), on_end=state.save_lab_run)
-            st.session_state.kd_lab_job_id = new.id
-            job, running = new, True
+            state.submit_lab_run(cfg)
+            running = True
         except KDError as e:
             st.error(t("lab.cannot_start", error=e))
     if b2.button(t("lab.stop"), disabled=not running, key="lab_stop", help=t("lab.stop_help")):
         job.stop()
 
 
+st.title("🧪 " + t("lab.title"))
+st.caption(t("lab.intro"))
+restore_settings()
+# at 1280 px the set-up column must fit "mnist-mini — MNIST mini (5,000 real digits)" and "cnn-32-64"
+controls, output = st.columns([1.35, 2], gap="large")
+with controls:
+    cfg, method, problem, data_problem = set_up()
+with output:
+    formula_and_buttons(cfg, method, problem, data_problem)
+
+
 # ------------------------------------------------------------------ live view
 def draw_progress(snap: dict) -> None:
     status = snap["status"]
     if status == "queued":
-        pos = state.job_manager().queue_position(job)
+        pos = state.job_manager().queue_position(state.current_run())
         st.info(t("lab.progress.queued_position", pos=pos) if pos else t("lab.progress.queued"))
     elif status == "teacher":
         te = snap["teacher_epoch"]
@@ -352,7 +352,7 @@ def draw_progress(snap: dict) -> None:
         )
     elif status == "running":
         total = snap["total_steps"] or 1
-        eta = job.eta_seconds()
+        eta = state.current_run().eta_seconds()
         st.progress(
             min(snap["step"] / total, 1.0),
             text=t("lab.progress.step", step=snap["step"], total=total)
@@ -394,6 +394,16 @@ def per_class_figure(fig):
     return i18n.localise_figure(fig)
 
 
+def draw_learned_temperature(col, steps: list) -> None:
+    """CTKD's learned T per step (and its curriculum's lambda), under the loss curves."""
+    col.plotly_chart(
+        i18n.localise_figure(viz.learned_temperature_curve(steps, t("lab.charts.learned_T"))),
+        key="lab_T_chart",
+        width="stretch",
+    )
+    col.caption(t("lab.charts.learned_T_caption", T=steps[-1]["tracked"]["T"]))
+
+
 def draw_curves(snap: dict) -> None:
     cfg_run: Config = snap["config"]
     total_epochs = cfg_run.epochs
@@ -408,6 +418,8 @@ def draw_curves(snap: dict) -> None:
     c2.plotly_chart(
         loss_figure(viz.loss_curves(snap["steps"], t("lab.charts.loss"))), key="lab_loss_chart", width="stretch"
     )
+    if snap["steps"] and "tracked" in snap["steps"][-1]:  # CTKD: the temperature it learns, live
+        draw_learned_temperature(c2, snap["steps"])
     if epochs:
         c1.plotly_chart(
             accuracy_figure(viz.agreement_curves(epochs, total_epochs, t("lab.charts.agreement"))),
@@ -543,7 +555,7 @@ def draw_results(snap: dict) -> None:
 
 
 def draw_job() -> None:
-    j = state.lab_job()
+    j = state.current_run()
     if j is None:
         if data_problem is None:
             st.info(t("lab.press_train"))
@@ -557,24 +569,30 @@ def draw_job() -> None:
         draw_results(snap)
 
 
-with output:
-    if running:
-        # once a second while it trains; a queued run only updates its position, every 3 s
-        waiting = job.status == "queued"
-
-        @st.fragment(run_every=3.0 if waiting else 1.0)
-        def live() -> None:
-            draw_job()
-            j = state.lab_job()
-            if j is not None and (j.done or (waiting and j.status != "queued")):
-                st.rerun()  # redraw the whole page once: buttons re-enable, results show
-
-        live()
-    else:
+def live_view() -> None:
+    """The run's progress, curves and results: redrawn once a second while it trains (a
+    queued run only updates its position, every 3 s), then the whole page once."""
+    job = state.current_run()
+    if job is None or job.done:
         draw_job()
+        return
+    waiting = job.status == "queued"
+
+    @st.fragment(run_every=3.0 if waiting else 1.0)
+    def live() -> None:
+        draw_job()
+        j = state.current_run()
+        if j is not None and (j.done or (waiting and j.status != "queued")):
+            st.rerun()  # redraw the whole page once: buttons re-enable, results show
+
+    live()
+
 
 with output:
+    live_view()
     method_effect.section(cfg)  # the method alone, KD alone, both and scratch, over seeds
 
-links.write_lab(cfg)  # the address bar always holds this set-up: copy it to share it
-state.remember_all("lab_", skip=("lab_train", "lab_stop"))
+# the address bar always holds this set-up (and the saved run it shows): copy it to share it
+shown = state.current_run()
+links.write_lab(cfg, getattr(shown, "run_id", None) if shown is not None and shown.done else None)
+links.remember_lab()

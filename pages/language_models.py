@@ -82,7 +82,7 @@ st.title("💬 " + t("lm.title"))
 st.caption(t("lm.intro"))
 links.sync("language-models", fields)
 
-job = state.state_job(st.session_state[JOB_KEY]) if JOB_KEY in st.session_state else None
+job = state.find_job(st.session_state[JOB_KEY]) if JOB_KEY in st.session_state else None
 running = job is not None and not job.done
 
 # ------------------------------------------------------------------ corpus and teacher
@@ -124,6 +124,7 @@ if lm_train.teacher_cached(corpus_name, D.teacher, teacher_steps):
             steps=teacher.steps,
             ppl=teacher.val_perplexity,
             seconds=teacher.train_seconds,
+            cpu=f"{teacher.train_cpu_seconds:.0f}" if teacher.train_cpu_seconds is not None else "?",
         )
     )
 else:
@@ -207,7 +208,7 @@ else:
     fig.update_layout(
         barmode="group",
         height=330,
-        margin=dict(l=10, r=10, t=30, b=10),
+        margin=dict(l=60, r=10, t=30, b=10),
         yaxis_title=t("lm.next.prob"),
         legend=dict(orientation="h", y=1.12),
     )
@@ -238,7 +239,7 @@ for d, fit in fits.items():
         mode="lines+markers",
         line=dict(color=COLOURS[d], width=3),
     )
-kfig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.15))
+kfig.update_layout(height=300, margin=dict(l=60, r=10, t=30, b=10), legend=dict(orientation="h", y=1.15))
 st.plotly_chart(kfig, key="lm_chart_kl", width="stretch", theme=None)
 m1, m2, m3 = st.columns(3)
 m1.metric(t("lm.kl.teacher_entropy"), f"{explain.entropy_nats(teacher_p):.2f}")
@@ -349,7 +350,7 @@ if s2.button(t("lm.train.stop"), disabled=not running, key="lm_stop", help=t("lm
 
 
 def draw_job() -> None:
-    j = state.state_job(st.session_state.get(JOB_KEY)) if JOB_KEY in st.session_state else None
+    j = state.find_job(st.session_state.get(JOB_KEY)) if JOB_KEY in st.session_state else None
     if j is None:
         st.info(t("lm.train.press_train"))
         return
@@ -393,10 +394,9 @@ def draw_job() -> None:
             fig.add_hline(y=teacher.val_perplexity, line_dash="dot", annotation_text=t("lm.roles.teacher"))
         fig.update_layout(
             height=300,
-            margin=dict(l=10, r=10, t=30, b=10),
+            margin=dict(l=60, r=10, t=30, b=10),
             xaxis_title=t("lm.progress.steps"),
             yaxis_title=t("lm.progress.val_ppl"),
-            yaxis_type="log",
             legend=dict(orientation="h", y=1.15),
         )
         st.plotly_chart(fig, key="lm_chart_curves", width="stretch", theme=None)
@@ -409,7 +409,7 @@ if running:
     @st.fragment(run_every=1.0)
     def live() -> None:
         draw_job()
-        j = state.state_job(st.session_state.get(JOB_KEY))
+        j = state.find_job(st.session_state.get(JOB_KEY))
         if j is not None and j.done:
             st.rerun()  # once: the buttons re-enable, the results and students show
 

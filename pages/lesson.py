@@ -23,14 +23,15 @@ import torch
 import torch.nn.functional as F
 from streamlit.errors import StreamlitAPIException
 
-from kd_app import links, noise, state
+from kd_app import links, noise, state, views
 from kd_app.i18n import t
-from kd_core import features, losses, methods, metrics, models, teachers, train, viz
+from kd_core import features, losses, methods, metrics, models, ship, teachers, train, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
+from kd_core.probs import entropy_bits, softmax
 
 DATASET = "mnist-mini"
-STUDENT_EPOCHS = 5  # the small student trained alone on every label (step 1)
+STUDENT_EPOCHS = ship.LESSON_STUDENT_EPOCHS  # the small student alone on every label (step 1): shipped
 SOFT_T = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]
 T_GRID = np.geomspace(0.3, 40.0, 90)
 LOSS_T = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0]
@@ -49,7 +50,7 @@ SURE = 0.97  # the example image per digit: the teacher gives its true class abo
 
 FIELDS = [
     links.choice("digit", "lesson_digit", list(range(10)), 4),
-    links.number("T", "lesson_T", 4.0, options=SOFT_T),
+    links.number("T", "lesson_T", 4.0, options=SOFT_T).also("temperature"),
     links.number("loss_T", "lesson_loss_T", 4.0, options=LOSS_T),
     links.number("loss_alpha", "lesson_alpha", 0.9, 0.0, 1.0),
     links.number("labels", "lesson_fraction", 0.1, options=FRACTIONS),
@@ -59,23 +60,6 @@ FIELDS = [
 
 
 # ------------------------------------------------------------------ small helpers
-def softmax_np(z: np.ndarray, T: float) -> np.ndarray:
-    s = np.asarray(z, dtype=np.float64) / T
-    s = s - s.max(axis=-1, keepdims=True)
-    e = np.exp(s)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def entropy_bits(p: np.ndarray) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    return -(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)).sum(axis=-1)
-
-
-def upscale(img: np.ndarray, px: int) -> np.ndarray:
-    f = max(1, px // img.shape[0])
-    return np.repeat(np.repeat(img, f, axis=0), f, axis=1)
-
-
 def step_header(n: int, key: str) -> None:
     st.header(f"{n} · {t(key)}", anchor=f"step-{n}", divider="gray")
 
@@ -134,7 +118,7 @@ def fresh_student(arch: str, in_shape: tuple, num_classes: int) -> torch.nn.Modu
 def gallery(teacher_key: str, _logits: np.ndarray, _y: np.ndarray) -> dict[int, int]:
     """Per class, a typical correctly classified test image: the one on which the teacher is
     closest to SURE sure at T = 1 (confident, as trained networks are, yet with dark knowledge)."""
-    p_true = softmax_np(_logits, 1.0)[np.arange(len(_y)), _y]
+    p_true = softmax(_logits, 1.0)[np.arange(len(_y)), _y]
     correct = _logits.argmax(1) == _y
     out = {}
     for c in range(_logits.shape[1]):
@@ -281,7 +265,7 @@ with left:
     )
     i_img = picks.get(int(digit), 0)
     st.image(
-        upscale(image_of(i_img), IMG_PX),
+        views.upscale(image_of(i_img), IMG_PX),
         width=IMG_PX,
         output_format="PNG",
         caption=t("lesson.s2.image_caption", i=i_img, c=classes[int(y[i_img])]),
@@ -298,7 +282,7 @@ def soft_targets_view() -> None:
         )
     )
     z = logits[i_img]
-    p1, pT = softmax_np(z, 1.0), softmax_np(z, T)
+    p1, pT = softmax(z, 1.0), softmax(z, T)
     fig = viz.prob_bars(
         {t("lesson.s2.series_t1"): p1, t("lesson.s2.series_t", T=T): pT},
         classes,
@@ -497,7 +481,7 @@ def job_status(snap: dict) -> None:
 
 
 def draw_experiment() -> None:
-    job = state.state_job(st.session_state.get("lesson_exp_job"))
+    job = state.find_job(st.session_state.get("lesson_exp_job"))
     if job is None:
         st.info(t("lesson.s4.press"))
         return
@@ -531,12 +515,11 @@ def start_experiment() -> None:
     """Button callback (runs before the script, so the button is drawn disabled at once)."""
     cfg = Config(dataset=DATASET, labeled_fraction=float(st.session_state.lesson_fraction), epochs=EXP_EPOCHS)
     try:
-        new = state.job_manager().submit(cfg, owner=state.session_id())
+        new = state.start_run(cfg)  # this session's run: the other pages show its students
     except KDError as e:
         st.session_state.lesson_job_error = str(e)
         return
     st.session_state.lesson_exp_job = new.id
-    st.session_state.kd_lab_job_id = new.id  # the other pages show this run's students
 
 
 def start_missing() -> None:
@@ -559,7 +542,7 @@ def start_missing() -> None:
 
 step_header(4, "lesson.s4.title")
 st.markdown(t("lesson.s4.text"))
-exp_job = state.state_job(st.session_state.get("lesson_exp_job"))
+exp_job = state.find_job(st.session_state.get("lesson_exp_job"))
 exp_running = exp_job is not None and not exp_job.done
 e1, e2 = st.columns([2, 1], vertical_alignment="bottom")
 fraction = float(
@@ -587,7 +570,7 @@ if exp_running:
     @st.fragment(run_every=1.0)
     def live_experiment() -> None:
         draw_experiment()
-        j = state.state_job(st.session_state.get("lesson_exp_job"))
+        j = state.find_job(st.session_state.get("lesson_exp_job"))
         if j is not None and j.done:
             st.rerun()
 
@@ -600,7 +583,7 @@ page_link("lab.py", "lesson.s4.lab_link", "🧪")
 # ================================================================== 5. the missing class
 def draw_missing() -> None:
     ids = st.session_state.get("lesson_missing_jobs")
-    jobs = [state.state_job(i) for i in ids] if ids else []
+    jobs = [state.find_job(i) for i in ids] if ids else []
     if not jobs or any(j is None for j in jobs):
         st.info(t("lesson.s5.press"))
         return
@@ -651,13 +634,13 @@ step_header(5, "lesson.s5.title")
 st.markdown(t("lesson.s5.text", c=MISSING))
 # why temperature matters here: the share of "3" in the teacher's soft targets on other digits
 not_c = y != MISSING
-mass = softmax_np(logits[not_c][:, None, :], T_GRID[None, :, None])[:, :, MISSING].mean(axis=0)
+mass = softmax(logits[not_c][:, None, :], T_GRID[None, :, None])[:, :, MISSING].mean(axis=0)
 mfig = go.Figure()
 mfig.add_scatter(
     x=T_GRID.tolist(), y=mass.tolist(), mode="lines", line=dict(color=viz.TEACHER, width=4), name=t("roles.teacher")
 )
 for T_m, where in zip(MISSING_T, ("top left", "bottom left")):
-    v = float(softmax_np(logits[not_c], T_m)[:, MISSING].mean())
+    v = float(softmax(logits[not_c], T_m)[:, MISSING].mean())
     mfig.add_scatter(
         x=[T_m],
         y=[v],
@@ -681,7 +664,7 @@ n1.plotly_chart(mfig, key="lesson_missing_mass", width="stretch", theme=None)
 with n2:
     st.markdown(t("lesson.s5.mass_text", c=MISSING, t_lo=MISSING_T[0], t_hi=MISSING_T[1]))
     ids = st.session_state.get("lesson_missing_jobs") or []
-    miss_jobs = [state.state_job(i) for i in ids]
+    miss_jobs = [state.find_job(i) for i in ids]
     miss_running = any(j is not None and not j.done for j in miss_jobs)
     st.button(
         t("lesson.s5.run", t_lo=MISSING_T[0], t_hi=MISSING_T[1]),
@@ -700,7 +683,7 @@ if miss_running:
     def live_missing() -> None:
         draw_missing()
         ids_now = st.session_state.get("lesson_missing_jobs") or []
-        if all(j is not None and j.done for j in (state.state_job(i) for i in ids_now)):
+        if all(j is not None and j.done for j in (state.find_job(i) for i in ids_now)):
             st.rerun()
 
     live_missing()
@@ -843,7 +826,7 @@ def contrastive_view() -> None:
     one = np.array([np.flatnonzero(y == c)[0] for c in range(K)])
     xc = ds.x_test[torch.as_tensor(one)]
     g_t = F.normalize(metrics.predict_logits(teacher.model, xc), dim=1)
-    found = state.distilled_student()
+    found = state.ended_run()
     trained = found is not None and found[0].config.dataset == DATASET
     s_model = found[0].student if trained else fresh
     g_s = F.normalize(metrics.predict_logits(s_model, xc), dim=1)

@@ -116,7 +116,7 @@ def synthesis_figure(steps: list[dict], snaps: list[dict]) -> go.Figure:
     fig.update_xaxes(title_text=t("no_data.df.step"))
     fig.update_yaxes(title_text=t("no_data.df.bn_loss"), type="log", secondary_y=False)
     fig.update_yaxes(title_text=t("no_data.df.confidence") + " (%)", range=[0, 101], dtick=20, secondary_y=True)
-    fig.update_layout(legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(showlegend=False)  # the two axis titles name the two lines
     return viz.style(fig, t("no_data.df.synth_title"), height=330)
 
 
@@ -370,4 +370,4 @@ with lf_right:
 
 live(show_labelfree, "nd_lf_job", "lf")
 
-state.remember(*[f.key for f in FIELDS])
+links.settle(FIELDS)

@@ -9,15 +9,17 @@ those cached numbers only.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import streamlit as st
 import torch
 
-from kd_app import chrome, datasets, draw, i18n, links, state
+from kd_app import chrome, datasets, draw, i18n, links, state, views
 from kd_app.i18n import t
 from kd_core import data, images, losses, metrics, viz
 from kd_core.errors import KDError
+from kd_core.probs import entropy_bits, log_softmax, softmax
 
 TEMPERATURES = [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]
 T_GRID = np.geomspace(0.1, 20.0, 81)
@@ -34,24 +36,6 @@ OWN_SOURCES = ["draw", "upload"]
 
 
 # ------------------------------------------------------------------ numpy on cached logits
-def log_softmax(z: np.ndarray, T: float) -> np.ndarray:
-    """log softmax(z / T) along the last axis, stable for any T > 0."""
-    s = np.asarray(z, dtype=np.float64) / T
-    s = s - s.max(axis=-1, keepdims=True)
-    return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
-
-
-def softmax(z: np.ndarray, T: float) -> np.ndarray:
-    return np.exp(log_softmax(z, T))
-
-
-def entropy_bits(p: np.ndarray) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
-    return -terms.sum(axis=-1)
-
-
 def kl_at(teacher_z: np.ndarray, student_z: np.ndarray, T: float) -> np.ndarray:
     """KL(p_T || p_S) of softmax(z / T), in nats, along the last axis."""
     lt, ls = log_softmax(teacher_z, T), log_softmax(student_z, T)
@@ -76,12 +60,6 @@ def confused_pairs(matrix: np.ndarray, k: int = 3) -> list[tuple[int, int, float
     scores = [(m[a, b] + m[b, a], a, b) for a in range(n) for b in range(a + 1, n)]
     scores.sort(key=lambda s: -s[0])
     return [(a, b, s) for s, a, b in scores[:k]]
-
-
-def upscale(img: np.ndarray, px: int) -> np.ndarray:
-    """Nearest-neighbour enlargement so small digits stay crisp (no browser blur)."""
-    f = max(1, px // img.shape[0])
-    return np.repeat(np.repeat(img, f, axis=0), f, axis=1)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -137,19 +115,6 @@ def legend_below(fig, height: int = 430):
 
 
 # ------------------------------------------------------------------ widget state
-def keep(key: str, default) -> None:
-    """Widgets' values survive a visit to another page (Streamlit drops the state of widgets
-    it does not draw), by restoring them from a shadow copy."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"_keep_{key}", default)
-
-
-def remember(*keys: str) -> None:
-    for key in keys:
-        if key in st.session_state:
-            st.session_state[f"_keep_{key}"] = st.session_state[key]
-
-
 def pick(c: int, k: int) -> None:
     st.session_state.st_class, st.session_state.st_index = c, k
 
@@ -167,17 +132,17 @@ st.caption(t("soft_targets.intro"))
 # the address bar holds the dataset, T and the two switches: a lecturer can share this view
 FIELDS = [
     links.choice("dataset", "st_dataset", list(data.DATASETS), DEFAULT_DATASET),
-    links.number("T", "st_T", DEFAULT_T, options=TEMPERATURES),
+    links.number("T", "st_T", DEFAULT_T, options=TEMPERATURES).also("temperature"),
     links.flag("log", "st_log", False),
     links.flag("hide_diagonal", "st_hide_diag", False),
     links.flag("zscore", "st_zscore", False),
+    # the image: its class and its number within the class (-1: the page's own first pick)
+    links.number("class", "st_class", -1, 0, 999, integer=True),
+    links.number("number", "st_index", -1, 0, 1_000_000, integer=True),
+    links.kept("st_own_source", "draw"),
 ]
+first_visit = not links.restored("soft-targets")
 links.sync("soft-targets", FIELDS)
-keep("st_dataset", DEFAULT_DATASET)
-keep("st_T", DEFAULT_T)
-keep("st_log", False)
-keep("st_hide_diag", False)
-keep("st_zscore", False)
 if st.session_state.st_dataset not in data.DATASETS:
     st.session_state.st_dataset = DEFAULT_DATASET
 
@@ -223,12 +188,24 @@ def test_index(c: int, k: int) -> int:
 
 
 # ------------------------------------------------------------------ gallery
-keep("st_class", next((c for c in range(K) if c in best["ambiguous"]), 0))
+first_class = next((c for c in range(K) if c in best["ambiguous"]), 0)
+picked = {"class": st.session_state.st_class, "number": st.session_state.st_index}
+if st.session_state.st_class == -1:
+    st.session_state.st_class = first_class
 if st.session_state.st_class not in range(K) or not counts[st.session_state.st_class]:
+    if first_visit:
+        bad = t("links.out_of_range", low=0, high=K - 1)
+        links.show([t("links.ignored", name="class", value=picked["class"], reason=bad)])
     st.session_state.st_class = next(c for c in range(K) if counts[c])
-keep("st_index", best["ambiguous"].get(st.session_state.st_class, 0))
+if st.session_state.st_index == -1:
+    st.session_state.st_index = best["ambiguous"].get(st.session_state.st_class, 0)
 if not 0 <= st.session_state.st_index < counts[st.session_state.st_class]:
+    if first_visit:
+        bad = t("links.out_of_range", low=0, high=counts[st.session_state.st_class] - 1)
+        links.show([t("links.ignored", name="number", value=picked["number"], reason=bad)])
     st.session_state.st_index = 0
+# in the link only when it is not the page's first pick
+IMAGE_DEFAULTS = {"st_class": first_class, "st_index": best["ambiguous"].get(first_class, 0)}
 
 with st.container(border=True):
     st.markdown(t("soft_targets.gallery"))
@@ -239,7 +216,7 @@ with st.container(border=True):
                 continue
             k = best[row][c]
             with cols[c]:
-                st.image(upscale(image_of(test_index(c, k)), THUMB_PX), width=THUMB_PX, output_format="PNG")
+                st.image(views.upscale(image_of(test_index(c, k)), THUMB_PX), width=THUMB_PX, output_format="PNG")
                 selected = st.session_state.st_class == c and st.session_state.st_index == k
                 st.button(
                     classes[c],
@@ -275,7 +252,7 @@ with left:
     )
     i = test_index(int(cls), int(idx_in_class))
     z = logits[i]
-    st.image(upscale(image_of(i), BIG_PX), width="stretch", output_format="PNG")
+    st.image(views.upscale(image_of(i), BIG_PX), width="stretch", output_format="PNG")
     p1 = softmax(z, 1.0)
     guess = int(np.argmax(z))
     verdict = "✅" if guess == cls else "❌"
@@ -283,7 +260,7 @@ with left:
     st.markdown(t("soft_targets.top_guess", i=i, guess=classes[guess], verdict=verdict, p=100 * p1[guess]))
 
 with right:
-    s1, s2 = st.columns([3, 1], vertical_alignment="bottom")
+    s1, s2 = st.columns([2.6, 1.2], vertical_alignment="bottom")
     T = float(
         s1.select_slider(
             t("soft_targets.T"), TEMPERATURES, key="st_T", format_func=lambda v: f"{v:g}", help=t("soft_targets.T_help")
@@ -380,7 +357,6 @@ def own_logits(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
 
 st.subheader(t("soft_targets.own.header"))
 st.caption(t("soft_targets.own.intro") + (" " + t("soft_targets.own.photo_note") if ds_name == "cifar10" else ""))
-keep("st_own_source", "draw")
 o1, o2, o3 = st.columns([1.4, 0.6, 2.1], gap="medium")
 with o1:
     source = st.radio(
@@ -424,11 +400,11 @@ if own is not None:
     own_z = own_logits(teacher.model, own_x)
     with o2:
         st.markdown(t("soft_targets.own.seen", h=own_px.shape[1], w=own_px.shape[2]))
-        st.image(upscale(viz.to_display(own_px), SEEN_PX), width=SEEN_PX, output_format="PNG")
+        st.image(views.upscale(viz.to_display(own_px), SEEN_PX), width=SEEN_PX, output_format="PNG")
         st.caption(t("soft_targets.own.seen_caption." + images.RECIPES.get(ds_name, "mnist")))
     series = {"teacher at T = 1 (plain softmax)": softmax(own_z, 1.0), f"teacher at T = {T:g}": softmax(own_z, T)}
     names = [t("soft_targets.series_t1"), series_name("roles.teacher", T)]
-    found_student = state.distilled_student()
+    found_student = state.ended_run()
     if found_student is not None and found_student[0].config.dataset == ds_name:
         tr = found_student[0]
         for role, model in (("distilled student", tr.student), ("scratch student", tr.baseline)):
@@ -456,7 +432,7 @@ if own is not None:
 
 # ------------------------------------------------------------------ the distilled student
 st.subheader(t("soft_targets.student_header"))
-found = state.distilled_student()
+found = state.ended_run()
 if found is None:
     st.info(t("soft_targets.no_student"))
     st.page_link("pages/lab.py", label=t("soft_targets.lab_link"), icon="🧪")
@@ -544,4 +520,4 @@ with h1:
     top = t("soft_targets.list_sep").join(f"{classes[a]}↔{classes[b]}" for a, b, _ in pairs)
     st.caption(t("soft_targets.pairs_caption", T=T, pairs=top))
 
-remember("st_dataset", "st_T", "st_log", "st_hide_diag", "st_class", "st_index", "st_own_source")
+links.settle([replace(f, default=IMAGE_DEFAULTS[f.key]) if f.key in IMAGE_DEFAULTS else f for f in FIELDS])

@@ -1,5 +1,8 @@
 """Shared test set-up: a private cache folder for the whole session (so tests never touch
-the user's ~/.cache) that persists teachers between tests, and no downloads."""
+the user's ~/.cache) that persists teachers between tests, and no downloads. The default
+teachers (digits, mnist-mini, fashion-mnist) and the Lesson's student alone come from
+kd_core/shipped (the teacher store looks there before this cache), so a fresh test home
+trains none of them."""
 
 import os
 import tempfile

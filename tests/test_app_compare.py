@@ -360,3 +360,26 @@ def test_the_page_in_chinese(saved, tmp_path):
     assert sum(bool(CJK.search(s)) for s in shown) > 60
     for english in ("Saved runs", "Runs to compare", "Side by side", "Leaderboard", "Choose the grid"):
         assert not [s for s in shown if english in s], english
+
+
+def test_an_interrupted_run_is_listed_and_does_not_break_the_page(saved):
+    """A run whose server died while it trained: listed as interrupted, its owner can delete it."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    rid = runs.begin(Config(dataset="digits", epochs=9).to_dict(), owner=ME, source="lab")
+    record = runs.folder() / rid / runs.STARTED_FILE
+    doc = json.loads(record.read_text())
+    doc["pid"] = int(gone.stdout)  # the process that was training it is gone
+    record.write_text(json.dumps(doc))
+    at = open_compare()
+    assert not at.exception
+    table = frame(at, "saved")
+    assert "interrupted (the server stopped)" in table["status"].tolist()
+    at.multiselect(key="cmp_pick").set_value([rid, saved[0].id]).run()
+    assert not at.exception  # side by side with a finished run: no crash
+    at.selectbox(key="cmp_manage").set_value(rid).run()
+    at.checkbox(key="cmp_confirm_delete").check().run()
+    at.button(key="cmp_delete").click().run()
+    assert not at.exception and rid not in [r.id for r in runs.list_runs()[0]]

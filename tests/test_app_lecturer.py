@@ -146,8 +146,8 @@ def test_the_lab_compares_the_method_alone_kd_alone_both_and_scratch_over_seeds(
 
     (fig,) = [f for f in (json.loads(c.proto.spec) for c in at.get("plotly_chart")) if f["data"][0]["type"] == "bar"]
     bars = fig["data"][0]
-    assert bars["type"] == "bar" and len(bars["x"]) == 4 and "error_y" in bars
-    assert len(fig["data"][1]["y"]) == 8
+    assert bars["type"] == "bar" and len(bars["y"]) == 4 and "error_x" in bars
+    assert len(fig["data"][1]["x"]) == 8
     # the table: four presets, two runs each
     (df,) = [d.value for d in at.dataframe if "preset" in list(d.value.columns)]
     assert len(df) == 4 and list(df.iloc[:, 1]) == [2, 2, 2, 2]

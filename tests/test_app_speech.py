@@ -96,9 +96,9 @@ def test_a_short_run_trains_to_the_end_from_the_page(lang):
     at = run_to_end(at)
     labels = [m.label for m in at.metric]
     for name in ("crossmodal", "supervised", "few_labels"):
-        assert i18n.text(f"speech.students.{name}", lang) in labels
+        assert i18n.text(f"speech.short.{name}", lang) in labels
     accs = {m.label: float(m.value.rstrip("%")) for m in at.metric}
-    assert 0.0 <= accs[i18n.text("speech.students.crossmodal", lang)] <= 100.0
+    assert 0.0 <= accs[i18n.text("speech.short.crossmodal", lang)] <= 100.0
     specs = charts(at)
     heat = [tr for s in specs for tr in s["data"] if tr.get("type") == "heatmap"]
     confusion = [h for h in heat if len(h["z"]) == 10 and len(h["z"][0]) == 10]

@@ -52,5 +52,7 @@ def test_datafree_run_shows_images_forming_then_stop_keeps_the_result(server, br
     page.wait_for_selector("[data-testid='stAlertContentSuccess']", timeout=180_000)
     assert "stopped" in page.locator("[data-testid='stAlertContentSuccess']").first.inner_text()
     _no_exception(page)
-    page.screenshot(path=str(SHOTS / "no_data_stopped.png"), full_page=True)
+    page.locator("[data-testid='stAlertContentSuccess']").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(SHOTS / "no_data_stopped.png"))
     page.close()

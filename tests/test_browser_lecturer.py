@@ -67,7 +67,7 @@ def test_the_method_comparison_runs_from_the_lab(server, browser):  # noqa: F811
         page.wait_for_timeout(400)
         page.wait_for_selector(IDLE, timeout=60_000)
     page.get_by_role("button", name=re.compile(r"Compare \(8 runs\)")).click()
-    page.get_by_text("Test accuracy, mean ± std over 2 seeds").first.wait_for(timeout=300_000)
+    page.get_by_text("Mean ± std over 2 seeds").first.wait_for(timeout=300_000)
     deadline = time.time() + 400
     while time.time() < deadline and page.get_by_role("button", name=re.compile(r"Compare \(8 runs\)")).is_disabled():
         page.wait_for_timeout(1000)

@@ -16,7 +16,7 @@ def test_the_lab_draws_ctkds_learned_temperature(server, browser):  # noqa: F811
     _open(page, f"{server}/lab?method=ctkd&dataset=digits&epochs=4")
     _no_exception(page)
     page.get_by_role("button", name="▶ Train").click()
-    chart = page.get_by_text("Learned temperature per step (CTKD)").first
+    chart = page.get_by_text("Learned T (CTKD)").first
     chart.wait_for(timeout=240_000)  # drawn live, while the run goes on
     chart.scroll_into_view_if_needed()
     page.wait_for_timeout(1500)
@@ -25,7 +25,7 @@ def test_the_lab_draws_ctkds_learned_temperature(server, browser):  # noqa: F811
     page.wait_for_selector(IDLE, timeout=60_000)
     page.wait_for_timeout(1500)
     _no_exception(page)
-    chart = page.get_by_text("Learned temperature per step (CTKD)").first
+    chart = page.get_by_text("Learned T (CTKD)").first
     chart.scroll_into_view_if_needed()
     page.wait_for_timeout(800)
     assert chart.is_visible()

@@ -288,13 +288,16 @@ def test_dfad_student_learns_from_generated_images_only(monkeypatch, digits_teac
 
 
 @pytest.mark.slow
-def test_seed_without_labels_beats_the_random_student_embedding(digits_teacher):
-    cfg = Config(dataset="digits", method="seed", alpha=1.0, labeled_fraction=0.0, epochs=3, seed=0)
+def test_seed_without_labels_beats_the_random_student_embedding():
+    """On mnist-mini (on 8x8 digits even a random network's embedding scores over 90% by
+    k-NN, so the fixture would prove nothing)."""
+    cfg = Config(dataset="mnist-mini", method="seed", alpha=1.0, labeled_fraction=0.0, epochs=1, seed=0)
     events, r = _run(cfg)
     assert r["status"] == "finished" and r["labels_used"] == 0
     rep = r["representation"]
-    assert rep["student"]["knn_accuracy"] > rep["random"]["knn_accuracy"] + 0.05
-    assert rep["student"]["knn_accuracy"] > 0.8 * rep["teacher"]["knn_accuracy"]
+    assert rep["student"]["knn_accuracy"] > rep["random"]["knn_accuracy"] + 0.08
+    assert rep["student"]["knn_accuracy"] > 0.9 * rep["teacher"]["knn_accuracy"]
+    assert rep["student"]["linear_probe_accuracy"] > rep["random"]["linear_probe_accuracy"] + 0.08
     assert r["knn_accuracy"] == rep["student"]["knn_accuracy"]
     assert r["linear_probe_accuracy"] == rep["student"]["linear_probe_accuracy"]
     assert len(r["embedding_2d"]["student"]) == len(r["embedding_2d"]["labels"]) == len(r["embedding_2d"]["random"])
@@ -372,7 +375,7 @@ def test_cli_deepinversion_writes_the_json(tmp_path):
         "--param",
         "distil_steps=100",
         "--epochs",
-        "1",
+        "3",
         "--json",
         str(out),
     )

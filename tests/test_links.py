@@ -55,14 +55,14 @@ def test_a_lab_link_restores_its_settings():
     assert at.number_input(key="lab_epochs").value == 7
     assert at.select_slider(key="lab_fraction").value == 0.5
     assert at.selectbox(key="lab_omit").value == 3
-    assert [w.value for w in at.slider if w.label == "nckd_weight"] + [
-        w.value for w in at.number_input if w.label == "nckd_weight"
-    ] == [4.0]
+    key = links.lab_param_key("dkd", "nckd_weight")  # its label is readable now ("NCKD weight (β)")
+    assert [w.value for w in at.slider if w.key == key] + [w.value for w in at.number_input if w.key == key] == [4.0]
     assert not warnings(at)
     # the same settings are still in the link, and a change is written back
-    assert at.query_params["method"] == "dkd" and at.query_params["temperature"] == "2"
+    # one name per concept: the temperature is T on every page (an old link's "temperature" opens)
+    assert at.query_params["method"] == "dkd" and at.query_params["T"] == "2"
     at.select_slider(key="lab_T").set_value(8.0).run()
-    assert at.query_params["temperature"] == "8" and at.query_params["alpha"] == "0.3"
+    assert at.query_params["T"] == "8" and at.query_params["alpha"] == "0.3"
     assert at.query_params["p.nckd_weight"] == "4"
     assert "p.tckd_weight" not in at.query_params  # defaults stay out of the link
 
@@ -75,7 +75,7 @@ def test_a_bad_value_falls_back_to_the_default_with_a_notice():
     assert at.selectbox(key="lab_batch").value == 128  # not offered: the nearest one
     shown = " ".join(warnings(at))
     assert "temperature='-1'" in shown and "method='nonsense'" in shown and "batch_size=100" in shown
-    assert "temperature" not in at.query_params  # the URL now says what is really set
+    assert "temperature" not in at.query_params and "T" not in at.query_params  # the URL says what is really set
     # the notices are for the link only: they are gone after the next interaction
     at.slider(key="lab_alpha").set_value(0.5).run()
     assert not warnings(at)

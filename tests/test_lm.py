@@ -249,6 +249,7 @@ def test_distilled_student_loss_falls_and_teacher_is_cached(tiny_corpus, kd_home
     assert lm_train.teacher_cached(tiny_corpus, cfg.teacher, cfg.teacher_steps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["reverse-kl", "gkd", "seq-kd", "top-k", "hidden", "scratch"])
 def test_every_method_trains(tiny_corpus, method):
     params = {"on_policy": 1.0} if method == "gkd" else {}
@@ -343,6 +344,7 @@ def test_cli_missing_corpus_exits_2_saying_how_to_install(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().endswith("apt-get install fortunes-zh")
 
 
+@pytest.mark.slow
 def test_cli_train_writes_teacher_student_baseline_json_and_samples(tiny_corpus, tmp_path):
     out = tmp_path / "lm.json"
     r = cli(

@@ -86,3 +86,44 @@ def test_a_real_tiny_comparison_trains_every_preset():
     for p in s.presets.values():
         assert p.n == 2 and p.failed == 0
         assert p.mean > 0.5  # ten classes: far above chance after two epochs on digits
+
+
+def test_feature_taps_on_a_shared_teacher_do_not_read_other_threads_batches():
+    """Comparison presets run side by side on one cached teacher: each run's taps must see
+    only its own forward passes (found when an 'at + KD' run crashed with a size mismatch)."""
+    import threading
+
+    import torch
+
+    from kd_core import models
+
+    torch.manual_seed(0)
+    model = models.build("cnn-32-64", (1, 28, 28), 10).eval()
+    xs = [torch.randn(64, 1, 28, 28) for _ in range(4)]
+    with torch.no_grad():
+        want = []
+        for x in xs:
+            with models.FeatureTaps(model, ["stage2"]) as taps:
+                model(x)
+                want.append(taps["stage2"].clone())
+    got: dict[int, list] = {}
+    start = threading.Barrier(len(xs))
+
+    def work(i):
+        out = []
+        start.wait()
+        with torch.no_grad():
+            for _ in range(20):
+                with models.FeatureTaps(model, ["stage2"]) as taps:
+                    model(xs[i])
+                    out.append(taps["stage2"].clone())
+        got[i] = out
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for i, outs in got.items():
+        for f in outs:
+            assert torch.allclose(f, want[i], atol=1e-6)

@@ -28,29 +28,33 @@ def test_same_config_and_seed_give_the_same_numbers():
     assert [s["loss"] for s in a["step_losses"]] != [s["loss"] for s in c["step_losses"]]
 
 
+# not a shipped recipe (kd_core/shipped holds digits' cnn-32-64 at 30 epochs): trained and cached
+CACHED = ("digits", "cnn-8-16", 8)
+
+
 def test_teacher_is_cached_on_disk_and_in_memory(kd_home):
-    t1 = train.get_teacher("digits")
+    t1 = train.get_teacher(*CACHED)
     assert (kd_home / "teachers" / t1.key / "weights.safetensors").exists()
-    assert train.get_teacher("digits") is t1
+    assert train.get_teacher(*CACHED) is t1
     # a fresh process would load from disk: simulate by clearing the memory cache
     teachers.forget(t1.key)
-    t2 = train.get_teacher("digits")
-    assert t2.from_cache and t2.test_accuracy == pytest.approx(t1.test_accuracy)
+    t2 = train.get_teacher(*CACHED)
+    assert t2.from_cache and t2.source == "cache" and t2.test_accuracy == pytest.approx(t1.test_accuracy)
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(t1.model(x), t2.model(x))
     assert t1.test_accuracy > 0.9
 
 
 def test_corrupted_teacher_cache_is_rebuilt_with_a_notice(kd_home):
-    t = train.get_teacher("digits")
+    t = train.get_teacher(*CACHED)
     weights = kd_home / "teachers" / t.key / "weights.safetensors"
     good = weights.read_bytes()
     try:
         weights.write_bytes(b"not a safetensors file")
         teachers.forget(t.key)
         with pytest.warns(UserWarning, match="retraining"):
-            t2 = train.get_teacher("digits")
-        assert not t2.from_cache and t2.test_accuracy > 0.9
+            t2 = train.get_teacher(*CACHED)
+        assert not t2.from_cache and t2.source == "trained" and t2.test_accuracy > 0.9
     finally:
         teachers.forget(t.key)
         weights.write_bytes(good)

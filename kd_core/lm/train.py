@@ -102,6 +102,7 @@ class LMTeacher:
     val_perplexity: float
     train_seconds: float
     from_cache: bool
+    train_cpu_seconds: float | None = None
 
 
 _teachers: dict[str, LMTeacher] = {}
@@ -202,18 +203,31 @@ def get_teacher(corpus_name: str, arch: str, steps: int, seed: int = 0, progress
                 )
                 model = None
         if model is None:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             model = train_teacher(c, arch, steps, seed, device, progress, stop)
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             val = evaluate(model, c, c.val, limit=VAL_CHARS)
-            meta = {"recipe": teacher_recipe(c, arch, steps, seed), "train_seconds": seconds, "val": val}
+            meta = {
+                "recipe": teacher_recipe(c, arch, steps, seed),
+                "train_seconds": seconds,  # wall time
+                "train_cpu_seconds": cpu,  # this process's CPU time (a shared machine's wall time is longer)
+                "val": val,
+            }
             save_weights(model, weights)
             paths.atomic_write_text(meta_file, json.dumps(meta, indent=1))
         model = model.to(device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         teacher = LMTeacher(
-            model, arch, corpus_name, steps, key, meta["val"]["perplexity"], meta["train_seconds"], from_cache
+            model,
+            arch,
+            corpus_name,
+            steps,
+            key,
+            meta["val"]["perplexity"],
+            meta["train_seconds"],
+            from_cache,
+            meta.get("train_cpu_seconds"),
         )
         with _guard:
             _teachers[key] = teacher
@@ -501,6 +515,7 @@ class LMTrainer:
                 "source": "cache" if self.teacher.from_cache else "trained",
                 "train_steps": self.teacher.steps,
                 "teacher_train_seconds": self.teacher.train_seconds,
+                "teacher_train_cpu_seconds": self.teacher.train_cpu_seconds,
             },
             "student": block(self.student, cfg.student, times["student"] + times["prepare"]),
             "history": list(self.history),
