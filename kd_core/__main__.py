@@ -423,6 +423,7 @@ def cmd_sweep(a) -> int:
 
 
 def cmd_leaderboard(a) -> int:
+    t0 = time.perf_counter()
     base = config_from_args(a)
     seeds = sweep.parse_list(a.seeds, int, "--seeds")
     methods = sweep.parse_list(a.methods, str, "--methods") if a.methods else None
@@ -445,6 +446,7 @@ def cmd_leaderboard(a) -> int:
         beyond=a.beyond,
     )
     print(text)
+    print(f"wall time {time.perf_counter() - t0:.0f} s")
     print(f"wrote {saved}" + (f" and {a.csv}" if a.csv else ""))
     return 0 if not res.errors() else 3
 
