@@ -6,14 +6,23 @@ opens it sees the same page with the same settings. On a page's first run in a s
 the values in the link are restored into the widgets' session_state keys, before the
 widgets are created; a bad value falls back to its default with a visible notice.
 
-A page with simple widgets adopts it in a few lines, before its widgets::
+It is also the one place a page's settings survive a visit to another page (Streamlit
+drops the state of widgets it does not draw): a page lists its settings once, as fields,
+and never calls anything else to keep them::
 
     from kd_app import links
-    links.sync("soft-targets", [
+    FIELDS = [
         links.choice("dataset", "st_dataset", list(data.DATASETS), "mnist-mini"),
-        links.number("T", "st_T", 4.0, options=TEMPERATURES),
+        links.number("T", "st_T", 4.0, options=TEMPERATURES).also("temperature"),  # old name still opens
         links.flag("log", "st_log", False),
-    ])
+        links.kept("st_anchor", 0),  # kept across visits, not in the link
+    ]
+    links.sync("soft-targets", FIELDS)   # before the widgets (widgets take no default arguments)
+    ...                                  # the widgets, keyed by the fields' keys
+    links.settle(FIELDS)                 # after them, when the page changed values itself
+
+One name per concept across pages: ``T`` (temperature), ``alpha``, ``dataset``, ``method``.
+A parameter a page does not know, and a bad value, get a visible notice.
 
 The Lab's fields are generated from ``Config``'s fields and the method registry's
 parameters (``lab_settings``: one property table, every Lab widget key built here), and

@@ -149,6 +149,19 @@ def start_run(cfg, on_end=None):
     return job
 
 
+def settled(job, wait_s: float = 10.0) -> bool:
+    """The job has ended and its end callback has had its say: a finished or stopped Lab
+    run has its ``run_id`` in the run store (the callback runs after the status says done),
+    or ``wait_s`` seconds have passed since it ended."""
+    import time
+
+    if not job.done:
+        return False
+    if job.on_end is None or getattr(job, "run_id", None) or job.status not in ("finished", "stopped"):
+        return True
+    return time.time() - (job.ended or 0.0) > wait_s
+
+
 def ended_run():
     """(trainer, job) of this session's run once it has finished or stopped, else None.
     ``trainer.student`` / ``trainer.baseline`` are the trained models (eval them only),

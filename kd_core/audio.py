@@ -631,7 +631,7 @@ def _offset(progress, start, n_voices):
 
 
 def get_image_teacher(progress=None):
-    """The default mnist-mini image teacher (cached; trained on first use)."""
+    """The default mnist-mini image teacher (shipped or cached; trained on first use)."""
     return teachers.get("mnist-mini", progress=progress)
 
 
@@ -719,6 +719,7 @@ class CrossmodalRun:
                 "arch": self.teacher.arch,
                 "dataset": "mnist-mini",
                 "test_accuracy": self.teacher.test_accuracy,
+                "source": getattr(self.teacher, "source", "trained"),
                 "pair_agreement": self.pair_agreement,
             },
         }
@@ -768,19 +769,21 @@ class CrossmodalRun:
             self.students[name] = AudioCNN().to(dev)
             opts[name] = torch.optim.Adam(self.students[name].parameters(), lr=cfg.lr, weight_decay=1e-4)
             scheds[name] = torch.optim.lr_scheduler.OneCycleLR(opts[name], max_lr=cfg.lr, total_steps=total)
-        yield {
-            "kind": "start",
-            "total_steps": total,
-            "epochs": cfg.epochs,
-            "students": list(STUDENTS),
-            "teacher_acc": self.teacher.test_accuracy,
-            "train_clips": n,
-            "test_clips": len(d.test),
-            "config": cfg.to_dict(),
-        }
         gen = torch.Generator().manual_seed(cfg.seed)
         step, status, message = 0, "finished", "finished"
         try:
+            yield {
+                "kind": "start",
+                "total_steps": total,
+                "epochs": cfg.epochs,
+                "students": list(STUDENTS),
+                "teacher_acc": self.teacher.test_accuracy,
+                "train_clips": n,
+                "test_clips": len(d.test),
+                "config": cfg.to_dict(),
+            }
+            if self._stop.is_set():
+                raise InterruptedError
             for epoch in range(1, cfg.epochs + 1):
                 for m in self.students.values():
                     m.train()

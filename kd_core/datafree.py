@@ -477,7 +477,7 @@ def _deepinversion(config: Config, teacher_progress, run: Run):
         syn_logits = None
     distil_seconds = time.perf_counter() - t_distil
     if not history or history[-1]["step"] != (step_log[-1]["step"] if step_log else 0):
-        ev = _student_eval(student, x_test, y_test, t_test_logits, len(history) + 1, 0, partial=True)
+        ev = _student_eval(student, x_test, y_test, t_test_logits, len(history) + 1, len(step_log), partial=True)
         history.append(ev)
         yield {"kind": "epoch", "stage": "distillation", "elapsed": time.perf_counter() - t_start, **ev}
     student.eval()
@@ -1013,10 +1013,10 @@ methods.register_beyond(
         summary="The teacher dreams its training set: noise images are optimised until the teacher assigns them the "
         "requested classes while every BatchNorm layer sees the mean and variance it saw in training; the student is "
         "then distilled on those images only (KD at T, no labels, no real training image).",
-        formula=r"\begin{aligned}\hat x &= \arg\min_x\ \mathrm{CE}(y^*, p_T(x)) + <bn_weight>\sum_l \big(\|\mu_l(x) - "
-        r"\hat\mu_l\|_2 + \|\sigma^2_l(x) - \hat\sigma^2_l\|_2\big) \\ &\qquad + <tv_weight>\,\mathrm{TV}(x) + <l2_weight>\,"
-        r"\overline{x^2} \\ \mathcal{L}_S &= <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(\hat x) \,\|\, p_S^{(<T>)}(\hat x)"
-        r"\right)\end{aligned}",
+        formula=r"\begin{aligned}\hat x = \arg\min_x\ & \mathrm{CE}(y^*, p_T(x)) \\ & + <bn_weight>\sum_l \big(\|\mu_l(x)"
+        r" - \hat\mu_l\|_2 + \|\sigma^2_l(x) - \hat\sigma^2_l\|_2\big) \\ & + <tv_weight>\,\mathrm{TV}(x) + <l2_weight>"
+        r"\,\overline{x^2} \\ \mathcal{L}_S = \ & <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(\hat x) \,\|\, "
+        r"p_S^{(<T>)}(\hat x)\right)\end{aligned}",
         params=(
             methods.Param(
                 "images", 1024, 16, 20000, "Synthetic images to make (classes balanced).", "N", log=True, integer=True
@@ -1137,9 +1137,9 @@ methods.register_beyond(
         summary="No label needed: the student's embedding of each image must rank a queue of other images' teacher "
         "embeddings the way the teacher does (a softmax of similarities at a temperature), with soft targets beside "
         "it. Run with alpha = 1 and labelled fraction 0 for no label at all; judged by k-NN and linear-probe accuracy.",
-        formula=r"\mathcal{L} = <beta>\cdot\Big(-\sum_j p_T(j|x)\log p_S(j|x)\Big) + <alpha>\cdot <T>^2\,"
-        r"\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right) + <1-alpha>\,\mathrm{CE}(y, p_S),\quad "
-        r"p(j|x) = \mathrm{softmax}_j\!\left(z(x)\cdot d_j / \tau\right)",
+        formula=r"\begin{aligned}\mathcal{L} = \ & <beta>\cdot\Big(-\sum_j p_T(j|x)\log p_S(j|x)\Big) \\ & + <alpha>\cdot "
+        r"<T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right) + <1-alpha>\,\mathrm{CE}(y, p_S) \\ "
+        r"p(j|x) = \ & \mathrm{softmax}_j\!\left(z(x)\cdot d_j / \tau\right)\end{aligned}",
         params=(
             methods.Param("beta", 1.0, 0.0, 100.0, "Weight of the SEED term.", r"\beta"),
             methods.Param(

@@ -236,61 +236,30 @@ def draw_all(snap: dict | None, teacher_m, teacher_key: str) -> None:
         st.caption(t("contrastive.nce_caption"))
 
     # ---------------------------------------------------------- matrices
+    def heatmap(matrix, title: str, who: str, key: str, zmin: float, bar: str) -> None:
+        """A batch's matrix (rows: the student's anchors, columns: the teacher's), the anchor marked."""
+        fig = viz.relation_heatmap(
+            matrix, batch_y, classes, batch_idx, title, who, colorscale=viz.SEQUENTIAL, zmin=zmin, zmax=1.0,
+            colorbar_title=bar, highlight=anchor,
+        )  # fmt: skip
+        st.plotly_chart(localise_matrix(fig), key=key, width="stretch", theme=None)
+
     st.subheader(t("contrastive.sim_header"))
     low = float(np.floor(min(m.min() for m in sims.values()) * 10) / 10)  # one colour scale for both, up to 1
     cols = st.columns(2, gap="medium")
     for col, w in zip(cols, who_list):
         with col:
-            fig = viz.relation_heatmap(
-                sims[w],
-                batch_y,
-                classes,
-                batch_idx,
-                f"cos(s_i, t_j) · {label[w]}",
-                w if w != "teacher" else "teacher",
-                colorscale=viz.SEQUENTIAL,
-                zmin=low,
-                zmax=1.0,
-                colorbar_title="cos",
-                highlight=anchor,
-            )
-            st.plotly_chart(localise_matrix(fig), key=f"ct_sim_{w}", width="stretch", theme=None)
+            heatmap(sims[w], f"cos(s_i, t_j) · {label[w]}", w, f"ct_sim_{w}", low, "cos")
     if who_list == ["teacher"]:
         with cols[1]:
-            fig = viz.relation_heatmap(
-                soft["teacher"],
-                batch_y,
-                classes,
-                batch_idx,
-                t("contrastive.softmax_at", tau=tau),
-                "teacher",
-                colorscale=viz.SEQUENTIAL,
-                zmin=0.0,
-                zmax=1.0,
-                colorbar_title="p",
-                highlight=anchor,
-            )
-            st.plotly_chart(localise_matrix(fig), key="ct_soft_teacher", width="stretch", theme=None)
+            heatmap(soft["teacher"], t("contrastive.softmax_at", tau=tau), "teacher", "ct_soft_teacher", 0.0, "p")
     st.caption(t("contrastive.sim_caption", low=low))
     if who_list != ["teacher"]:
         st.subheader(t("contrastive.soft_header", tau=tau))
         cols = st.columns(2, gap="medium")
         for col, w in zip(cols, who_list):
             with col:
-                fig = viz.relation_heatmap(
-                    soft[w],
-                    batch_y,
-                    classes,
-                    batch_idx,
-                    f"softmax · {label[w]}",
-                    w,
-                    colorscale=viz.SEQUENTIAL,
-                    zmin=0.0,
-                    zmax=1.0,
-                    colorbar_title="p",
-                    highlight=anchor,
-                )
-                st.plotly_chart(localise_matrix(fig), key=f"ct_soft_{w}", width="stretch", theme=None)
+                heatmap(soft[w], f"softmax · {label[w]}", w, f"ct_soft_{w}", 0.0, "p")
 
     # ---------------------------------------------------------- one anchor, and every anchor's loss
     cols = st.columns(2, gap="medium")

@@ -30,7 +30,12 @@ def param_text(m, p, what: str) -> str:
     """A method parameter's ``label`` (readable, from the registry, with the formula's
     symbol) or ``help``."""
     key = f"lab.params.{m.name}.{p.name}.{what}"
-    return t(key) if views.known(key) else (p.name if what == "label" else p.help)
+    text = t(key) if views.known(key) else (p.label if what == "label" else p.help)
+    if what != "label":
+        return text
+    if text == p.name:  # a catalogue that still holds the raw name
+        text = p.label or p.name
+    return f"{text} (${p.symbol}$)" if p.symbol else text
 
 
 # ------------------------------------------------------------------ settings
@@ -573,7 +578,7 @@ def live_view() -> None:
     """The run's progress, curves and results: redrawn once a second while it trains (a
     queued run only updates its position, every 3 s), then the whole page once."""
     job = state.current_run()
-    if job is None or job.done:
+    if job is None or state.settled(job):
         draw_job()
         return
     waiting = job.status == "queued"
@@ -582,8 +587,8 @@ def live_view() -> None:
     def live() -> None:
         draw_job()
         j = state.current_run()
-        if j is not None and (j.done or (waiting and j.status != "queued")):
-            st.rerun()  # redraw the whole page once: buttons re-enable, results show
+        if j is not None and (state.settled(j) or (waiting and j.status != "queued")):
+            st.rerun()  # redraw the whole page once: buttons re-enable, results show, the link gets run=<id>
 
     live()
 

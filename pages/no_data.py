@@ -131,7 +131,7 @@ def bars(labels: list[str], values: list[float], colours: list[str], title: str)
             hovertemplate="%{x}: %{y:.1f}%<extra></extra>",
         )
     )
-    fig.update_yaxes(title_text=t("axes.test_accuracy") + " (%)", range=[0, 105])
+    fig.update_yaxes(title_text=t("axes.test_accuracy") + " (%)", range=[0, 115])
     fig.update_xaxes(type="category")
     return viz.style(fig, title, height=340)
 
@@ -298,7 +298,7 @@ def show_labelfree() -> None:
             text=[pct(rep[k][metric]) for k, _ in roles],
             textposition="outside",
         )
-    fig.update_yaxes(title_text=t("no_data.lf.accuracy") + " (%)", range=[0, 105])
+    fig.update_yaxes(title_text=t("no_data.lf.accuracy") + " (%)", range=[0, 115])
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2))
     c = st.columns(3)
     for col, (k, _) in zip(c, roles):

@@ -256,6 +256,8 @@ def show_job() -> None:
         record(snap)
         st.success(t(f"speech.run.done_{snap['status']}", message=snap["result"]["message"]))
         show_results(snap)
+    elif snap["status"] == "stopped":
+        st.info(t("speech.run.stopped_early"))
     else:
         st.error(t("speech.run.failed", status=snap["status"], message=snap["message"]))
 

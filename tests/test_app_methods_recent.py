@@ -138,3 +138,19 @@ def test_the_lab_draws_ctkds_learned_temperature_live_and_reports_the_final_t():
     assert len(T) > 20 and abs(T[-1] - T[0]) > 0.05
     assert any(f"{T[-1]:.2f}" in c.value for c in at.caption)  # the final T, in words
     assert _has_chart(at, "lab_loss_chart")
+
+
+@pytest.mark.parametrize("name,symbol", [("dist", r"\rho"), ("ls-kd", r"\mathcal{Z}")])
+def test_dist_and_ls_kd_run_from_the_lab(name, symbol):
+    at = _page("pages/lab.py")
+    at.selectbox(key="lab_dataset").set_value("digits").run()
+    at.selectbox(key="lab_method").set_value(name).run()
+    assert not at.exception and not at.error
+    assert symbol in " ".join(e.value for e in at.get("latex") if hasattr(e, "value"))
+    assert at.slider(key="lab_alpha").disabled == (name == "dist")  # DIST keeps the full CE
+    at.number_input(key="lab_epochs").set_value(1).run()
+    at.button(key="lab_train").click().run()
+    _poll(at, lambda a: len(a.get("dataframe")) > 0)
+    table = at.get("dataframe")[0].value
+    assert table.loc["distilled student", "test accuracy"] > 0.3
+    assert not _has_chart(at, "lab_T_chart")  # only CTKD learns a temperature

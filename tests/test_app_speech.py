@@ -116,3 +116,21 @@ def test_without_espeak_ng_the_page_says_how_to_install(monkeypatch, tmp_path):
     at = open_page()
     assert at.error and "espeak-ng is not installed" in at.error[0].value
     assert any("apt-get install espeak-ng" in c.value for c in at.code)
+
+
+@pytest.mark.slow
+def test_stop_keeps_what_was_trained():
+    at = open_page(sp_epochs=30)
+    at.button(key="sp_train").click().run()
+    assert not at.exception, at.exception
+    t0 = time.time()  # stop once a few steps have trained, as a user watching the curves would
+    while time.time() - t0 < 300 and not any("Training: step" in str(p.proto) for p in at.get("progress")):
+        time.sleep(1.0)
+        at.run()
+    at.button(key="sp_stop").click().run()
+    while time.time() - t0 < 400 and not at.success:
+        time.sleep(1.0)
+        at.run()
+        assert not at.exception, at.exception
+    assert at.success and at.success[0].value.startswith("Stopped")
+    assert len(at.metric) == 4  # the three students (as far as they got) and chance

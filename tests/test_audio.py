@@ -304,3 +304,18 @@ def test_classroom_limits_apply_to_crossmodal_jobs():
     with pytest.raises(LimitReached, match="at most 20 epochs"):
         audio.submit(mgr, _small(epochs=30))
     Limits(classroom=True).check_run(audio.JobSpec(_small(epochs=5)))  # within the caps: accepted
+
+
+def test_a_stop_before_the_first_step_keeps_the_untrained_students_result():
+    r = audio.CrossmodalRun(_small(epochs=3), device=torch.device("cpu"))
+    events = r.events()
+    for ev in events:
+        if ev["kind"] == "start":
+            r.stop()
+        last = ev
+    assert last["kind"] == "end" and last["status"] == "stopped" and last["result"]["steps"] == 0
+    r2 = audio.CrossmodalRun(_small(epochs=3), device=torch.device("cpu"))
+    events = r2.events()
+    assert next(events)["kind"] == "start"
+    events.close()  # the job system's Stop closes the stream
+    assert r2.result is not None and r2.result["status"] == "stopped"

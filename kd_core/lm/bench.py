@@ -19,7 +19,7 @@ from .train import LMConfig, LMTrainer
 
 
 def measure(method: str, steps: int = 60, **overrides) -> dict:
-    cfg = LMConfig(method=method, steps=steps, baseline=False, eval_every=10**6, **overrides)
+    cfg = LMConfig(method=method, steps=steps, baseline=False, eval_every=200000, **overrides)
     tr = LMTrainer(cfg)
     events = tr.events()
     next(events)  # start (seq-kd has generated its teacher text by now: timed apart)
