@@ -46,7 +46,7 @@ format: venv
 	$(PY) -m ruff format .
 
 bench: venv
-	$(PY) -m kd_core bench
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -484,7 +484,7 @@ def restore_lab() -> list[str]:
 
 @lru_cache(maxsize=64)
 def _default_pair(method_name: str, teacher: str, student: str, dataset: str) -> str | None:
-    from kd_core import data, methods, models
+    from kd_core import data, methods, models, train
     from kd_core.errors import KDError
 
     method = methods.get(method_name)
@@ -492,11 +492,7 @@ def _default_pair(method_name: str, teacher: str, student: str, dataset: str) ->
     try:
         tm = models.build(teacher, info.in_shape, info.num_classes)
         sm = models.build(student, info.in_shape, info.num_classes)
-        kind = method.tap_kind if method.tap_kind != "any" else method.prefer
-        try:
-            a, b = models.default_pair(tm, sm, info.in_shape, kind)
-        except KDError:
-            a, b = models.default_pair(tm, sm, info.in_shape, "vector")
+        a, b = train.default_pair(method, tm, sm, info.in_shape, strict=False)
     except KDError:
         return None
     return f"{a}:{b}"

@@ -14,7 +14,7 @@ from kd_core import classroom, data, metrics, teachers, train
 from kd_core.jobs import JobManager
 
 
-def _session_alive(owner: str) -> bool:
+def session_alive(owner: str) -> bool:
     """Whether the browser session that owns a job is still connected."""
     from streamlit.runtime import Runtime
 
@@ -40,7 +40,7 @@ def job_manager() -> JobManager:
     # trainings run niced so that the server (page loads, the polling of every session)
     # answers first and training takes the rest of the CPU
     nice = int(os.environ.get("KD_PLAYGROUND_JOB_NICE", "5"))
-    return JobManager(is_alive=_session_alive, grace_seconds=grace, nice=nice, limits=classroom.Limits.from_env())
+    return JobManager(is_alive=session_alive, grace_seconds=grace, nice=nice, limits=classroom.Limits.from_env())
 
 
 LECTURER = "kd_lecturer"  # session_state: this session unlocked lecturer mode
@@ -209,9 +209,7 @@ def reload_run(run_id: str):
     job.total_steps = int(run.result.get("total_steps") or job.step)
     job.started = job.ended = time.time()
     job.run_id = run.id
-    mgr = job_manager()
-    with mgr._lock:  # an ended job: the manager only keeps it for lookups (and forgets it after keep_seconds)
-        mgr._jobs[job.id] = job
+    job_manager().adopt(job)  # an ended job: the manager only keeps it for lookups (and forgets it after keep_seconds)
     st.session_state[RUN_KEY] = job.id
     return job
 

@@ -1,4 +1,5 @@
-"""Command line: ``python -m kd_core train | methods | sweep | leaderboard | ship-teachers | bench | lm | crossmodal``.
+"""Command line: ``python -m kd_core train | methods | sweep | leaderboard | ship-teachers | lm | crossmodal``
+(the benchmark: ``python -m benchmarks``).
 
 Any bad value exits with status 2 and one line on stderr saying what is wrong and what is
 allowed; never a traceback.
@@ -10,10 +11,15 @@ import argparse
 import json
 import math
 import sys
+import time
+from pathlib import Path
 
-from . import paths
+from tqdm import tqdm
+
+from . import audio, data, methods, paths, ship, sweep, train
 from .config import STUDENT_EPOCHS, Config
 from .errors import KDError
+from .lm import cli as lm_cli  # `lm train | sample | methods`
 
 PROG = "python -m kd_core"
 
@@ -216,54 +222,9 @@ def beyond_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _train_pipeline(cfg: Config, a) -> int:
-    from tqdm import tqdm
-
-    from . import train
-
-    pbar = None
-    for ev in train.method_events(cfg):
-        if ev["kind"] == "start" and "total_steps" in ev:
-            pbar = tqdm(
-                total=ev["total_steps"],
-                desc=f"{cfg.method} {ev.get('stage', '')}".strip(),
-                file=sys.stderr,
-                unit="step",
-            )
-        elif ev["kind"] == "step" and pbar is not None:
-            pbar.update(1)
-        elif ev["kind"] == "epoch" and pbar is not None:
-            if ev.get("student_acc") is not None:  # a synthesis snapshot has none
-                pbar.set_postfix({"student": f"{ev['student_acc']:.3f}"})
-            elif ev.get("confidence") is not None:
-                pbar.set_postfix({"teacher confidence": f"{ev['confidence']:.3f}"})
-        elif ev["kind"] in ("stage_end", "end") and pbar is not None:
-            pbar.close()
-            pbar = None
-        if ev["kind"] == "end" and ev["status"] != "finished":
-            print(f"run {ev['status']}: {ev['message']}", file=sys.stderr)
-    result = ev["result"]
-    print(results_table(result))
-    print(beyond_table(result))
-    for line in result.get("report") or []:  # a method's own summary lines (data-free, label-free)
-        print(line)
-    if a.json:
-        out = {k: v for k, v in result.items() if k != "step_losses"}
-        paths.atomic_write_text(a.json, json.dumps(out, indent=1))
-    return 0 if result["status"] != "diverged" else 3
-
-
 def cmd_train(a) -> int:
-    from tqdm import tqdm
-
-    from . import train
-
     cfg = config_from_args(a).resolved().validate()
-    from . import data
-
     train.check_batch_fits(cfg, data.load(cfg.dataset))  # before any teacher is trained
-    if cfg.method_obj.pipeline is not None:
-        return _train_pipeline(cfg, a)
     bar = {"teacher": None}
 
     def teacher_progress(epoch, epochs, acc):
@@ -275,35 +236,44 @@ def cmd_train(a) -> int:
         bar["teacher"].set_postfix(acc=f"{acc:.3f}")
         bar["teacher"].update(1)
 
-    trainer = train.Trainer(cfg, teacher_progress=teacher_progress)
+    run = train.make_run(cfg, teacher_progress=teacher_progress)  # a Trainer loads its teacher here
     if bar["teacher"] is not None:
         bar["teacher"].close()
-    print(
-        f"teacher {trainer.teacher.arch}: test accuracy {_pct(trainer.teacher.test_accuracy)}"
-        f" ({_SOURCE_WORDS.get(trainer.teacher.source, trainer.teacher.source)})",
-        file=sys.stderr,
-    )
+    teacher = getattr(run, "teacher", None)  # a chained method's teachers come with its stages
+    if teacher is not None:
+        print(
+            f"teacher {teacher.arch}: test accuracy {_pct(teacher.test_accuracy)}"
+            f" ({_SOURCE_WORDS.get(teacher.source, teacher.source)})",
+            file=sys.stderr,
+        )
     pbar = None
-    for ev in trainer.events():
-        if ev["kind"] == "start":
-            pbar = tqdm(
-                total=ev["total_steps"], desc=f"{cfg.method} student {cfg.student}", file=sys.stderr, unit="step"
-            )
-        elif ev["kind"] == "step":
+    for ev in run.events():
+        if ev["kind"] == "start" and "total_steps" in ev:
+            desc = f"{cfg.method} {ev.get('stage') or f'student {cfg.student}'}"
+            pbar = tqdm(total=ev["total_steps"], desc=desc, file=sys.stderr, unit="step")
+        elif ev["kind"] == "step" and pbar is not None:
             pbar.update(1)
-        elif ev["kind"] == "epoch":
-            post = {"student": f"{ev['student_acc']:.3f}"}
-            if "baseline_acc" in ev:
+        elif ev["kind"] == "epoch" and pbar is not None:
+            post = {}
+            if ev.get("student_acc") is not None:  # a synthesis snapshot has none
+                post["student"] = f"{ev['student_acc']:.3f}"
+            elif ev.get("confidence") is not None:
+                post["teacher confidence"] = f"{ev['confidence']:.3f}"
+            if ev.get("baseline_acc") is not None:
                 post["scratch"] = f"{ev['baseline_acc']:.3f}"
             pbar.set_postfix(post)
-        elif ev["kind"] == "end":
+        elif ev["kind"] in ("stage_end", "end") and pbar is not None:
             pbar.close()
-            if ev["status"] != "finished":
-                print(f"run {ev['status']}: {ev['message']}", file=sys.stderr)
-    result = trainer.result
+            pbar = None
+        if ev["kind"] == "end" and ev["status"] != "finished":
+            print(f"run {ev['status']}: {ev['message']}", file=sys.stderr)
+    result = run.result
     print(results_table(result))
-    if result.get("teachers"):
-        print(beyond_table(result))
+    extra = beyond_table(result)
+    if extra:
+        print(extra)
+    for line in result.get("report") or []:  # a method's own summary lines (data-free, label-free)
+        print(line)
     if a.json:
         out = {k: v for k, v in result.items() if k != "step_losses"}
         paths.atomic_write_text(a.json, json.dumps(out, indent=1))
@@ -311,26 +281,177 @@ def cmd_train(a) -> int:
 
 
 def cmd_methods(a) -> int:
-    from . import methods
-
     for m in methods.all_methods().values():
         ps = ", ".join(f"{p.name}={p.default:g}" for p in m.params)
         print(f"{m.name:12s} {m.title}" + (f"  [{ps}]" if ps else ""))
     return 0
 
 
-def cmd_bench(a) -> int:
-    from . import bench
+def _add_sweep_commands(sub) -> None:
+    """``sweep`` and ``leaderboard`` (kd_core/sweep.py runs them)."""
+    s = sub.add_parser(
+        "sweep",
+        help="T x alpha grid (x methods x labelled fractions), several seeds per cell, "
+        "in parallel; prints the grid and writes a CSV",
+    )
+    _add_run_args(s)
+    s.add_argument(
+        "--temperatures", default="1,2,4,8", metavar="T1,T2", help="temperatures to sweep (default: 1,2,4,8)"
+    )
+    s.add_argument("--alphas", default="0.5,0.9", metavar="A1,A2", help="alpha values to sweep (default: 0.5,0.9)")
+    s.add_argument("--methods", default="", metavar="M1,M2", help="methods to sweep (default: --method)")
+    s.add_argument(
+        "--fractions", default="", metavar="F1,F2", help="labelled fractions to sweep (default: --labeled-fraction)"
+    )
+    s.add_argument("--seeds", default="0", metavar="S1,S2", help="seeds per cell (default: 0)")
+    s.add_argument("--scratch", action="store_true", help="also train the student alone per fraction, as a reference")
+    _add_backend_args(s)
+    s.add_argument(
+        "--csv",
+        metavar="FILE",
+        default="",
+        help="write the per-cell results here (default: <KD_PLAYGROUND_HOME>/sweeps/<time>.csv)",
+    )
+    s.set_defaults(func=cmd_sweep)
+    lb = sub.add_parser(
+        "leaderboard",
+        help="every method on one teacher/student pair, several seeds: "
+        "a table like the CRD paper's Table 1, also saved as CSV",
+    )
+    _add_run_args(lb)
+    lb.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="seeds per method (default: 0,1,2)")
+    lb.add_argument("--methods", default="", metavar="M1,M2", help="only these methods (default: the whole registry)")
+    lb.add_argument(
+        "--beyond",
+        action="store_true",
+        help="also the methods beyond one teacher: ensemble, born-again, ta, dml (slower: several "
+        "teachers or chained runs)",
+    )
+    lb.add_argument(
+        "--kd-on-all",
+        action="store_true",
+        help="add the KD term (--alpha) to every method; by default feature, relational and contrastive "
+        "methods train on CE plus their own loss, as in the CRD paper's Table 1",
+    )
+    _add_backend_args(lb)
+    lb.add_argument(
+        "--csv",
+        metavar="FILE",
+        default="",
+        help="also write the table here (it is always saved in <KD_PLAYGROUND_HOME>/leaderboards)",
+    )
+    lb.set_defaults(func=cmd_leaderboard)
 
-    names = [n.strip() for n in a.methods.split(",") if n.strip()] if a.methods else None
-    if a.repeats is not None and a.repeats < 1:
-        raise KDError(f"--repeats must be at least 1, got {a.repeats}")
-    return bench.main(quick=a.quick, json_path=a.json or None, repeats=a.repeats, method_names=names)
+
+def _add_backend_args(p) -> None:
+    p.add_argument(
+        "--backend",
+        default="joblib",
+        choices=sweep.BACKENDS,
+        help="joblib: local processes (default); dask or ray: a cluster (see --address)",
+    )
+    p.add_argument(
+        "--address",
+        default="",
+        help="scheduler address of a Dask cluster (tcp://host:8786) or a Ray "
+        "cluster (host:6379 or ray://host:10001); empty: a local cluster",
+    )
+    p.add_argument(
+        "--n-jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="parallel workers for local runs (default: one per CPU core)",
+    )
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"n-jobs must be a whole number, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"n-jobs must be at least 1, got {v}")
+    return v
+
+
+def _bars(total: int, label: str):
+    state = {"teacher": None}
+
+    def teacher_progress(epoch, epochs, acc):
+        if state["teacher"] is None:
+            state["teacher"] = tqdm(total=epochs, desc="teacher", file=sys.stderr, unit="epoch")
+        state["teacher"].set_postfix(acc=f"{acc:.3f}")
+        state["teacher"].update(1)
+        if epoch == epochs:
+            state["teacher"].close()
+
+    bar = {"b": None}
+
+    def on_result(r, res):
+        if bar["b"] is None:
+            bar["b"] = tqdm(total=total, desc=label, file=sys.stderr, unit="run")
+        bar["b"].update(1)
+        if r["status"] not in ("finished", "stopped"):
+            bar["b"].write(f"cell {r['cell']} seed {r['seed']}: {r['status']}: {r['message']}", file=sys.stderr)
+        if bar["b"].n >= total:
+            bar["b"].close()
+
+    return teacher_progress, on_result
+
+
+def cmd_sweep(a) -> int:
+    base = config_from_args(a)
+    sw = sweep.Sweep.grid(
+        base,
+        sweep.parse_list(a.temperatures, float, "--temperatures"),
+        sweep.parse_list(a.alphas, float, "--alphas"),
+        seeds=sweep.parse_list(a.seeds, int, "--seeds"),
+        methods=sweep.parse_list(a.methods, str, "--methods") if a.methods else None,
+        fractions=sweep.parse_list(a.fractions, float, "--fractions") if a.fractions else None,
+        scratch=a.scratch,
+    )
+    teacher_progress, on_result = _bars(sw.total, f"sweep ({len(sw.cells)} cells x {len(sw.seeds)} seeds)")
+    res = sw.run(
+        backend=a.backend, n_jobs=a.n_jobs, address=a.address, on_result=on_result, teacher_progress=teacher_progress
+    )
+    print(sweep.grid_table(res))
+    path = Path(a.csv) if a.csv else paths.subdir("sweeps") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    res.to_csv(path)
+    print(f"wrote {path}")
+    return 0 if not res.errors() else 3
+
+
+def cmd_leaderboard(a) -> int:
+    t0 = time.perf_counter()
+    base = config_from_args(a)
+    seeds = sweep.parse_list(a.seeds, int, "--seeds")
+    methods = sweep.parse_list(a.methods, str, "--methods") if a.methods else None
+    sw = sweep.Sweep.leaderboard(
+        base.resolved(), seeds=seeds, methods=methods, kd_on_all=a.kd_on_all, beyond=a.beyond
+    )  # refuse bad values first
+    teacher_progress, on_result = _bars(sw.total, f"leaderboard ({len(sw.cells)} methods x {len(seeds)} seeds)")
+    res, text, saved = sweep.leaderboard(
+        base.dataset,
+        seeds=seeds,
+        methods=methods,
+        base=base,
+        backend=a.backend,
+        n_jobs=a.n_jobs,
+        address=a.address,
+        kd_on_all=a.kd_on_all,
+        csv_path=a.csv or None,
+        on_result=on_result,
+        teacher_progress=teacher_progress,
+        beyond=a.beyond,
+    )
+    print(text)
+    print(f"wall time {time.perf_counter() - t0:.0f} s")
+    print(f"wrote {saved}" + (f" and {a.csv}" if a.csv else ""))
+    return 0 if not res.errors() else 3
 
 
 def cmd_crossmodal(a) -> int:
-    from . import audio
-
     return audio.cli_train(a)
 
 
@@ -343,38 +464,11 @@ def main(argv=None) -> int:
     t.set_defaults(func=cmd_train)
     m = sub.add_parser("methods", help="list the distillation methods and their parameters")
     m.set_defaults(func=cmd_methods)
-    from . import sweep as sweep_mod  # `sweep` and `leaderboard` (their commands live in kd_core/sweep.py)
-
-    sweep_mod.add_subcommands(sub, _add_run_args, config_from_args)
-    from . import ship  # `ship-teachers` (kd_core/ship.py)
-
+    _add_sweep_commands(sub)
     ship.add_subcommand(sub)
-    from .lm import cli as lm_cli  # `lm train | sample | methods` (kd_core/lm/cli.py)
-
     lm_cli.add_subcommands(sub, _float, _int, _param)
-    b = sub.add_parser(
-        "bench", help="measure the engine against the student alone and the conventional loop (see PERFORMANCE.md)"
-    )
-    b.add_argument("--quick", action="store_true", help="a few steps of 2-3 methods: checks that it works (tests)")
-    b.add_argument(
-        "--json",
-        metavar="FILE",
-        default="artifacts/bench.json",
-        help="write the results as JSON (default: artifacts/bench.json; '' for none)",
-    )
-    b.add_argument(
-        "--repeats",
-        type=_int("repeats"),
-        default=None,
-        metavar="N",
-        help="interleaved rounds per measurement (default: 3; quick: 1)",
-    )
-    b.add_argument("--methods", default="", metavar="A,B", help="only these methods (default: the whole registry)")
-    b.set_defaults(func=cmd_bench)
     cm = sub.add_parser("crossmodal", help="image -> speech: an image teacher trains an audio student, no audio labels")
     cm_sub = cm.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    from . import audio
-
     audio.add_cli_args(
         cm_sub.add_parser("train", help="train the audio students on spoken digits (espeak-ng)"), _float, _int
     )

@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import losses, metrics, models, paths
+from . import data as data_mod
+from . import losses, metrics, models, paths, teachers, train, viz
 from .errors import ConfigError, KDError
 
 SAMPLE_RATE = 22050  # espeak-ng's rate; uploads are resampled to it
@@ -596,8 +597,6 @@ def corpus_with_features(voices: list[Voice], seed: int, progress=None) -> tuple
 
 def prepare(cfg: CrossmodalConfig, progress=None) -> Data:
     """Voices, clips (cached), features and pairs with mnist-mini training images."""
-    from . import data as data_mod
-
     tr_voices, te_voices = make_voices(cfg.train_voices, cfg.test_voices, cfg.seed)
     n_voices = len(tr_voices) + len(te_voices)
     train, train_x = corpus_with_features(tr_voices, cfg.seed, progress=_offset(progress, 0, n_voices))
@@ -633,9 +632,7 @@ def _offset(progress, start, n_voices):
 
 def get_image_teacher(progress=None):
     """The default mnist-mini image teacher (shipped or cached; trained on first use)."""
-    from .train import get_teacher
-
-    return get_teacher("mnist-mini", progress=progress)
+    return teachers.get("mnist-mini", progress=progress)
 
 
 def teacher_soft_targets(teacher_model: nn.Module, images: Tensor, temperature: float) -> Tensor:
@@ -748,9 +745,7 @@ class CrossmodalRun:
         """The run's events; ``prepared``: the data from :func:`prepare` (else prepared now)."""
         cfg = self.config
         t0 = time.perf_counter()
-        from .train import set_threads
-
-        set_threads()
+        train.set_threads()
         self.teacher = get_image_teacher(progress=teacher_progress)
         self.data = d = prepared if prepared is not None else prepare(cfg, progress=data_progress)
         dev = self.device
@@ -1025,8 +1020,6 @@ def spectrogram_figure(wave, title: str | None = None, height: int = 300):
     """The log-mel spectrogram of one clip: time across, mel band (with its centre in Hz) up."""
     import plotly.graph_objects as go
 
-    from . import viz
-
     spec = log_mel(np.asarray(wave, dtype=np.float32)).numpy()
     t = np.arange(spec.shape[1]) * HOP / SAMPLE_RATE
     centres = mel_centres_hz()
@@ -1053,8 +1046,6 @@ def accuracy_figure(epochs: list[dict], total_epochs: int | None = None, title: 
     """Test accuracy on the unseen voices per epoch, for the three students, and chance."""
     import plotly.graph_objects as go
 
-    from . import viz
-
     fig = go.Figure()
     x = [e["epoch"] for e in epochs]
     for name in STUDENTS:
@@ -1079,8 +1070,6 @@ def loss_figure(steps: list[dict], title: str | None = None, smooth: int = 5):
     """The three students' training losses over steps (moving average, log axis)."""
     import plotly.graph_objects as go
 
-    from . import viz
-
     fig = go.Figure()
     x = [s["step"] for s in steps]
     for name in STUDENTS:
@@ -1102,8 +1091,6 @@ def _legend_below(fig):
 
 
 def confusion_figure(confusion: list[list[int]], title: str | None = None):
-    from . import viz
-
     return viz.heatmap(
         np.asarray(confusion),
         list(range(NUM_CLASSES)),

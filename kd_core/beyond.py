@@ -1,7 +1,7 @@
 """Beyond one teacher: an ensemble of teachers, chains of runs and teacher-free learning.
 
 - ``ensemble`` (Hinton et al. 2015; You et al. 2017): K teachers, each trained once and
-  cached like the single teacher (``train.get_teacher`` keyed by architecture and seed),
+  cached like the single teacher (``teachers.get`` keyed by architecture and seed),
   wrapped as one frozen teacher whose soft targets are the blend of theirs
   (:func:`kd_core.losses.ensemble_soft_targets`). It runs through the ordinary ``Trainer``.
 - ``born-again`` (Furlanello et al. 2018): generation 1, with the teacher's architecture,
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data as data_mod
-from . import losses, metrics, models, paths
+from . import losses, methods, metrics, models, paths, teachers, train
 from .config import Config
 from .errors import ConfigError
 
@@ -74,10 +74,8 @@ class EnsembleTeacher(nn.Module):
 
 
 def _members(cfg: Config, device=None, progress=None) -> list:
-    from . import train
-
     return [
-        train.get_teacher(
+        teachers.get(
             cfg.dataset,
             arch,
             cfg.teacher_epochs,
@@ -99,8 +97,8 @@ _ensembles: dict = {}  # (key, device) -> Teacher: a page asking image after ima
 
 
 def ensemble_teacher(config: Config, device=None, progress=None):
-    """The ensemble as a ``train.Teacher``: its members' facts in ``.members`` (arch, seed,
-    test accuracy), the blend's in ``.info``. Members come from ``train.get_teacher``'s cache."""
+    """The ensemble as a ``teachers.Teacher``: its members' facts in ``.members`` (arch, seed,
+    test accuracy), the blend's in ``.info``. Members come from ``teachers.get``'s cache."""
     cfg = config.resolved().validate()
     weighting = WEIGHTINGS[int(cfg.method_params()["weighting"])]
     device = device or models.pick_device()
@@ -112,8 +110,6 @@ def ensemble_teacher(config: Config, device=None, progress=None):
 
 
 def _build_ensemble(cfg: Config, members: list, weighting: str, device, key: str):
-    from . import train
-
     model = EnsembleTeacher([t.model for t in members], cfg.temperature, weighting).to(device).eval()
     ds = data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
     with torch.no_grad():
@@ -129,7 +125,7 @@ def _build_ensemble(cfg: Config, members: list, weighting: str, device, key: str
         for t, (_, seed) in zip(members, specs)
     ]
     arch = " + ".join(f"{t.arch}/s{seed}" for t, (_, seed) in zip(members, specs))
-    return train.Teacher(
+    return teachers.Teacher(
         model,
         arch,
         cfg.dataset,
@@ -182,13 +178,11 @@ def image_soft_targets(config: Config, index: int, split: str = "test", temperat
 
 def _frozen_teacher(trainer, arch: str, key: str):
     """A finished run's student, frozen, as the teacher of the next run."""
-    from . import train
-
     model = copy.deepcopy(trainer.student).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     r = trainer.result
-    return train.Teacher(
+    return teachers.Teacher(
         model,
         arch,
         trainer.config.dataset,
@@ -225,9 +219,7 @@ def _kd_config(cfg: Config, student: str, baseline: bool, seed: int | None = Non
 
 
 def _base_teacher(cfg: Config, teacher_progress):
-    from . import train
-
-    return train.get_teacher(
+    return teachers.get(
         cfg.dataset, cfg.teacher, cfg.teacher_epochs, train_subset=cfg.train_subset, progress=teacher_progress
     )
 
@@ -239,8 +231,6 @@ def born_again_events(config: Config, teacher_progress=None):
     ``"generations"``: [{"generation", "arch", "test_accuracy", "agreement"}], generation 0
     being the teacher; the scratch baseline (if any) is the teacher's architecture trained
     from scratch with the same labels, beside generation 1."""
-    from . import train
-
     cfg = config.resolved().validate()
     G = int(cfg.method_params()["generations"])
     t0 = time.perf_counter()
@@ -300,8 +290,6 @@ def ta_events(config: Config, teacher_progress=None):
     config's KD settings. The result is the student-via-assistant run, with ``"assistant"``
     (its block), ``"direct"`` (the directly distilled student) and ``"chain"`` (one row per
     model); the student's ``agreement`` is with the teacher, as for the other methods."""
-    from . import train
-
     cfg = config.resolved().validate()
     assistant = cfg.assistant or ASSISTANT.get(cfg.dataset, ASSISTANT_DEFAULT)
     t0 = time.perf_counter()
@@ -376,8 +364,6 @@ def dml_events(config: Config, teacher_progress=None):
 
     Events: "start"; "step" with one loss per student; "epoch" with ``student_accs`` (one
     per student, for live curves), ``student_acc`` (the first) and ``baseline_acc``; "end"."""
-    from . import train
-
     cfg = config.resolved().validate()
     p = cfg.method_params()
     K, beta = int(p["students"]), float(p["beta"])
@@ -390,27 +376,17 @@ def dml_events(config: Config, teacher_progress=None):
         torch.manual_seed(cfg.seed + k)
         students.append(models.build(cfg.student, ds.in_shape, ds.num_classes).to(device))
     baseline = copy.deepcopy(students[0]) if cfg.baseline else None
-    keep = torch.arange(len(ds.y_train))
-    if cfg.omit_class is not None:
-        keep = keep[ds.y_train != cfg.omit_class]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    y_all = ds.y_train[keep]
-    labelled = train._labelled_mask(y_all, cfg.labeled_fraction, gen).to(device)
-    x, y = ds.x_train[keep].to(device), y_all.to(device)
-    x_test, y_test = ds.x_test.to(device), ds.y_test
-    n = len(x)
-    steps_per_epoch = -(-n // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    ts = train.TransferSet(cfg, ds, device)
+    total = ts.total_steps
     nets = students + ([baseline] if baseline is not None else [])
-    opts = [torch.optim.Adam(m.parameters(), lr=cfg.lr, foreach=True) for m in nets]
-    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for o in opts]
+    optimisers = [train.adam_cosine(m.parameters(), cfg.lr, total) for m in nets]
     yield {
         "kind": "start",
         "total_steps": total,
         "epochs": cfg.epochs,
-        "transfer_set": n,
+        "transfer_set": len(ts),
         "students": K,
-        "labelled": int(labelled.sum()),
+        "labelled": int(ts.labelled.sum()),
         "teacher_acc": None,
         "config": cfg.to_dict(),
     }
@@ -418,27 +394,25 @@ def dml_events(config: Config, teacher_progress=None):
     for epoch in range(1, cfg.epochs + 1):
         for m in nets:
             m.train()
-        for idx in train.epoch_batches(n, cfg.batch_size, gen):
+        for idx in ts.batches():
             t0 = time.perf_counter()
-            idx = idx.to(device)
-            xb, yb, lab = x[idx], y[idx], labelled[idx]
+            xb, yb, lab = ts.x[idx], ts.y[idx], ts.labelled[idx]
             logits = [m(xb) for m in students]
             terms = [
                 losses.mutual_learning_loss(z, [o.detach() for j, o in enumerate(logits) if j != k], yb, lab, beta)
                 for k, z in enumerate(logits)
             ]
-            b_loss = train._masked_ce(baseline(xb), yb, lab) if baseline is not None else None
-            all_terms = terms + ([b_loss] if b_loss is not None else [])
-            if not all(torch.isfinite(t) for t in all_terms):
-                status, message = (
-                    "diverged",
-                    f"a loss became NaN or infinite at step {step + 1}; lower the learning rate (now {cfg.lr:g})",
-                )
+            b_loss = train.masked_ce(baseline(xb), yb, lab) if baseline is not None else None
+            named = {f"student {k + 1}": t for k, t in enumerate(terms)} | {"scratch baseline": b_loss}
+            broke = train.divergence(named, step, epoch, cfg.lr)
+            if broke:
+                status, message = "diverged", broke
                 break
-            for o in opts:
+            for o, _ in optimisers:
                 o.zero_grad(set_to_none=True)
+            all_terms = terms + ([b_loss] if b_loss is not None else [])
             sum(all_terms).backward()  # peers are detached: each loss reaches only its own network
-            for o, s in zip(opts, scheds):
+            for o, s in optimisers:
                 o.step()
                 s.step()
             step += 1
@@ -454,7 +428,7 @@ def dml_events(config: Config, teacher_progress=None):
             yield {"kind": "step", "total_steps": total, "elapsed": time.perf_counter() - t_start, **rec}
         if status != "finished":
             break
-        accs = [metrics.accuracy(metrics.predict_logits(m, x_test), y_test) for m in students]
+        accs = [metrics.accuracy(metrics.predict_logits(m, ts.x_test), ts.y_test) for m in students]
         ev = {
             "epoch": epoch,
             "step": step,
@@ -464,13 +438,12 @@ def dml_events(config: Config, teacher_progress=None):
             "teacher_acc": None,
         }
         if baseline is not None:
-            ev["baseline_acc"] = metrics.accuracy(metrics.predict_logits(baseline, x_test), y_test)
+            ev["baseline_acc"] = metrics.accuracy(metrics.predict_logits(baseline, ts.x_test), ts.y_test)
         history.append(ev)
         yield {"kind": "epoch", "elapsed": time.perf_counter() - t_start, **ev}
 
     def block(model, hist):
-        out = metrics.summary(metrics.predict_logits(model, x_test), y_test, None, ds.num_classes)
-        out.update(models.profile(model, ds.in_shape))
+        out = train.model_summary(model, ts, ds, None)
         out.update(arch=cfg.student, train_seconds=train_s, history=hist)
         return out
 
@@ -478,16 +451,8 @@ def dml_events(config: Config, teacher_progress=None):
         block(m, [{"epoch": h["epoch"], "test_accuracy": h["student_accs"][k]} for h in history])
         for k, m in enumerate(students)
     ]
-    result = {
-        "config": cfg.to_dict(),
-        "status": status,
-        "message": message,
-        "steps": step,
-        "total_steps": total,
-        "wall_seconds": time.perf_counter() - t_start,
-        "device": str(device),
-        "pairs": [],
-        "classes": list(ds.classes),
+    result = train.result_head(cfg, status, message, step, total, time.perf_counter() - t_start, device, ds)
+    result |= {
         "teacher": None,
         "student": blocks[0],
         "students": blocks,
@@ -499,3 +464,130 @@ def dml_events(config: Config, teacher_progress=None):
             baseline, [{"epoch": h["epoch"], "test_accuracy": h["baseline_acc"]} for h in history]
         )
     yield {"kind": "end", "status": status, "message": message, "result": result}
+
+
+# ---------------------------------------------------------------- the registry
+# Kept apart from methods.METHODS (the single-teacher, per-step methods that the Lab and the
+# bench run through Trainer): several teachers, chains of runs and teacher-free mutual
+# learning. ``methods.get`` and ``methods.all_methods`` see both; importing kd_core
+# registers them.
+
+methods.register_beyond(
+    methods.Method(
+        name="ensemble",
+        short="Ensemble KD",
+        title="Multi-teacher ensemble KD (Hinton et al. 2015; You et al. 2017)",
+        family="multi-teacher",
+        paper="Hinton, Vinyals & Dean 2015 (distilling an ensemble); You, Xu, Xu & Tao 2017, Learning from Multiple "
+        "Teacher Networks (KDD)",
+        summary="K teachers (seeds and/or architectures), each trained once and cached, are blended into one set of soft "
+        "targets: their softened probabilities averaged, or weighted per image by each teacher's confidence "
+        "(a softmax over the teachers of their negative entropy at T = 1).",
+        formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(\textstyle\sum_{k=1}^{<teachers>}"
+        r" w_k\, p_{T_k}^{(<T>)} \,\|\, p_S^{(<T>)}\right)",
+        params=(
+            methods.Param(
+                "teachers",
+                3,
+                1,
+                6,
+                "Number of teachers K. Teacher k has architecture k mod A (see archs) and seed "
+                "k div A; teacher 0 is the ordinary cached teacher.",
+                "K",
+                integer=True,
+            ),
+            methods.Param(
+                "archs",
+                1,
+                1,
+                2,
+                "1: K seeds of the teacher architecture; 2: alternate it with a second architecture "
+                "(an MLP, or resnet14 on CIFAR-10) for more diverse teachers.",
+                "A",
+                integer=True,
+            ),
+            methods.Param(
+                "weighting",
+                0,
+                0,
+                1,
+                "0: average the teachers' softened probabilities (w_k = 1/K); 1: weight them per "
+                "image by confidence, w_k(x) = softmax_k(-H(p_k(x))) with p_k at T = 1.",
+                "w",
+                integer=True,
+            ),
+        ),
+        make_teacher=ensemble_teacher,
+        prepare=prepare_ensemble,
+    )
+)
+methods.register_beyond(
+    methods.Method(
+        name="born-again",
+        short="Born-again (teacher-sized, last gen.)",
+        title="Born-again networks (Furlanello et al. 2018)",
+        family="chain",
+        paper="Furlanello, Lipton, Tschannen, Itti & Anandkumar 2018, Born-Again Neural Networks (ICML)",
+        summary="Self-distillation over generations: generation 1 has the teacher's own architecture and learns from "
+        "the teacher; generation k+1 learns from generation k. The result reports the accuracy of every "
+        "generation (the student is the last one, so it is as large as the teacher).",
+        formula=r"\mathcal{L}_{g} = <1-alpha>\,\mathrm{CE}(y, p_{g}) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(p_{g-1}^{(<T>)}"
+        r" \,\|\, p_{g}^{(<T>)}\right),\quad g = 1..<generations>,\ p_0 = p_T",
+        params=(
+            methods.Param(
+                "generations",
+                3,
+                1,
+                5,
+                "Generations of students, each with the teacher's architecture.",
+                "G",
+                integer=True,
+            ),
+        ),
+        pipeline=born_again_events,
+    )
+)
+methods.register_beyond(
+    methods.Method(
+        name="ta",
+        short="TA KD",
+        title="Teacher-assistant KD (Mirzadeh et al. 2020)",
+        family="chain",
+        paper="Mirzadeh, Farajtabar, Li, Levine, Matsukawa & Ghasemzadeh 2020, Improved Knowledge Distillation via "
+        "Teacher Assistant (AAAI)",
+        summary="Bridge the size gap: the teacher distils an assistant of intermediate size (--assistant), which distils "
+        "the student. The same result holds the direct teacher -> student run for comparison.",
+        formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(p_{A}^{(<T>)}"
+        r" \,\|\, p_S^{(<T>)}\right),\quad p_A \leftarrow \mathrm{KD}(p_T)",
+        pipeline=ta_events,
+    )
+)
+methods.register_beyond(
+    methods.Method(
+        name="dml",
+        short="DML (student 1)",
+        title="Deep mutual learning (Zhang et al. 2018)",
+        family="online",
+        paper="Zhang, Xiang, Hospedales & Lu 2018, Deep Mutual Learning (CVPR)",
+        summary="No pre-trained teacher: K students learn together from scratch, each on its labels plus a KL term "
+        "towards the others' current (detached) predictions at T = 1.",
+        formula=r"\mathcal{L}_k = \mathrm{CE}(y, p_k) + \frac{<beta>}{K-1}\sum_{l \ne k}\mathrm{KL}(p_l \,\|\, p_k),"
+        r"\quad k = 1..<students>",
+        params=(
+            methods.Param(
+                "students",
+                2,
+                2,
+                4,
+                "Students trained together (all with the student architecture, different "
+                "initialisations); the first is reported as the student.",
+                "K",
+                integer=True,
+            ),
+            methods.Param("beta", 1.0, 0.0, 10.0, "Weight of the mimicry (KL) term; 1 in the paper.", r"\lambda"),
+        ),
+        uses_alpha=False,
+        uses_temperature=False,
+        pipeline=dml_events,
+    )
+)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import os
 import pickle
@@ -159,8 +160,6 @@ class Dataset:
     def fingerprint(self) -> str:
         """A short hash of the split (labels and a sample of pixels): caches of models trained
         on this data (teachers) are keyed by it, so a changed split never serves a stale model."""
-        import hashlib
-
         h = hashlib.sha256()
         for t in (
             self.y_train,

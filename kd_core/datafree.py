@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import data as data_mod
-from . import losses, metrics, models
+from . import losses, methods, metrics, models, train
 from .config import Config
 
 # ---------------------------------------------------------------- losses
@@ -265,8 +265,6 @@ def _frozen(model: nn.Module) -> nn.Module:
 
 
 def _teacher(cfg: Config, teacher_progress):
-    from . import train
-
     return train.get_teacher(
         cfg.dataset, cfg.teacher, cfg.teacher_epochs, train_subset=cfg.train_subset, progress=teacher_progress
     )
@@ -283,8 +281,6 @@ def _comparison(cfg: Config, teacher, stop: threading.Event, steps: list):
     """The same student distilled on the real training images (KD at the config's T,
     alpha 0.9, every label) beside the same student trained from scratch on those labels,
     as one ordinary Trainer run; its events are tagged ``stage = "real data"``."""
-    from . import train
-
     real = replace(cfg, method="kd", alpha=0.9, labeled_fraction=1.0, params={}, pairs=[], baseline=True, assistant="")
     tr = train.Trainer(real, teacher=teacher)
     for ev in tr.events():
@@ -336,8 +332,6 @@ def _deepinversion(config: Config, teacher_progress, run: Run):
     distillation: ``losses`` kd); "epoch" (stage synthesis, every few steps: ``confidence``,
     ``per_class``, ``bn``, and ``grid``, the images so far; stage distillation: ``student_acc``
     on the real test set); the comparison's own events; "end" with the result."""
-    from . import train
-
     stop = run._stop
     cfg = config.resolved().validate()
     p = cfg.method_params()
@@ -648,25 +642,6 @@ def embedding_2d(model: nn.Module, x: Tensor, seed: int = 0) -> list[list[float]
     return PCA(2, random_state=seed).fit_transform(e).tolist()
 
 
-def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
-    """A stratified random ``fraction`` of each class (at least one per class when > 0); none at 0."""
-    mask = torch.zeros(len(y), dtype=torch.bool)
-    if fraction <= 0:
-        return mask
-    for c in torch.unique(y).tolist():
-        idx = (y == c).nonzero().flatten()
-        k = max(1, round(fraction * len(idx)))
-        mask[idx[torch.randperm(len(idx), generator=gen)[:k]]] = True
-    return mask
-
-
-def _masked_ce(logits: Tensor, y: Tensor, labelled: Tensor) -> Tensor:
-    """Cross-entropy over the labelled samples of the batch (0 when there are none)."""
-    if not labelled.any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[labelled], y[labelled])
-
-
 def seed_events(config: Config, teacher_progress=None) -> Run:
     """Label-free distillation with SEED's objective (see :func:`_seed`)."""
     return Run(_seed, config, teacher_progress)
@@ -684,8 +659,6 @@ def _seed(config: Config, teacher_progress, run: Run):
     student's test accuracy and the k-NN accuracy of its embedding; at the end the k-NN and
     linear-probe accuracies of the teacher, the student and the student before training
     (random initialisation), and their test embeddings in 2-D."""
-    from . import train
-
     stop = run._stop
     cfg = config.resolved().validate()
     p = cfg.method_params()
@@ -699,7 +672,7 @@ def _seed(config: Config, teacher_progress, run: Run):
     x, y_eval = ds.x_train.to(device), ds.y_train  # y_eval: only to judge embeddings (k-NN, probe)
     x_test, y_test = ds.x_test.to(device), ds.y_test
     gen = torch.Generator().manual_seed(cfg.seed)
-    labelled = _labelled_mask(ds.y_train, cfg.labeled_fraction, gen).to(device)
+    labelled = train.labelled_mask(ds.y_train, cfg.labeled_fraction, gen).to(device)
     y_lab = ds.y_train.to(device)
     torch.manual_seed(cfg.seed)
     student = models.build(cfg.student, ds.in_shape, ds.num_classes).to(device)
@@ -751,7 +724,7 @@ def _seed(config: Config, teacher_progress, run: Run):
             if alpha > 0:
                 terms["kd"] = alpha * losses.kd_loss(s_logits, t_logits, T)
             if alpha < 1:
-                terms["ce"] = (1 - alpha) * _masked_ce(s_logits, y_lab[idx], labelled[idx])
+                terms["ce"] = (1 - alpha) * train.masked_ce(s_logits, y_lab[idx], labelled[idx])
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 status = "diverged"
@@ -889,8 +862,6 @@ def _dfad(config: Config, teacher_progress, run: Run):
     images near the teacher's training distribution); then ``student_steps`` student steps
     *minimising* KD at T on fresh G(z). Evaluated on the real test set ``epochs`` times; the
     stage "real data" compares as in DeepInversion."""
-    from . import train
-
     stop = run._stop
     cfg = config.resolved().validate()
     p = cfg.method_params()
@@ -1026,3 +997,175 @@ def _dfad(config: Config, teacher_progress, run: Run):
         f"learnt together); real training images seen by the student: 0"
     )
     yield {"kind": "end", "status": result["status"], "message": result["message"], "result": result}
+
+
+# ---------------------------------------------------------------- the registry
+# These methods register themselves in kd_core.methods (beside the methods beyond one
+# teacher); importing kd_core imports this module.
+
+methods.register_beyond(
+    methods.Method(
+        name="deepinversion",
+        title="Data-free: DeepInversion (Yin et al. 2020)",
+        family="data-free",
+        paper="Yin, Molchanov, Alvarez, Li, Mallya, Hoiem, Jha & Kautz 2020, Dreaming to Distill: Data-free Knowledge "
+        "Transfer via DeepInversion (CVPR)",
+        summary="The teacher dreams its training set: noise images are optimised until the teacher assigns them the "
+        "requested classes while every BatchNorm layer sees the mean and variance it saw in training; the student is "
+        "then distilled on those images only (KD at T, no labels, no real training image).",
+        formula=r"\begin{aligned}\hat x = \arg\min_x\ & \mathrm{CE}(y^*, p_T(x)) \\ & + <bn_weight>\sum_l \big(\|\mu_l(x)"
+        r" - \hat\mu_l\|_2 + \|\sigma^2_l(x) - \hat\sigma^2_l\|_2\big) \\ & + <tv_weight>\,\mathrm{TV}(x) + <l2_weight>"
+        r"\,\overline{x^2} \\ \mathcal{L}_S = \ & <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(\hat x) \,\|\, "
+        r"p_S^{(<T>)}(\hat x)\right)\end{aligned}",
+        params=(
+            methods.Param(
+                "images", 1024, 16, 20000, "Synthetic images to make (classes balanced).", "N", log=True, integer=True
+            ),
+            methods.Param(
+                "synth_batch",
+                256,
+                8,
+                2048,
+                "Images optimised together (BatchNorm statistics are batch statistics).",
+                "B",
+                log=True,
+                integer=True,
+            ),
+            methods.Param(
+                "synth_steps",
+                100,
+                1,
+                5000,
+                "Adam steps per batch of images (the paper: 2,000 on ImageNet; a "
+                "small digit teacher is fooled much sooner).",
+                "S",
+                log=True,
+                integer=True,
+            ),
+            methods.Param(
+                "bn_weight",
+                1.0,
+                0.0,
+                100.0,
+                "Weight of the BatchNorm-statistics term. At 0 the images are "
+                "adversarial noise that the teacher still labels confidently.",
+                r"\lambda_{BN}",
+            ),
+            methods.Param(
+                "tv_weight", 1.0, 0.0, 100.0, "Weight of the total-variation prior (smooth images).", r"\lambda_{TV}"
+            ),
+            methods.Param(
+                "l2_weight", 0.001, 0.0, 10.0, "Weight of the L2 prior on the (normalised) pixels.", r"\lambda_{2}"
+            ),
+            methods.Param(
+                "synth_lr",
+                0.2,
+                0.001,
+                1.0,
+                "Adam learning rate of the pixels, decayed to 0 by a cosine (the paper: 0.05-0.25).",
+                r"\eta_x",
+                log=True,
+            ),
+            methods.Param(
+                "distil_steps",
+                1000,
+                0,
+                100000,
+                "KD steps on augmented synthetic images after synthesis (the student also learns during synthesis).",
+                "K",
+                log=True,
+                integer=True,
+            ),
+        ),
+        uses_alpha=False,
+        uses_labels=False,
+        pipeline=deepinversion_events,
+    )
+)
+
+
+methods.register_beyond(
+    methods.Method(
+        name="dfad",
+        title="Data-free: adversarial generator (DFAD, Fang et al. 2019; ZSKT)",
+        family="data-free",
+        paper="Fang, Song, Wang, Shen, Wang & Song 2019, Data-Free Adversarial Distillation (arXiv 1912.11006); "
+        "Micaelli & Storkey 2019, Zero-shot Knowledge Transfer via Adversarial Belief Matching (NeurIPS)",
+        summary="A small generator makes the images on which student and teacher disagree most; the student learns to "
+        "agree with the teacher on them. No real image and no label; optionally the generator also pays "
+        "DeepInversion's BatchNorm-statistics term.",
+        formula=r"\max_G \min_S\ \mathbb{E}_z\, <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(G(z)) \,\|\, "
+        r"p_S^{(<T>)}(G(z))\right) - <bn_weight>\,R_{BN}(G(z))",
+        params=(
+            methods.Param(
+                "iterations",
+                400,
+                1,
+                100000,
+                "Rounds of the game: one generator step, then the student's steps.",
+                "I",
+                log=True,
+                integer=True,
+            ),
+            methods.Param(
+                "student_steps", 5, 1, 50, "Student steps per generator step; 5 as in DFAD.", "k", integer=True
+            ),
+            methods.Param(
+                "g_lr", 0.001, 0.00001, 0.1, "Generator learning rate (Adam); 1e-3 as in DFAD.", r"\eta_G", log=True
+            ),
+            methods.Param(
+                "bn_weight",
+                0.0,
+                0.0,
+                100.0,
+                "Weight of the teacher's BatchNorm-statistics term on the generated images (0: pure DFAD / ZSKT).",
+                r"\lambda_{BN}",
+            ),
+        ),
+        uses_alpha=False,
+        uses_labels=False,
+        pipeline=dfad_events,
+    )
+)
+methods.register_beyond(
+    methods.Method(
+        name="seed",
+        title="Label-free: SEED similarity distillation (Fang et al. 2021)",
+        family="label-free",
+        paper="Fang, Wang, Wang, Zhang, Yang & Liu 2021, SEED: Self-supervised Distillation for Visual Representation "
+        "(ICLR); Abbasi Koohpayegani, Tejankar & Pirsiavash 2020, CompRess (NeurIPS)",
+        summary="No label needed: the student's embedding of each image must rank a queue of other images' teacher "
+        "embeddings the way the teacher does (a softmax of similarities at a temperature), with soft targets beside "
+        "it. Run with alpha = 1 and labelled fraction 0 for no label at all; judged by k-NN and linear-probe accuracy.",
+        formula=r"\begin{aligned}\mathcal{L} = \ & <beta>\cdot\Big(-\sum_j p_T(j|x)\log p_S(j|x)\Big) \\ & + <alpha>\cdot "
+        r"<T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right) + <1-alpha>\,\mathrm{CE}(y, p_S) \\ "
+        r"p(j|x) = \ & \mathrm{softmax}_j\!\left(z(x)\cdot d_j / \tau\right)\end{aligned}",
+        params=(
+            methods.Param("beta", 1.0, 0.0, 100.0, "Weight of the SEED term.", r"\beta"),
+            methods.Param(
+                "queue",
+                1024,
+                16,
+                65536,
+                "Teacher embeddings of earlier images kept as anchors (SEED: 65,536 on "
+                "ImageNet; 1,024 for a few thousand images). Capped at the training images minus one.",
+                "K",
+                log=True,
+                integer=True,
+            ),
+            methods.Param(
+                "tau_s", 0.07, 0.001, 1.0, "Student temperature; 0.07 as in SEED's code.", r"\tau_S", log=True
+            ),
+            methods.Param(
+                "tau_t",
+                0.01,
+                0.0001,
+                1.0,
+                "Teacher temperature, sharper than the student's (SEED ablates 0.01-0.07; its code defaults to 1e-4).",
+                r"\tau_T",
+                log=True,
+            ),
+        ),
+        pipeline=seed_events,
+    )
+)

@@ -28,7 +28,7 @@ def extract(model: nn.Module, x: Tensor, names: list[str], batch_size: int = 512
     the CPU, plus the logits under ``"logits"``. The model's mode is restored afterwards."""
     was = model.training
     model.eval()
-    dev = models._device(model)
+    dev = models.device_of(model)
     out: dict[str, list[Tensor]] = {n: [] for n in list(names) + ["logits"]}
     try:
         for i in range(0, len(x), batch_size):
@@ -98,12 +98,7 @@ def vector_grid(vec: Tensor, scale: float | None = None) -> np.ndarray:
 # ---------------------------------------------------------------- FitNets
 
 
-def pooled_pair(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """Spatial maps of different sizes average-pooled to the smaller (as the methods do)."""
-    if s.dim() == 4 and s.shape[-2:] != t.shape[-2:]:
-        size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
-        s, t = F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)
-    return s, t
+pooled_pair = losses.pooled_pair  # spatial maps pooled to the smaller, as the methods do
 
 
 @torch.no_grad()

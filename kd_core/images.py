@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .data import normalise_images
 from .errors import KDError
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # 2 MB
@@ -285,8 +286,6 @@ def to_model_input(image, dataset, invert: bool | None = None) -> torch.Tensor:
     """A float32 ``(1, C, H, W)`` batch of one image, prepared like ``dataset``'s images
     (:func:`pixels`) and normalised with its mean/std, ready for the dataset's models.
     ``dataset`` is a :class:`kd_core.data.Dataset`."""
-    from .data import normalise_images
-
     x = torch.from_numpy(pixels(image, dataset.name, invert))
     if tuple(x.shape) != tuple(dataset.in_shape):
         raise ImageError(f"Prepared image has shape {tuple(x.shape)}, but {dataset.name} needs {dataset.in_shape}.")

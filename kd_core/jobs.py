@@ -1,6 +1,9 @@
-"""Background training jobs shared by every session of the app (and usable anywhere).
+"""Background jobs shared by every session of the app (and usable anywhere): the one
+job system for every kind of run.
 
-A ``Job`` runs a ``Trainer`` in a worker thread and keeps what a page needs to draw —
+A ``Job`` runs a run object in a worker thread — anything with ``events()`` (a generator of
+the event dicts of kd_core/train.py) and ``stop()``: a ``Trainer``, a chained method's
+``ChainedRun`` (``train.make_run`` picks), a sweep's ``SweepRun`` — and keeps what a page needs to draw —
 status, progress, ETA, the loss terms per step, the accuracies per epoch, the final
 result — behind a lock, so a page can poll it from any thread. Workers never touch UI
 code. The ``JobManager`` runs at most ``max_running`` jobs at once and queues the rest.
@@ -13,8 +16,10 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import train
 from .classroom import Limits
 from .config import Config
 from .errors import KDError
@@ -39,17 +44,21 @@ class Job:
     steps: list = field(default_factory=list)  # {"step", "epoch", "losses", "baseline_loss"}
     epochs: list = field(default_factory=list)  # epoch events
     result: dict | None = None
-    trainer: object = None  # the Trainer, for its models once the job has ended
+    trainer: object = None  # the Trainer (a single run), for its models once the job has ended
     on_end: object = None  # optional callback(job) run in the worker after the end
+    # make_run(teacher_progress) -> the run object; default: train.make_run(config, ...)
+    make_run: Callable | None = field(default=None, repr=False)
+    run: object = field(default=None, repr=False)  # the run object, once made
+    _thread: threading.Thread | None = field(default=None, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # ------------------------------------------------------------ control
     def stop(self) -> None:
         self._stop.set()
-        trainer = self.trainer
-        if trainer is not None:
-            trainer.stop()
+        run = self.run
+        if run is not None:
+            run.stop()
         with self._lock:
             if self.status == "queued":
                 self.status, self.message, self.ended = "stopped", "stopped before it started", time.time()
@@ -57,6 +66,11 @@ class Job:
     @property
     def done(self) -> bool:
         return self.status in ("finished", "stopped", "diverged", "error")
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the job's worker thread (at most ``timeout`` seconds)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def eta_seconds(self) -> float | None:
         with self._lock:
@@ -84,8 +98,6 @@ class Job:
 
     # ------------------------------------------------------------ worker
     def _run(self) -> None:
-        from . import train
-
         if self._stop.is_set():
             return
         with self._lock:
@@ -96,43 +108,27 @@ class Job:
                 with self._lock:
                     self.teacher_epoch = (epoch, epochs)
 
-            # a chained or teacher-free method (born-again, TA, DML) runs its pipeline,
-            # whose inner runs' events carry their "stage"; the rest run one Trainer
-            pipeline = self.config.method_obj.pipeline is not None
-            if pipeline:
-                events = train.method_events(self.config, teacher_progress=teacher_progress)
-                if hasattr(events, "stop"):  # a run that stops itself and keeps what was done (datafree)
-                    self.trainer = events
-                    if self._stop.is_set():
-                        events.stop()
-            else:
-                trainer = train.Trainer(self.config, teacher_progress=teacher_progress)
-                self.trainer = trainer
-                if self._stop.is_set():
-                    trainer.stop()
-                with self._lock:
-                    self.status = "running"
-                    self._run_started = time.time()
-                events = trainer.events()
-            for ev in events:
-                if pipeline and self._stop.is_set() and not hasattr(events, "stop"):
-                    events.close()
-                    with self._lock:
-                        self.status, self.message = "stopped", "stopped"
-                    break
+            make = self.make_run or (lambda progress: train.make_run(self.config, teacher_progress=progress))
+            run = make(teacher_progress)
+            self.run = run
+            # what holds the trained models for the pages: the run itself (a Trainer), or
+            # the one it names (a chained run's inner run that keeps its models; a sweep: none)
+            self.trainer = getattr(run, "trainer", run)
+            if self._stop.is_set():
+                run.stop()
+            for ev in run.events():
                 with self._lock:
                     kind = ev["kind"]
-                    if pipeline:
-                        if self.status == "teacher":
-                            self.status, self._run_started = "running", time.time()
-                        self.stage = ev.get("stage", self.stage)
+                    if self.status == "teacher":
+                        self.status, self._run_started = "running", time.time()
+                    self.stage = ev.get("stage", self.stage)
+                    if "total_steps" in ev:
+                        self.total_steps = ev["total_steps"]
                     if kind == "start":
-                        if "total_steps" in ev:
-                            self.total_steps = ev["total_steps"]
                         self._run_started = time.time()
+                    elif kind == "progress":  # a run without steps of its own (a sweep's finished cells)
+                        self.step = ev["step"]
                     elif kind == "step":
-                        if pipeline and "total_steps" in ev:
-                            self.total_steps = ev["total_steps"]
                         self.step = ev["step"]
                         rec = {k: ev[k] for k in ("step", "epoch", "losses", "loss", "baseline_loss")}
                         if "tracked" in ev:  # e.g. CTKD's learned temperature
@@ -247,21 +243,30 @@ class JobManager:
         return stopped
 
     def submit(self, config: Config, owner: str = "", on_end=None) -> Job:
+        """Queue a training run of ``config`` (a single run or a chained method)."""
         config.resolved().validate()  # refuse bad configs now, in the caller's thread
         if self.limits is not None:
             self.limits.check_run(config)
         return self.submit_job(Job(config=config, owner=owner, on_end=on_end))
 
     def submit_job(self, job: Job) -> Job:
-        """Queue a ready-made job: a ``Job`` subclass with its own ``_run`` (e.g.
-        ``kd_core.lm.jobs.LMJob``) shares the slots, the queue, the watchdog and the
-        per-session limit (``LimitReached``)."""
+        """Queue a ready-made job (any run kind: see ``Job.make_run``; or a ``Job`` subclass
+        with its own ``_run``, e.g. ``kd_core.lm.jobs.LMJob``): it shares the slots, the
+        queue, the watchdog and the per-session limit (``LimitReached``)."""
         with self._lock:
             if self.limits is not None and job.owner:
                 self.limits.check_session(sum(1 for j in self._jobs.values() if j.owner == job.owner and not j.done))
             self._jobs[job.id] = job
             self._queue.append(job.id)
-        threading.Thread(target=self._worker, args=(job,), name=f"kd-job-{job.id}", daemon=True).start()
+        job._thread = threading.Thread(target=self._worker, args=(job,), name=f"kd-job-{job.id}", daemon=True)
+        job._thread.start()
+        return job
+
+    def adopt(self, job: Job) -> Job:
+        """Keep an ended job (e.g. a saved run reloaded) for lookups, like the jobs it ran;
+        it is forgotten after ``keep_seconds`` like them."""
+        with self._lock:
+            self._jobs[job.id] = job
         return job
 
     def _worker(self, job: Job) -> None:

@@ -191,6 +191,14 @@ def _pool_to(feat: Tensor, size: tuple[int, int]) -> Tensor:
     return F.adaptive_avg_pool2d(feat, size)
 
 
+def pooled_pair(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Spatial maps of different sizes average-pooled to the smaller; anything else as is."""
+    if s.dim() == 4 and s.shape[-2:] != t.shape[-2:]:
+        size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
+        s, t = F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)
+    return s, t
+
+
 def attention_map(feat: Tensor, p: float = 2) -> Tensor:
     r"""Zagoruyko & Komodakis 2017: the spatial attention map of a (B, C, H, W) feature,
     :math:`Q = \mathrm{vec}(\frac{1}{C}\sum_c |A_c|^p)` L2-normalised per sample; (B, H*W)."""

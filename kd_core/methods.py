@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import losses
+from . import crd, losses
 from .errors import ConfigError
 
 
@@ -125,13 +125,14 @@ class Method:
     tap_kind: str | None = None  # "spatial", "vector" or "any"; None: logits only
     prefer: str = "vector"  # default pairing for "any": "spatial" (last stages) or "vector" (embeddings)
     multi_pair: bool = False
+    regresses: bool = False  # a trained map takes the student's feature onto the teacher's: pairs of one rank
     terms: TermsFn = field(default=lambda ctx: {}, repr=False)
     make_modules: ModulesFn | None = field(default=None, repr=False)
     # the logit term that alpha weighs, when it is not Hinton's KL at T (LS-KD, CTKD)
     kd_term: KDTermFn | None = field(default=None, repr=False)
     short: str = ""  # a short name for tables (the leaderboard); default: the name
     # beyond one teacher (kd_core/beyond.py): a method that brings its own teacher (an
-    # ensemble) sets make_teacher(config, device, progress) -> train.Teacher; one that chains
+    # ensemble) sets make_teacher(config, device, progress) -> teachers.Teacher; one that chains
     # several runs (born-again, TA) or trains without a teacher (DML) sets
     # pipeline(config, teacher_progress) -> a generator of events like Trainer.events().
     make_teacher: Callable | None = field(default=None, repr=False)
@@ -257,18 +258,11 @@ def _dkd_terms(ctx: StepContext) -> dict:
     return {"tckd": warm * p["tckd_weight"] * tckd, "nckd": warm * p["nckd_weight"] * nckd}
 
 
-def _pool_pair(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    if s.dim() == 4 and s.shape[-2:] != t.shape[-2:]:
-        size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
-        s, t = F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)
-    return s, t
-
-
 def _fitnets_terms(ctx: StepContext) -> dict:
     total = 0.0
     for i, (s, t) in enumerate(zip(ctx.student_feats, ctx.teacher_feats)):
         r = ctx.modules(i, s)
-        r, t = _pool_pair(r, t)
+        r, t = losses.pooled_pair(r, t)
         total = total + losses.hint_loss(r, t)
     return {"hint": ctx.params["beta"] * total}
 
@@ -576,6 +570,7 @@ register(
         tap_kind="any",
         prefer="spatial",
         multi_pair=True,
+        regresses=True,
         terms=_fitnets_terms,
         make_modules=_regressors,
     )
@@ -694,8 +689,6 @@ register(
     )
 )
 
-from . import crd as _crd  # noqa: E402  (CRD's module, memory banks and NCE loss live there)
-
 register(
     Method(
         name="crd",
@@ -766,8 +759,8 @@ register(
             ),
         ),
         tap_kind="any",
-        terms=_crd.crd_terms,
-        make_modules=_crd.make_modules,
+        terms=crd.crd_terms,
+        make_modules=crd.make_modules,
     )
 )
 
@@ -780,288 +773,12 @@ register(
 BEYOND: dict[str, Method] = {}
 
 
-def _beyond():
-    from . import beyond
-
-    return beyond
-
-
-def _lazy(name: str) -> Callable:
-    def call(*args, **kw):
-        return getattr(_beyond(), name)(*args, **kw)
-
-    call.__name__ = name
-    return call
-
-
-BEYOND["ensemble"] = Method(
-    name="ensemble",
-    short="Ensemble KD",
-    title="Multi-teacher ensemble KD (Hinton et al. 2015; You et al. 2017)",
-    family="multi-teacher",
-    paper="Hinton, Vinyals & Dean 2015 (distilling an ensemble); You, Xu, Xu & Tao 2017, Learning from Multiple "
-    "Teacher Networks (KDD)",
-    summary="K teachers (seeds and/or architectures), each trained once and cached, are blended into one set of soft "
-    "targets: their softened probabilities averaged, or weighted per image by each teacher's confidence "
-    "(a softmax over the teachers of their negative entropy at T = 1).",
-    formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(\textstyle\sum_{k=1}^{<teachers>}"
-    r" w_k\, p_{T_k}^{(<T>)} \,\|\, p_S^{(<T>)}\right)",
-    params=(
-        Param(
-            "teachers",
-            3,
-            1,
-            6,
-            "Number of teachers K. Teacher k has architecture k mod A (see archs) and seed "
-            "k div A; teacher 0 is the ordinary cached teacher.",
-            "K",
-            integer=True,
-        ),
-        Param(
-            "archs",
-            1,
-            1,
-            2,
-            "1: K seeds of the teacher architecture; 2: alternate it with a second architecture "
-            "(an MLP, or resnet14 on CIFAR-10) for more diverse teachers.",
-            "A",
-            integer=True,
-        ),
-        Param(
-            "weighting",
-            0,
-            0,
-            1,
-            "0: average the teachers' softened probabilities (w_k = 1/K); 1: weight them per "
-            "image by confidence, w_k(x) = softmax_k(-H(p_k(x))) with p_k at T = 1.",
-            "w",
-            integer=True,
-        ),
-    ),
-    make_teacher=_lazy("ensemble_teacher"),
-    prepare=_lazy("prepare_ensemble"),
-)
-BEYOND["born-again"] = Method(
-    name="born-again",
-    short="Born-again (teacher-sized, last gen.)",
-    title="Born-again networks (Furlanello et al. 2018)",
-    family="chain",
-    paper="Furlanello, Lipton, Tschannen, Itti & Anandkumar 2018, Born-Again Neural Networks (ICML)",
-    summary="Self-distillation over generations: generation 1 has the teacher's own architecture and learns from "
-    "the teacher; generation k+1 learns from generation k. The result reports the accuracy of every "
-    "generation (the student is the last one, so it is as large as the teacher).",
-    formula=r"\mathcal{L}_{g} = <1-alpha>\,\mathrm{CE}(y, p_{g}) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(p_{g-1}^{(<T>)}"
-    r" \,\|\, p_{g}^{(<T>)}\right),\quad g = 1..<generations>,\ p_0 = p_T",
-    params=(
-        Param(
-            "generations", 3, 1, 5, "Generations of students, each with the teacher's architecture.", "G", integer=True
-        ),
-    ),
-    pipeline=_lazy("born_again_events"),
-)
-BEYOND["ta"] = Method(
-    name="ta",
-    short="TA KD",
-    title="Teacher-assistant KD (Mirzadeh et al. 2020)",
-    family="chain",
-    paper="Mirzadeh, Farajtabar, Li, Levine, Matsukawa & Ghasemzadeh 2020, Improved Knowledge Distillation via "
-    "Teacher Assistant (AAAI)",
-    summary="Bridge the size gap: the teacher distils an assistant of intermediate size (--assistant), which distils "
-    "the student. The same result holds the direct teacher -> student run for comparison.",
-    formula=r"\mathcal{L} = <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(p_{A}^{(<T>)}"
-    r" \,\|\, p_S^{(<T>)}\right),\quad p_A \leftarrow \mathrm{KD}(p_T)",
-    pipeline=_lazy("ta_events"),
-)
-BEYOND["dml"] = Method(
-    name="dml",
-    short="DML (student 1)",
-    title="Deep mutual learning (Zhang et al. 2018)",
-    family="online",
-    paper="Zhang, Xiang, Hospedales & Lu 2018, Deep Mutual Learning (CVPR)",
-    summary="No pre-trained teacher: K students learn together from scratch, each on its labels plus a KL term "
-    "towards the others' current (detached) predictions at T = 1.",
-    formula=r"\mathcal{L}_k = \mathrm{CE}(y, p_k) + \frac{<beta>}{K-1}\sum_{l \ne k}\mathrm{KL}(p_l \,\|\, p_k),"
-    r"\quad k = 1..<students>",
-    params=(
-        Param(
-            "students",
-            2,
-            2,
-            4,
-            "Students trained together (all with the student architecture, different "
-            "initialisations); the first is reported as the student.",
-            "K",
-            integer=True,
-        ),
-        Param("beta", 1.0, 0.0, 10.0, "Weight of the mimicry (KL) term; 1 in the paper.", r"\lambda"),
-    ),
-    uses_alpha=False,
-    uses_temperature=False,
-    pipeline=_lazy("dml_events"),
-)
-
-
-# ---------------------------------------------------------------- no labels, no data (kd_core/datafree.py)
-
-
-def _datafree_lazy(name: str) -> Callable:
-    def call(*args, **kw):
-        from . import datafree
-
-        return getattr(datafree, name)(*args, **kw)
-
-    call.__name__ = name
-    return call
-
-
-BEYOND["deepinversion"] = Method(
-    name="deepinversion",
-    title="Data-free: DeepInversion (Yin et al. 2020)",
-    family="data-free",
-    paper="Yin, Molchanov, Alvarez, Li, Mallya, Hoiem, Jha & Kautz 2020, Dreaming to Distill: Data-free Knowledge "
-    "Transfer via DeepInversion (CVPR)",
-    summary="The teacher dreams its training set: noise images are optimised until the teacher assigns them the "
-    "requested classes while every BatchNorm layer sees the mean and variance it saw in training; the student is "
-    "then distilled on those images only (KD at T, no labels, no real training image).",
-    formula=r"\begin{aligned}\hat x = \arg\min_x\ & \mathrm{CE}(y^*, p_T(x)) \\ & + <bn_weight>\sum_l \big(\|\mu_l(x)"
-    r" - \hat\mu_l\|_2 + \|\sigma^2_l(x) - \hat\sigma^2_l\|_2\big) \\ & + <tv_weight>\,\mathrm{TV}(x) + <l2_weight>"
-    r"\,\overline{x^2} \\ \mathcal{L}_S = \ & <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(\hat x) \,\|\, "
-    r"p_S^{(<T>)}(\hat x)\right)\end{aligned}",
-    params=(
-        Param("images", 1024, 16, 20000, "Synthetic images to make (classes balanced).", "N", log=True, integer=True),
-        Param(
-            "synth_batch",
-            256,
-            8,
-            2048,
-            "Images optimised together (BatchNorm statistics are batch statistics).",
-            "B",
-            log=True,
-            integer=True,
-        ),
-        Param(
-            "synth_steps",
-            100,
-            1,
-            5000,
-            "Adam steps per batch of images (the paper: 2,000 on ImageNet; a "
-            "small digit teacher is fooled much sooner).",
-            "S",
-            log=True,
-            integer=True,
-        ),
-        Param(
-            "bn_weight",
-            1.0,
-            0.0,
-            100.0,
-            "Weight of the BatchNorm-statistics term. At 0 the images are "
-            "adversarial noise that the teacher still labels confidently.",
-            r"\lambda_{BN}",
-        ),
-        Param("tv_weight", 1.0, 0.0, 100.0, "Weight of the total-variation prior (smooth images).", r"\lambda_{TV}"),
-        Param("l2_weight", 0.001, 0.0, 10.0, "Weight of the L2 prior on the (normalised) pixels.", r"\lambda_{2}"),
-        Param(
-            "synth_lr",
-            0.2,
-            0.001,
-            1.0,
-            "Adam learning rate of the pixels, decayed to 0 by a cosine (the paper: 0.05-0.25).",
-            r"\eta_x",
-            log=True,
-        ),
-        Param(
-            "distil_steps",
-            1000,
-            0,
-            100000,
-            "KD steps on augmented synthetic images after synthesis (the student also learns during synthesis).",
-            "K",
-            log=True,
-            integer=True,
-        ),
-    ),
-    uses_alpha=False,
-    uses_labels=False,
-    pipeline=_datafree_lazy("deepinversion_events"),
-)
-
-
-BEYOND["dfad"] = Method(
-    name="dfad",
-    title="Data-free: adversarial generator (DFAD, Fang et al. 2019; ZSKT)",
-    family="data-free",
-    paper="Fang, Song, Wang, Shen, Wang & Song 2019, Data-Free Adversarial Distillation (arXiv 1912.11006); "
-    "Micaelli & Storkey 2019, Zero-shot Knowledge Transfer via Adversarial Belief Matching (NeurIPS)",
-    summary="A small generator makes the images on which student and teacher disagree most; the student learns to "
-    "agree with the teacher on them. No real image and no label; optionally the generator also pays "
-    "DeepInversion's BatchNorm-statistics term.",
-    formula=r"\max_G \min_S\ \mathbb{E}_z\, <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)}(G(z)) \,\|\, "
-    r"p_S^{(<T>)}(G(z))\right) - <bn_weight>\,R_{BN}(G(z))",
-    params=(
-        Param(
-            "iterations",
-            400,
-            1,
-            100000,
-            "Rounds of the game: one generator step, then the student's steps.",
-            "I",
-            log=True,
-            integer=True,
-        ),
-        Param("student_steps", 5, 1, 50, "Student steps per generator step; 5 as in DFAD.", "k", integer=True),
-        Param("g_lr", 0.001, 0.00001, 0.1, "Generator learning rate (Adam); 1e-3 as in DFAD.", r"\eta_G", log=True),
-        Param(
-            "bn_weight",
-            0.0,
-            0.0,
-            100.0,
-            "Weight of the teacher's BatchNorm-statistics term on the generated images (0: pure DFAD / ZSKT).",
-            r"\lambda_{BN}",
-        ),
-    ),
-    uses_alpha=False,
-    uses_labels=False,
-    pipeline=_datafree_lazy("dfad_events"),
-)
-BEYOND["seed"] = Method(
-    name="seed",
-    title="Label-free: SEED similarity distillation (Fang et al. 2021)",
-    family="label-free",
-    paper="Fang, Wang, Wang, Zhang, Yang & Liu 2021, SEED: Self-supervised Distillation for Visual Representation "
-    "(ICLR); Abbasi Koohpayegani, Tejankar & Pirsiavash 2020, CompRess (NeurIPS)",
-    summary="No label needed: the student's embedding of each image must rank a queue of other images' teacher "
-    "embeddings the way the teacher does (a softmax of similarities at a temperature), with soft targets beside "
-    "it. Run with alpha = 1 and labelled fraction 0 for no label at all; judged by k-NN and linear-probe accuracy.",
-    formula=r"\begin{aligned}\mathcal{L} = \ & <beta>\cdot\Big(-\sum_j p_T(j|x)\log p_S(j|x)\Big) \\ & + <alpha>\cdot "
-    r"<T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right) + <1-alpha>\,\mathrm{CE}(y, p_S) \\ "
-    r"p(j|x) = \ & \mathrm{softmax}_j\!\left(z(x)\cdot d_j / \tau\right)\end{aligned}",
-    params=(
-        Param("beta", 1.0, 0.0, 100.0, "Weight of the SEED term.", r"\beta"),
-        Param(
-            "queue",
-            1024,
-            16,
-            65536,
-            "Teacher embeddings of earlier images kept as anchors (SEED: 65,536 on "
-            "ImageNet; 1,024 for a few thousand images). Capped at the training images minus one.",
-            "K",
-            log=True,
-            integer=True,
-        ),
-        Param("tau_s", 0.07, 0.001, 1.0, "Student temperature; 0.07 as in SEED's code.", r"\tau_S", log=True),
-        Param(
-            "tau_t",
-            0.01,
-            0.0001,
-            1.0,
-            "Teacher temperature, sharper than the student's (SEED ablates 0.01-0.07; its code defaults to 1e-4).",
-            r"\tau_T",
-            log=True,
-        ),
-    ),
-    pipeline=_datafree_lazy("seed_events"),
-)
+def register_beyond(method: Method) -> Method:
+    """Register a method beyond one teacher: kd_core/beyond.py (several teachers, chains of
+    runs, mutual learning) and kd_core/datafree.py (no labels, no data) register their own;
+    importing kd_core imports them."""
+    BEYOND[method.name] = method
+    return method
 
 
 def all_methods() -> dict[str, Method]:

@@ -292,7 +292,7 @@ def _eval_mode(model: nn.Module):
         model.train(was)
 
 
-def _device(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     if p is None:
         p = next(model.buffers(), None)
@@ -321,7 +321,7 @@ def module_shapes(model: nn.Module, in_shape, names: list[str] | None = None) ->
     handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
     try:
         with _eval_mode(model):
-            model(torch.zeros(2, *in_shape, device=_device(model)))
+            model(torch.zeros(2, *in_shape, device=device_of(model)))
     finally:
         for h in handles:
             h.remove()
@@ -368,14 +368,14 @@ def flops_per_sample(model: nn.Module, in_shape) -> int:
 
     counter = FlopCounterMode(display=False)
     with _eval_mode(model), counter:
-        model(torch.zeros(1, *in_shape, device=_device(model)))
+        model(torch.zeros(1, *in_shape, device=device_of(model)))
     return int(counter.get_total_flops())
 
 
 @torch.no_grad()
 def cpu_latency_ms(model: nn.Module, in_shape, repeats: int = 30) -> float:
     """Median wall time of a batch-1 forward on the CPU, in milliseconds, after warm-up."""
-    m = model if _device(model).type == "cpu" else copy_to_cpu(model)
+    m = model if device_of(model).type == "cpu" else copy_to_cpu(model)
     x = torch.zeros(1, *in_shape)
     with _eval_mode(m):
         for _ in range(3):

@@ -25,6 +25,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from . import methods, train, viz
 from .config import Config
 from .errors import ConfigError
 
@@ -39,8 +40,6 @@ def presets_for(method: str) -> tuple[str, ...]:
     term to KD; scratch / method / kd for one that replaces the KD term (DKD, DIST; LS-KD and
     CTKD, whose term alpha weighs in place of KD's, so their ``method`` keeps alpha); scratch and
     KD for KD itself. Methods that chain runs or bring their own teachers are refused."""
-    from . import methods
-
     m = methods.get(method)
     if m.pipeline is not None or m.make_teacher is not None:
         raise ConfigError(
@@ -58,8 +57,6 @@ def configs(base: Config, method: str | None = None, seeds: Iterable[int] = (0, 
     """``(preset, seed, config)`` for every preset of ``method`` (default: ``base.method``)
     and seed. Everything else (data, models, T, epochs, labelled fraction, ...) is the
     base's; no scratch baseline is trained inside a run (the ``scratch`` preset is it)."""
-    from . import methods
-
     method = method or base.method
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -181,8 +178,6 @@ def summarise(method: str, results: Sequence[dict], factor: float = NOISE_FACTOR
 def run(base: Config, method: str | None = None, seeds: Iterable[int] = (0, 1, 2), on_run=None) -> Summary:
     """Train every preset config here, one after another, and summarise them.
     ``on_run(preset, seed, result)`` is called after each run."""
-    from . import train
-
     method = method or base.method
     results = []
     for preset, seed, cfg in configs(base, method, seeds):
@@ -199,8 +194,6 @@ def figure(summary: Summary, labels: dict | None = None, title: str | None = Non
     seed's run as a dot (long preset names stay readable on the y axis). ``labels``: display
     names of the presets (default: their keys)."""
     import plotly.graph_objects as go
-
-    from . import viz
 
     labels = labels or {}
     colours = {"scratch": viz.SCRATCH, "kd": viz.TEACHER, "method": viz.EXTRA[0], "method+kd": viz.STUDENT}

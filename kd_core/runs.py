@@ -38,7 +38,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import paths
+import torch
+
+from . import data as data_mod
+from . import models, paths, teachers
 from .config import Config
 from .errors import ConfigError, KDError
 
@@ -133,9 +136,6 @@ class Run:
     def load_student(self):
         """(student, baseline or None, modules or None): rebuilt from the config and loaded,
         in eval mode on the CPU."""
-        from . import data as data_mod
-        from . import models
-
         if self.status == INTERRUPTED:
             raise RunError(f"run '{self.name}' was interrupted before it was saved: it has no weights")
         cfg = self.config
@@ -162,10 +162,6 @@ class Run:
     def _modules(self, in_shape, k):
         """The method's extra trainable modules (FitNets regressors, projection heads), built
         as the Trainer built them, from the layer pairs the run used."""
-        import torch
-
-        from . import models
-
         method = self.config.method_obj
         if method.make_modules is None or not self.result.get("pairs"):
             return None
@@ -181,12 +177,10 @@ class Run:
         """A Trainer-like object (``config``, ``student``, ``baseline``, ``modules``, ``teacher``,
         ``pairs``, ``result``, ``snapshot()``) so the app's pages can show this run as if it had
         just finished. The teacher comes from the teacher cache (trained again if it is gone)."""
-        from . import train
-
         cfg = self.config
         student, baseline, modules = self.load_student()
         if teacher is None:
-            teacher = train.get_teacher(cfg.dataset, cfg.teacher, cfg.teacher_epochs, train_subset=cfg.train_subset)
+            teacher = teachers.get(cfg.dataset, cfg.teacher, cfg.teacher_epochs, train_subset=cfg.train_subset)
         return RestoredRun(self, cfg, student, baseline, modules, teacher)
 
 
@@ -264,8 +258,6 @@ def _jsonable(obj):
 
 def _weights_blob(model, extra=None) -> bytes:
     from safetensors.torch import save
-
-    from . import models
 
     tensors = models.state_tensors(model)
     if extra is not None:

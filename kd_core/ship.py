@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from . import models, paths
+from . import data, metrics, models, paths, teachers
+from .errors import ConfigError
 from .teachers import TEACHER_EPOCHS
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
@@ -166,8 +167,6 @@ def ship(
     model from the disk cache when one with the same recipe key is there (the cache holds
     what ``teachers.get`` trained with the very same function and recipe) instead of
     training it again. Returns the index written."""
-    from . import data, metrics, teachers
-
     out = Path(out or SHIPPED_DIR)
     out.mkdir(parents=True, exist_ok=True)
     recipes = list(recipes or default_recipes())
@@ -247,8 +246,6 @@ def add_subcommand(sub) -> None:
 
 
 def cmd_ship(a) -> int:
-    from .errors import ConfigError
-
     wanted = [d.strip() for d in a.datasets.split(",") if d.strip()]
     bad = [d for d in wanted if d not in SHIPPED_DATASETS]
     if bad or not wanted:
@@ -258,3 +255,42 @@ def cmd_ship(a) -> int:
     total = sum(e["bytes"] for e in index["models"])
     print(f"{len(index['models'])} shipped models, {total / 1e6:.2f} MB in all")
     return 0
+
+
+# The teacher store's shipped source (teachers.add_source): a teacher of kd_core/shipped is used
+# when its recorded recipe key and model structure match the code.
+def _entry(k: str) -> dict | None:
+    entry = find(k)
+    if entry is None:
+        return None
+    ds = data.load(entry["dataset"])
+    return entry if available(k, entry["arch"], ds.in_shape, ds.num_classes) else None
+
+
+def is_shipped(k: str) -> bool:
+    return _entry(k) is not None
+
+
+def from_shipped(k: str, device) -> teachers.Teacher | None:
+    entry = _entry(k)
+    if entry is None:
+        return None
+    ds = data.load(entry["dataset"])
+    got = load(k, entry["arch"], ds.in_shape, ds.num_classes)
+    if got is None:
+        return None
+    model, entry = got
+    return teachers.Teacher(
+        teachers.frozen(model, device),
+        entry["arch"],
+        entry["dataset"],
+        float(entry["test_accuracy"]),
+        k,
+        int(entry["epochs"]),
+        float(entry.get("train_seconds", 0.0)),
+        True,
+        source="shipped",
+    )
+
+
+teachers.add_source(is_shipped, from_shipped)  # before the disk cache

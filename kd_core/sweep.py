@@ -39,6 +39,7 @@ from . import methods as methods_mod
 from . import paths, teachers, train
 from .config import Config
 from .errors import ConfigError, KDError
+from .jobs import Job, JobManager
 
 BACKENDS = ("joblib", "dask", "ray")
 MAX_TASKS = 2000
@@ -601,8 +602,6 @@ def _text_table(rows: list[list[str]]) -> str:
 
 def leaderboard_name(method: str) -> str:
     """The method's short name from the registry (its ``label``)."""
-    from . import methods as methods_mod
-
     try:
         return methods_mod.get(method).label
     except KDError:
@@ -772,15 +771,59 @@ def latest_leaderboard() -> Path | None:
 
 # ---------------------------------------------------------------- a sweep in the background (the app)
 
-_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("KD_PLAYGROUND_MAX_SWEEPS", "1") or 1)))
+
+class SweepRun:
+    """A sweep as a run for the job manager: ``events()`` trains (or loads) the teacher,
+    then yields ``{"kind": "progress", "step": cells done}`` as results arrive (``result``, a
+    SweepResult, fills in live) and ends like every run; ``stop()`` cancels the tasks not yet
+    started. ``is_alive`` (optional ``() -> bool``): whether anybody still watches; the sweep
+    stops when nobody does."""
+
+    trainer = None  # no single model for the pages: the result is the sweep's table
+
+    def __init__(
+        self,
+        sweep: Sweep,
+        backend: str = "joblib",
+        n_jobs=None,
+        address=None,
+        is_alive=None,
+        result=None,
+        progress=None,
+    ):
+        self.sweep, self.backend, self.n_jobs, self.address = sweep, backend, n_jobs, address
+        self.is_alive = is_alive
+        self.result = result if result is not None else SweepResult(sweep)
+        self.teacher_progress = progress
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def events(self):
+        self.sweep.prepare_teacher(self.teacher_progress)  # trained once, here (results() then finds it cached)
+        yield {"kind": "start", "total_steps": self.sweep.total}
+        message = ""
+        for r in self.sweep.results(self.backend, self.n_jobs, self.address, self._stop):
+            self.result.add(r)
+            if self.is_alive is not None and not self._stop.is_set() and not self.is_alive():
+                message = "stopped: the browser session closed"
+                self._stop.set()
+            yield {"kind": "progress", "step": self.result.done}
+        status = "stopped" if self._stop.is_set() and self.result.done < self.sweep.total else "finished"
+        yield {"kind": "end", "status": status, "message": message, "result": self.result}
 
 
-class SweepJob:
-    """A sweep run by a daemon thread: ``status`` (queued, teacher, running, finished,
-    stopped, error), ``result`` (a SweepResult filling in live), ``stop()``. At most
-    KD_PLAYGROUND_MAX_SWEEPS (default 1) sweeps run at once per server; the others queue.
-    The thread never touches UI code; a page polls this object. ``is_alive`` (optional)
-    says whether its owner is still there; the sweep stops when it is not."""
+# At most KD_PLAYGROUND_MAX_SWEEPS (default 1) sweeps run at once per server; the others queue.
+SWEEPS = JobManager(max_running=max(1, int(os.environ.get("KD_PLAYGROUND_MAX_SWEEPS", "1") or 1)))
+
+
+class SweepJob(Job):
+    """A sweep in the background, a job of ``SWEEPS`` (a ``JobManager``): ``status`` (queued,
+    teacher, running, finished, stopped, error), ``result`` (a SweepResult filling in live),
+    ``start()``, ``stop()``, ``join()``. The worker thread never touches UI code; a page polls
+    this object. ``is_alive`` (optional ``() -> bool``) says whether its owner is still
+    there; the sweep stops when it is not."""
 
     def __init__(
         self,
@@ -789,312 +832,15 @@ class SweepJob:
         n_jobs: int | None = None,
         address: str | None = None,
         is_alive=None,
+        owner: str = "",
     ):
+        super().__init__(config=sweep.base, owner=owner)
         self.sweep, self.backend, self.n_jobs, self.address = sweep, backend, n_jobs, address
-        self.is_alive = is_alive  # optional () -> bool: whether anybody still watches (a browser session)
         self.result = SweepResult(sweep)
-        self.status, self.message = "queued", ""
-        self.teacher_epoch: tuple[int, int] | None = None
-        self.created, self.started, self.ended = time.time(), None, None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kd-sweep", daemon=True)
-
-    def start(self) -> SweepJob:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("finished", "stopped", "error")
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        with _SLOTS:
-            if self._stop.is_set():
-                self.status, self.message, self.ended = "stopped", "stopped before it started", time.time()
-                return
-            self.started = time.time()
-            self.status = "teacher"
-            try:
-
-                def progress(epoch, epochs, acc):
-                    self.teacher_epoch = (epoch, epochs)
-
-                self.sweep.prepare_teacher(progress)  # trained once, here (results() then finds it cached)
-                self.status = "running"
-                for r in self.sweep.results(self.backend, self.n_jobs, self.address, self._stop):
-                    self.result.add(r)
-                    if self.is_alive is not None and not self._stop.is_set() and not self.is_alive():
-                        self.message = "stopped: the browser session closed"
-                        self._stop.set()
-                self.status = "stopped" if self._stop.is_set() and self.result.done < self.sweep.total else "finished"
-            except KDError as e:
-                self.status, self.message = "error", str(e)
-            except Exception as e:
-                traceback.print_exc()
-                self.status, self.message = "error", f"{type(e).__name__}: {e}"
-            finally:
-                self.ended = time.time()
-
-
-# ---------------------------------------------------------------- figures
-
-
-def heatmap_figure(
-    res: SweepResult,
-    method: str,
-    fraction: float,
-    metric: str = "acc",
-    title: str | None = None,
-    best: dict | None = None,
-):
-    """T (rows) x alpha (columns) heatmap of a cell metric's mean, with ``mean ± std`` in each
-    cell, grey '…' cells while pending, and the best cell starred and outlined."""
-    import plotly.graph_objects as go
-
-    from . import viz
-
-    rows = [r for r in res.rows() if not r["reference"] and r["method"] == method and r["labeled_fraction"] == fraction]
-    Ts, As = res.sweep.axis("temperature"), res.sweep.axis("alpha")
-    is_best = best is not None and best["method"] == method and best["labeled_fraction"] == fraction
-    z, text, pending = [], [], []
-    for T in Ts:
-        zr, tr, pr = [], [], []
-        for a in As:
-            r = next((r for r in rows if r["temperature"] == T and r["alpha"] == a), None)
-            m = r[f"{metric}_mean"] if r else math.nan
-            s = r[f"{metric}_std"] if r else math.nan
-            done = r is not None and r["n"] > 0 and not math.isnan(m)
-            zr.append(100 * m if done else None)
-            pr.append("" if done else "…")
-            if not done:
-                tr.append("")
-                continue
-            star = "★ " if is_best and best["temperature"] == T and best["alpha"] == a else ""
-            tr.append(
-                f"{star}{100 * m:.1f}"
-                + ("" if math.isnan(s) else f"<br>± {100 * s:.1f}")
-                + (f"<br>({r['n']}/{r['seeds']} seeds)" if r["n"] < r["seeds"] else "")
-            )
-        z.append(zr)
-        text.append(tr)
-        pending.append(pr)
-    xs, ys = [f"{a:g}" for a in As], [f"{T:g}" for T in Ts]
-    name = "accuracy" if metric == "acc" else "agreement"
-    fig = go.Figure()
-    # grey cells under the data: a pending cell stays visible (with '…') until its runs finish
-    fig.add_heatmap(
-        z=[[0] * len(As) for _ in Ts],
-        x=xs,
-        y=ys,
-        colorscale=[[0, "#EEEEEE"], [1, "#EEEEEE"]],
-        showscale=False,
-        text=pending,
-        texttemplate="%{text}",
-        textfont=dict(size=22, color="#888888"),
-        hoverinfo="skip",
-        xgap=3,
-        ygap=3,
-    )
-    fig.add_heatmap(
-        z=z,
-        x=xs,
-        y=ys,
-        text=text,
-        texttemplate="%{text}",
-        textfont=dict(size=16),
-        colorscale=viz.SEQUENTIAL,
-        colorbar=dict(title=dict(text=f"{name} %"), thickness=14),
-        hoverongaps=False,
-        xgap=3,
-        ygap=3,
-        hovertemplate=f"T=%{{y}}, alpha=%{{x}}: {name} %{{z:.2f}}%<extra></extra>",
-    )
-    if is_best:
-        bx, by = As.index(best["alpha"]), Ts.index(best["temperature"])
-        fig.add_shape(
-            type="rect", x0=bx - 0.5, x1=bx + 0.5, y0=by - 0.5, y1=by + 0.5, line=dict(color="#000000", width=4)
+        self.make_run = lambda progress: SweepRun(
+            sweep, backend, n_jobs, address, is_alive=is_alive, result=self.result, progress=progress
         )
-    fig.update_xaxes(title="alpha (weight of the KD term)", type="category", showgrid=False)
-    fig.update_yaxes(title="temperature T", type="category", autorange="reversed", showgrid=False)
-    viz.style(fig, title, height=150 + 90 * len(Ts))
-    fig.update_layout(margin=dict(l=70, r=20, t=60 if title else 20, b=60))
-    return fig
 
-
-# ---------------------------------------------------------------- command line
-
-
-def add_subcommands(sub, add_run_args, config_from_args) -> None:
-    """Register ``sweep`` and ``leaderboard`` on the CLI's subparsers (see ``__main__``)."""
-    s = sub.add_parser(
-        "sweep",
-        help="T x alpha grid (x methods x labelled fractions), several seeds per cell, "
-        "in parallel; prints the grid and writes a CSV",
-    )
-    add_run_args(s)
-    s.add_argument(
-        "--temperatures", default="1,2,4,8", metavar="T1,T2", help="temperatures to sweep (default: 1,2,4,8)"
-    )
-    s.add_argument("--alphas", default="0.5,0.9", metavar="A1,A2", help="alpha values to sweep (default: 0.5,0.9)")
-    s.add_argument("--methods", default="", metavar="M1,M2", help="methods to sweep (default: --method)")
-    s.add_argument(
-        "--fractions", default="", metavar="F1,F2", help="labelled fractions to sweep (default: --labeled-fraction)"
-    )
-    s.add_argument("--seeds", default="0", metavar="S1,S2", help="seeds per cell (default: 0)")
-    s.add_argument("--scratch", action="store_true", help="also train the student alone per fraction, as a reference")
-    _add_backend_args(s)
-    s.add_argument(
-        "--csv",
-        metavar="FILE",
-        default="",
-        help="write the per-cell results here (default: <KD_PLAYGROUND_HOME>/sweeps/<time>.csv)",
-    )
-    s.set_defaults(func=lambda a: cmd_sweep(a, config_from_args))
-    lb = sub.add_parser(
-        "leaderboard",
-        help="every method on one teacher/student pair, several seeds: "
-        "a table like the CRD paper's Table 1, also saved as CSV",
-    )
-    add_run_args(lb)
-    lb.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="seeds per method (default: 0,1,2)")
-    lb.add_argument("--methods", default="", metavar="M1,M2", help="only these methods (default: the whole registry)")
-    lb.add_argument(
-        "--beyond",
-        action="store_true",
-        help="also the methods beyond one teacher: ensemble, born-again, ta, dml (slower: several "
-        "teachers or chained runs)",
-    )
-    lb.add_argument(
-        "--kd-on-all",
-        action="store_true",
-        help="add the KD term (--alpha) to every method; by default feature, relational and contrastive "
-        "methods train on CE plus their own loss, as in the CRD paper's Table 1",
-    )
-    _add_backend_args(lb)
-    lb.add_argument(
-        "--csv",
-        metavar="FILE",
-        default="",
-        help="also write the table here (it is always saved in <KD_PLAYGROUND_HOME>/leaderboards)",
-    )
-    lb.set_defaults(func=lambda a: cmd_leaderboard(a, config_from_args))
-
-
-def _add_backend_args(p) -> None:
-    p.add_argument(
-        "--backend",
-        default="joblib",
-        choices=BACKENDS,
-        help="joblib: local processes (default); dask or ray: a cluster (see --address)",
-    )
-    p.add_argument(
-        "--address",
-        default="",
-        help="scheduler address of a Dask cluster (tcp://host:8786) or a Ray "
-        "cluster (host:6379 or ray://host:10001); empty: a local cluster",
-    )
-    p.add_argument(
-        "--n-jobs",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="parallel workers for local runs (default: one per CPU core)",
-    )
-
-
-def _positive_int(text):
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"n-jobs must be a whole number, got '{text}'") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"n-jobs must be at least 1, got {v}")
-    return v
-
-
-def _bars(total: int, label: str):
-    import sys
-
-    from tqdm import tqdm
-
-    state = {"teacher": None}
-
-    def teacher_progress(epoch, epochs, acc):
-        if state["teacher"] is None:
-            state["teacher"] = tqdm(total=epochs, desc="teacher", file=sys.stderr, unit="epoch")
-        state["teacher"].set_postfix(acc=f"{acc:.3f}")
-        state["teacher"].update(1)
-        if epoch == epochs:
-            state["teacher"].close()
-
-    bar = {"b": None}
-
-    def on_result(r, res):
-        if bar["b"] is None:
-            bar["b"] = tqdm(total=total, desc=label, file=sys.stderr, unit="run")
-        bar["b"].update(1)
-        if r["status"] not in ("finished", "stopped"):
-            bar["b"].write(f"cell {r['cell']} seed {r['seed']}: {r['status']}: {r['message']}", file=sys.stderr)
-        if bar["b"].n >= total:
-            bar["b"].close()
-
-    return teacher_progress, on_result
-
-
-def cmd_sweep(a, config_from_args) -> int:
-    base = config_from_args(a)
-    sw = Sweep.grid(
-        base,
-        parse_list(a.temperatures, float, "--temperatures"),
-        parse_list(a.alphas, float, "--alphas"),
-        seeds=parse_list(a.seeds, int, "--seeds"),
-        methods=parse_list(a.methods, str, "--methods") if a.methods else None,
-        fractions=parse_list(a.fractions, float, "--fractions") if a.fractions else None,
-        scratch=a.scratch,
-    )
-    teacher_progress, on_result = _bars(sw.total, f"sweep ({len(sw.cells)} cells x {len(sw.seeds)} seeds)")
-    res = sw.run(
-        backend=a.backend, n_jobs=a.n_jobs, address=a.address, on_result=on_result, teacher_progress=teacher_progress
-    )
-    print(grid_table(res))
-    path = Path(a.csv) if a.csv else paths.subdir("sweeps") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-    res.to_csv(path)
-    print(f"wrote {path}")
-    return 0 if not res.errors() else 3
-
-
-def cmd_leaderboard(a, config_from_args) -> int:
-    t0 = time.perf_counter()
-    base = config_from_args(a)
-    seeds = parse_list(a.seeds, int, "--seeds")
-    methods = parse_list(a.methods, str, "--methods") if a.methods else None
-    sw = Sweep.leaderboard(
-        base.resolved(), seeds=seeds, methods=methods, kd_on_all=a.kd_on_all, beyond=a.beyond
-    )  # refuse bad values first
-    teacher_progress, on_result = _bars(sw.total, f"leaderboard ({len(sw.cells)} methods x {len(seeds)} seeds)")
-    res, text, saved = leaderboard(
-        base.dataset,
-        seeds=seeds,
-        methods=methods,
-        base=base,
-        backend=a.backend,
-        n_jobs=a.n_jobs,
-        address=a.address,
-        kd_on_all=a.kd_on_all,
-        csv_path=a.csv or None,
-        on_result=on_result,
-        teacher_progress=teacher_progress,
-        beyond=a.beyond,
-    )
-    print(text)
-    print(f"wall time {time.perf_counter() - t0:.0f} s")
-    print(f"wrote {saved}" + (f" and {a.csv}" if a.csv else ""))
-    return 0 if not res.errors() else 3
+    def start(self, manager: JobManager | None = None) -> SweepJob:
+        (manager or SWEEPS).submit_job(self)
+        return self

@@ -164,7 +164,8 @@ def folder(k: str) -> Path:
     return paths.subdir("teachers") / k
 
 
-def _frozen(model: nn.Module, device) -> nn.Module:
+def frozen(model: nn.Module, device) -> nn.Module:
+    """``model`` on ``device``, in eval mode, its parameters frozen (a teacher's state)."""
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -190,7 +191,7 @@ def _from_disk(k: str, device) -> Teacher | None:
         warnings.warn(f"teacher cache {f} was unreadable ({type(e).__name__}); retraining the teacher", stacklevel=3)
         return None
     return Teacher(
-        _frozen(model, device),
+        frozen(model, device),
         meta["arch"],
         meta["dataset"],
         float(meta["test_accuracy"]),
@@ -202,52 +203,15 @@ def _from_disk(k: str, device) -> Teacher | None:
     )
 
 
-# Teachers shipped with the project (kd_core/shipped, made by `python -m kd_core ship-teachers`):
-# used when the recorded recipe key and model structure match the code (see kd_core/ship.py).
-def _shipped_entry(k: str) -> dict | None:
-    from . import ship
-
-    entry = ship.find(k)
-    if entry is None:
-        return None
-    ds = data_mod.load(entry["dataset"])
-    return entry if ship.available(k, entry["arch"], ds.in_shape, ds.num_classes) else None
-
-
-def _is_shipped(k: str) -> bool:
-    return _shipped_entry(k) is not None
-
-
-def _from_shipped(k: str, device) -> Teacher | None:
-    from . import ship
-
-    entry = _shipped_entry(k)
-    if entry is None:
-        return None
-    ds = data_mod.load(entry["dataset"])
-    got = ship.load(k, entry["arch"], ds.in_shape, ds.num_classes)
-    if got is None:
-        return None
-    model, entry = got
-    return Teacher(
-        _frozen(model, device),
-        entry["arch"],
-        entry["dataset"],
-        float(entry["test_accuracy"]),
-        k,
-        int(entry["epochs"]),
-        float(entry.get("train_seconds", 0.0)),
-        True,
-        source="shipped",
-    )
-
-
 # Where a teacher is found without training, after memory and in this order: each source is
 # ``(exists(key) -> bool, load(key, device) -> Teacher | None)``.
-SOURCES: list[tuple[Callable[[str], bool], Callable[[str, object], Teacher | None]]] = [
-    (_is_shipped, _from_shipped),
-    (_on_disk, _from_disk),
-]
+SOURCES: list[tuple[Callable[[str], bool], Callable[[str, object], Teacher | None]]] = [(_on_disk, _from_disk)]
+
+
+def add_source(exists: Callable[[str], bool], load: Callable[[str, object], Teacher | None]) -> None:
+    """Consult ``(exists, load)`` before the disk cache, after the sources added before it
+    (kd_core/ship.py adds the teachers shipped with the project; importing kd_core does)."""
+    SOURCES.insert(len(SOURCES) - 1, (exists, load))
 
 
 def is_available(k: str) -> bool:
@@ -321,7 +285,7 @@ def get(
         f = folder(k)
         models.save_weights(model, f / "weights.safetensors")
         paths.atomic_write_text(f / "meta.json", json.dumps(meta, indent=1))
-        teacher = Teacher(_frozen(model, device), arch, dataset, acc, k, epochs, seconds, False)
+        teacher = Teacher(frozen(model, device), arch, dataset, acc, k, epochs, seconds, False)
         with _guard:
             _memory[k] = teacher
         return teacher

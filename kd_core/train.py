@@ -43,6 +43,23 @@ epoch_batches = teachers.epoch_batches
 # ---------------------------------------------------------------- layer pairs
 
 
+def default_pair(
+    method: methods.Method, teacher: nn.Module, student: nn.Module, in_shape, strict: bool = True
+) -> tuple[str, str]:
+    """The layer pair ``method`` uses when none is named: the last spatial taps of both
+    models for a spatial method (or one that prefers them), else both embeddings; a method
+    that takes any layer falls back to the embeddings when a model has no spatial map.
+    ``strict=False``: a spatial method falls back too (a UI's suggestion; ``resolve_pairs``
+    then says why it does not suit). Raises ConfigError when no pair can be found."""
+    kind = method.tap_kind if method.tap_kind != "any" else method.prefer
+    try:
+        return models.default_pair(teacher, student, in_shape, kind)
+    except ConfigError:
+        if strict and method.tap_kind == "spatial":
+            raise
+        return models.default_pair(teacher, student, in_shape, "vector")
+
+
 def resolve_pairs(
     method: methods.Method, teacher: nn.Module, student: nn.Module, in_shape, pairs
 ) -> list[tuple[str, str, tuple, tuple]]:
@@ -51,13 +68,7 @@ def resolve_pairs(
     if not method.needs_features:
         return []
     if not pairs:
-        kind = method.tap_kind if method.tap_kind != "any" else method.prefer
-        try:
-            pairs = [models.default_pair(teacher, student, in_shape, kind)]
-        except ConfigError:
-            if method.tap_kind == "spatial":
-                raise
-            pairs = [models.default_pair(teacher, student, in_shape, "vector")]
+        pairs = [default_pair(method, teacher, student, in_shape)]
     t_shapes = models.module_shapes(teacher, in_shape)
     s_shapes = models.module_shapes(student, in_shape)
     out = []
@@ -75,9 +86,9 @@ def resolve_pairs(
             raise ConfigError(
                 f"{method.name} needs spatial feature maps (C, H, W) on both sides, but {bad}; pick stage layers"
             )
-        if method.name == "fitnets" and len(ts) != len(ss):
+        if method.regresses and len(ts) != len(ss):
             raise ConfigError(
-                f"FitNets cannot regress a {'spatial map' if len(ss) == 3 else 'vector'} "
+                f"{method.title.split()[0]} cannot regress a {'spatial map' if len(ss) == 3 else 'vector'} "
                 f"(student '{s_name}' {ss}) onto a {'spatial map' if len(ts) == 3 else 'vector'} "
                 f"(teacher '{t_name}' {ts}); pair two stages or two vector layers"
             )
@@ -121,7 +132,7 @@ def teacher_outputs(model: nn.Module, x: Tensor, names: list[str], what: tuple) 
     return out
 
 
-def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
+def labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
     """A stratified random subset of ``fraction`` of each class (at least one per class)."""
     mask = torch.zeros(len(y), dtype=torch.bool)
     if fraction <= 0.0:  # no label at all (label-free methods, alpha = 1)
@@ -133,6 +144,97 @@ def _labelled_mask(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
         k = max(1, round(fraction * len(idx)))
         mask[idx[torch.randperm(len(idx), generator=gen)[:k]]] = True
     return mask
+
+
+def masked_ce(logits: Tensor, y: Tensor, labelled: Tensor) -> Tensor:
+    """Cross-entropy over the labelled samples of the batch only (0 when there are none)."""
+    if labelled.all():
+        return F.cross_entropy(logits, y)
+    if not labelled.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[labelled], y[labelled])
+
+
+class TransferSet:
+    """What a student run trains on, on the device: the training images less an omitted
+    class (``x``, ``y``, their dataset ``index``), which of them are ``labelled`` (a
+    stratified ``labeled_fraction``), the test set, and the epochs' batches. One generator,
+    seeded by the config's seed, draws the labelled mask and then every epoch's order."""
+
+    def __init__(self, config: Config, ds: data_mod.Dataset, device):
+        check_batch_fits(config, ds)
+        keep = torch.arange(len(ds.y_train))
+        if config.omit_class is not None:
+            keep = keep[ds.y_train != config.omit_class]
+        self.gen = torch.Generator().manual_seed(config.seed)
+        y = ds.y_train[keep]
+        self.labelled = labelled_mask(y, config.labeled_fraction, self.gen).to(device)
+        self.x = ds.x_train[keep].to(device)
+        self.y = y.to(device)
+        self.index = keep.to(device)
+        self.x_test, self.y_test = ds.x_test.to(device), ds.y_test
+        self.batch_size, self.epochs, self.device = config.batch_size, config.epochs, device
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self) // self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def batches(self):
+        """One epoch's index batches, on the device."""
+        for idx in epoch_batches(len(self), self.batch_size, self.gen):
+            yield idx.to(self.device)
+
+
+def adam_cosine(params, lr: float, total_steps: int):
+    """The students' optimiser: Adam with a cosine schedule over the run. ``foreach``: one
+    multi-tensor update instead of a Python loop over the parameters (the default on CUDA,
+    not on the CPU); the same numbers, ~1% faster per step on the CPU."""
+    opt = torch.optim.Adam(params, lr=lr, foreach=True)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+
+
+def divergence(named_losses: dict, step: int, epoch: int, lr: float) -> str | None:
+    """None while every loss (``{who: loss}``) is finite; else the message that ends the run
+    as diverged, naming whose loss broke first."""
+    for who, loss in named_losses.items():
+        if loss is not None and not torch.isfinite(loss):
+            what = "NaN" if torch.isnan(loss) else "infinite"
+            return (
+                f"the {who}'s loss became {what} at step {step + 1} (epoch {epoch}); "
+                f"lower the learning rate (now {lr:g})"
+            )
+    return None
+
+
+def model_summary(model: nn.Module, ts: TransferSet, ds: data_mod.Dataset, teacher_logits: Tensor | None) -> dict:
+    """A trained model's block of a run's result: accuracy, per-class accuracy, agreement
+    with the teacher's test logits (if any), calibration, size and latency."""
+    out = metrics.summary(metrics.predict_logits(model, ts.x_test), ts.y_test, teacher_logits, ds.num_classes)
+    out.update(models.profile(model, ds.in_shape))
+    return out
+
+
+def result_head(config: Config, status: str, message: str, steps: int, total_steps: int, seconds: float, device, ds):
+    """The fields every run's result starts with."""
+    return {
+        "config": config.to_dict(),
+        "status": status,
+        "message": message,
+        "steps": steps,
+        "total_steps": total_steps,
+        "wall_seconds": seconds,
+        "device": str(device),
+        "pairs": [],
+        "classes": list(ds.classes),
+        "data": ds.describe(),
+    }
 
 
 def _forward(model: nn.Module, x: Tensor, names: list[str]) -> tuple[Tensor, list[Tensor]]:
@@ -147,7 +249,20 @@ def _forward(model: nn.Module, x: Tensor, names: list[str]) -> tuple[Tensor, lis
 class Trainer:
     """One distillation run: a student (and a scratch baseline) against a cached teacher."""
 
-    def __init__(self, config: Config, teacher: Teacher | None = None, device=None, teacher_progress=None):
+    def __init__(
+        self,
+        config: Config,
+        teacher: Teacher | None = None,
+        device=None,
+        teacher_progress=None,
+        feature_cache_bytes: int | None = None,
+        dataset: data_mod.Dataset | None = None,
+    ):
+        """``feature_cache_bytes``: the teacher's features on the transfer set are computed
+        once and kept when they fit this many bytes (default ``FEATURE_CACHE_BYTES``), else
+        recomputed at every step. ``dataset``: the data to train on, already loaded (default:
+        ``data.load(config.dataset, train_subset=config.train_subset)``)."""
+        self.feature_cache_bytes = FEATURE_CACHE_BYTES if feature_cache_bytes is None else feature_cache_bytes
         self.config = config.resolved().validate()
         cfg = self.config
         self.method = cfg.method_obj
@@ -158,7 +273,7 @@ class Trainer:
                 f"method '{self.method.name}' chains several runs or trains without a teacher; "
                 "run it with train.distil() or train.method_events()"
             )
-        self.ds = data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
+        self.ds = dataset if dataset is not None else data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
         if teacher is None and self.method.make_teacher is not None:  # e.g. an ensemble of teachers
             teacher = self.method.make_teacher(cfg, self.device, teacher_progress)
         self.teacher = teacher or get_teacher(
@@ -224,27 +339,18 @@ class Trainer:
 
     # ---------------------------------------------------------- data prep
     def _prepare(self):
-        cfg, dev = self.config, self.device
-        check_batch_fits(cfg, self.ds)
-        keep = torch.arange(len(self.ds.y_train))
-        if cfg.omit_class is not None:
-            keep = keep[self.ds.y_train != cfg.omit_class]
-        gen = torch.Generator().manual_seed(cfg.seed)
-        y = self.ds.y_train[keep]
-        self.labelled = _labelled_mask(y, cfg.labeled_fraction, gen).to(dev)
-        self.x = self.ds.x_train[keep].to(dev)
-        self.y = y.to(dev)
-        self.index = keep.to(dev)
-        self.gen = gen
+        self.transfer = ts = TransferSet(self.config, self.ds, self.device)
+        self.labelled, self.x, self.y, self.index, self.gen = ts.labelled, ts.x, ts.y, ts.index, ts.gen
         t_names = [p[0] for p in self.pairs]
         # the frozen teacher's outputs on the transfer set, computed once (and shared by the
         # runs of this process with the same teacher and transfer set: see teacher_outputs)
+        cfg, dev = self.config, self.device
         feats_bytes = sum(len(self.x) * 4 * _numel(p[2]) for p in self.pairs)
-        self.cache_feats = feats_bytes <= FEATURE_CACHE_BYTES
+        self.cache_feats = feats_bytes <= self.feature_cache_bytes
         names = t_names if self.cache_feats else []
-        what = (cfg.dataset, cfg.train_subset, cfg.omit_class, str(dev))
+        what = (cfg.dataset, self.ds.fingerprint, cfg.train_subset, cfg.omit_class, str(dev))
         self.t_logits, self.t_feats = teacher_outputs(self.teacher.model, self.x, names, ("train", *what))
-        self.x_test = self.ds.x_test.to(dev)
+        self.x_test = ts.x_test
         self.t_test_logits = teacher_outputs(self.teacher.model, self.x_test, [], ("test", *what))[0].float().cpu()
 
     # ---------------------------------------------------------- the loop
@@ -255,17 +361,12 @@ class Trainer:
         set_threads()
         t_start = time.perf_counter()
         self._prepare()
-        n = len(self.x)
-        steps_per_epoch = -(-n // cfg.batch_size)
-        total_steps = steps_per_epoch * cfg.epochs
+        ts = self.transfer
+        n, steps_per_epoch, total_steps = len(ts), ts.steps_per_epoch, ts.total_steps
         params = list(self.student.parameters()) + (list(self.modules.parameters()) if self.modules else [])
-        # foreach: one multi-tensor update instead of a Python loop over the parameters (the
-        # default on CUDA, not on the CPU); the same numbers, ~1% faster per step on the CPU
-        opt = torch.optim.Adam(params, lr=cfg.lr, foreach=True)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+        opt, sched = adam_cosine(params, cfg.lr, total_steps)
         if self.baseline is not None:
-            b_opt = torch.optim.Adam(self.baseline.parameters(), lr=cfg.lr, foreach=True)
-            b_sched = torch.optim.lr_scheduler.CosineAnnealingLR(b_opt, T_max=total_steps)
+            b_opt, b_sched = adam_cosine(self.baseline.parameters(), cfg.lr, total_steps)
         s_names = [p[1] for p in self.pairs]
         t_names = [p[0] for p in self.pairs]
         yield {
@@ -287,12 +388,11 @@ class Trainer:
                 self.modules.train()
             if self.baseline is not None:
                 self.baseline.train()
-            for b, idx in enumerate(epoch_batches(n, cfg.batch_size, self.gen)):
+            for b, idx in enumerate(ts.batches()):
                 if self._stop.is_set():
                     status, message = "stopped", f"stopped by the user at step {step} of {total_steps}"
                     break
                 t0 = time.perf_counter()
-                idx = idx.to(self.device)
                 xb, yb, lab = self.x[idx], self.y[idx], self.labelled[idx]
                 t_logits = self.t_logits[idx]
                 if not t_names:
@@ -310,15 +410,10 @@ class Trainer:
                 loss = sum(terms.values())
                 b_loss = None
                 if self.baseline is not None:
-                    b_loss = _masked_ce(self.baseline(xb), yb, lab)
-                bad = not torch.isfinite(loss) or (b_loss is not None and not torch.isfinite(b_loss))
-                if bad:
-                    which = "student" if not torch.isfinite(loss) else "scratch baseline"
-                    status = "diverged"
-                    message = (
-                        f"the {which}'s loss became {'NaN' if torch.isnan(loss if which == 'student' else b_loss) else 'infinite'} "
-                        f"at step {step + 1} (epoch {epoch}); lower the learning rate (now {cfg.lr:g})"
-                    )
+                    b_loss = masked_ce(self.baseline(xb), yb, lab)
+                broke = divergence({"student": loss, "scratch baseline": b_loss}, step, epoch, cfg.lr)
+                if broke:
+                    status, message = "diverged", broke
                     break
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -368,7 +463,7 @@ class Trainer:
         """The weighted loss terms of one step; scalars the method reports besides its
         losses (CTKD's learned T) go into ``report``."""
         cfg, m = self.config, self.method
-        ce = _masked_ce(s_logits, y, lab)
+        ce = masked_ce(s_logits, y, lab)
         ctx = None
         if m.name != "none":
             # unlabelled samples take the teacher's prediction where a method needs "the" class (DKD)
@@ -435,12 +530,9 @@ class Trainer:
         t_prof = self.teacher.profile(ds.in_shape)
 
         def block(model, loss_key):
-            logits = metrics.predict_logits(model, self.x_test)
-            out = metrics.summary(logits, y, self.t_test_logits, k)
-            prof = models.profile(model, ds.in_shape)
-            out.update(prof)
-            out["compression"] = t_prof["params"] / max(prof["params"], 1)
-            out["speedup"] = t_prof["latency_ms"] / max(prof["latency_ms"], 1e-9)
+            out = model_summary(model, self.transfer, ds, self.t_test_logits)
+            out["compression"] = t_prof["params"] / max(out["params"], 1)
+            out["speedup"] = t_prof["latency_ms"] / max(out["latency_ms"], 1e-9)
             out["train_seconds"] = self.train_seconds
             out["samples_per_second"] = samples / self.train_seconds if self.train_seconds > 0 else 0.0
             out["history"] = [
@@ -450,17 +542,9 @@ class Trainer:
             ]
             return out
 
-        result = {
-            "config": self.config.to_dict(),
-            "status": status,
-            "message": message,
-            "steps": steps,
-            "total_steps": total_steps,
-            "wall_seconds": seconds,
-            "device": str(self.device),
-            "pairs": [(p[0], p[1]) for p in self.pairs],
-            "classes": list(ds.classes),
-            "data": ds.describe(),
+        result = result_head(self.config, status, message, steps, total_steps, seconds, self.device, ds)
+        result["pairs"] = [(p[0], p[1]) for p in self.pairs]
+        result |= {
             "teacher": {
                 "arch": self.teacher.arch,
                 "source": self.teacher.source,
@@ -499,15 +583,6 @@ def _numel(shape) -> int:
     return n
 
 
-def _masked_ce(logits: Tensor, y: Tensor, labelled: Tensor) -> Tensor:
-    """Cross-entropy over the labelled samples of the batch only (0 when there are none)."""
-    if labelled.all():
-        return F.cross_entropy(logits, y)
-    if not labelled.any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[labelled], y[labelled])
-
-
 def check_batch_fits(config: Config, ds) -> None:
     """Refuse a batch larger than the student's transfer set (the training images, less an
     omitted class): it would silently train one short step per epoch."""
@@ -520,26 +595,63 @@ def check_batch_fits(config: Config, ds) -> None:
         raise ConfigError(f"batch_size {config.batch_size} is larger than {where}; choose at most {n}")
 
 
-def method_events(config: Config, teacher_progress=None):
-    """Events of any method: a Trainer's, or a chained / teacher-free method's pipeline
-    (kd_core/beyond.py), which ends with the same ``{"kind": "end", "result": ...}``."""
+class ChainedRun:
+    """A method that chains runs or trains without a teacher (born-again, TA, DML:
+    kd_core/beyond.py; the data-free and label-free ones: kd_core/datafree.py) as one run,
+    like a Trainer: ``events()`` are its pipeline's (the inner runs' tagged with their
+    ``"stage"``), ending with ``{"kind": "end", "result": ...}``. ``stop()``: a pipeline that
+    stops itself (it has ``stop()``) ends at its next step and keeps what was done; any other
+    ends at its next event, as "stopped" without a result."""
+
+    def __init__(self, config: Config, teacher_progress=None):
+        self.config = config.resolved().validate()
+        self.result: dict | None = None
+        self._stop = threading.Event()
+        self.pipeline = self.config.method_obj.pipeline(self.config, teacher_progress=teacher_progress)
+        self.stoppable = hasattr(self.pipeline, "stop")
+
+    @property
+    def trainer(self):
+        """The inner run that holds the trained models (a pipeline that stops itself), or None."""
+        return self.pipeline if self.stoppable else None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.stoppable:
+            self.pipeline.stop()
+
+    def events(self):
+        for ev in self.pipeline:
+            if self._stop.is_set() and not self.stoppable:
+                self.pipeline.close()
+                yield {"kind": "end", "status": "stopped", "message": "stopped", "result": None}
+                return
+            if ev["kind"] == "end":
+                self.result = ev["result"]
+            yield ev
+
+
+def make_run(config: Config, teacher_progress=None, teacher: Teacher | None = None):
+    """The run of any method, an object with ``events()`` and ``stop()``: a ``Trainer``, or
+    a ``ChainedRun`` for the methods that chain runs or train without a teacher (their own
+    teachers: ``teacher`` then does not apply)."""
     cfg = config.resolved().validate()
-    m = cfg.method_obj
-    if m.pipeline is not None:
-        return m.pipeline(cfg, teacher_progress=teacher_progress)
-    return Trainer(cfg, teacher_progress=teacher_progress).events()
+    if cfg.method_obj.pipeline is not None:
+        return ChainedRun(cfg, teacher_progress)
+    return Trainer(cfg, teacher=teacher, teacher_progress=teacher_progress)
+
+
+def method_events(config: Config, teacher_progress=None):
+    """Events of any method's run (``make_run``)."""
+    return make_run(config, teacher_progress).events()
 
 
 def distil(config: Config, on_event=None, teacher: Teacher | None = None) -> dict:
-    """Convenience: build a Trainer and run it to the end; returns the summary dict.
-    Methods that chain runs (born-again, TA) or train without a teacher (DML) run their
+    """Convenience: make the run (``make_run``) and run it to the end; returns the summary
+    dict. Methods that chain runs (born-again, TA) or train without a teacher (DML) run their
     pipeline instead (``teacher`` then does not apply)."""
-    if config.method_obj.pipeline is None:
-        return Trainer(config, teacher=teacher).run(on_event)
-    result = None
-    for ev in method_events(config):
+    run = make_run(config, teacher=teacher)
+    for ev in run.events():
         if on_event is not None:
             on_event(ev)
-        if ev["kind"] == "end":
-            result = ev["result"]
-    return result
+    return run.result

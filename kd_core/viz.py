@@ -187,7 +187,7 @@ def loss_curves(steps: list[dict], title: str | None = None, smooth: int = 5) ->
                 if k not in names:
                     names.append(k)
         for i, k in enumerate(names):
-            y = _smooth([s["losses"].get(k, float("nan")) for s in steps], smooth)
+            y = moving_average([s["losses"].get(k, float("nan")) for s in steps], smooth)
             data.append(
                 dict(
                     type="scatter",
@@ -199,7 +199,7 @@ def loss_curves(steps: list[dict], title: str | None = None, smooth: int = 5) ->
                 )
             )
         if any(s.get("baseline_loss") is not None for s in steps):
-            y = _smooth(
+            y = moving_average(
                 [s.get("baseline_loss") if s.get("baseline_loss") is not None else float("nan") for s in steps], smooth
             )
             data.append(
@@ -261,7 +261,7 @@ def learned_temperature_curve(steps: list[dict], title: str | None = None) -> go
     )
 
 
-def _smooth(values: list[float], k: int) -> list[float]:
+def moving_average(values: list[float], k: int) -> list[float]:
     if k <= 1 or len(values) < 2:
         return values
     out, acc = [], []
@@ -886,3 +886,84 @@ def sample_bars(
             margin=dict(l=60, r=20, t=52 if title else 20, b=150),
         ),
     )
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def heatmap_figure(
+    res,
+    method: str,
+    fraction: float,
+    metric: str = "acc",
+    title: str | None = None,
+    best: dict | None = None,
+):
+    """A sweep's (``kd_core.sweep.SweepResult``) T (rows) x alpha (columns) heatmap of a cell metric's mean, with ``mean ± std`` in each
+    cell, grey '…' cells while pending, and the best cell starred and outlined."""
+    rows = [r for r in res.rows() if not r["reference"] and r["method"] == method and r["labeled_fraction"] == fraction]
+    Ts, As = res.sweep.axis("temperature"), res.sweep.axis("alpha")
+    is_best = best is not None and best["method"] == method and best["labeled_fraction"] == fraction
+    z, text, pending = [], [], []
+    for T in Ts:
+        zr, tr, pr = [], [], []
+        for a in As:
+            r = next((r for r in rows if r["temperature"] == T and r["alpha"] == a), None)
+            m = r[f"{metric}_mean"] if r else math.nan
+            s = r[f"{metric}_std"] if r else math.nan
+            done = r is not None and r["n"] > 0 and not math.isnan(m)
+            zr.append(100 * m if done else None)
+            pr.append("" if done else "…")
+            if not done:
+                tr.append("")
+                continue
+            star = "★ " if is_best and best["temperature"] == T and best["alpha"] == a else ""
+            tr.append(
+                f"{star}{100 * m:.1f}"
+                + ("" if math.isnan(s) else f"<br>± {100 * s:.1f}")
+                + (f"<br>({r['n']}/{r['seeds']} seeds)" if r["n"] < r["seeds"] else "")
+            )
+        z.append(zr)
+        text.append(tr)
+        pending.append(pr)
+    xs, ys = [f"{a:g}" for a in As], [f"{T:g}" for T in Ts]
+    name = "accuracy" if metric == "acc" else "agreement"
+    fig = go.Figure()
+    # grey cells under the data: a pending cell stays visible (with '…') until its runs finish
+    fig.add_heatmap(
+        z=[[0] * len(As) for _ in Ts],
+        x=xs,
+        y=ys,
+        colorscale=[[0, "#EEEEEE"], [1, "#EEEEEE"]],
+        showscale=False,
+        text=pending,
+        texttemplate="%{text}",
+        textfont=dict(size=22, color="#888888"),
+        hoverinfo="skip",
+        xgap=3,
+        ygap=3,
+    )
+    fig.add_heatmap(
+        z=z,
+        x=xs,
+        y=ys,
+        text=text,
+        texttemplate="%{text}",
+        textfont=dict(size=16),
+        colorscale=SEQUENTIAL,
+        colorbar=dict(title=dict(text=f"{name} %"), thickness=14),
+        hoverongaps=False,
+        xgap=3,
+        ygap=3,
+        hovertemplate=f"T=%{{y}}, alpha=%{{x}}: {name} %{{z:.2f}}%<extra></extra>",
+    )
+    if is_best:
+        bx, by = As.index(best["alpha"]), Ts.index(best["temperature"])
+        fig.add_shape(
+            type="rect", x0=bx - 0.5, x1=bx + 0.5, y0=by - 0.5, y1=by + 0.5, line=dict(color="#000000", width=4)
+        )
+    fig.update_xaxes(title="alpha (weight of the KD term)", type="category", showgrid=False)
+    fig.update_yaxes(title="temperature T", type="category", autorange="reversed", showgrid=False)
+    style(fig, title, height=150 + 90 * len(Ts))
+    fig.update_layout(margin=dict(l=70, r=20, t=60 if title else 20, b=60))
+    return fig

@@ -125,7 +125,7 @@ def run_labels(all_runs: list[runs.Run]) -> dict[str, str]:
 
 
 def localise_heatmap(fig: go.Figure, metric: str) -> go.Figure:
-    """sweep.heatmap_figure's texts in the session's language: axis titles (via the
+    """viz.heatmap_figure's texts in the session's language: axis titles (via the
     catalogues' figure sections), the colour bar, the hover text and the partial-seed notes."""
     if i18n.lang() == i18n.DEFAULT:
         return fig
@@ -461,7 +461,7 @@ def overlays(sel: list[runs.Run]) -> None:
         if r.steps:
             loss.add_scatter(
                 x=[s["step"] for s in r.steps],
-                y=viz._smooth([s["loss"] for s in r.steps], 5),
+                y=viz.moving_average([s["loss"] for s in r.steps], 5),
                 mode="lines",
                 name=name,
                 line=dict(color=col, width=3),
@@ -601,7 +601,7 @@ def start_sweep(cfg: Config, temps, alphas, seeds: int, scratch: bool, workers: 
         st.session_state.cmp_sw_error = str(e)
         return
     sid = state.session_id()
-    job = sweep.SweepJob(sw, backend="joblib", n_jobs=workers, is_alive=lambda: state._session_alive(sid))
+    job = sweep.SweepJob(sw, backend="joblib", n_jobs=workers, is_alive=lambda: state.session_alive(sid))
     st.session_state.cmp_sweep_job = job.start()
 
 
@@ -644,8 +644,8 @@ def draw_sweep(job: sweep.SweepJob) -> None:
         for frac in sw.axis("labeled_fraction"):
             where = t("compare.sweep.where", method=m, frac=frac)
             c1, c2 = st.columns(2)
-            acc_fig = sweep.heatmap_figure(res, m, frac, "acc", t("compare.sweep.acc_title", where=where), best)
-            agree_fig = sweep.heatmap_figure(res, m, frac, "agree", t("compare.sweep.agree_title", where=where), best)
+            acc_fig = viz.heatmap_figure(res, m, frac, "acc", t("compare.sweep.acc_title", where=where), best)
+            agree_fig = viz.heatmap_figure(res, m, frac, "agree", t("compare.sweep.agree_title", where=where), best)
             c1.plotly_chart(localise_heatmap(acc_fig, "acc"), key=f"cmp_hm_acc_{m}_{frac}", width="stretch")
             c2.plotly_chart(localise_heatmap(agree_fig, "agree"), key=f"cmp_hm_agree_{m}_{frac}", width="stretch")
     lines = []

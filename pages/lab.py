@@ -146,10 +146,7 @@ def suggested_pairs(method, t_model, s_model, in_shape, t_shapes, s_shapes) -> l
     from kd_core.features import aligned_pairs
 
     kind = method.tap_kind if method.tap_kind != "any" else method.prefer
-    try:
-        dt, ds_ = models.default_pair(t_model, s_model, in_shape, kind)
-    except KDError:
-        dt, ds_ = models.default_pair(t_model, s_model, in_shape, "vector")
+    dt, ds_ = train.default_pair(method, t_model, s_model, in_shape, strict=False)
     others = [
         pr
         for pr in reversed(aligned_pairs(t_model, s_model, in_shape))

@@ -1,4 +1,4 @@
-"""The benchmark keeps working: ``python -m kd_core bench --quick`` runs as a user would run
+"""The benchmark keeps working: ``python -m benchmarks --quick`` runs as a user would run
 it (a subprocess), prints its report and writes every section of the JSON with positive
 numbers. How fast anything is, is not checked here: that is PERFORMANCE.md's business."""
 
@@ -24,7 +24,7 @@ def _positive(x) -> bool:
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "kd_core", "bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
         cwd=ROOT,
         env=dict(os.environ),
         capture_output=True,
@@ -77,7 +77,7 @@ def test_quick_bench_measures_the_app_redraws_and_memory(quick):
 
 def test_bench_rejects_an_unknown_method():
     proc = subprocess.run(
-        [sys.executable, "-m", "kd_core", "bench", "--quick", "--methods", "kd,magic", "--json", ""],
+        [sys.executable, "-m", "benchmarks", "--quick", "--methods", "kd,magic", "--json", ""],
         cwd=ROOT,
         env=dict(os.environ),
         capture_output=True,

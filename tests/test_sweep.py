@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kd_core import sweep
+from kd_core import sweep, viz
 from kd_core.__main__ import main
 from kd_core.config import Config
 
@@ -59,7 +59,7 @@ def test_a_2x2_sweep_runs_on_parallel_worker_processes(joblib_run):
     text = res.to_csv()
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 5 and sum(r["best"] == "True" for r in rows) == 1
-    fig = sweep.heatmap_figure(res, "kd", 0.1, "acc", best=res.best())
+    fig = viz.heatmap_figure(res, "kd", 0.1, "acc", best=res.best())
     assert len(fig.layout.shapes) == 1  # the best cell outlined
 
 

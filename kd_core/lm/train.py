@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .. import paths
 from ..errors import ConfigError, KDError
 from ..models import load_weights, pick_device, save_weights
+from ..teachers import set_threads
 from . import corpus as corpus_mod
 from . import losses
 from . import methods as methods_mod
@@ -141,8 +142,6 @@ def _lr_at(step: int, total: int, lr: float) -> float:
 
 def train_teacher(corpus, arch: str, steps: int, seed: int = 0, device=None, progress=None, stop=None) -> nn.Module:
     """Train a teacher on the whole training split; ``progress(step, steps, loss)`` every 10 steps."""
-    from ..train import set_threads
-
     set_threads()
     device = device or pick_device()
     torch.manual_seed(seed)
@@ -295,8 +294,6 @@ def sample_text(
 # ---------------------------------------------------------------- the distillation loop
 class LMTrainer:
     def __init__(self, config: LMConfig, teacher: LMTeacher | None = None, teacher_progress=None):
-        from ..train import set_threads
-
         self.config = replace(config, params=dict(config.params)).validate()
         self.method = self.config.method_obj
         self.corpus = corpus_mod.load(self.config.corpus)
