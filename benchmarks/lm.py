@@ -1,5 +1,6 @@
 """Training throughput of each LM distillation method against the student alone (the floor):
-``python -m kd_core.lm.bench [--steps N] [--json FILE]``.
+``python -m benchmarks.lm [--steps N] [--json FILE]`` (a tool outside the engine, like the
+rest of benchmarks/).
 
 Each method runs ``steps`` training steps of the default student (no scratch twin, no final
 evaluation) with the default teacher (cached, or trained first); reported: characters per
@@ -13,9 +14,9 @@ import argparse
 import json
 import time
 
-from .. import paths
-from .methods import METHODS
-from .train import LMConfig, LMTrainer
+from kd_core import paths
+from kd_core.lm.methods import METHODS
+from kd_core.lm.train import LMConfig, LMTrainer
 
 
 def measure(method: str, steps: int = 60, **overrides) -> dict:
@@ -39,7 +40,7 @@ def measure(method: str, steps: int = 60, **overrides) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kd_core.lm.bench")
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.lm")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
