@@ -649,6 +649,31 @@ viz.style(fig, f"p(student's i picks teacher's j), tau = {TAU:g}", height=460).s
 #   [Agarwal et al. 2024](https://arxiv.org/abs/2306.13649)).
 
 # %% [markdown]
+# ### Language models: which divergence?
+#
+# A language model's next-token distribution often has several good answers. A small student that
+# cannot represent them all must choose how to be wrong, and the direction of the KL decides it:
+# **forward** KL $\mathrm{KL}(p_T \| p_S)$ (Hinton's soft targets, DistilBERT) punishes the student
+# wherever the teacher has mass it misses, so it spreads over every mode (*mode-covering*);
+# **reverse** KL $\mathrm{KL}(p_S \| p_T)$ (MiniLLM) punishes the student's mass where the teacher has
+# none, so it settles on one mode (*mode-seeking*). Below, a one-bump student is fitted exactly to a
+# two-bump teacher under each divergence (`kd_core.lm.explain`). The app's **Language models** page
+# and `python -m kd_core lm train --method reverse-kl` show the same effect in real character-level
+# students: the reverse-KL student's next-character distributions have lower entropy.
+
+# %%
+from kd_core.lm import explain
+
+p_teacher = explain.bimodal(40, separation=16.0, weight=0.5)
+fits = {d: explain.fit_unimodal(p_teacher, d) for d in ("forward", "reverse")}
+viz.prob_bars({"teacher (two modes)": p_teacher, "student, forward KL": fits["forward"]["probs"],
+               "student, reverse KL": fits["reverse"]["probs"]}, [str(i) for i in range(40)],
+              title="One bump fitted to two: forward KL covers, reverse KL seeks").show()
+for d, f in fits.items():
+    print(f"{d} KL: the student's bump sits at {f['mean']:.1f} with width {f['std']:.1f}; "
+          f"entropy {f['entropy']:.2f} nats (teacher {explain.entropy_nats(p_teacher):.2f})")
+
+# %% [markdown]
 # ## 8 · Check yourself
 #
 # 1. What happens to the teacher's probabilities when the temperature $T$ increases — and does the

@@ -225,6 +225,10 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert h_hi > h_lo and bar_hi < bar_lo  # a higher T flattens the bars
     t_lo, t_hi, check = _number(r"loss: total ([\d.]+) at alpha 0.9 -> ([\d.]+) at alpha 0.1; engine ([\d.]+)", text)
     assert t_lo != t_hi and abs(t_hi - check) < 1e-6
+    # 7. language models: forward KL covers both modes, reverse KL seeks one (lower entropy)
+    h_fwd = _number(r"forward KL: .*?entropy ([\d.]+) nats", text)[0]
+    h_rev = _number(r"reverse KL: .*?entropy ([\d.]+) nats", text)[0]
+    assert h_rev < h_fwd
     acc, steps, total, points = _number(
         r"panel: finished, student ([\d.]+), progress (\d+)/(\d+), (\d+) accuracy points", text
     )
