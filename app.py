@@ -13,21 +13,21 @@ st.set_page_config(
 
 from kd_app import chrome, i18n  # noqa: E402  (after set_page_config)
 
-LESSON = "pages/lesson.py"
+LESSON = "app_pages/lesson.py"
 pages = [
     st.Page(LESSON, title="Lesson", icon="🎓", url_path="home", default=True),  # at /
     # the same Lesson at /lesson (a default page has no path of its own: /lesson was "Page not found")
     st.Page(LESSON, title="Lesson", icon="🎓", url_path="lesson", visibility="hidden"),
-    st.Page("pages/soft_targets.py", title="Soft targets", icon="🌡️", url_path="soft-targets"),
-    st.Page("pages/lab.py", title="Distillation lab", icon="🧪", url_path="lab"),
-    st.Page("pages/feature_maps.py", title="Feature maps", icon="🗺️", url_path="feature-maps"),
-    st.Page("pages/relations.py", title="Relations", icon="🕸️", url_path="relations"),
-    st.Page("pages/contrastive.py", title="Contrastive", icon="🧲", url_path="contrastive"),
-    st.Page("pages/compare.py", title="Compare & sweep", icon="📊", url_path="compare"),
-    st.Page("pages/beyond.py", title="Beyond one teacher", icon="👥", url_path="beyond"),
-    st.Page("pages/no_data.py", title="No data", icon="🌙", url_path="no-data"),
-    st.Page("pages/speech.py", title="Image → speech", icon="🔊", url_path="speech"),
-    st.Page("pages/language_models.py", title="Language models", icon="💬", url_path="language-models"),
+    st.Page("app_pages/soft_targets.py", title="Soft targets", icon="🌡️", url_path="soft-targets"),
+    st.Page("app_pages/lab.py", title="Distillation lab", icon="🧪", url_path="lab"),
+    st.Page("app_pages/feature_maps.py", title="Feature maps", icon="🗺️", url_path="feature-maps"),
+    st.Page("app_pages/relations.py", title="Relations", icon="🕸️", url_path="relations"),
+    st.Page("app_pages/contrastive.py", title="Contrastive", icon="🧲", url_path="contrastive"),
+    st.Page("app_pages/compare.py", title="Compare & sweep", icon="📊", url_path="compare"),
+    st.Page("app_pages/beyond.py", title="Beyond one teacher", icon="👥", url_path="beyond"),
+    st.Page("app_pages/no_data.py", title="No data", icon="🌙", url_path="no-data"),
+    st.Page("app_pages/speech.py", title="Image → speech", icon="🔊", url_path="speech"),
+    st.Page("app_pages/language_models.py", title="Language models", icon="💬", url_path="language-models"),
 ]
 nav = st.navigation(i18n.localise_pages(pages))
 chrome.sidebar()

@@ -39,7 +39,7 @@ from .common import (
 
 
 def render_lab(job, snap: dict) -> int:
-    """What the Lab page's live fragment draws from a job's snapshot (pages/lab.py draw_job),
+    """What the Lab page's live fragment draws from a job's snapshot (app_pages/lab.py draw_job),
     serialised as Streamlit sends a Plotly figure. Returns the bytes."""
     cfg = snap["config"]
     epochs = snap["epochs"]
@@ -284,7 +284,7 @@ def redraws(s: Settings, device) -> dict:
         return len(fig.to_json())
 
     def feature_maps_page(idx):
-        """What pages/feature_maps.py redraws on a slider move: per role a channel grid, an
+        """What app_pages/feature_maps.py redraws on a slider move: per role a channel grid, an
         attention overlay and the prediction."""
         x1, image = image_of(idx)
         figs = []
@@ -309,7 +309,7 @@ def redraws(s: Settings, device) -> dict:
     N = 64
 
     def relations_redraw(offset):
-        """What pages/relations.py redraws for a new batch: the teacher's and the student's
+        """What app_pages/relations.py redraws for a new batch: the teacher's and the student's
         embeddings of N test images (relations.flat_features), their four relational matrices
         (relations.relation_matrices) and a distance heatmap each (viz.relation_heatmap)."""
         xb = ds.x_test[offset : offset + N]
@@ -357,7 +357,7 @@ script_runner.ScriptRunner._run_script = timed
 
 at = AppTest.from_file(sys.argv[1], default_timeout=600)
 at.run()
-at.switch_page("pages/soft_targets.py").run()  # whichever page is the default
+at.switch_page("app_pages/soft_targets.py").run()  # whichever page is the default
 assert not at.exception, at.exception
 temps = [1.0, 2.0, 4.0, 10.0, 20.0, 0.5]
 at.select_slider(key="st_T").set_value(3.0).run()  # warm-up

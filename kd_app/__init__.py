@@ -1,4 +1,4 @@
 """The Streamlit side of KD Playground: shared state and widgets used by the pages.
 
-Only this package and ``pages/`` import streamlit; the engine (``kd_core``) never does.
+Only this package and ``app_pages/`` import streamlit; the engine (``kd_core``) never does.
 """

@@ -288,7 +288,7 @@ def quick_train(run: LabRun, texts: str, buttons: Sequence[Quick], widths: Seque
         if col.button(t(b.label, epochs=QUICK_EPOCHS), key=b.key, disabled=run.running, help=t(b.help))
     ]
     cols[len(buttons)].page_link(
-        "pages/lab.py", label=t(f"{texts}.lab_link"), icon="🧪", help=t(f"{texts}.lab_link_help")
+        "app_pages/lab.py", label=t(f"{texts}.lab_link"), icon="🧪", help=t(f"{texts}.lab_link_help")
     )
     if pressed:
         cfg = Config(

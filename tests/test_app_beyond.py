@@ -28,7 +28,7 @@ def open_page(lang: str | None = None, **settings) -> AppTest:
     for k, v in settings.items():
         at.session_state[k] = v
     at.run()
-    at.switch_page("pages/beyond.py")
+    at.switch_page("app_pages/beyond.py")
     at.run()
     assert not at.exception, at.exception
     missing = [b for b in at.button if b.key == "by_train_members"]
@@ -158,7 +158,7 @@ def test_opening_the_page_trains_nothing_until_asked(monkeypatch):
     at.session_state["by_dataset"] = "digits"
     at.session_state["by_k"] = 6  # seeds 2..5 of the digits teacher are in no cache
     at.run()
-    at.switch_page("pages/beyond.py")
+    at.switch_page("app_pages/beyond.py")
     at.run()
     assert not at.exception
     assert any(b.key == "by_train_members" for b in at.button)

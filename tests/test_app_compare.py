@@ -55,7 +55,7 @@ def open_compare(lang: str = "en", session: str = ME) -> AppTest:
     if lang != "en":
         at.query_params["lang"] = lang
     at.run()
-    at.switch_page("pages/compare.py")
+    at.switch_page("app_pages/compare.py")
     at.run()
     assert not at.exception
     return at
@@ -161,7 +161,7 @@ def test_the_lecturer_manages_every_run_and_clears_the_class(saved, monkeypatch)
     at.session_state["kd_session_id"] = "lecturer-laptop"
     at.session_state["kd_lecturer"] = True  # unlocked in the sidebar (the test above)
     at.run()
-    at.switch_page("pages/compare.py")
+    at.switch_page("app_pages/compare.py")
     at.run()
     at.selectbox(key="cmp_manage").set_value(a.id).run()
     assert not at.button(key="cmp_rename").disabled  # someone else's run, but the lecturer may
@@ -178,7 +178,7 @@ def test_no_password_set_means_no_lecturer_mode(saved, monkeypatch):
     at.session_state["kd_lecturer"] = True  # even a forged flag gives no rights without a password
     at.run()
     assert "kd_lecturer_password" not in [x.key for x in at.text_input]  # no lecturer box at all
-    at.switch_page("pages/compare.py")
+    at.switch_page("app_pages/compare.py")
     at.run()
     at.selectbox(key="cmp_manage").set_value(saved[0].id).run()
     assert at.button(key="cmp_rename").disabled
@@ -192,12 +192,12 @@ def test_a_saved_run_reopens_in_the_other_pages(saved):
     at.button(key="cmp_reload_btn").click().run()
     assert not at.exception
     assert any("reopened" in s.value for s in at.success)
-    at.switch_page("pages/lab.py")
+    at.switch_page("app_pages/lab.py")
     at.run()
     assert not at.exception
     assert any(s.value.startswith("Finished") for s in at.success)
     assert frame(at, "test accuracy") is not None  # the Lab's results table
-    at.switch_page("pages/soft_targets.py")
+    at.switch_page("app_pages/soft_targets.py")
     at.run()
     assert not at.exception
     assert any("digits" in i.value for i in at.info)  # "your last Lab run distilled a student on digits"

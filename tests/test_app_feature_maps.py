@@ -27,7 +27,7 @@ def open_page(owner: str | None = None, job_id: int | None = None) -> AppTest:
     if job_id is not None:
         at.session_state["kd_lab_job_id"] = job_id
     at.run()
-    at.switch_page("pages/feature_maps.py")
+    at.switch_page("app_pages/feature_maps.py")
     at.run()
     assert not at.exception, at.exception
     return at
@@ -198,7 +198,7 @@ def test_in_chinese_every_text_comes_from_the_catalogue_and_the_pickers_work():
     at = AppTest.from_file(APP, default_timeout=180)
     at.query_params["lang"] = "zh"
     at.run()
-    at.switch_page("pages/feature_maps.py")
+    at.switch_page("app_pages/feature_maps.py")
     at.run()
     assert not at.exception, at.exception
     assert at.title[0].value == "🗺️ " + zh("feature_maps.title")

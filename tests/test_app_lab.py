@@ -20,7 +20,7 @@ def open_lab(lang: str = "en") -> AppTest:
     if lang != "en":
         at.query_params["lang"] = lang  # a shared link in that language: set before the first run
     at.run()
-    at.switch_page("pages/lab.py")
+    at.switch_page("app_pages/lab.py")
     at.run()
     assert not at.exception
     return at
@@ -250,8 +250,8 @@ def test_settings_survive_a_visit_to_another_page():
     nckd = at.get("number_input") + at.get("slider")
     nckd = next(w for w in nckd if w.key == "lab_p_dkd_nckd_weight")
     nckd.set_value(4.0).run()
-    at.switch_page("pages/soft_targets.py").run()
-    at.switch_page("pages/lab.py").run()
+    at.switch_page("app_pages/soft_targets.py").run()
+    at.switch_page("app_pages/lab.py").run()
     assert not at.exception
     assert at.selectbox(key="lab_method").value == "dkd"
     assert at.number_input(key="lab_epochs").value == 3

@@ -23,7 +23,7 @@ TINY = {"lm_teacher_steps": 20, "lm_steps": 12}
 
 def open_page(lang: str | None = None, query: dict | None = None, **settings) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page("pages/language_models.py")  # a link opens this page directly
+    at.switch_page("app_pages/language_models.py")  # a link opens this page directly
     if lang is not None:
         at.query_params["lang"] = lang
     for k, v in (query or {}).items():

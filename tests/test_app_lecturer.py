@@ -20,7 +20,7 @@ def open_page(page: str, lang: str = "en", params: dict | None = None) -> AppTes
     for k, v in (params or {}).items():
         at.query_params[k] = v
     at.run()
-    if page != "pages/lesson.py":
+    if page != "app_pages/lesson.py":
         at.switch_page(page)
         at.run()
     assert not at.exception, at.exception
@@ -38,13 +38,13 @@ def page_text(at: AppTest) -> str:
 # ------------------------------------------------------------------ Major 2: unavailable datasets
 
 PICKERS = [
-    ("pages/lab.py", "lab_dataset"),
-    ("pages/soft_targets.py", "st_dataset"),
-    ("pages/feature_maps.py", "fm_dataset"),
-    ("pages/relations.py", "rel_dataset"),
-    ("pages/contrastive.py", "ct_dataset"),
-    ("pages/compare.py", "cmp_sw_dataset"),
-    ("pages/beyond.py", "by_dataset"),
+    ("app_pages/lab.py", "lab_dataset"),
+    ("app_pages/soft_targets.py", "st_dataset"),
+    ("app_pages/feature_maps.py", "fm_dataset"),
+    ("app_pages/relations.py", "rel_dataset"),
+    ("app_pages/contrastive.py", "ct_dataset"),
+    ("app_pages/compare.py", "cmp_sw_dataset"),
+    ("app_pages/beyond.py", "by_dataset"),
 ]
 
 
@@ -72,7 +72,7 @@ def test_choosing_one_says_why_and_where_without_raw_errors_or_server_paths(page
 
 
 def test_lab_disables_train_with_the_reason_beside_it_and_keeps_the_choice():
-    at = open_page("pages/lab.py")
+    at = open_page("app_pages/lab.py")
     at.selectbox(key="lab_dataset").set_value("cifar10").run()
     assert at.selectbox(key="lab_dataset").value == "cifar10"  # not silently switched back
     assert at.button(key="lab_train").disabled
@@ -91,14 +91,14 @@ def test_fashion_mnist_reason_names_the_debian_package(monkeypatch, tmp_path):
     absent = tmp_path / "usr-share-datasets" / "fashion-mnist"
     monkeypatch.setitem(data.SYSTEM_FOLDERS, "fashion-mnist", [absent])
     assert not data.availability("fashion-mnist").available
-    at = open_page("pages/lab.py")
+    at = open_page("app_pages/lab.py")
     at.selectbox(key="lab_dataset").set_value("fashion-mnist").run()
     warn = [w.value for w in at.warning]
     assert any("apt-get install dataset-fashion-mnist" in w and str(absent) in w for w in warn), warn
 
 
 def test_the_reason_is_translated():
-    at = open_page("pages/lab.py", lang="zh")
+    at = open_page("app_pages/lab.py", lang="zh")
     at.selectbox(key="lab_dataset").set_value("cifar10").run()
     assert any("本服务器上没有" in w.value for w in at.warning)
 
@@ -123,7 +123,7 @@ def test_the_lab_compares_the_method_alone_kd_alone_both_and_scratch_over_seeds(
     from kd_app import state
     from kd_core import presets
 
-    at = open_page("pages/lab.py")
+    at = open_page("app_pages/lab.py")
     at.selectbox(key="lab_dataset").set_value("digits").run()
     at.selectbox(key="lab_method").set_value("rkd").run()
     assert at.subheader and any("own effect" in h.value for h in at.subheader)
@@ -168,7 +168,7 @@ def test_the_lab_compares_the_method_alone_kd_alone_both_and_scratch_over_seeds(
 
 
 def test_the_presets_follow_the_kind_of_method():
-    at = open_page("pages/lab.py")
+    at = open_page("app_pages/lab.py")
     at.selectbox(key="lab_dataset").set_value("digits").run()
     at.selectbox(key="lab_method").set_value("kd").run()
     assert "6 runs" in at.button(key="lab_fx_start").label  # scratch and KD, three seeds each
@@ -222,7 +222,7 @@ def test_a_sweep_warns_when_its_best_cell_is_within_seed_noise():
     from kd_app import noise  # noqa: F401  (the page's helper)
     from kd_core import presets
 
-    at = open_page("pages/compare.py")
+    at = open_page("app_pages/compare.py")
     at.selectbox(key="cmp_sw_dataset").set_value("digits")
     at.multiselect(key="cmp_sw_T").set_value([2.0, 4.0])
     at.multiselect(key="cmp_sw_alpha").set_value([0.9])
@@ -262,7 +262,7 @@ RAW = {"tckd_weight", "nckd_weight", "warmup", "distance_weight", "angle_weight"
     ],
 )
 def test_method_parameters_have_readable_labels_with_their_symbol(method, expected):
-    at = open_page("pages/lab.py")
+    at = open_page("app_pages/lab.py")
     at.selectbox(key="lab_method").set_value(method).run()
     labels = [w.label for w in list(at.slider) + list(at.number_input) if w.key.startswith("lab_p_")]
     assert not RAW & set(labels), labels
@@ -275,7 +275,7 @@ def test_method_parameters_have_readable_labels_with_their_symbol(method, expect
 
 
 def test_a_chance_level_run_warns_instead_of_reporting_a_gain():
-    at = open_page("pages/lab.py")
+    at = open_page("app_pages/lab.py")
     at.select_slider(key="lab_lr").set_value(0.1).run()
     at.number_input(key="lab_epochs").set_value(1).run()
     at.button(key="lab_train").click().run()
@@ -293,7 +293,7 @@ def test_a_comparison_refused_by_the_session_limit_leaves_nothing_running(monkey
 
     mgr = state.job_manager()
     monkeypatch.setattr(mgr, "limits", Limits(session_jobs=3))
-    at = open_page("pages/lab.py")
+    at = open_page("app_pages/lab.py")
     at.selectbox(key="lab_dataset").set_value("digits").run()
     at.selectbox(key="lab_method").set_value("rkd").run()
     at.number_input(key="lab_fx_seeds").set_value(2).run()

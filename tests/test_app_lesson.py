@@ -101,7 +101,7 @@ def test_the_lesson_is_the_first_page_and_has_every_step(lesson):
         ("relations.py", "relations"),
         ("contrastive.py", "contrastive"),
     ):
-        if (Path(APP).parent / "pages" / file).exists():
+        if (Path(APP).parent / "app_pages" / file).exists():
             assert path in linked, (path, linked)
     # no raw catalogue key leaks onto the page, and the page is in the chosen language
     keys = set(cat)

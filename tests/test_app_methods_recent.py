@@ -53,7 +53,7 @@ def softmax(z, T):
 
 
 def test_the_standardisation_switch_shows_z_scored_probabilities_at_the_same_t():
-    at = _page("pages/soft_targets.py")
+    at = _page("app_pages/soft_targets.py")
     at.select_slider(key="st_T").set_value(2.0).run()
     plain = _bars(at)
     assert len(plain) == 2  # off by default: T = 1 and T = 2 only
@@ -77,7 +77,7 @@ def test_the_standardisation_switch_shows_z_scored_probabilities_at_the_same_t()
     # mirrored in the address bar, and a shared link opens with it on
     assert at.query_params.get("zscore") in ("1", ["1"], "true", ["true"])
     again = AppTest.from_file(APP, default_timeout=180)
-    again.switch_page("pages/soft_targets.py")  # the shared link opens this page directly
+    again.switch_page("app_pages/soft_targets.py")  # the shared link opens this page directly
     again.query_params["zscore"] = "true"
     again.query_params["T"] = "2"
     again.run()
@@ -87,7 +87,7 @@ def test_the_standardisation_switch_shows_z_scored_probabilities_at_the_same_t()
 
 def test_the_standardisation_switch_in_chinese():
     zh = i18n.catalogue("zh")
-    at = _page("pages/soft_targets.py", lang="zh")
+    at = _page("app_pages/soft_targets.py", lang="zh")
     at.toggle(key="st_zscore").set_value(True).run()
     assert not at.exception
     assert at.toggle(key="st_zscore").label == zh["soft_targets.zscore"]
@@ -123,7 +123,7 @@ def _has_chart(at: AppTest, key: str) -> bool:
 
 
 def test_the_lab_draws_ctkds_learned_temperature_live_and_reports_the_final_t():
-    at = _page("pages/lab.py")
+    at = _page("app_pages/lab.py")
     at.selectbox(key="lab_dataset").set_value("digits").run()
     at.selectbox(key="lab_method").set_value("ctkd").run()
     assert not at.exception
@@ -142,7 +142,7 @@ def test_the_lab_draws_ctkds_learned_temperature_live_and_reports_the_final_t():
 
 @pytest.mark.parametrize("name,symbol", [("dist", r"\rho"), ("ls-kd", r"\mathcal{Z}")])
 def test_dist_and_ls_kd_run_from_the_lab(name, symbol):
-    at = _page("pages/lab.py")
+    at = _page("app_pages/lab.py")
     at.selectbox(key="lab_dataset").set_value("digits").run()
     at.selectbox(key="lab_method").set_value(name).run()
     assert not at.exception and not at.error

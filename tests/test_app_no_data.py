@@ -25,7 +25,7 @@ def open_page(lang: str | None = None, **settings) -> AppTest:
     for k, v in settings.items():
         at.session_state[k] = v
     at.run()
-    at.switch_page("pages/no_data.py")
+    at.switch_page("app_pages/no_data.py")
     at.run()
     assert not at.exception, at.exception
     return at

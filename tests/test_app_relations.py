@@ -30,7 +30,7 @@ def open_page(page: str, owner: str | None = None, job_id: int | None = None) ->
     if job_id is not None:
         at.session_state["kd_lab_job_id"] = job_id
     at.run()
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"app_pages/{page}.py")
     at.run()
     assert not at.exception, at.exception
     return at
@@ -247,7 +247,7 @@ def open_in_chinese(page: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
     at.query_params["lang"] = "zh"
     at.run()
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"app_pages/{page}.py")
     at.run()
     assert not at.exception, at.exception
     return at

@@ -24,7 +24,7 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 def _app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
-    at.switch_page("pages/soft_targets.py")
+    at.switch_page("app_pages/soft_targets.py")
     at.run()
     assert not at.exception, at.exception
     return at
@@ -161,8 +161,8 @@ def test_choices_survive_a_visit_to_the_lab():
     at.select_slider(key="st_T").set_value(10.0).run()
     at.button(key="st_pick_clear_3").click().run()
     at.toggle(key="st_log").set_value(True).run()
-    at.switch_page("pages/lab.py").run()
-    at.switch_page("pages/soft_targets.py").run()
+    at.switch_page("app_pages/lab.py").run()
+    at.switch_page("app_pages/soft_targets.py").run()
     assert not at.exception
     assert at.select_slider(key="st_T").value == 10.0
     assert at.number_input(key="st_class").value == 3 and "True label: 3" in _texts(at)
@@ -188,7 +188,7 @@ def test_distilled_student_is_compared_with_the_teacher():
     at.session_state["kd_session_id"] = owner
     at.session_state["kd_lab_job_id"] = job.id
     at.run()
-    at.switch_page("pages/soft_targets.py")
+    at.switch_page("app_pages/soft_targets.py")
     at.run()
     assert not at.exception
     spec = _chart(at, "st_chart_student")
@@ -255,7 +255,7 @@ def test_the_page_in_chinese():
     at = AppTest.from_file(APP, default_timeout=180)
     at.query_params["lang"] = "zh"
     at.run()
-    at.switch_page("pages/soft_targets.py")
+    at.switch_page("app_pages/soft_targets.py")
     at.run()
     assert not at.exception, at.exception
     zh = i18n.catalogue("zh")
@@ -367,7 +367,7 @@ def test_distilled_student_in_chinese():
     at.session_state["kd_session_id"] = owner
     at.session_state["kd_lab_job_id"] = job.id
     at.run()
-    at.switch_page("pages/soft_targets.py")
+    at.switch_page("app_pages/soft_targets.py")
     at.run()
     assert not at.exception, at.exception
 
@@ -478,7 +478,7 @@ def test_a_refused_upload_is_explained_in_chinese():
     at = AppTest.from_file(APP, default_timeout=180)
     at.query_params["lang"] = "zh"
     at.run()
-    at.switch_page("pages/soft_targets.py")
+    at.switch_page("app_pages/soft_targets.py")
     at.run()
     at.radio(key="st_own_source").set_value("upload").run()
     assert at.file_uploader(key="st_upload").label == i18n.text("soft_targets.own.upload", "zh")
@@ -493,7 +493,7 @@ def test_a_refused_upload_is_explained_in_chinese():
 
 def test_a_shared_link_opens_the_same_view_and_bad_values_fall_back_with_a_notice():
     at = AppTest.from_file(APP, default_timeout=180)
-    at.switch_page("pages/soft_targets.py")  # the link opens this page directly
+    at.switch_page("app_pages/soft_targets.py")  # the link opens this page directly
     at.query_params["T"] = "10"
     at.query_params["log"] = "true"
     at.query_params["hide_diagonal"] = "yes"
@@ -507,7 +507,7 @@ def test_a_shared_link_opens_the_same_view_and_bad_values_fall_back_with_a_notic
     assert at.query_params["T"] == ["2"] or at.query_params["T"] == "2"
 
     bad = AppTest.from_file(APP, default_timeout=180)
-    bad.switch_page("pages/soft_targets.py")
+    bad.switch_page("app_pages/soft_targets.py")
     bad.query_params["T"] = "hot"
     bad.query_params["dataset"] = "imagenet"
     bad.run()

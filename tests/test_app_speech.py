@@ -27,7 +27,7 @@ def open_page(lang: str | None = None, query: dict | None = None, **settings) ->
     for k, v in settings.items():
         at.session_state[k] = v
     at.run()
-    at.switch_page("pages/speech.py")
+    at.switch_page("app_pages/speech.py")
     at.run()
     assert not at.exception, at.exception
     return at
@@ -76,7 +76,7 @@ def test_page_shows_a_pair_and_mirrors_its_controls_in_the_link():
 
 def test_a_link_sets_the_controls_and_a_bad_value_falls_back_with_a_notice():
     at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page("pages/speech.py")  # the link opens this page directly
+    at.switch_page("app_pages/speech.py")  # the link opens this page directly
     for k, v in {"T": "2", "mismatch": "0.5", "epochs": "3", "clip": "5000"}.items():
         at.query_params[k] = v
     at.run()

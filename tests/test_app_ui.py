@@ -48,14 +48,14 @@ def warnings(at: AppTest) -> str:
 # (page, widget key, a value that is not the default, its name in the link, its text there)
 SWITCHES = [
     (None, "lesson_digit", 2, "digit", "2"),
-    ("pages/soft_targets.py", "st_T", 2.0, "T", "2"),
-    ("pages/lab.py", "lab_method", "dkd", "method", "dkd"),
-    ("pages/lab.py", "lab_omit", 3, "omit_class", "3"),
-    ("pages/feature_maps.py", "fm_channels", 9, "channels", "9"),
-    ("pages/relations.py", "rel_kind", "angle", "relation", "angle"),
-    ("pages/contrastive.py", "ct_tau", 0.2, "tau", "0.2"),
-    ("pages/compare.py", "cmp_sw_method", "dkd", "method", "dkd"),
-    ("pages/beyond.py", "by_weighting", "confidence", "weighting", "confidence"),
+    ("app_pages/soft_targets.py", "st_T", 2.0, "T", "2"),
+    ("app_pages/lab.py", "lab_method", "dkd", "method", "dkd"),
+    ("app_pages/lab.py", "lab_omit", 3, "omit_class", "3"),
+    ("app_pages/feature_maps.py", "fm_channels", 9, "channels", "9"),
+    ("app_pages/relations.py", "rel_kind", "angle", "relation", "angle"),
+    ("app_pages/contrastive.py", "ct_tau", 0.2, "tau", "0.2"),
+    ("app_pages/compare.py", "cmp_sw_method", "dkd", "method", "dkd"),
+    ("app_pages/beyond.py", "by_weighting", "confidence", "weighting", "confidence"),
 ]
 
 
@@ -83,33 +83,33 @@ def test_a_language_switch_keeps_the_pages_controls(page, key, value, name, text
 
 # ------------------------------------------------------------------ links: notices, one name, the image
 def test_the_lab_says_when_it_ignores_a_temperature():
-    at = open_page("pages/lab.py", {"T": "999"})
+    at = open_page("app_pages/lab.py", {"T": "999"})
     assert "T='999'" in warnings(at)  # it was ignored without a word
     assert widget(at, "lab_T").value == 4.0 and "T" not in at.query_params
-    at = open_page("pages/lab.py", {"T": "50"})  # a valid temperature the slider does not offer
+    at = open_page("app_pages/lab.py", {"T": "50"})  # a valid temperature the slider does not offer
     assert "T=50" in warnings(at) and widget(at, "lab_T").value == 20.0
-    at = open_page("pages/lab.py", {"T": "hot", "colour": "red"})
+    at = open_page("app_pages/lab.py", {"T": "hot", "colour": "red"})
     shown = warnings(at)
     assert "T='hot'" in shown and "colour=red" in shown
     assert widget(at, "lab_T").value == 4.0
 
 
 def test_the_temperature_has_one_name_and_old_links_still_open():
-    at = open_page("pages/lab.py", {"temperature": "2"})  # a Lab link of before
+    at = open_page("app_pages/lab.py", {"temperature": "2"})  # a Lab link of before
     assert widget(at, "lab_T").value == 2.0 and not warnings(at)
     assert at.query_params["T"] in ("2", ["2"]) and "temperature" not in at.query_params
-    at = open_page("pages/soft_targets.py", {"temperature": "2"})
+    at = open_page("app_pages/soft_targets.py", {"temperature": "2"})
     assert widget(at, "st_T").value == 2.0 and not warnings(at)
     assert at.query_params["T"] in ("2", ["2"])
 
 
 def test_an_unknown_parameter_gets_a_notice_on_every_page():
-    at = open_page("pages/relations.py", {"relation": "angle", "colour": "red"})
+    at = open_page("app_pages/relations.py", {"relation": "angle", "colour": "red"})
     assert "colour=red" in warnings(at) and widget(at, "rel_kind").value == "angle"
 
 
 def test_the_soft_targets_image_is_in_the_link():
-    at = open_page("pages/soft_targets.py")
+    at = open_page("app_pages/soft_targets.py")
     assert "class" not in at.query_params and "number" not in at.query_params  # the page's own first pick
     widget(at, "st_class").set_value(3).run()
     widget(at, "st_index").set_value(5).run()
@@ -117,7 +117,7 @@ def test_the_soft_targets_image_is_in_the_link():
     assert q["class"] in ("3", ["3"]) and q["number"] in ("5", ["5"])
     shown = [m.value for m in at.markdown]
     # a shared link opens the same image
-    again = open_page("pages/soft_targets.py", {"class": "3", "number": "5"})
+    again = open_page("app_pages/soft_targets.py", {"class": "3", "number": "5"})
     assert widget(again, "st_class").value == 3 and widget(again, "st_index").value == 5
     assert [m.value for m in again.markdown][: len(shown)] == shown
     # the random button's pick goes into the link too
@@ -125,14 +125,14 @@ def test_the_soft_targets_image_is_in_the_link():
     c, k = widget(again, "st_class").value, widget(again, "st_index").value
     q = {k_: again.query_params[k_] for k_ in again.query_params}
     assert q.get("class", str(c)) in (str(c), [str(c)]) and q.get("number", str(k)) in (str(k), [str(k)])
-    bad = open_page("pages/soft_targets.py", {"class": "12", "number": "99999"})
+    bad = open_page("app_pages/soft_targets.py", {"class": "12", "number": "99999"})
     shown = warnings(bad)
     assert "class=12" in shown and "number=99999" in shown
 
 
 # ------------------------------------------------------------------ F5 on the Lab
 def test_a_reloaded_lab_reopens_its_last_run_from_the_link():
-    at = open_page("pages/lab.py", {"dataset": "digits", "epochs": "1"})
+    at = open_page("app_pages/lab.py", {"dataset": "digits", "epochs": "1"})
     at.button(key="lab_train").click().run()
     deadline = time.time() + 240
     while time.time() < deadline and "run" not in at.query_params:
@@ -143,11 +143,11 @@ def test_a_reloaded_lab_reopens_its_last_run_from_the_link():
     query = {k: at.query_params[k] for k in at.query_params}
     table = at.get("dataframe")[-1].value
     # F5: a new session with the same address
-    reloaded = open_page("pages/lab.py", query)
+    reloaded = open_page("app_pages/lab.py", query)
     assert not warnings(reloaded)
     frames = reloaded.get("dataframe")
     assert frames and frames[-1].value.equals(table)  # the same results, not trained again
     assert widget(reloaded, "lab_dataset").value == "digits" and widget(reloaded, "lab_epochs").value == 1
     assert reloaded.query_params["run"] == query["run"]
-    gone = open_page("pages/lab.py", {"run": "nosuchrun"})
+    gone = open_page("app_pages/lab.py", {"run": "nosuchrun"})
     assert "run=nosuchrun" in warnings(gone)

@@ -4,6 +4,7 @@ through the UI until its results appear, and no exception box anywhere."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -44,13 +45,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def app_server():
+    """A fresh `streamlit run app.py` on a free port; yields its URL once /_stcore/health
+    answers. No page is opened first: a deep link may be the server's very first request."""
     _require_browser()
     port = _free_port()
     env = dict(os.environ)
     (ROOT / "artifacts").mkdir(exist_ok=True)
-    log = open(ROOT / "artifacts" / "streamlit.log", "w")
+    log = open(ROOT / "artifacts" / f"streamlit-{port}.log", "w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -83,23 +86,26 @@ def server():
             time.sleep(0.5)
     else:
         proc.kill()
+        log.close()
         pytest.fail("the app did not answer /_stcore/health within 90 s")
-    # the first session on a fresh server registers the navigation; a deep link opened
-    # before that shows Streamlit's "page not found" dialog (streamlit#9992)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        p = b.new_page()
-        _open(p, url)
-        b.close()
-    yield url
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    # no warm-up visit: the pages live in app_pages/, not pages/, so a deep link opened before
+    # any other session gets the app's own navigation (Streamlit builds a page list of its own
+    # from a pages/ folder, and that is what a first deep link used to show)
+    with app_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import ROOT, SHOTS, _no_exception, _open, server  # noqa: F401 (fixture)
+from test_browser import ROOT, SHOTS, _no_exception, _open, app_server, server  # noqa: F401 (fixture)
 
 APP_PAGES = re.findall(r'url_path="([^"]+)"', (ROOT / "app.py").read_text(encoding="utf-8"))
 
@@ -71,3 +71,21 @@ def test_presentation_mode_is_kept_in_the_link(server, browser):  # noqa: F811
     _open(page, f"{server}/lab")
     assert page.evaluate("() => parseFloat(getComputedStyle(document.documentElement).fontSize)") < 20
     page.close()
+
+
+def test_a_deep_link_opened_first_on_a_fresh_server_shows_the_apps_navigation(browser):
+    """The classroom's first click: a lecturer's link to the Lab, before anyone opened the app.
+    It must show the app's navigation (titles, icons, sidebar, language switch) and the
+    linked set-up — not Streamlit's page list of file names, nor "Page not found"."""
+    with app_server() as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        _open(page, f"{url}/lab?method=dkd&T=2")
+        _no_exception(page)
+        nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Distillation lab" in nav and "Lesson" in nav and "Soft targets" in nav
+        assert "soft targets" not in nav and "feature maps" not in nav  # not file names
+        assert page.get_by_text("Page not found").count() == 0
+        assert page.get_by_text("Language · 语言").count() >= 1  # the app's own sidebar
+        assert "method=dkd" in page.url
+        page.screenshot(path=str(SHOTS / "deep-link-first.png"))
+        page.close()

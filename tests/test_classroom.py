@@ -130,7 +130,7 @@ def test_presentation_mode_switch_follows_the_link_and_stays_in_it():
     at.query_params["present"] = "1"
     at.run()
     assert not at.exception and at.toggle(key="present").value is True
-    at.switch_page("pages/lab.py")
+    at.switch_page("app_pages/lab.py")
     at.run()
     assert at.query_params.get("present") in ("1", ["1"])  # the Lab wrote its own link and kept it
     # the switch alone (AppTest reruns the page, not the app's sidebar, after the first run)

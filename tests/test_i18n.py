@@ -13,7 +13,7 @@ import pytest
 from kd_app import i18n
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "kd_app").glob("*.py"))]
+SOURCES = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py")), *sorted((ROOT / "kd_app").glob("*.py"))]
 
 
 def _placeholders(text: str) -> set[str]:
@@ -184,7 +184,9 @@ def _prose(node) -> bool:
         return not node.value.endswith(".py") and bool(_WORD.search(_NOT_PROSE.sub("", node.value)))
     if isinstance(node, ast.JoinedStr):
         parts = [v.value for v in node.values if isinstance(v, ast.Constant)]
-        return not (parts and parts[0].startswith("pages/")) and any(_WORD.search(_NOT_PROSE.sub("", p)) for p in parts)
+        return not (parts and parts[0].startswith("app_pages/")) and any(
+            _WORD.search(_NOT_PROSE.sub("", p)) for p in parts
+        )
     return False
 
 

@@ -38,7 +38,7 @@ def warnings(at: AppTest) -> list[str]:
 # ------------------------------------------------------------------ the Lab
 def test_a_lab_link_restores_its_settings():
     at = open_page(
-        "pages/lab.py",
+        "app_pages/lab.py",
         {
             "method": "dkd",
             "temperature": "2",
@@ -68,7 +68,7 @@ def test_a_lab_link_restores_its_settings():
 
 
 def test_a_bad_value_falls_back_to_the_default_with_a_notice():
-    at = open_page("pages/lab.py", {"temperature": "-1", "alpha": "0.3", "method": "nonsense", "batch_size": "100"})
+    at = open_page("app_pages/lab.py", {"temperature": "-1", "alpha": "0.3", "method": "nonsense", "batch_size": "100"})
     assert at.select_slider(key="lab_T").value == Config().temperature
     assert at.selectbox(key="lab_method").value == Config().method
     assert at.slider(key="lab_alpha").value == 0.3  # the good value is kept
@@ -82,7 +82,7 @@ def test_a_bad_value_falls_back_to_the_default_with_a_notice():
 
 
 def test_the_lab_writes_its_settings_to_the_url():
-    at = open_page("pages/lab.py", {})
+    at = open_page("app_pages/lab.py", {})
     assert not any(k in at.query_params for k in ("method", "temperature", "alpha"))
     at.selectbox(key="lab_method").set_value("fitnets").run()
     at.slider(key="lab_alpha").set_value(0.5).run()
@@ -154,22 +154,22 @@ def test_number_fields_validate(raw, value, note):
 
 VIEW_LINKS = [
     (
-        "pages/relations.py",
+        "app_pages/relations.py",
         {"dataset": "digits", "n": "24", "batch": "7", "relation": "angle", "map": "tsne"},
         {"rel_dataset": "digits", "rel_n": 24, "rel_seed": 7, "rel_kind": "angle", "rel_map": "tsne"},
     ),
     (
-        "pages/contrastive.py",
+        "app_pages/contrastive.py",
         {"dataset": "digits", "n": "16", "batch": "3", "tau": "0.2"},
         {"ct_dataset": "digits", "ct_n": 16, "ct_seed": 3, "ct_tau": 0.2},
     ),
     (
-        "pages/feature_maps.py",
+        "app_pages/feature_maps.py",
         {"dataset": "digits", "channels": "9", "opacity": "0.3", "measure": "attention", "all_layers": "true"},
         {"fm_dataset": "digits", "fm_channels": 9, "fm_opacity": 0.3, "fm_metric": "attention", "fm_all_layers": True},
     ),
     (
-        "pages/compare.py",
+        "app_pages/compare.py",
         {
             "dataset": "digits",
             "method": "dkd",
@@ -192,7 +192,7 @@ VIEW_LINKS = [
         },
     ),
     (
-        "pages/beyond.py",
+        "app_pages/beyond.py",
         {
             "dataset": "digits",
             "teachers": "2",

@@ -526,10 +526,10 @@ with tab_runs:
             job = state.reload_run(pending)
             st.success(t("compare.runs.reopened", name=job.trainer.run.name))
             l1, l2, l3, l4 = st.columns(4)
-            l1.page_link("pages/soft_targets.py", label=t("nav.soft-targets"), icon="🌡️")
-            l2.page_link("pages/feature_maps.py", label=t("nav.feature-maps"), icon="🗺️")
-            l3.page_link("pages/relations.py", label=t("nav.relations"), icon="🕸️")
-            l4.page_link("pages/lab.py", label=t("nav.lab"), icon="🧪")
+            l1.page_link("app_pages/soft_targets.py", label=t("nav.soft-targets"), icon="🌡️")
+            l2.page_link("app_pages/feature_maps.py", label=t("nav.feature-maps"), icon="🗺️")
+            l3.page_link("app_pages/relations.py", label=t("nav.relations"), icon="🕸️")
+            l4.page_link("app_pages/lab.py", label=t("nav.lab"), icon="🧪")
         except KDError as e:
             st.error(t("compare.runs.cannot_reopen", error=e))
     all_runs, notices = runs.list_runs()
@@ -542,7 +542,7 @@ with tab_runs:
                 st.caption(n)
     if not all_runs:
         st.info(t("compare.runs.none", folder=runs.folder()))
-        st.page_link("pages/lab.py", label=t("compare.runs.open_lab"), icon="🧪")
+        st.page_link("app_pages/lab.py", label=t("compare.runs.open_lab"), icon="🧪")
     else:
         by_id = {r.id: r for r in all_runs}
         st.subheader(plural("saved", len(all_runs)))

@@ -435,7 +435,7 @@ st.subheader(t("soft_targets.student_header"))
 found = state.ended_run()
 if found is None:
     st.info(t("soft_targets.no_student"))
-    st.page_link("pages/lab.py", label=t("soft_targets.lab_link"), icon="🧪")
+    st.page_link("app_pages/lab.py", label=t("soft_targets.lab_link"), icon="🧪")
 else:
     trainer, job = found
     cfg = trainer.config
