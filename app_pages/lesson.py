@@ -69,7 +69,7 @@ def page_link(file: str, label_key: str, icon: str) -> None:
     if not (PAGES_DIR / file).exists():
         return
     try:
-        st.page_link(f"pages/{file}", label=t(label_key), icon=icon)
+        st.page_link(f"app_pages/{file}", label=t(label_key), icon=icon)
     except StreamlitAPIException:
         pass
 

@@ -251,19 +251,14 @@ def build_corpus(voices: list[Voice], seed: int, progress=None, workers: int = 2
     missing = [(v, d) for v, d in jobs if not (paths.subdir("speech") / f"{_clip_key(v, d)}.npy").exists()]
     if missing:
         require_espeak()
-    done = [0]
-    lock = threading.Lock()
-
-    def one(job):
-        w = synthesise(*job)
-        with lock:
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], len(jobs))
-        return w
-
+    # progress is reported from the calling thread only: a page's progress bar cannot be
+    # drawn from the pool's threads (they have no Streamlit session)
+    raw = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        raw = list(pool.map(one, jobs))
+        for i, w in enumerate(pool.map(lambda job: synthesise(*job), jobs), start=1):
+            raw.append(w)
+            if progress is not None:
+                progress(i, len(jobs))
     waves = np.zeros((len(jobs), CLIP_SAMPLES), dtype=np.float32)
     for i, ((v, d), w) in enumerate(zip(jobs, raw)):
         rng = np.random.default_rng([seed, i, d])

@@ -23,7 +23,11 @@ TINY = {"lm_teacher_steps": 20, "lm_steps": 12}
 
 def open_page(lang: str | None = None, query: dict | None = None, **settings) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
+    if lang is not None:
+        at.query_params["lang"] = lang  # the session's language is the first run's
+    at.run()  # AppTest opens a page only after the app registered its navigation
     at.switch_page("app_pages/language_models.py")  # a link opens this page directly
+    at.query_params.clear()  # then the link's own parameters
     if lang is not None:
         at.query_params["lang"] = lang
     for k, v in (query or {}).items():

@@ -77,7 +77,9 @@ def test_the_standardisation_switch_shows_z_scored_probabilities_at_the_same_t()
     # mirrored in the address bar, and a shared link opens with it on
     assert at.query_params.get("zscore") in ("1", ["1"], "true", ["true"])
     again = AppTest.from_file(APP, default_timeout=180)
+    again.run()  # AppTest opens a page only after the app registered its navigation
     again.switch_page("app_pages/soft_targets.py")  # the shared link opens this page directly
+    again.query_params.clear()  # then the link's own parameters
     again.query_params["zscore"] = "true"
     again.query_params["T"] = "2"
     again.run()

@@ -493,7 +493,9 @@ def test_a_refused_upload_is_explained_in_chinese():
 
 def test_a_shared_link_opens_the_same_view_and_bad_values_fall_back_with_a_notice():
     at = AppTest.from_file(APP, default_timeout=180)
+    at.run()  # AppTest opens a page only after the app registered its navigation
     at.switch_page("app_pages/soft_targets.py")  # the link opens this page directly
+    at.query_params.clear()  # then the link's own parameters
     at.query_params["T"] = "10"
     at.query_params["log"] = "true"
     at.query_params["hide_diagonal"] = "yes"
@@ -507,7 +509,9 @@ def test_a_shared_link_opens_the_same_view_and_bad_values_fall_back_with_a_notic
     assert at.query_params["T"] == ["2"] or at.query_params["T"] == "2"
 
     bad = AppTest.from_file(APP, default_timeout=180)
+    bad.run()  # AppTest opens a page only after the app registered its navigation
     bad.switch_page("app_pages/soft_targets.py")
+    bad.query_params.clear()  # then the link's own parameters
     bad.query_params["T"] = "hot"
     bad.query_params["dataset"] = "imagenet"
     bad.run()

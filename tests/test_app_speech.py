@@ -76,7 +76,9 @@ def test_page_shows_a_pair_and_mirrors_its_controls_in_the_link():
 
 def test_a_link_sets_the_controls_and_a_bad_value_falls_back_with_a_notice():
     at = AppTest.from_file(APP, default_timeout=300)
+    at.run()  # AppTest opens a page only after the app registered its navigation
     at.switch_page("app_pages/speech.py")  # the link opens this page directly
+    at.query_params.clear()  # then the link's own parameters
     for k, v in {"T": "2", "mismatch": "0.5", "epochs": "3", "clip": "5000"}.items():
         at.query_params[k] = v
     at.run()
