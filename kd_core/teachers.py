@@ -316,13 +316,27 @@ def installed(teacher: Teacher, k: str | None = None):
 
 
 def to_blob(teacher: Teacher) -> dict:
-    """What a remote worker needs to put a disk-cached teacher in its own cache."""
+    """What a remote worker needs to put the teacher in its own disk cache: the cached files,
+    or — for a teacher that is not on disk here (a shipped one) — its weights and facts."""
     f = folder(teacher.key)
-    return {
-        "key": teacher.key,
-        "weights": (f / "weights.safetensors").read_bytes(),
-        "meta": (f / "meta.json").read_text(),
-    }
+    if (f / "weights.safetensors").exists() and (f / "meta.json").exists():
+        weights, meta = (f / "weights.safetensors").read_bytes(), (f / "meta.json").read_text()
+    else:
+        from safetensors.torch import save
+
+        weights = save(models.state_tensors(teacher.model))
+        meta = json.dumps(
+            {
+                "arch": teacher.arch,
+                "dataset": teacher.dataset,
+                "epochs": teacher.epochs,
+                "test_accuracy": teacher.test_accuracy,
+                "train_seconds": teacher.train_seconds,
+                "subset": getattr(teacher, "subset", None),
+            },
+            indent=1,
+        )
+    return {"key": teacher.key, "weights": weights, "meta": meta}
 
 
 def from_blob(blob: dict) -> None:

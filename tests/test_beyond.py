@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_core import beyond, losses, methods, sweep, teachers, train
+from kd_core import beyond, losses, methods, ship, sweep, teachers, train
 from kd_core.__main__ import main
 from kd_core.config import Config
 from kd_core.errors import ConfigError
@@ -154,7 +154,11 @@ def test_ensemble_trains_end_to_end_and_reports_every_teacher(monkeypatch, kd_ho
     assert e["test_accuracy"] == r["teacher"]["test_accuracy"]
     assert set(r["step_losses"][0]["losses"]) == {"ce", "kd"}
     # the teachers are cached on disk like the single teacher: a second ensemble trains none
-    assert all((kd_home / "teachers" / m["key"] / "weights.safetensors").exists() for m in r["teachers"])
+    # (shipped with the project, or written to the disk cache when trained)
+    assert all(
+        teachers.is_available(m["key"]) and (ship.is_shipped(m["key"]) or (kd_home / "teachers" / m["key"]).exists())
+        for m in r["teachers"]
+    )
     for m in r["teachers"]:
         teachers.forget(m["key"])
     beyond._ensembles.clear()
