@@ -346,9 +346,19 @@ def _add_sweep_commands(sub) -> None:
 def _add_backend_args(p) -> None:
     p.add_argument(
         "--backend",
-        default="joblib",
+        default="auto",
         choices=sweep.BACKENDS,
-        help="joblib: local processes (default); dask or ray: a cluster (see --address)",
+        help="batched: the runs that share an architecture train together as one batch of students, "
+        "in this process; joblib: one local process per run; dask or ray: a cluster (see --address); "
+        "auto (default): batched where that is faster (a GPU, or MLP students), else joblib",
+    )
+    p.add_argument(
+        "--group",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="runs per batch of students (batched: default as many as KD_PLAYGROUND_BATCH_MEMORY "
+        "allows; joblib, dask, ray: default 1, and N > 1 makes each worker train N runs as one batch)",
     )
     p.add_argument(
         "--address",
@@ -369,10 +379,19 @@ def _positive_int(text):
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"n-jobs must be a whole number, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
     if v < 1:
-        raise argparse.ArgumentTypeError(f"n-jobs must be at least 1, got {v}")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
     return v
+
+
+def _say_backend(sw, a) -> str:
+    """The backend a sweep will use; for auto, said on stderr with the reason."""
+    if a.backend != "auto" or a.address:
+        return a.backend
+    backend, why = sw.choose_backend()
+    print(f"backend: {backend} ({why})", file=sys.stderr)
+    return backend
 
 
 def _bars(total: int, label: str):
@@ -413,7 +432,12 @@ def cmd_sweep(a) -> int:
     )
     teacher_progress, on_result = _bars(sw.total, f"sweep ({len(sw.cells)} cells x {len(sw.seeds)} seeds)")
     res = sw.run(
-        backend=a.backend, n_jobs=a.n_jobs, address=a.address, on_result=on_result, teacher_progress=teacher_progress
+        backend=_say_backend(sw, a),
+        n_jobs=a.n_jobs,
+        address=a.address,
+        on_result=on_result,
+        teacher_progress=teacher_progress,
+        group=a.group,
     )
     print(sweep.grid_table(res))
     path = Path(a.csv) if a.csv else paths.subdir("sweeps") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.csv"
@@ -436,9 +460,10 @@ def cmd_leaderboard(a) -> int:
         seeds=seeds,
         methods=methods,
         base=base,
-        backend=a.backend,
+        backend=_say_backend(sw, a),
         n_jobs=a.n_jobs,
         address=a.address,
+        group=a.group,
         kd_on_all=a.kd_on_all,
         csv_path=a.csv or None,
         on_result=on_result,

@@ -113,6 +113,26 @@ def group_size(config: Config, ds: data_mod.Dataset | None = None, budget: int |
     return int(max(1, min(MAX_GROUP, (budget or memory_budget()) // max(per, 1))))
 
 
+def faster_together(config: Config, device=None) -> tuple[bool, str]:
+    """Whether a batch of ``config``'s students trains faster than the same runs one by
+    one (or one process per run), and why — what PERFORMANCE.md measured: on a GPU a
+    batch runs K students in the kernels of one; on a CPU a batch of small MLPs (the digits
+    preset) is 2-5x faster, but convolutions over K weight sets become grouped convolutions
+    that a CPU runs no faster than K separate ones (a batch of the mnist-mini CNN students
+    is about 1.4x slower per step than one by one)."""
+    device = torch.device(device) if device is not None else models.pick_device()
+    if device.type == "cuda":
+        return True, "on a GPU a batch runs its students in the kernels of one"
+    c = config.resolved()
+    probe = models.build(c.student, (1, 8, 8), 10) if c.student.startswith("mlp") else None
+    if probe is not None and not any(isinstance(m, nn.Conv2d) for m in probe.modules()):
+        return True, f"on a CPU a batch of {c.student} students is several times faster than one by one"
+    return False, (
+        f"on a CPU a batch of {c.student} students (convolutions) is no faster than one by one; "
+        "one process per run uses the cores better"
+    )
+
+
 # ---------------------------------------------------------------- the stacked students
 
 

@@ -4,11 +4,19 @@ method of the registry on one teacher/student pair.
 
 Backends (``backend=``):
 
-- ``joblib`` (default): local processes (loky), ``n_jobs`` of them (default: one per CPU
+- ``auto`` (default): ``batched`` where a batch of students trains faster than one
+  process per cell (on a GPU; MLP students on a CPU: ``Sweep.choose_backend``), else
+  ``joblib``;
+- ``batched``: in this process, the cells that share an architecture trained together as
+  one batch of students (kd_core/batched.py), in groups sized by a memory budget; every
+  cell of a group reports each epoch, so a heatmap fills in with all cells at once;
+- ``joblib``: local processes (loky), ``n_jobs`` of them (default: one per CPU
   core), each on one torch thread;
 - ``dask``: a Dask cluster, ``distributed.Client(address)``; without an address a
   ``LocalCluster`` of ``n_jobs`` single-threaded worker processes;
 - ``ray``: a Ray cluster at ``address`` (or a local one); needs ``pip install ray``.
+
+With ``group=N`` a worker of joblib, dask or ray trains N cells as one batch.
 
 The teacher is trained once, in this process, before any worker starts: local workers
 read it from the disk cache; workers of a cluster at an address receive its weights with
@@ -35,13 +43,13 @@ from pathlib import Path
 
 import torch
 
+from . import batched, paths, teachers, train
 from . import methods as methods_mod
-from . import paths, teachers, train
 from .config import Config
 from .errors import ConfigError, KDError
 from .jobs import Job, JobManager
 
-BACKENDS = ("joblib", "dask", "ray")
+BACKENDS = ("auto", "batched", "joblib", "dask", "ray")
 MAX_TASKS = 2000
 CELL_KEYS = ("method", "labeled_fraction", "temperature", "alpha")
 RAY_MISSING = "the ray backend needs Ray, which is not installed: pip install ray (or use --backend joblib or dask)"
@@ -51,14 +59,9 @@ DASK_MISSING = "the dask backend needs Dask's distributed scheduler: pip install
 # ---------------------------------------------------------------- the worker side
 
 
-def run_task(task: dict, teacher: dict | None = None) -> dict:
-    """Run one (cell, seed): a plain function of plain data, so any backend can ship it.
-
-    ``task["env"]`` holds the KD_PLAYGROUND_* settings for a worker process (applied only
-    in another process than the one that planned the sweep); ``teacher`` (a cluster
-    at an address) holds the teacher's weights, written into this machine's cache once."""
-    t0 = time.perf_counter()
-    out = {
+def _task_out(task: dict) -> dict:
+    """A task's result record before it has run."""
+    return {
         "index": task["index"],
         "cell_index": task.get("cell_index"),
         "cell": task["cell"],
@@ -73,6 +76,35 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
         "seconds": 0.0,
         "worker": os.getpid(),
     }
+
+
+def _outcome(result: dict) -> dict:
+    """What a sweep keeps of a run's result."""
+    s = result["student"]
+    return dict(
+        status=result["status"],
+        message=result["message"],
+        student_acc=s["test_accuracy"],
+        agreement=s.get("agreement"),
+        ece=s.get("ece"),
+        # the single cached teacher (an ensemble's teacher 0; none for DML)
+        teacher_acc=(
+            result["teachers"][0]["test_accuracy"]
+            if result.get("teachers")
+            else (result.get("teacher") or {}).get("test_accuracy")
+        ),
+        history=[h["test_accuracy"] for h in s.get("history", [])],
+    )
+
+
+def run_task(task: dict, teacher: dict | None = None) -> dict:
+    """Run one (cell, seed): a plain function of plain data, so any backend can ship it.
+
+    ``task["env"]`` holds the KD_PLAYGROUND_* settings for a worker process (applied only
+    in another process than the one that planned the sweep); ``teacher`` (a cluster
+    at an address) holds the teacher's weights, written into this machine's cache once."""
+    t0 = time.perf_counter()
+    out = _task_out(task)
     try:
         if os.getpid() != task.get("parent_pid"):
             os.environ.update(task.get("env") or {})
@@ -80,22 +112,7 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
         out["threads"] = torch.get_num_threads()
         if teacher is not None:
             teachers.from_blob(teacher)
-        result = train.distil(Config.from_dict(dict(task["config"])))
-        s = result["student"]
-        out.update(
-            status=result["status"],
-            message=result["message"],
-            student_acc=s["test_accuracy"],
-            agreement=s.get("agreement"),
-            ece=s.get("ece"),
-            # the single cached teacher (an ensemble's teacher 0; none for DML)
-            teacher_acc=(
-                result["teachers"][0]["test_accuracy"]
-                if result.get("teachers")
-                else (result.get("teacher") or {}).get("test_accuracy")
-            ),
-            history=[h["test_accuracy"] for h in s.get("history", [])],
-        )
+        out.update(_outcome(train.distil(Config.from_dict(dict(task["config"])))))
     except KDError as e:
         out["message"] = str(e)
     except Exception as e:  # a bug in one cell: report it, keep the sweep going
@@ -103,6 +120,75 @@ def run_task(task: dict, teacher: dict | None = None) -> dict:
         out["traceback"] = traceback.format_exc(limit=8)
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def group_events(tasks: list[dict], teacher: dict | None = None, stop: threading.Event | None = None):
+    """Run tasks whose configs can train together (``batched.why_not``) as one batch of
+    students; yield each task's record at every epoch end (``status`` "running", its
+    accuracy so far: a heatmap fills in while all cells advance together), then its final
+    record. A group that cannot start (bad data, a missing teacher) yields an error record
+    per task; each task that cannot batch runs alone."""
+    t0 = time.perf_counter()
+    outs = [_task_out(t) for t in tasks]
+    if tasks and os.getpid() != tasks[0].get("parent_pid"):
+        os.environ.update(tasks[0].get("env") or {})
+    try:
+        train.set_threads()
+        if teacher is not None:
+            teachers.from_blob(teacher)
+        run = batched.BatchedRun([Config.from_dict(dict(t["config"])) for t in tasks])
+    except Exception as e:  # KDError or a bug: every task of the group says so
+        msg = str(e) if isinstance(e, KDError) else f"{type(e).__name__}: {e}"
+        for o in outs:
+            o["message"], o["seconds"] = msg, time.perf_counter() - t0
+            yield dict(o)
+        return
+    members = len(run.members)
+    try:
+        for ev in run.events():
+            if stop is not None and stop.is_set():
+                run.stop()
+            i = ev.get("member", 0)
+            if ev["kind"] == "epoch" and not ev.get("partial"):
+                o = outs[i]
+                o.update(
+                    status="running",
+                    student_acc=ev["student_acc"],
+                    agreement=ev["agreement"],
+                    epoch=ev["epoch"],
+                    epochs=run.trainers[i].config.epochs,
+                )
+                o["history"] = [*o["history"], ev["student_acc"]]
+                o["seconds"] = time.perf_counter() - t0
+                yield dict(o)
+            elif ev["kind"] == "end" and ev.get("result") is not None:
+                o = outs[i]
+                o.update(_outcome(ev["result"]), batched=members, seconds=time.perf_counter() - t0)
+                o.pop("epoch", None)
+                yield dict(o)
+    except Exception as e:  # a bug mid-run: the tasks not yet ended say so
+        for o in outs:
+            if o["status"] in ("error", "running"):
+                o.update(status="error", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
+                yield dict(o)
+
+
+def run_tasks(tasks: list[dict], teacher: dict | None = None) -> list[dict]:
+    """What one worker runs: a single task (``run_task``), or a group of tasks as one batch
+    of students (``group_events``); the final record of each task."""
+    if len(tasks) == 1:
+        return [run_task(tasks[0], teacher)]
+    return [r for r in group_events(tasks, teacher) if r["status"] != "running"]
+
+
+def group_tasks(tasks: list[dict], size: int) -> list[list[dict]]:
+    """Tasks in groups that can train as one batch (same ``batched.group_key``), at most
+    ``size`` each, in the order of their first task; a task that cannot batch is alone."""
+    groups: dict = {}
+    for t in tasks:
+        key = batched.group_key(Config.from_dict(dict(t["config"])))
+        groups.setdefault(key if key is not None else ("alone", t["index"]), []).append(t)
+    return [g[i : i + max(1, size)] for g in groups.values() for i in range(0, len(g), max(1, size))]
 
 
 # ---------------------------------------------------------------- planning
@@ -260,22 +346,33 @@ class Sweep:
 
     def results(
         self,
-        backend: str = "joblib",
+        backend: str = "auto",
         n_jobs: int | None = None,
         address: str | None = None,
         stop: threading.Event | None = None,
         teacher_progress=None,
+        group: int | None = None,
     ):
-        """Run every task; yield each task's result dict as it finishes (in any order).
-        Setting ``stop`` cancels the tasks not yet started (running ones finish)."""
-        backend = (backend or "joblib").lower()
+        """Run every task; yield each task's record as it finishes (in any order) — and,
+        with the batched backend, at every epoch end (``status`` "running") while all the
+        cells of a batch advance together. Setting ``stop`` cancels the tasks not yet started
+        (running ones finish; a running batch stops at its next step).
+
+        ``group``: cells per batch of students (default: as many as the memory budget
+        allows, ``batched.group_size``, for the batched backend; 1 — no batching — for the
+        others, where each worker then trains a group as one batch)."""
+        backend = (backend or "auto").lower()
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
         if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1):
             raise ConfigError(f"n_jobs must be a whole number >= 1, got {n_jobs!r}")
+        if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 1):
+            raise ConfigError(f"group must be a whole number >= 1, got {group!r}")
         address = (address or "").strip() or None
-        if address and backend == "joblib":
+        if address and backend in ("auto", "joblib", "batched"):
             raise ConfigError("an address needs a cluster backend: --backend dask or --backend ray")
+        if backend == "auto":
+            backend = self.choose_backend()[0]
         _check_backend(backend)
         teacher = self.prepare_teacher(teacher_progress)
         n_jobs = n_jobs or os.cpu_count() or 1
@@ -287,23 +384,42 @@ class Sweep:
             )
             env["KD_PLAYGROUND_HOME"] = str(paths.home())
         tasks = self.tasks(env)
+        if backend == "batched":
+            yield from _in_process(group_tasks(tasks, group or self.group_size()), stop)
+            return
         blob = teachers.to_blob(teacher) if remote else None
         runner = {"joblib": _joblib, "dask": _dask, "ray": _ray}[backend]
-        yield from runner(tasks, min(n_jobs, len(tasks)), address, blob, stop)
+        jobs = group_tasks(tasks, group) if group and group > 1 else [[t] for t in tasks]
+        yield from runner(jobs, min(n_jobs, len(jobs)), address, blob, stop)
+
+    def group_size(self) -> int:
+        """Students per batch for this sweep's pair and data (``batched.group_size``)."""
+        return batched.group_size(self.base)
+
+    def choose_backend(self) -> tuple[str, str]:
+        """What ``backend="auto"`` runs, and why: the batched backend where a batch of this
+        sweep's students trains faster than one process per cell (``batched.faster_together``:
+        on a GPU, or MLP students on a CPU); else joblib."""
+        if self.total < 2:
+            return "joblib", "a single run"
+        yes, why = batched.faster_together(self.base)
+        return ("batched" if yes else "joblib"), why
 
     def run(
         self,
-        backend: str = "joblib",
+        backend: str = "auto",
         n_jobs: int | None = None,
         address: str | None = None,
         on_result=None,
         stop: threading.Event | None = None,
         teacher_progress=None,
+        group: int | None = None,
     ) -> SweepResult:
+        """Run to the end; ``on_result(record, result)`` for each task's final record."""
         res = SweepResult(self)
-        for r in self.results(backend, n_jobs, address, stop, teacher_progress):
+        for r in self.results(backend, n_jobs, address, stop, teacher_progress, group):
             res.add(r)
-            if on_result is not None:
+            if on_result is not None and r["status"] != "running":
                 on_result(r, res)
         return res
 
@@ -337,22 +453,34 @@ def _check_backend(backend: str) -> None:
 # ---------------------------------------------------------------- backends
 
 
-def _joblib(tasks, n_jobs, address, blob, stop):
+def _in_process(jobs, stop):
+    """The batched backend: each group trains here as one batch of students, one group
+    after another (a task that cannot batch runs alone)."""
+    for job in jobs:
+        if stop is not None and stop.is_set():
+            break
+        if len(job) == 1:
+            yield run_task(job[0])
+        else:
+            yield from group_events(job, None, stop)
+
+
+def _joblib(jobs, n_jobs, address, blob, stop):
     from joblib import Parallel, delayed
 
     gen = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(
-        delayed(run_task)(t, blob) for t in tasks
+        delayed(run_tasks)(job, blob) for job in jobs
     )
     try:
-        for r in gen:
-            yield r
+        for rs in gen:
+            yield from rs
             if stop is not None and stop.is_set():
                 break
     finally:
         gen.close()  # joblib cancels what has not started
 
 
-def _dask(tasks, n_jobs, address, blob, stop):
+def _dask(jobs, n_jobs, address, blob, stop):
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -368,10 +496,10 @@ def _dask(tasks, n_jobs, address, blob, stop):
         raise KDError(f"cannot reach the Dask scheduler at {address}: {e}") from None
     try:
         teacher = client.scatter(blob, broadcast=True) if blob is not None else None
-        futures = [client.submit(run_task, t, teacher, pure=False) for t in tasks]
+        futures = [client.submit(run_tasks, job, teacher, pure=False) for job in jobs]
         done = as_completed(futures)
         for fut in done:
-            yield fut.result()
+            yield from fut.result()
             if stop is not None and stop.is_set():
                 break
         client.cancel(futures)
@@ -381,7 +509,7 @@ def _dask(tasks, n_jobs, address, blob, stop):
             cluster.close()
 
 
-def _ray(tasks, n_jobs, address, blob, stop):
+def _ray(jobs, n_jobs, address, blob, stop):
     import ray
 
     started = False
@@ -403,12 +531,12 @@ def _ray(tasks, n_jobs, address, blob, stop):
             ) from None
         started = True
     try:
-        remote = ray.remote(num_cpus=1)(run_task)
+        remote = ray.remote(num_cpus=1)(run_tasks)
         teacher = ray.put(blob) if blob is not None else None
-        pending = [remote.remote(t, teacher) for t in tasks]
+        pending = [remote.remote(job, teacher) for job in jobs]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
+            yield from ray.get(done[0])
             if stop is not None and stop.is_set():
                 break
         for ref in pending:
@@ -445,50 +573,84 @@ class SweepResult:
     def __init__(self, sweep: Sweep):
         self.sweep = sweep
         self.items: list[dict] = []
+        self._at: dict[int, int] = {}  # task index -> position in items
         self._lock = threading.Lock()
 
     def add(self, r: dict) -> None:
+        """A task's record; a later record of the same task (a running batch's epoch, then
+        its end) replaces the earlier one."""
         with self._lock:
-            self.items.append(r)
+            at = self._at.get(r["index"]) if "index" in r else None
+            if at is None:
+                if "index" in r:
+                    self._at[r["index"]] = len(self.items)
+                self.items.append(r)
+            else:
+                self.items[at] = r
 
     @property
     def done(self) -> int:
+        """Tasks that have ended (not those still training)."""
         with self._lock:
-            return len(self.items)
+            return sum(1 for r in self.items if r["status"] != "running")
+
+    def progress(self) -> float:
+        """Tasks done, counting a task still training in a batch by the share of its epochs
+        done (a batched sweep's cells all end together: this moves while they train)."""
+        with self._lock:
+            return sum(
+                (r["epoch"] / max(r.get("epochs") or 1, 1)) if r["status"] == "running" else 1.0 for r in self.items
+            )
+
+    def training(self) -> tuple[int, int] | None:
+        """``(epoch, epochs)`` of the batch still training (the least advanced), or None."""
+        with self._lock:
+            live = [(r["epoch"], r["epochs"]) for r in self.items if r["status"] == "running"]
+        return min(live) if live else None
 
     def errors(self) -> list[dict]:
         with self._lock:
-            return [r for r in self.items if r["status"] not in ("finished", "stopped")]
+            return [r for r in self.items if r["status"] not in ("finished", "stopped", "running")]
 
     def teacher_acc(self) -> float | None:
         with self._lock:
             return next((r.get("teacher_acc") for r in self.items if r.get("teacher_acc") is not None), None)
 
     def rows(self) -> list[dict]:
-        """One row per cell: its values, n (finished seeds), acc / agreement / ECE mean and std."""
+        """One row per cell: its values, n (finished seeds), acc / agreement / ECE mean and std
+        — over the ended seeds, or while none has ended, over the seeds still training
+        (``live``: how many, at ``epoch`` of ``epochs``)."""
         with self._lock:
             items = list(self.items)
         by_cell: dict[int, list[dict]] = {}
+        live: dict[int, list[dict]] = {}
         for r in items:
             i = r.get("cell_index")
             if i is not None and r["status"] in ("finished", "stopped"):
                 by_cell.setdefault(i, []).append(r)
+            elif i is not None and r["status"] == "running":
+                live.setdefault(i, []).append(r)
         rows = []
         for i, cell in enumerate(self.sweep.cells):
             got = sorted(by_cell.get(i, []), key=lambda r: r["seed"])
-            accs = [last_epoch_accuracy(r) for r in got]
-            agrees = [r["agreement"] for r in got]
+            training = [] if got else sorted(live.get(i, []), key=lambda r: r["seed"])
+            shown = got or training
+            accs = [last_epoch_accuracy(r) for r in shown]
+            agrees = [r["agreement"] for r in shown]
             rows.append(
                 {
                     **cell,
                     "reference": self.sweep.reference[i],
                     "n": len(got),
+                    "live": len(training),
+                    "epoch": min((r["epoch"] for r in training), default=None),
+                    "epochs": training[0]["epochs"] if training else None,
                     "seeds": len(self.sweep.configs[i]),
                     "acc_mean": _mean(accs),
                     "acc_std": _std(accs),
                     "agree_mean": _mean(agrees),
                     "agree_std": _std(agrees),
-                    "ece_mean": _mean([r["ece"] for r in got]),
+                    "ece_mean": _mean([r["ece"] for r in shown]),
                     "seconds_mean": _mean([r.get("seconds") for r in got]),
                     "accs": accs,
                 }
@@ -730,9 +892,10 @@ def leaderboard(
     seeds=(0, 1, 2),
     methods=None,
     base: Config | None = None,
-    backend: str = "joblib",
+    backend: str = "auto",
     n_jobs: int | None = None,
     address: str | None = None,
+    group: int | None = None,
     kd_on_all: bool = False,
     csv_path=None,
     on_result=None,
@@ -752,7 +915,14 @@ def leaderboard(
         if on_result is not None:
             on_result(r, res)
 
-    res = sw.run(backend=backend, n_jobs=n_jobs, address=address, on_result=logged, teacher_progress=teacher_progress)
+    res = sw.run(
+        backend=backend,
+        n_jobs=n_jobs,
+        address=address,
+        on_result=logged,
+        teacher_progress=teacher_progress,
+        group=group,
+    )
     saved = leaderboard_dir() / f"{dataset}.csv"
     text = leaderboard_csv(res, saved)
     if csv_path:
@@ -809,7 +979,7 @@ class SweepRun:
             if self.is_alive is not None and not self._stop.is_set() and not self.is_alive():
                 message = "stopped: the browser session closed"
                 self._stop.set()
-            yield {"kind": "progress", "step": self.result.done}
+            yield {"kind": "progress", "step": self.result.progress()}
         status = "stopped" if self._stop.is_set() and self.result.done < self.sweep.total else "finished"
         yield {"kind": "end", "status": status, "message": message, "result": self.result}
 

@@ -898,9 +898,11 @@ def heatmap_figure(
     metric: str = "acc",
     title: str | None = None,
     best: dict | None = None,
+    epoch_word: str = "epoch",
 ):
     """A sweep's (``kd_core.sweep.SweepResult``) T (rows) x alpha (columns) heatmap of a cell metric's mean, with ``mean ± std`` in each
-    cell, grey '…' cells while pending, and the best cell starred and outlined."""
+    cell, grey '…' cells while pending, a cell still training in a batch with its accuracy so
+    far and ``epoch e/E``, and the best cell starred and outlined."""
     rows = [r for r in res.rows() if not r["reference"] and r["method"] == method and r["labeled_fraction"] == fraction]
     Ts, As = res.sweep.axis("temperature"), res.sweep.axis("alpha")
     is_best = best is not None and best["method"] == method and best["labeled_fraction"] == fraction
@@ -911,11 +913,15 @@ def heatmap_figure(
             r = next((r for r in rows if r["temperature"] == T and r["alpha"] == a), None)
             m = r[f"{metric}_mean"] if r else math.nan
             s = r[f"{metric}_std"] if r else math.nan
-            done = r is not None and r["n"] > 0 and not math.isnan(m)
+            live = r is not None and not r["n"] and r.get("live", 0) > 0
+            done = r is not None and (r["n"] > 0 or live) and not math.isnan(m)
             zr.append(100 * m if done else None)
             pr.append("" if done else "…")
             if not done:
                 tr.append("")
+                continue
+            if live:  # a batch still training: its accuracy so far, and where it is
+                tr.append(f"{100 * m:.1f}<br>{epoch_word} {r['epoch']}/{r['epochs']}")
                 continue
             star = "★ " if is_best and best["temperature"] == T and best["alpha"] == a else ""
             tr.append(

@@ -193,3 +193,92 @@ def test_distil_many_batches_what_it_can_and_runs_the_rest_alone():
     assert out[0]["batched"] == {"members": 2, "runs": 2} and out[2]["batched"] == out[0]["batched"]
     assert out[1]["batched"] == {"members": 1, "runs": 1}
     assert out[1]["student"]["arch"] == "mlp-64"
+
+
+# ---------------------------------------------------------------- sweeps, leaderboards
+
+
+def test_a_batched_sweep_fills_every_cell_together_and_matches_runs_alone():
+    from kd_core import sweep
+
+    base = Config(dataset="digits", method="kd", epochs=2, labeled_fraction=0.5)
+    sw = sweep.Sweep.grid(base, [1.0, 4.0], [0.5, 1.0], seeds=(0,))
+    records = list(sw.results(backend="batched"))
+    live = [r for r in records if r["status"] == "running"]
+    final = [r for r in records if r["status"] != "running"]
+    # every cell reports epoch 1 before any reports epoch 2, and all before any ends
+    assert [r["epoch"] for r in live] == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert records.index(final[0]) > records.index(live[-1])
+    assert len(final) == 4 and all(r["status"] == "finished" and r["batched"] == 4 for r in final)
+    for r in final:
+        alone = train.distil(sw.configs[r["cell_index"]][0])
+        assert r["student_acc"] == pytest.approx(alone["student"]["test_accuracy"], abs=3e-3)
+        assert r["history"] == pytest.approx([h["test_accuracy"] for h in alone["student"]["history"]], abs=3e-3)
+    # the result table while the batch trains: every cell shows its accuracy so far
+    res = sweep.SweepResult(sw)
+    for r in live[:4]:
+        res.add(r)
+    rows = res.rows()
+    assert all(row["live"] == 1 and row["epoch"] == 1 and row["n"] == 0 for row in rows)
+    assert res.done == 0 and res.progress() == pytest.approx(4 * 0.5) and res.training() == (1, 2)
+    fig = viz_heatmap(res)
+    assert all("epoch 1/2" in cell for row in fig.data[-1].text for cell in row)
+    for r in final:
+        res.add(r)
+    assert res.done == 4 and res.training() is None and all(row["n"] == 1 for row in res.rows())
+
+
+def viz_heatmap(res):
+    from kd_core import viz
+
+    return viz.heatmap_figure(res, "kd", 0.5, "acc")
+
+
+def test_auto_picks_the_batch_where_it_is_faster_and_says_why():
+    from kd_core import sweep
+
+    mlp = sweep.Sweep.grid(Config(dataset="digits", method="kd"), [1.0, 2.0], [0.5])
+    cnn = sweep.Sweep.grid(Config(dataset="mnist-mini", method="kd"), [1.0, 2.0], [0.5])
+    backend, why = mlp.choose_backend()
+    assert backend == "batched" and "mlp-32" in why
+    if not torch.cuda.is_available():
+        backend, why = cnn.choose_backend()
+        assert backend == "joblib" and "convolutions" in why
+
+
+def test_workers_train_groups_of_cells_as_one_batch():
+    from kd_core import sweep
+
+    sw = sweep.Sweep.grid(Config(dataset="digits", method="kd", epochs=1), [1.0, 2.0, 4.0], [0.5], seeds=(0, 1))
+    res = sw.run(backend="joblib", n_jobs=2, group=3)
+    assert res.done == 6 and not res.errors()
+    assert sorted(r["batched"] for r in res.items) == [3] * 6
+    with pytest.raises(ConfigError, match="group must be"):
+        list(sw.results(backend="batched", group=0))
+
+
+def test_a_leaderboard_batches_its_methods_and_runs_chained_ones_alone():
+    from kd_core import sweep
+
+    base = Config(dataset="digits", epochs=1)
+    sw = sweep.Sweep.leaderboard(base, seeds=(0, 1), methods=["none", "kd", "rkd", "born-again"])
+    res = sw.run(backend="batched")
+    assert res.done == 8 and not res.errors()
+    by_method = {}
+    for r in res.items:
+        by_method.setdefault(r["cell"]["method"], set()).add(r.get("batched"))
+    assert by_method["kd"] == by_method["rkd"] == by_method["none"] == {6}  # 3 methods x 2 seeds, one batch
+    assert by_method["born-again"] == {None}  # chains runs: each alone
+
+
+def test_the_cli_sweep_runs_batched_and_says_what_auto_chose(capsys):
+    from kd_core.__main__ import main
+
+    rc = main(["sweep", "--dataset", "digits", "--temperatures", "1,4", "--alphas", "0.5", "--epochs", "1"])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert "backend: batched" in out.err
+    assert "best cell" in out.out
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--dataset", "digits", "--temperatures", "2", "--alphas", "0.5", "--group", "0"])
+    assert e.value.code == 2 and "--group: must be at least 1" in capsys.readouterr().err

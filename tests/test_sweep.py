@@ -120,7 +120,7 @@ BAD = [
     (["--methods", "kd,magic"], "unknown method 'magic'"),
     (["--fractions", "0"], "labelled fraction"),
     (["--backend", "spark"], "invalid choice: 'spark'"),
-    (["--n-jobs", "0"], "n-jobs must be at least 1"),
+    (["--n-jobs", "0"], "--n-jobs: must be at least 1"),
     (["--address", "tcp://x:1"], "needs a cluster backend"),
     (["--epochs", "0"], "epochs must be in"),
 ]
