@@ -7,7 +7,8 @@ T = 20, beyond logits (feature, relational, contrastive), where KD is used and g
 a quiz. Every text comes from the catalogues (``kd_app.i18n``); every control is mirrored
 in the URL (``kd_app.links``). Trainings run as background jobs (``state.job_manager``)
 and their curves are polled by fragments; everything else is computed on cached teacher
-logits and small batches, so a slider redraws at once.
+logits and small batches, so a slider redraws at once. Each step is a function: in
+presentation mode (``?present=1``) only the step shown runs (``chrome.Screens``, ``&step=3``).
 """
 
 from __future__ import annotations
