@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from kd_app import datasets, i18n, links, method_effect, noise, state, views
+from kd_app import chrome, datasets, i18n, links, method_effect, noise, state, views
 from kd_app.i18n import t
 from kd_core import data, methods, models, train, viz
 from kd_core.config import Config
@@ -325,19 +325,43 @@ def formula_and_buttons(cfg: Config, method, problem: str | None, data_problem: 
             running = True
         except KDError as e:
             st.error(t("lab.cannot_start", error=e))
+        else:
+            if screens.current == 1:  # presentation mode: on to the step that shows the run
+                screens.go(2)
+                st.rerun()
     if b2.button(t("lab.stop"), disabled=not running, key="lab_stop", help=t("lab.stop_help")):
         job.stop()
 
 
-st.title("🧪 " + t("lab.title"))
-st.caption(t("lab.intro"))
+def setup_label() -> str:
+    """The collapsed set-up's title in presentation mode's later steps: what is set up."""
+    ss = st.session_state
+    name = ss.get("lab_method")
+    method_name = views.method_title(name) if name in methods.METHODS else ""
+    return t("lab.present.change_setup", method=method_name, dataset=ss.get("lab_dataset", ""))
+
+
+# presentation mode: one step per screen (?present=1&step=2): the set-up, the run, the method's own effect
+screens = chrome.Screens("lab", [t("lab.setup"), t("lab.present.run"), t("effect.header")])
+if screens.shows(1):
+    st.title("🧪 " + t("lab.title"))
+    st.caption(t("lab.intro"))
 restore_settings()
-# at 1280 px the set-up column must fit "mnist-mini — MNIST mini (5,000 real digits)" and "cnn-32-64"
-controls, output = st.columns([1.35, 2], gap="large")
-with controls:
-    cfg, method, problem, data_problem = set_up()
-with output:
-    formula_and_buttons(cfg, method, problem, data_problem)
+screens.header()
+if screens.current in (None, 1):
+    # at 1280 px the set-up column must fit "mnist-mini — MNIST mini (5,000 real digits)" and "cnn-32-64"
+    controls, output = st.columns([1.35, 2], gap="large")
+    with controls:
+        cfg, method, problem, data_problem = set_up()
+else:  # the set-up is still drawn (it makes the Config), folded away
+    with st.expander(setup_label(), expanded=False):
+        cfg, method, problem, data_problem = set_up()
+    if problem is not None:  # why Train is disabled, outside the folded set-up
+        st.error(t("lab.kd_error", error=problem))
+    output = st.container()
+if screens.shows(1) or screens.shows(2):
+    with output:
+        formula_and_buttons(cfg, method, problem, data_problem)
 
 
 # ------------------------------------------------------------------ live view
@@ -594,8 +618,11 @@ def live_view() -> None:
 
 
 with output:
-    live_view()
-    method_effect.section(cfg)  # the method alone, KD alone, both and scratch, over seeds
+    if screens.shows(2):
+        live_view()
+    if screens.shows(3):
+        method_effect.section(cfg)  # the method alone, KD alone, both and scratch, over seeds
+screens.footer()
 
 # the address bar always holds this set-up (and the saved run it shows): copy it to share it
 shown = state.current_run()

@@ -7,7 +7,8 @@ T = 20, beyond logits (feature, relational, contrastive), where KD is used and g
 a quiz. Every text comes from the catalogues (``kd_app.i18n``); every control is mirrored
 in the URL (``kd_app.links``). Trainings run as background jobs (``state.job_manager``)
 and their curves are polled by fragments; everything else is computed on cached teacher
-logits and small batches, so a slider redraws at once.
+logits and small batches, so a slider redraws at once. Each step is a function: in
+presentation mode (``?present=1``) only the step shown runs (``chrome.Screens``, ``&step=3``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from streamlit.errors import StreamlitAPIException
 
-from kd_app import links, noise, state, views
+from kd_app import chrome, links, noise, state, views
 from kd_app.i18n import t
 from kd_core import features, losses, methods, metrics, models, ship, teachers, train, viz
 from kd_core.config import Config
@@ -175,13 +176,18 @@ def embeddings(key: str, _model: torch.nn.Module, _x: torch.Tensor, layer: str) 
 
 # ------------------------------------------------------------------ header
 train.set_threads()
-st.title("🎓 " + t("lesson.title"))
-st.caption(t("lesson.subtitle"))
+# presentation mode: one step per screen (?present=1&step=3), with Previous / Next
+screens = chrome.Screens("lesson", [t(f"lesson.s{n}.title") for n in range(1, 9)])
+if screens.shows(1):
+    st.title("🎓 " + t("lesson.title"))
+    st.caption(t("lesson.subtitle"))
 links.sync("lesson", FIELDS)
-
-with st.expander(t("lesson.toc_title"), expanded=False):
-    st.markdown("\n".join(f"{n}. [{t(f'lesson.s{n}.title')}](#step-{n})" for n in range(1, 9)))
-st.markdown(t("lesson.intro"))
+screens.header()
+if screens.current is None:
+    with st.expander(t("lesson.toc_title"), expanded=False):
+        st.markdown("\n".join(f"{n}. [{t(f'lesson.s{n}.title')}](#step-{n})" for n in range(1, 9)))
+if screens.shows(1):
+    st.markdown(t("lesson.intro"))
 
 try:
     ds = state.dataset(DATASET)
@@ -201,74 +207,57 @@ def image_of(i: int) -> np.ndarray:
     return viz.to_display(ds.denormalise(ds.x_test[i : i + 1])[0].cpu().numpy())
 
 
-# ================================================================== 1. why distil
-step_header(1, "lesson.s1.title")
-st.markdown(t("lesson.s1.text"))
-alone = student_alone(s_arch)
-t_prof = teacher.profile(ds.in_shape)
-s_prof = alone.profile(ds.in_shape)
-rows = []
-for role, m, prof in (("teacher", teacher, t_prof), ("student_alone", alone, s_prof)):
-    rows.append(
-        {
-            t("lesson.s1.col_model"): t(f"lesson.s1.{role}"),
-            t("lesson.s1.col_arch"): m.arch,
-            t("lesson.s1.col_params"): prof["params"],
-            t("lesson.s1.col_flops"): prof["flops"] / 1e6,
-            t("lesson.s1.col_latency"): prof["latency_ms"],
-            t("lesson.s1.col_acc"): m.test_accuracy,
-        }
-    )
-table = pd.DataFrame(rows).set_index(t("lesson.s1.col_model"))
-st.dataframe(
-    table.style.format(
-        {
-            t("lesson.s1.col_params"): "{:,}",
-            t("lesson.s1.col_flops"): "{:.2f}",
-            t("lesson.s1.col_latency"): "{:.3f}",
-            t("lesson.s1.col_acc"): "{:.1%}",
-        }
-    ),
-    width="stretch",
-    key="lesson_why_table",
-)
-st.markdown(
-    t(
-        "lesson.s1.ratio",
-        params=t_prof["params"] / max(s_prof["params"], 1),
-        flops=t_prof["flops"] / max(s_prof["flops"], 1),
-        speed=t_prof["latency_ms"] / max(s_prof["latency_ms"], 1e-9),
-        gap=100 * (teacher.test_accuracy - alone.test_accuracy),
-    )
-)
-st.caption(t("lesson.s1.caption", epochs=STUDENT_EPOCHS, t_epochs=teacher.epochs, n=len(ds.y_train), m=len(ds.y_test)))
+# what several steps share (drawn or not in presentation mode): the chosen digit's test image
+# (its picker is in step 2; links.sync keeps its value), the KD loss and the untrained student
+i_img = picks.get(int(st.session_state.get("lesson_digit", 4)), 0)
+kd = methods.get("kd")
+KD_TERMS = kd.formula_latex().removeprefix(r"\mathcal{L} = ")
+fresh = fresh_student(s_arch, tuple(ds.in_shape), K)  # cached: the loss and relational views use it
 
-# ================================================================== 2. soft targets
-step_header(2, "lesson.s2.title")
-st.markdown(t("lesson.s2.text"))
-st.latex(
-    r"p_i^{(T)} \;=\; \frac{\exp(z_i / T)}{\sum_{j=1}^{N} \exp(z_j / T)}, \qquad "
-    r"H\!\left(p^{(T)}\right) = -\sum_{i=1}^{N} p_i^{(T)} \log_2 p_i^{(T)}"
-)
-st.markdown(t("lesson.s2.symbols"))
-left, right = st.columns([1, 2.6], gap="large")
-with left:
-    digit_labels = {
-        c: t("lesson.s2.digit_option", c=classes[c]) for c in range(K)
-    }  # format_func runs outside the script
-    digit = st.selectbox(
-        t("lesson.s2.digit"),
-        list(range(K)),
-        key="lesson_digit",
-        format_func=digit_labels.get,
-        help=t("lesson.s2.digit_help"),
+
+# ================================================================== 1. why distil
+def step_1() -> None:
+    step_header(1, "lesson.s1.title")
+    st.markdown(t("lesson.s1.text"))
+    alone = student_alone(s_arch)
+    t_prof = teacher.profile(ds.in_shape)
+    s_prof = alone.profile(ds.in_shape)
+    rows = []
+    for role, m, prof in (("teacher", teacher, t_prof), ("student_alone", alone, s_prof)):
+        rows.append(
+            {
+                t("lesson.s1.col_model"): t(f"lesson.s1.{role}"),
+                t("lesson.s1.col_arch"): m.arch,
+                t("lesson.s1.col_params"): prof["params"],
+                t("lesson.s1.col_flops"): prof["flops"] / 1e6,
+                t("lesson.s1.col_latency"): prof["latency_ms"],
+                t("lesson.s1.col_acc"): m.test_accuracy,
+            }
+        )
+    table = pd.DataFrame(rows).set_index(t("lesson.s1.col_model"))
+    st.dataframe(
+        table.style.format(
+            {
+                t("lesson.s1.col_params"): "{:,}",
+                t("lesson.s1.col_flops"): "{:.2f}",
+                t("lesson.s1.col_latency"): "{:.3f}",
+                t("lesson.s1.col_acc"): "{:.1%}",
+            }
+        ),
+        width="stretch",
+        key="lesson_why_table",
     )
-    i_img = picks.get(int(digit), 0)
-    st.image(
-        views.upscale(image_of(i_img), IMG_PX),
-        width=IMG_PX,
-        output_format="PNG",
-        caption=t("lesson.s2.image_caption", i=i_img, c=classes[int(y[i_img])]),
+    st.markdown(
+        t(
+            "lesson.s1.ratio",
+            params=t_prof["params"] / max(s_prof["params"], 1),
+            flops=t_prof["flops"] / max(s_prof["flops"], 1),
+            speed=t_prof["latency_ms"] / max(s_prof["latency_ms"], 1e-9),
+            gap=100 * (teacher.test_accuracy - alone.test_accuracy),
+        )
+    )
+    st.caption(
+        t("lesson.s1.caption", epochs=STUDENT_EPOCHS, t_epochs=teacher.epochs, n=len(ds.y_train), m=len(ds.y_test))
     )
 
 
@@ -319,19 +308,37 @@ def soft_targets_view() -> None:
     )
 
 
-with right:
-    soft_targets_view()
-st.info(t("lesson.s2.dark"), icon="🌑")
+# ================================================================== 2. soft targets
+def step_2() -> None:
+    step_header(2, "lesson.s2.title")
+    st.markdown(t("lesson.s2.text"))
+    st.latex(
+        r"p_i^{(T)} \;=\; \frac{\exp(z_i / T)}{\sum_{j=1}^{N} \exp(z_j / T)}, \qquad "
+        r"H\!\left(p^{(T)}\right) = -\sum_{i=1}^{N} p_i^{(T)} \log_2 p_i^{(T)}"
+    )
+    st.markdown(t("lesson.s2.symbols"))
+    left, right = st.columns([1, 2.6], gap="large")
+    with left:
+        digit_labels = {
+            c: t("lesson.s2.digit_option", c=classes[c]) for c in range(K)
+        }  # format_func runs outside the script
+        st.selectbox(
+            t("lesson.s2.digit"),
+            list(range(K)),
+            key="lesson_digit",
+            format_func=digit_labels.get,
+            help=t("lesson.s2.digit_help"),
+        )
+        st.image(
+            views.upscale(image_of(i_img), IMG_PX),
+            width=IMG_PX,
+            output_format="PNG",
+            caption=t("lesson.s2.image_caption", i=i_img, c=classes[int(y[i_img])]),
+        )
 
-# ================================================================== 3. the loss
-step_header(3, "lesson.s3.title")
-kd = methods.get("kd")
-st.markdown(t("lesson.s3.text"))
-st.latex(kd.formula_latex())
-st.markdown(t("lesson.s3.symbols"))
-
-
-fresh = fresh_student(s_arch, tuple(ds.in_shape), K)  # cached: the loss and relational views use it
+    with right:
+        soft_targets_view()
+    st.info(t("lesson.s2.dark"), icon="🌑")
 
 
 @st.fragment
@@ -461,10 +468,17 @@ def loss_section() -> None:
     )
 
 
-loss_section()
+# ================================================================== 3. the loss
+def step_3() -> None:
+    step_header(3, "lesson.s3.title")
+    st.markdown(t("lesson.s3.text"))
+    st.latex(kd.formula_latex())
+    st.markdown(t("lesson.s3.symbols"))
+
+    loss_section()
 
 
-# ================================================================== 4. one-click experiment
+# ------------------------------------------------------------------ 4. and 5.: the runs
 def job_status(snap: dict) -> None:
     status = snap["status"]
     if status == "queued":
@@ -540,47 +554,6 @@ def start_missing() -> None:
     st.session_state.lesson_missing_jobs = ids
 
 
-step_header(4, "lesson.s4.title")
-st.markdown(t("lesson.s4.text"))
-exp_job = state.find_job(st.session_state.get("lesson_exp_job"))
-exp_running = exp_job is not None and not exp_job.done
-e1, e2 = st.columns([2, 1], vertical_alignment="bottom")
-fraction = float(
-    e1.select_slider(
-        t("lesson.s4.fraction"),
-        FRACTIONS,
-        key="lesson_fraction",
-        format_func=lambda v: f"{v:.0%}",
-        help=t("lesson.s4.fraction_help"),
-    )
-)
-e2.button(
-    t("lesson.s4.run"),
-    type="primary",
-    key="lesson_run_exp",
-    disabled=exp_running,
-    on_click=start_experiment,
-    help=t("lesson.s4.run_help", epochs=EXP_EPOCHS),
-    width="stretch",
-)
-if "lesson_job_error" in st.session_state:
-    st.error(st.session_state.pop("lesson_job_error"))
-if exp_running:
-
-    @st.fragment(run_every=1.0)
-    def live_experiment() -> None:
-        draw_experiment()
-        j = state.find_job(st.session_state.get("lesson_exp_job"))
-        if j is not None and j.done:
-            st.rerun()
-
-    live_experiment()
-else:
-    draw_experiment()
-page_link("lab.py", "lesson.s4.lab_link", "🧪")
-
-
-# ================================================================== 5. the missing class
 def draw_missing() -> None:
     ids = st.session_state.get("lesson_missing_jobs")
     jobs = [state.find_job(i) for i in ids] if ids else []
@@ -630,68 +603,107 @@ def draw_missing() -> None:
         st.markdown(t(key, c=MISSING, t_lo=MISSING_T[0], t_hi=MISSING_T[1], lo=100 * lo, hi=100 * hi))
 
 
-step_header(5, "lesson.s5.title")
-st.markdown(t("lesson.s5.text", c=MISSING))
-# why temperature matters here: the share of "3" in the teacher's soft targets on other digits
-not_c = y != MISSING
-mass = softmax(logits[not_c][:, None, :], T_GRID[None, :, None])[:, :, MISSING].mean(axis=0)
-mfig = go.Figure()
-mfig.add_scatter(
-    x=T_GRID.tolist(), y=mass.tolist(), mode="lines", line=dict(color=viz.TEACHER, width=4), name=t("roles.teacher")
-)
-for T_m, where in zip(MISSING_T, ("top left", "bottom left")):
-    v = float(softmax(logits[not_c], T_m)[:, MISSING].mean())
-    mfig.add_scatter(
-        x=[T_m],
-        y=[v],
-        mode="markers+text",
-        marker=dict(size=14, color=viz.STUDENT),
-        text=[f"T = {T_m:g}: {100 * v:.2g}%"],
-        textposition=where,
-        showlegend=False,
+# ================================================================== 4. one-click experiment
+def step_4() -> None:
+    step_header(4, "lesson.s4.title")
+    st.markdown(t("lesson.s4.text"))
+    exp_job = state.find_job(st.session_state.get("lesson_exp_job"))
+    exp_running = exp_job is not None and not exp_job.done
+    e1, e2 = st.columns([2, 1], vertical_alignment="bottom")
+    e1.select_slider(  # read by start_experiment from its key
+        t("lesson.s4.fraction"),
+        FRACTIONS,
+        key="lesson_fraction",
+        format_func=lambda v: f"{v:.0%}",
+        help=t("lesson.s4.fraction_help"),
     )
-viz.style(mfig, t("lesson.s5.mass_title", c=MISSING), height=400)
-mfig.update_xaxes(
-    type="log",
-    title=t("axes.temperature"),
-    tickvals=[0.3, 1, 2, 5, 10, 20, 40],
-    ticktext=["0.3", "1", "2", "5", "10", "20", "40"],
-)
-mfig.update_yaxes(type="log", title=t("lesson.s5.mass_axis", c=MISSING), tickformat=".1%")
-mfig.update_layout(showlegend=False)
-n1, n2 = st.columns([1, 1], gap="large")
-n1.plotly_chart(mfig, key="lesson_missing_mass", width="stretch", theme=None)
-with n2:
-    st.markdown(t("lesson.s5.mass_text", c=MISSING, t_lo=MISSING_T[0], t_hi=MISSING_T[1]))
-    ids = st.session_state.get("lesson_missing_jobs") or []
-    miss_jobs = [state.find_job(i) for i in ids]
-    miss_running = any(j is not None and not j.done for j in miss_jobs)
-    st.button(
-        t("lesson.s5.run", t_lo=MISSING_T[0], t_hi=MISSING_T[1]),
+    e2.button(
+        t("lesson.s4.run"),
         type="primary",
-        key="lesson_run_missing",
-        disabled=miss_running,
-        on_click=start_missing,
-        help=t("lesson.s5.run_help", c=MISSING, epochs=EXP_EPOCHS),
+        key="lesson_run_exp",
+        disabled=exp_running,
+        on_click=start_experiment,
+        help=t("lesson.s4.run_help", epochs=EXP_EPOCHS),
         width="stretch",
     )
-    if "lesson_missing_error" in st.session_state:
-        st.error(st.session_state.pop("lesson_missing_error"))
-if miss_running:
+    if "lesson_job_error" in st.session_state:
+        st.error(st.session_state.pop("lesson_job_error"))
+    if exp_running:
 
-    @st.fragment(run_every=1.0)
-    def live_missing() -> None:
+        @st.fragment(run_every=1.0)
+        def live_experiment() -> None:
+            draw_experiment()
+            j = state.find_job(st.session_state.get("lesson_exp_job"))
+            if j is not None and j.done:
+                st.rerun()
+
+        live_experiment()
+    else:
+        draw_experiment()
+    page_link("lab.py", "lesson.s4.lab_link", "🧪")
+
+
+# ================================================================== 5. the missing class
+def step_5() -> None:
+    step_header(5, "lesson.s5.title")
+    st.markdown(t("lesson.s5.text", c=MISSING))
+    # why temperature matters here: the share of "3" in the teacher's soft targets on other digits
+    not_c = y != MISSING
+    mass = softmax(logits[not_c][:, None, :], T_GRID[None, :, None])[:, :, MISSING].mean(axis=0)
+    mfig = go.Figure()
+    mfig.add_scatter(
+        x=T_GRID.tolist(), y=mass.tolist(), mode="lines", line=dict(color=viz.TEACHER, width=4), name=t("roles.teacher")
+    )
+    for T_m, where in zip(MISSING_T, ("top left", "bottom left")):
+        v = float(softmax(logits[not_c], T_m)[:, MISSING].mean())
+        mfig.add_scatter(
+            x=[T_m],
+            y=[v],
+            mode="markers+text",
+            marker=dict(size=14, color=viz.STUDENT),
+            text=[f"T = {T_m:g}: {100 * v:.2g}%"],
+            textposition=where,
+            showlegend=False,
+        )
+    viz.style(mfig, t("lesson.s5.mass_title", c=MISSING), height=400)
+    mfig.update_xaxes(
+        type="log",
+        title=t("axes.temperature"),
+        tickvals=[0.3, 1, 2, 5, 10, 20, 40],
+        ticktext=["0.3", "1", "2", "5", "10", "20", "40"],
+    )
+    mfig.update_yaxes(type="log", title=t("lesson.s5.mass_axis", c=MISSING), tickformat=".1%")
+    mfig.update_layout(showlegend=False)
+    n1, n2 = st.columns([1, 1], gap="large")
+    n1.plotly_chart(mfig, key="lesson_missing_mass", width="stretch", theme=None)
+    with n2:
+        st.markdown(t("lesson.s5.mass_text", c=MISSING, t_lo=MISSING_T[0], t_hi=MISSING_T[1]))
+        ids = st.session_state.get("lesson_missing_jobs") or []
+        miss_jobs = [state.find_job(i) for i in ids]
+        miss_running = any(j is not None and not j.done for j in miss_jobs)
+        st.button(
+            t("lesson.s5.run", t_lo=MISSING_T[0], t_hi=MISSING_T[1]),
+            type="primary",
+            key="lesson_run_missing",
+            disabled=miss_running,
+            on_click=start_missing,
+            help=t("lesson.s5.run_help", c=MISSING, epochs=EXP_EPOCHS),
+            width="stretch",
+        )
+        if "lesson_missing_error" in st.session_state:
+            st.error(st.session_state.pop("lesson_missing_error"))
+    if miss_running:
+
+        @st.fragment(run_every=1.0)
+        def live_missing() -> None:
+            draw_missing()
+            ids_now = st.session_state.get("lesson_missing_jobs") or []
+            if all(j is not None and j.done for j in (state.find_job(i) for i in ids_now)):
+                st.rerun()
+
+        live_missing()
+    else:
         draw_missing()
-        ids_now = st.session_state.get("lesson_missing_jobs") or []
-        if all(j is not None and j.done for j in (state.find_job(i) for i in ids_now)):
-            st.rerun()
-
-    live_missing()
-else:
-    draw_missing()
-
-# ================================================================== 6. beyond logits
-KD_TERMS = kd.formula_latex().removeprefix(r"\mathcal{L} = ")
 
 
 def formulas(names: tuple[str, ...]) -> None:
@@ -700,51 +712,6 @@ def formulas(names: tuple[str, ...]) -> None:
         m = methods.get(name)
         st.markdown(f"**{t('methods.' + name)}**")
         st.latex(m.formula_latex().replace(KD_TERMS, r"\mathcal{L}_{\mathrm{KD}}"))
-
-
-step_header(6, "lesson.s6.title")
-st.markdown(t("lesson.s6.text"))
-x_img = ds.x_test[i_img : i_img + 1]
-
-# --- feature distillation
-st.subheader(t("lesson.s6.feature_title"))
-st.markdown(t("lesson.s6.feature_text"))
-formulas(("fitnets", "at"))
-f1, f2 = st.columns([1, 1.2], gap="large")
-with f1:
-    st.markdown(t("lesson.s6.feature_symbols"))
-    page_link("feature_maps.py", "lesson.s6.feature_link", "🗺️")
-with f2:
-    shapes = models.module_shapes(teacher.model, ds.in_shape)
-    spatial = [n for n in teacher.model.tap_names if len(shapes.get(n, ())) == 3]
-    feats = features.extract(teacher.model, x_img, spatial)
-    img = image_of(i_img)
-    cols = st.columns(len(spatial))
-    for j, (col, layer) in enumerate(zip(cols, spatial)):
-        ov = features.attention_overlay(feats[layer][0], img.shape[-2:])
-        afig = viz.overlay_figure(
-            img,
-            ov["overlay"].numpy(),
-            title=t("lesson.s6.att_title", layer=layer, shape="×".join(map(str, shapes[layer]))),
-            role="teacher",
-            height=300,
-        )
-        afig.update_traces(showscale=False, selector=dict(name="attention"))
-        col.plotly_chart(afig, key=f"lesson_att_{j}", width="stretch", theme=None)
-    st.caption(t("lesson.s6.att_caption", c=classes[int(y[i_img])]))
-
-# --- relational distillation
-st.subheader(t("lesson.s6.relational_title"))
-st.markdown(t("lesson.s6.relational_text"))
-formulas(("rkd", "sp", "pkt"))
-st.latex(
-    r"\psi_D(t_i, t_j) = \frac{\|t_i - t_j\|_2}{\mu}, \qquad \mu = \frac{1}{|\mathcal{P}|}"
-    r"\sum_{(i,j) \in \mathcal{P}} \|t_i - t_j\|_2"
-)
-r1, r2 = st.columns([1, 1.5], gap="large")
-with r1:
-    st.markdown(t("lesson.s6.relational_symbols"))
-    page_link("relations.py", "lesson.s6.relational_link", "🕸️")
 
 
 @st.fragment
@@ -801,19 +768,6 @@ def relational_view() -> None:
     )
 
 
-with r2:
-    relational_view()
-
-# --- contrastive distillation
-st.subheader(t("lesson.s6.contrastive_title"))
-st.markdown(t("lesson.s6.contrastive_text"))
-formulas(tuple(n for n in ("contrastive", "crd") if n in methods.METHODS))
-k1, k2 = st.columns([1, 1.5], gap="large")
-with k1:
-    st.markdown(t("lesson.s6.contrastive_symbols"))
-    page_link("contrastive.py", "lesson.s6.contrastive_link", "🧲")
-
-
 @st.fragment
 def contrastive_view() -> None:
     """tau and the contrastive probabilities: reruns only this view."""
@@ -853,47 +807,115 @@ def contrastive_view() -> None:
     )
 
 
-with k2:
-    contrastive_view()
+# ================================================================== 6. beyond logits
+def step_6() -> None:
+    step_header(6, "lesson.s6.title")
+    st.markdown(t("lesson.s6.text"))
+    x_img = ds.x_test[i_img : i_img + 1]
+
+    # --- feature distillation
+    st.subheader(t("lesson.s6.feature_title"))
+    st.markdown(t("lesson.s6.feature_text"))
+    formulas(("fitnets", "at"))
+    f1, f2 = st.columns([1, 1.2], gap="large")
+    with f1:
+        st.markdown(t("lesson.s6.feature_symbols"))
+        page_link("feature_maps.py", "lesson.s6.feature_link", "🗺️")
+    with f2:
+        shapes = models.module_shapes(teacher.model, ds.in_shape)
+        spatial = [n for n in teacher.model.tap_names if len(shapes.get(n, ())) == 3]
+        feats = features.extract(teacher.model, x_img, spatial)
+        img = image_of(i_img)
+        cols = st.columns(len(spatial))
+        for j, (col, layer) in enumerate(zip(cols, spatial)):
+            ov = features.attention_overlay(feats[layer][0], img.shape[-2:])
+            afig = viz.overlay_figure(
+                img,
+                ov["overlay"].numpy(),
+                title=t("lesson.s6.att_title", layer=layer, shape="×".join(map(str, shapes[layer]))),
+                role="teacher",
+                height=300,
+            )
+            afig.update_traces(showscale=False, selector=dict(name="attention"))
+            col.plotly_chart(afig, key=f"lesson_att_{j}", width="stretch", theme=None)
+        st.caption(t("lesson.s6.att_caption", c=classes[int(y[i_img])]))
+
+    # --- relational distillation
+    st.subheader(t("lesson.s6.relational_title"))
+    st.markdown(t("lesson.s6.relational_text"))
+    formulas(("rkd", "sp", "pkt"))
+    st.latex(
+        r"\psi_D(t_i, t_j) = \frac{\|t_i - t_j\|_2}{\mu}, \qquad \mu = \frac{1}{|\mathcal{P}|}"
+        r"\sum_{(i,j) \in \mathcal{P}} \|t_i - t_j\|_2"
+    )
+    r1, r2 = st.columns([1, 1.5], gap="large")
+    with r1:
+        st.markdown(t("lesson.s6.relational_symbols"))
+        page_link("relations.py", "lesson.s6.relational_link", "🕸️")
+
+    with r2:
+        relational_view()
+
+    # --- contrastive distillation
+    st.subheader(t("lesson.s6.contrastive_title"))
+    st.markdown(t("lesson.s6.contrastive_text"))
+    formulas(tuple(n for n in ("contrastive", "crd") if n in methods.METHODS))
+    k1, k2 = st.columns([1, 1.5], gap="large")
+    with k1:
+        st.markdown(t("lesson.s6.contrastive_symbols"))
+        page_link("contrastive.py", "lesson.s6.contrastive_link", "🧲")
+
+    with k2:
+        contrastive_view()
+
 
 # ================================================================== 7. where KD is used and going
-step_header(7, "lesson.s7.title")
-w1, w2 = st.columns(2, gap="large")
-with w1:
-    st.subheader(t("lesson.s7.used_title"))
-    st.markdown(t("lesson.s7.used"))
-    st.markdown(t("lesson.s7.lm_try"))
-    page_link("language_models.py", "lesson.s7.lm_link", "💬")
-with w2:
-    st.subheader(t("lesson.s7.going_title"))
-    st.markdown(t("lesson.s7.going"))
+def step_7() -> None:
+    step_header(7, "lesson.s7.title")
+    w1, w2 = st.columns(2, gap="large")
+    with w1:
+        st.subheader(t("lesson.s7.used_title"))
+        st.markdown(t("lesson.s7.used"))
+        st.markdown(t("lesson.s7.lm_try"))
+        page_link("language_models.py", "lesson.s7.lm_link", "💬")
+    with w2:
+        st.subheader(t("lesson.s7.going_title"))
+        st.markdown(t("lesson.s7.going"))
+
 
 # ================================================================== 8. quiz
-step_header(8, "lesson.s8.title")
-st.markdown(t("lesson.s8.text"))
-QUIZ = [("q1", 1), ("q2", 1), ("q3", 0), ("q4", 2), ("q5", 1), ("q6", 3)]  # (question, index of the right option)
-score = 0
-answered = 0
-for n, (q, right) in enumerate(QUIZ, 1):
-    with st.container(border=True):
-        options = [t(f"lesson.quiz.{q}.o{o + 1}") for o in range(4)]
-        pick = st.radio(
-            f"**{n}.** " + t(f"lesson.quiz.{q}.question"),
-            [0, 1, 2, 3],
-            index=None,
-            key=f"lesson_quiz_{q}",
-            format_func=options.__getitem__,
-            help=t("lesson.s8.help"),
-        )
-        if pick is not None:
-            answered += 1
-            if pick == right:
-                score += 1
-                st.success(t("lesson.s8.right") + " " + t(f"lesson.quiz.{q}.why"), icon="✅")
-            else:
-                st.error(t("lesson.s8.wrong", answer=options[right]) + " " + t(f"lesson.quiz.{q}.why"), icon="❌")
-if answered:
-    st.markdown(t("lesson.s8.score", score=score, answered=answered, total=len(QUIZ)))
-if answered == len(QUIZ) and score == len(QUIZ):
-    st.balloons()
-st.caption(t("lesson.outro"))
+def step_8() -> None:
+    step_header(8, "lesson.s8.title")
+    st.markdown(t("lesson.s8.text"))
+    QUIZ = [("q1", 1), ("q2", 1), ("q3", 0), ("q4", 2), ("q5", 1), ("q6", 3)]  # (question, index of the right option)
+    score = 0
+    answered = 0
+    for n, (q, right) in enumerate(QUIZ, 1):
+        with st.container(border=True):
+            options = [t(f"lesson.quiz.{q}.o{o + 1}") for o in range(4)]
+            pick = st.radio(
+                f"**{n}.** " + t(f"lesson.quiz.{q}.question"),
+                [0, 1, 2, 3],
+                index=None,
+                key=f"lesson_quiz_{q}",
+                format_func=options.__getitem__,
+                help=t("lesson.s8.help"),
+            )
+            if pick is not None:
+                answered += 1
+                if pick == right:
+                    score += 1
+                    st.success(t("lesson.s8.right") + " " + t(f"lesson.quiz.{q}.why"), icon="✅")
+                else:
+                    st.error(t("lesson.s8.wrong", answer=options[right]) + " " + t(f"lesson.quiz.{q}.why"), icon="❌")
+    if answered:
+        st.markdown(t("lesson.s8.score", score=score, answered=answered, total=len(QUIZ)))
+    if answered == len(QUIZ) and score == len(QUIZ):
+        st.balloons()
+    st.caption(t("lesson.outro"))
+
+
+for n, draw in enumerate((step_1, step_2, step_3, step_4, step_5, step_6, step_7, step_8), 1):
+    if screens.shows(n):
+        draw()
+screens.footer()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import streamlit as st
 
 from kd_core import data
 
-from . import i18n, state
+from . import i18n, links, state
 from .i18n import t
 
 PRESENT = "present"  # query parameter (?present=1) and the sidebar switch's key
+STEP = links.STEP  # query parameter (?present=1&step=3): the screen a long page shows in presentation mode
 # every page: long formulas scroll inside their own box instead of being clipped at the
 # window's edge (the Lab's DKD formula at 1280 px)
 BASE_CSS = """
@@ -46,6 +49,126 @@ def presentation_switch() -> None:
         st.query_params[PRESENT] = "1"
     elif not on and PRESENT in st.query_params:
         del st.query_params[PRESENT]
+
+
+class Screens:
+    """One thing per screen where a page is long. In presentation mode the page shows one of
+    its steps at a time, with Previous / Next and a picker saying "step i of n" above it (and
+    Previous / Next again below); the step is kept in the link (``?present=1&step=3``) and
+    across visits to other pages. Outside presentation mode the page shows every step::
+
+        screens = chrome.Screens("lesson", [t("lesson.s1.title"), ...])
+        screens.header()  # the picker, Previous and Next (only in presentation mode)
+        if screens.shows(1):
+            step_1()
+        ...
+        screens.footer()  # Previous and Next again
+
+    A bad step in the link (0, 99, "abc") falls back to step 1 with a notice."""
+
+    def __init__(self, page: str, titles: Sequence[str]):
+        self.page, self.titles = page, list(titles)
+        self.key = f"kd_screen_{page}"  # a plain session_state key: it outlives the page's widgets
+        self.current: int | None = None
+        self._notices: list[str] = []
+        if presenting() and self.titles:
+            self.current = self._restore()
+            self._write()
+
+    @property
+    def count(self) -> int:
+        return len(self.titles)
+
+    def shows(self, i: int) -> bool:
+        """Whether step ``i`` (from 1) is drawn in this run: all of them outside presentation mode."""
+        return self.current is None or self.current == i
+
+    def go(self, i: int) -> None:
+        """Show step ``i`` from the next run on (e.g. after Train, the step that shows the run)."""
+        _go(self.key, i)
+
+    def header(self) -> None:
+        """The notice about a bad step in the link, the picker, Previous and Next (presentation mode only)."""
+        if self.current is not None:
+            links.show(self._notices)
+            self._nav("top")
+
+    def footer(self) -> None:
+        """Previous / Next again under the step (presentation mode only)."""
+        if self.current is not None:
+            self._nav("bottom")
+
+    def _restore(self) -> int:
+        ss = st.session_state
+        field = links.choice(STEP, self.key, list(range(1, self.count + 1)), 1)
+        if _READ + self.page not in ss:  # the link's step, read once per session (the first projected run)
+            ss[_READ + self.page] = True
+            raw = st.query_params.get(STEP)
+            if raw is not None:
+                self._notices = links.restore([field], {STEP: raw})
+        i = ss.get(self.key, 1)
+        if not isinstance(i, int) or not 1 <= i <= self.count:
+            i = ss[self.key] = 1
+        return i
+
+    def _write(self) -> None:
+        """The step into the link (step 1, the default, is left out)."""
+        want = [] if self.current == 1 else [str(self.current)]
+        if st.query_params.get_all(STEP) != want:  # also a step given twice (&step=3&step=4)
+            if want:
+                st.query_params[STEP] = want[0]
+            else:
+                del st.query_params[STEP]
+
+    def _nav(self, where: str) -> None:
+        i, n = self.current, self.count
+        prev, middle, nxt = st.columns([1, 3, 1], vertical_alignment="bottom")
+        prev.button(
+            "◀ " + t("present.previous"),
+            key=f"kd_screen_prev_{where}_{self.page}",
+            disabled=i <= 1,
+            on_click=_go,
+            args=(self.key, i - 1),
+            help=t("present.previous_help"),
+            width="stretch",
+        )
+        if where == "top":
+            pick = _PICK + self.page
+            st.session_state[pick] = i  # before the widget: it always shows the current step
+            titles = {k: f"{k} · {title}" for k, title in enumerate(self.titles, 1)}
+            middle.selectbox(
+                t("present.step_of", i=i, n=n),
+                list(titles),
+                key=pick,
+                format_func=titles.get,
+                on_change=_picked,
+                args=(self.key, pick),
+                help=t("present.picker_help"),
+            )
+        else:
+            middle.markdown(t("present.step_of", i=i, n=n), text_alignment="center")
+        nxt.button(
+            t("present.next") + " ▶",
+            key=f"kd_screen_next_{where}_{self.page}",
+            type="primary",
+            disabled=i >= n,
+            on_click=_go,
+            args=(self.key, i + 1),
+            help=t("present.next_help"),
+            width="stretch",
+        )
+
+
+_READ = "_kd_screen_read_"
+_PICK = "kd_screen_pick_"
+
+
+def _go(key: str, i: int) -> None:
+    st.session_state[key] = i
+
+
+def _picked(key: str, pick: str) -> None:
+    st.session_state[key] = st.session_state[pick]
 
 
 def sidebar() -> None:

@@ -45,6 +45,7 @@ from .i18n import t
 
 _DONE = "_kd_links_restored_"
 PRESENT = "present"  # presentation mode (kd_app.chrome), in every page's link
+STEP = "step"  # presentation mode's screen of a long page (kd_app.chrome.Screens), kept beside it
 _SHADOW = "_kd_links_keep_"
 
 
@@ -263,7 +264,7 @@ def forget(keys: Sequence[str]) -> None:
 def unknown(fields: Sequence[Field], extra: Sequence[str] = ()) -> list[str]:
     """A notice for each parameter of the link that the page does not read."""
     names = {n for f in fields for n in (f.name, *f.aliases) if n is not None}
-    names |= set(extra) | {i18n.PARAM, PRESENT}
+    names |= set(extra) | {i18n.PARAM, PRESENT, STEP}
     return [t("links.unknown", name=k, value=v) for k, v in _query().items() if k not in names]
 
 
@@ -279,6 +280,8 @@ def write(params: dict[str, str]) -> None:
         params[i18n.PARAM] = i18n.lang()
     if st.query_params.get(PRESENT) == "1":  # presentation mode stays in every page's link
         params[PRESENT] = "1"
+        if STEP in st.query_params:  # and the step it shows (chrome.Screens writes it)
+            params[STEP] = st.query_params.get(STEP)
     if _query() != params:
         st.query_params.from_dict(params)
 
@@ -421,7 +424,7 @@ def restore_lab() -> list[str]:
             n = n.replace(f"ignored {c}=", f"ignored {k}=")
         notices.append(t("links.lab_notice", detail=n))
     rows = lab_settings(cfg.dataset, cfg.method)
-    known = {n for r in rows for n in (r.name, *r.aliases)} | {"pairs", RUN, i18n.PARAM, PRESENT}
+    known = {n for r in rows for n in (r.name, *r.aliases)} | {"pairs", RUN, i18n.PARAM, PRESENT, STEP}
     known |= {f"p.{p.name}" for m in methods.METHODS.values() for p in m.params}
     notices += [t("links.unknown", name=k, value=v) for k, v in query.items() if k not in known]
     ss = st.session_state

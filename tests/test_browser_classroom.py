@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import ROOT, SHOTS, _no_exception, _open, app_server, server  # noqa: F401 (fixture)
+from test_browser import IDLE, ROOT, SHOTS, _no_exception, _open, app_server, server  # noqa: F401 (fixture)
 
 APP_PAGES = re.findall(r'url_path="([^"]+)"', (ROOT / "app.py").read_text(encoding="utf-8"))
 
@@ -89,3 +89,60 @@ def test_a_deep_link_opened_first_on_a_fresh_server_shows_the_apps_navigation(br
         assert "method=dkd" in page.url
         page.screenshot(path=str(SHOTS / "deep-link-first.png"))
         page.close()
+
+
+# the controls of presentation mode's step picker: Previous, the picker, Next
+NAV = """() => [...document.querySelectorAll('[class*="st-key-kd_screen_"]')]
+  .map(el => { const r = el.getBoundingClientRect();
+               return {key: [...el.classList].find(c => c.startsWith('st-key-')), left: r.left, right: r.right,
+                       top: r.top, bottom: r.bottom}; })
+  .filter(b => b.right > b.left)"""
+
+
+def _steps_shown(page) -> list[str]:
+    return page.locator("h2[id^='step-']").all_inner_texts()
+
+
+def test_presentation_mode_shows_the_lesson_one_step_per_screen(server, browser):  # noqa: F811
+    """A lecturer's link to step 2 of the Lesson on a 1280x720 projector: only that step, its
+    controls side by side and inside the window, no formula clipped; Next moves the link on."""
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    _open(page, f"{server}/lesson?present=1&step=2")
+    _no_exception(page)
+    shown = _steps_shown(page)
+    assert len(shown) == 1 and shown[0].startswith("2 ·"), shown
+    assert page.get_by_text("Step 2 of 8").count() >= 1
+    nav = [b for b in page.evaluate(NAV) if "_top_" in b["key"] or "pick" in b["key"]]
+    assert len(nav) == 3, nav
+    nav.sort(key=lambda b: b["left"])
+    assert all(a["right"] <= b["left"] + 1 for a, b in zip(nav, nav[1:])), nav  # side by side, no overlap
+    assert all(0 <= b["left"] and b["right"] <= 1280 and b["bottom"] <= 720 for b in nav), nav  # on the first screen
+    step_top = page.locator("h2[id^='step-']").first.bounding_box()
+    assert step_top is not None and step_top["y"] < 720  # the step starts on the first screen
+    assert page.evaluate(CLIPPED) == []
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "presentation-lesson-step-2.png"))
+
+    page.locator("[class*='st-key-kd_screen_next_top_lesson'] button").first.click()
+    page.wait_for_url(re.compile(r"[?&]step=3(&|$)"), timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=180_000)
+    page.wait_for_timeout(800)
+    _no_exception(page)
+    shown = _steps_shown(page)
+    assert len(shown) == 1 and shown[0].startswith("3 ·"), shown
+    assert "present=1" in page.url and "step=3" in page.url
+    assert page.evaluate(CLIPPED) == []
+    page.screenshot(path=str(SHOTS / "presentation-lesson-step-3.png"))
+    page.close()
+
+
+def test_presentation_mode_shows_the_lab_one_step_per_screen(server, browser):  # noqa: F811
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    _open(page, f"{server}/lab?present=1&step=2&method=dkd")
+    _no_exception(page)
+    assert page.get_by_text("Step 2 of 3").count() >= 1
+    assert page.locator("[data-testid='stExpander']").filter(has_text="Set-up: Decoupled KD").count() == 1
+    assert page.evaluate(CLIPPED) == []
+    assert "step=2" in page.url and "method=dkd" in page.url
+    page.screenshot(path=str(SHOTS / "presentation-lab-step-2.png"))
+    page.close()

@@ -80,3 +80,35 @@ def test_bad_values_in_every_parameter_leave_the_page_usable(page):
         # the page answers the next interaction normally
         at.run()
         assert not at.exception
+
+
+# presentation mode's step (?present=1&step=3): the pages shown one step per screen, and their step count
+SCREENS = {"app_pages/lesson.py": ("lesson", 8), "app_pages/lab.py": ("lab", 3)}
+HOME = "app_pages/lesson.py"  # the page the app opens on
+
+
+def _open_presenting(page: str, query: dict) -> AppTest:
+    """``page`` opened from a projected link: ?present=1 is read on the session's first run,
+    a page's step on its first projected run."""
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params.update({"present": "1"} | (query if page == HOME else {}))
+    at.run()
+    if page != HOME:
+        at.switch_page(page)
+        at.query_params.clear()
+        at.query_params.update({"present": "1"} | query)
+        at.run()
+    return at
+
+
+@pytest.mark.parametrize("page", list(SCREENS))
+def test_bad_steps_in_presentation_mode_fall_back_to_the_first(page):
+    name, n = SCREENS[page]
+    for bad in [*BAD, "0", str(n + 1), "2.0", ["2", "x"]]:
+        at = _open_presenting(page, {"step": bad})
+        assert not at.exception, f"{page} step={bad!r}: {at.exception}"
+        assert at.selectbox(key=f"kd_screen_pick_{name}").value == 1, f"{page} step={bad!r}"
+        assert at.query_params.get("step") is None and at.query_params.get("present") == "1"
+        assert any("step=" in w for w in _notices(at)), f"{page}: step={bad!r} was ignored without a notice"
+        at.button(key=f"kd_screen_next_top_{name}").click().run()  # the page answers normally
+        assert not at.exception and at.query_params.get("step") == "2"

@@ -1,0 +1,158 @@
+"""Presentation mode's one thing per screen (issue 24, part 5), driven headless by AppTest:
+with ?present=1 the Lesson shows one step at a time and the Lab one of its three steps, with
+Previous / Next and "step i of n"; the step is kept in the link (&step=3) and across a visit
+to another page; a bad step in the link falls back to the first with a notice; outside
+presentation mode both pages are as they were."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from kd_app import i18n
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+LESSON_STEPS = 8
+
+
+def open_app(query: dict[str, str], page: str | None = None) -> AppTest:
+    """The app opened from a link: ``query`` is set before the first run (the sidebar, which
+    reads ?present=1 and ?lang, runs only then); ``page``: then switched to with the same link."""
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params.update(query)
+    at.run()
+    if page is not None:
+        at.switch_page(page)
+        at.query_params.clear()
+        at.query_params.update(query)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def lesson_steps(at: AppTest) -> list[int]:
+    """The numbers of the Lesson's steps on the page (their headers read "n · title")."""
+    return [int(h.value.split(" · ")[0]) for h in at.header if h.value[:1].isdigit()]
+
+
+def step_in_link(at: AppTest) -> str | None:
+    return at.query_params.get("step")
+
+
+def click(at: AppTest, key: str) -> AppTest:
+    at.button(key=key).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_lesson_shows_one_step_at_a_time(lang):
+    query = {"present": "1", "step": "2"} | ({"lang": lang} if lang != "en" else {})
+    at = open_app(query)
+    assert lesson_steps(at) == [2]
+    assert not at.title  # the page's title belongs to step 1
+    picker = at.selectbox(key="kd_screen_pick_lesson")
+    assert picker.value == 2
+    assert picker.label == i18n.text("present.step_of", lang, i=2, n=LESSON_STEPS)
+    assert picker.help
+    assert at.button(key="kd_screen_next_top_lesson").label.startswith(i18n.text("present.next", lang))
+    # the step's own controls still work, and the link keeps the step beside them
+    at.select_slider(key="lesson_T").set_value(20.0).run()
+    assert not at.exception and at.query_params.get("T") == "20" and step_in_link(at) == "2"
+    assert (at.query_params.get("lang") == "zh") == (lang == "zh")
+
+    click(at, "kd_screen_next_top_lesson")
+    assert lesson_steps(at) == [3] and step_in_link(at) == "3"
+    assert at.selectbox(key="kd_screen_pick_lesson").label == i18n.text("present.step_of", lang, i=3, n=LESSON_STEPS)
+    click(at, "kd_screen_prev_bottom_lesson")  # Previous under the step, too
+    click(at, "kd_screen_prev_top_lesson")
+    assert lesson_steps(at) == [1]
+    assert step_in_link(at) is None  # step 1 is the default: left out of the link
+    assert at.title and at.button(key="kd_screen_prev_top_lesson").disabled
+    at.selectbox(key="kd_screen_pick_lesson").set_value(LESSON_STEPS).run()
+    assert not at.exception
+    assert lesson_steps(at) == [LESSON_STEPS] and step_in_link(at) == str(LESSON_STEPS)
+    assert at.button(key="kd_screen_next_top_lesson").disabled
+    assert at.query_params.get("present") == "1"
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "99", "abc", "2.5", ""])
+def test_a_bad_step_in_the_link_falls_back_with_a_notice(bad):
+    at = open_app({"present": "1", "step": bad})
+    assert lesson_steps(at) == [1]
+    assert any(f"step={bad}" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert step_in_link(at) is None and at.query_params.get("present") == "1"
+    click(at, "kd_screen_next_top_lesson")  # and the page goes on normally
+    assert lesson_steps(at) == [2] and step_in_link(at) == "2"
+
+
+def test_a_step_given_twice_is_written_once():
+    at = open_app({"present": "1", "step": ["3", "5"]})
+    assert lesson_steps(at) == [5]
+    assert at.query_params["step"] == "5"  # one value, no longer two
+
+
+def test_the_lesson_outside_presentation_mode_is_unchanged():
+    at = open_app({"step": "3"})  # a step without presentation mode: the whole page, no notice
+    assert lesson_steps(at) == list(range(1, LESSON_STEPS + 1))
+    assert not [b for b in at.button if b.key and b.key.startswith("kd_screen_")]
+    assert not [w.value for w in at.warning]
+    assert step_in_link(at) is None
+
+
+def test_the_step_survives_a_visit_to_another_page():
+    at = open_app({"present": "1", "step": "4"})
+    assert lesson_steps(at) == [4]
+    at.switch_page("app_pages/soft_targets.py")
+    at.run()
+    assert not at.exception
+    at.switch_page("app_pages/lesson.py")
+    at.run()
+    assert not at.exception
+    assert lesson_steps(at) == [4] and step_in_link(at) == "4"
+
+
+def test_the_lab_shows_one_step_at_a_time():
+    at = open_app({"present": "1", "step": "2", "method": "dkd", "T": "2"}, "app_pages/lab.py")
+    picker = at.selectbox(key="kd_screen_pick_lab")
+    assert picker.value == 2 and picker.label == i18n.text("present.step_of", "en", i=2, n=3)
+    # step 2, the run: the set-up folded away (it still makes the run's config), the formula, Train
+    folded = [e for e in at.expander if e.label.startswith("⚙️")]
+    assert len(folded) == 1 and "Decoupled KD" in folded[0].label
+    assert not at.title and at.button(key="lab_train")
+    assert at.selectbox(key="lab_method").value == "dkd" and at.select_slider(key="lab_T").value == 2.0
+    assert not [s for s in at.subheader if s.value == i18n.text("effect.header", "en")]
+    assert at.query_params.get("step") == "2" and at.query_params.get("method") == "dkd"
+
+    click(at, "kd_screen_next_top_lab")  # step 3: the method's own effect
+    assert at.query_params.get("step") == "3"
+    assert [s for s in at.subheader if s.value == i18n.text("effect.header", "en")]
+    assert at.button(key="lab_fx_start")
+    assert at.query_params.get("method") == "dkd"  # the set-up stays in the link
+
+    at.selectbox(key="kd_screen_pick_lab").set_value(1).run()  # step 1: the set-up, open
+    assert not at.exception
+    assert at.title and at.query_params.get("step") is None
+    assert not [e for e in at.expander if e.label.startswith("⚙️")]
+    assert at.selectbox(key="lab_method").value == "dkd"  # kept while the set-up was folded
+    assert at.button(key="kd_screen_next_bottom_lab")
+
+
+@pytest.mark.slow
+def test_train_on_the_lab_set_up_moves_on_to_the_run():
+    at = open_app({"present": "1", "epochs": "1"}, "app_pages/lab.py")
+    assert at.title and at.button(key="lab_train")
+    click(at, "lab_train")
+    assert at.query_params.get("step") == "2"
+    assert at.selectbox(key="kd_screen_pick_lab").value == 2
+    click(at, "lab_stop")
+
+
+def test_the_lab_outside_presentation_mode_is_unchanged():
+    at = open_app({}, "app_pages/lab.py")
+    assert at.title and at.button(key="lab_train")
+    assert not [b for b in at.button if b.key and b.key.startswith("kd_screen_")]
+    assert not [e for e in at.expander if e.label.startswith("⚙️")]
+    assert at.query_params.get("step") is None
