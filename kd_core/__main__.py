@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import audio, data, methods, paths, ship, sweep, train
+from . import audio, batched, data, methods, paths, ship, sweep, train
 from .config import STUDENT_EPOCHS, Config
 from .errors import KDError
 from .lm import cli as lm_cli  # `lm train | sample | methods`
@@ -236,7 +236,7 @@ def cmd_train(a) -> int:
         bar["teacher"].set_postfix(acc=f"{acc:.3f}")
         bar["teacher"].update(1)
 
-    run = train.make_run(cfg, teacher_progress=teacher_progress)  # a Trainer loads its teacher here
+    run = batched.make_run(cfg, teacher_progress=teacher_progress)  # a Trainer loads its teacher here
     if bar["teacher"] is not None:
         bar["teacher"].close()
     teacher = getattr(run, "teacher", None)  # a chained method's teachers come with its stages

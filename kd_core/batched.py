@@ -141,8 +141,9 @@ class Stack:
     all (``forward``), each on its own batch; ``write(k, model)`` copies member k back into
     a model."""
 
-    def __init__(self, members: list[nn.Module], tap_names: list[str]):
+    def __init__(self, members: list[nn.Module], tap_names: list[str], in_shape: tuple):
         self.params, self.buffers = stack_module_state(members)
+        self.in_shape = tuple(in_shape)
         for p in self.params.values():  # stack_module_state returns leaves that need grad
             p.requires_grad_(True)
         self.base = copy.deepcopy(members[0]).to("meta")
@@ -160,10 +161,8 @@ class Stack:
         """``x``: (K, B, ...) one batch per member, or (B, ...) shared by all (in_dims None).
         Returns the logits (K, B, classes) and the tapped features, each (K, B, ...)."""
         self.base.train(train_mode)
-        in_x = 0 if x.dim() == len(self.example_shape) + 2 else None
+        in_x = 0 if x.dim() == len(self.in_shape) + 2 else None
         return vmap(self._one, in_dims=(0, 0, in_x))(self.params, self.buffers, x)
-
-    example_shape: tuple = ()
 
     def write(self, k: int, model: nn.Module) -> None:
         with torch.no_grad():
@@ -220,6 +219,39 @@ def _schedule(lr: float, total_steps: int) -> list[float]:
     return out
 
 
+class Together:
+    """Models of one architecture trained as one: ``forward`` runs them all (each on its
+    own batch, or all on one), ``step(i)`` updates each with Adam at step ``i`` of its own
+    learning-rate schedule (``train.adam_cosine``'s: ``lrs`` per model over
+    ``total_steps``), ``write_back(k)`` copies model k's trained weights and BatchNorm
+    statistics back into it (to evaluate, snapshot or save it)."""
+
+    def __init__(self, nets: list[nn.Module], lrs: list[float], total_steps: int, in_shape, tap_names=()):
+        self.nets = nets
+        self.stack = Stack(nets, list(tap_names), in_shape)
+        self.schedules = [_schedule(lr, total_steps) for lr in lrs]
+        first = [sch[0] if sch else 0.0 for sch in self.schedules]
+        self.device = models.device_of(nets[0])
+        self.opt = StackedAdam(list(self.stack.params.values()), torch.tensor(first, device=self.device))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        return self.stack.forward(x)
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad()
+
+    def step(self, i: int, active: list[bool] | None = None) -> None:
+        """Adam step ``i`` for every model (``active[k]`` False: model k stays as it is)."""
+        self.opt.lrs = torch.tensor(
+            [sch[i] if active is None or active[k] else 0.0 for k, sch in enumerate(self.schedules)],
+            device=self.device,
+        )
+        self.opt.step()
+
+    def write_back(self, k: int) -> None:
+        self.stack.write(k, self.nets[k])
+
+
 @dataclass
 class _Member:
     trainer_index: int
@@ -269,6 +301,12 @@ class BatchedRun:
         return self.trainers[0] if len(self.trainers) == 1 else None
 
     @property
+    def teacher(self):
+        """The teacher of the first run (every run of a batch shares it, unless its method
+        brings its own)."""
+        return self.trainers[0].teacher
+
+    @property
     def result(self):
         return self.results[0] if len(self.trainers) == 1 else self.results
 
@@ -290,12 +328,15 @@ class BatchedRun:
         ts0 = trs[0].transfer
         steps_per_epoch, total_steps = ts0.steps_per_epoch, ts0.total_steps
         names = list(dict.fromkeys(p[1] for tr in trs for p in tr.pairs))
-        stack = Stack([m.model for m in self.members], names)
-        stack.example_shape = tuple(ts0.x.shape[1:])
+        group = Together(
+            [m.model for m in self.members],
+            [trs[m.trainer_index].config.lr for m in self.members],
+            total_steps,
+            tuple(ts0.x.shape[1:]),
+            names,
+        )
+        self._group = group
         member_of = {(m.trainer_index, m.role): k for k, m in enumerate(self.members)}
-        schedules = [_schedule(trs[m.trainer_index].config.lr, total_steps) for m in self.members]
-        lrs = torch.tensor([s[0] if s else 0.0 for s in schedules], device=self.device)
-        opt = StackedAdam(list(stack.params.values()), lrs)
         mod_opts = [
             train.adam_cosine(tr.modules.parameters(), tr.config.lr, total_steps) if tr.modules is not None else None
             for tr in trs
@@ -334,7 +375,7 @@ class BatchedRun:
                 t0 = time.perf_counter()
                 idxs = [next(it) for it in batch_iters]
                 xs = torch.stack([trs[m.trainer_index].x[idxs[m.trainer_index]] for m in self.members])
-                logits, feats = stack.forward(xs)
+                logits, feats = group.forward(xs)
                 total = None
                 recs = {}
                 for i, tr in enumerate(trs):
@@ -364,7 +405,7 @@ class BatchedRun:
                     if broke:
                         live[i] = False
                         outcome[i] = ("diverged", broke)
-                        self._freeze(stack, i, member_of)
+                        self._write_back(i, member_of)  # kept as it is now; its slice trains no more
                         continue
                     total = loss if total is None else total + loss
                     if b_loss is not None:
@@ -372,16 +413,12 @@ class BatchedRun:
                     recs[i] = (terms, loss, b_loss, tracked)
                 if total is None:  # every member has ended
                     break
-                opt.zero_grad()
+                group.zero_grad()
                 for mo in mod_opts:
                     if mo is not None:
                         mo[0].zero_grad(set_to_none=True)
                 total.backward()
-                opt.lrs = torch.tensor(
-                    [s[step] if live[m.trainer_index] else 0.0 for s, m in zip(schedules, self.members)],
-                    device=self.device,
-                )
-                opt.step()
+                group.step(step, [live[m.trainer_index] for m in self.members])
                 for i, mo in enumerate(mod_opts):
                     if mo is not None and live[i]:
                         mo[0].step()
@@ -413,14 +450,14 @@ class BatchedRun:
                 break
             for i, tr in enumerate(trs):
                 if live[i]:
-                    self._write_back(stack, i, member_of)
+                    self._write_back(i, member_of)
                     ev = tr._evaluate(epoch)
                     tr.history.append(ev)
                     tr._take_snapshot(epoch)
                     yield self._tag({"kind": "epoch", "elapsed": time.perf_counter() - t_start, **ev}, i, single)
         for i, tr in enumerate(trs):
             if live[i]:
-                self._write_back(stack, i, member_of)
+                self._write_back(i, member_of)
             status, message = outcome[i]
             if status == "stopped" and step > 0 and (not tr.history or tr.history[-1]["step"] != len(tr.steps)):
                 ev = tr._evaluate(epoch, partial=True)
@@ -448,16 +485,20 @@ class BatchedRun:
             ev["member"] = i
         return ev
 
-    def _write_back(self, stack: Stack, i: int, member_of: dict) -> None:
-        tr = self.trainers[i]
-        stack.write(member_of[(i, "student")], tr.student)
+    def _write_back(self, i: int, member_of: dict) -> None:
+        self._group.write_back(member_of[(i, "student")])
         if (i, "baseline") in member_of:
-            stack.write(member_of[(i, "baseline")], tr.baseline)
+            self._group.write_back(member_of[(i, "baseline")])
 
-    def _freeze(self, stack: Stack, i: int, member_of: dict) -> None:
-        """Member ``i`` ended early (diverged): keep its models as they are now; the stack
-        goes on without it (its slice still computes, its updates are zero)."""
-        self._write_back(stack, i, member_of)
+
+def make_run(config: Config, teacher_progress=None, teacher: teachers.Teacher | None = None):
+    """The run of any method (``train.make_run``), except that a student with a scratch
+    baseline (the Lab's distilled + scratch pair) trains as a batch of two where that is
+    faster (``faster_together``): the same events, the same numbers."""
+    cfg = config.resolved().validate()
+    if cfg.method_obj.pipeline is None and cfg.baseline and faster_together(cfg)[0]:
+        return BatchedRun([cfg], teacher=teacher, teacher_progress=teacher_progress)
+    return train.make_run(cfg, teacher_progress=teacher_progress, teacher=teacher)
 
 
 def distil_many(configs: list[Config], teacher: teachers.Teacher | None = None, on_event=None) -> list[dict]:

@@ -24,8 +24,8 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
+from . import batched, losses, methods, metrics, models, paths, teachers, train
 from . import data as data_mod
-from . import losses, methods, metrics, models, paths, teachers, train
 from .config import Config
 from .errors import ConfigError
 
@@ -353,7 +353,7 @@ def ta_events(config: Config, teacher_progress=None):
 # ---------------------------------------------------------------- deep mutual learning
 
 
-def dml_events(config: Config, teacher_progress=None):
+def dml_events(config: Config, teacher_progress=None, together: bool | None = None):
     """Deep mutual learning (Zhang et al. 2018): K students of the student architecture
     (initialised with seeds seed, seed+1, ...) trained together from scratch; at each step
     every student takes :func:`losses.mutual_learning_loss` against the others' detached
@@ -361,6 +361,10 @@ def dml_events(config: Config, teacher_progress=None):
     turn within a step; with detached peers this is the common simultaneous variant).
     With ``baseline`` the first student's twin (same initialisation) trains alone on CE:
     DML against independent training. No teacher: the result's ``"teacher"`` is None.
+
+    ``together``: the students (and the baseline) train as one batch of students
+    (kd_core/batched.py), the same numbers to float tolerance; default: where that is
+    faster (``batched.faster_together``: a GPU, or MLP students).
 
     Events: "start"; "step" with one loss per student; "epoch" with ``student_accs`` (one
     per student, for live curves), ``student_acc`` (the first) and ``baseline_acc``; "end"."""
@@ -379,7 +383,12 @@ def dml_events(config: Config, teacher_progress=None):
     ts = train.TransferSet(cfg, ds, device)
     total = ts.total_steps
     nets = students + ([baseline] if baseline is not None else [])
-    optimisers = [train.adam_cosine(m.parameters(), cfg.lr, total) for m in nets]
+    if together is None:
+        together = batched.faster_together(cfg, device)[0]
+    if together:  # one forward pass, one Adam step for every network
+        group = batched.Together(nets, [cfg.lr] * len(nets), total, ds.in_shape)
+    else:
+        optimisers = [train.adam_cosine(m.parameters(), cfg.lr, total) for m in nets]
     yield {
         "kind": "start",
         "total_steps": total,
@@ -397,24 +406,34 @@ def dml_events(config: Config, teacher_progress=None):
         for idx in ts.batches():
             t0 = time.perf_counter()
             xb, yb, lab = ts.x[idx], ts.y[idx], ts.labelled[idx]
-            logits = [m(xb) for m in students]
+            if together:
+                stacked = group.forward(xb)[0]  # (networks, B, classes), all on this batch
+                logits, b_logits = list(stacked[:K]), (stacked[K] if baseline is not None else None)
+            else:
+                logits = [m(xb) for m in students]
+                b_logits = baseline(xb) if baseline is not None else None
             terms = [
                 losses.mutual_learning_loss(z, [o.detach() for j, o in enumerate(logits) if j != k], yb, lab, beta)
                 for k, z in enumerate(logits)
             ]
-            b_loss = train.masked_ce(baseline(xb), yb, lab) if baseline is not None else None
+            b_loss = train.masked_ce(b_logits, yb, lab) if baseline is not None else None
             named = {f"student {k + 1}": t for k, t in enumerate(terms)} | {"scratch baseline": b_loss}
             broke = train.divergence(named, step, epoch, cfg.lr)
             if broke:
                 status, message = "diverged", broke
                 break
-            for o, _ in optimisers:
-                o.zero_grad(set_to_none=True)
             all_terms = terms + ([b_loss] if b_loss is not None else [])
-            sum(all_terms).backward()  # peers are detached: each loss reaches only its own network
-            for o, s in optimisers:
-                o.step()
-                s.step()
+            if together:
+                group.zero_grad()
+                sum(all_terms).backward()  # peers are detached: each loss reaches only its own network
+                group.step(step)
+            else:
+                for o, _ in optimisers:
+                    o.zero_grad(set_to_none=True)
+                sum(all_terms).backward()
+                for o, s in optimisers:
+                    o.step()
+                    s.step()
             step += 1
             train_s += time.perf_counter() - t0
             rec = {
@@ -426,6 +445,9 @@ def dml_events(config: Config, teacher_progress=None):
             }
             step_log.append(rec)
             yield {"kind": "step", "total_steps": total, "elapsed": time.perf_counter() - t_start, **rec}
+        if together:  # the trained weights back into the networks, to evaluate them
+            for k in range(len(nets)):
+                group.write_back(k)
         if status != "finished":
             break
         accs = [metrics.accuracy(metrics.predict_logits(m, ts.x_test), ts.y_test) for m in students]

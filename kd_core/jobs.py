@@ -3,7 +3,7 @@ job system for every kind of run.
 
 A ``Job`` runs a run object in a worker thread — anything with ``events()`` (a generator of
 the event dicts of kd_core/train.py) and ``stop()``: a ``Trainer``, a chained method's
-``ChainedRun`` (``train.make_run`` picks), a sweep's ``SweepRun`` — and keeps what a page needs to draw —
+``ChainedRun``, the Lab pair as a ``batched.BatchedRun`` (``batched.make_run`` picks), a sweep's ``SweepRun`` — and keeps what a page needs to draw —
 status, progress, ETA, the loss terms per step, the accuracies per epoch, the final
 result — behind a lock, so a page can poll it from any thread. Workers never touch UI
 code. The ``JobManager`` runs at most ``max_running`` jobs at once and queues the rest.
@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import train
+from . import batched
 from .classroom import Limits
 from .config import Config
 from .errors import KDError
@@ -46,7 +46,7 @@ class Job:
     result: dict | None = None
     trainer: object = None  # the Trainer (a single run), for its models once the job has ended
     on_end: object = None  # optional callback(job) run in the worker after the end
-    # make_run(teacher_progress) -> the run object; default: train.make_run(config, ...)
+    # make_run(teacher_progress) -> the run object; default: batched.make_run(config, ...)
     make_run: Callable | None = field(default=None, repr=False)
     run: object = field(default=None, repr=False)  # the run object, once made
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -108,7 +108,7 @@ class Job:
                 with self._lock:
                     self.teacher_epoch = (epoch, epochs)
 
-            make = self.make_run or (lambda progress: train.make_run(self.config, teacher_progress=progress))
+            make = self.make_run or (lambda progress: batched.make_run(self.config, teacher_progress=progress))
             run = make(teacher_progress)
             self.run = run
             # what holds the trained models for the pages: the run itself (a Trainer), or

@@ -282,3 +282,37 @@ def test_the_cli_sweep_runs_batched_and_says_what_auto_chose(capsys):
     with pytest.raises(SystemExit) as e:
         main(["sweep", "--dataset", "digits", "--temperatures", "2", "--alphas", "0.5", "--group", "0"])
     assert e.value.code == 2 and "--group: must be at least 1" in capsys.readouterr().err
+
+
+def test_dml_students_trained_together_match_them_trained_one_by_one():
+    from kd_core import beyond
+
+    cfg = Config(dataset="digits", method="dml", epochs=2, baseline=True, params={"students": 3})
+    apart = [e for e in beyond.dml_events(cfg, together=False) if e["kind"] == "end"][0]["result"]
+    joint = [e for e in beyond.dml_events(cfg, together=True) if e["kind"] == "end"][0]["result"]
+    assert joint["status"] == apart["status"] == "finished"
+    for a, b in zip(joint["step_losses"], apart["step_losses"]):
+        assert a["losses"] == pytest.approx(b["losses"], rel=1e-4)
+        assert a["baseline_loss"] == pytest.approx(b["baseline_loss"], rel=1e-4)
+    for a, b in zip(joint["students"], apart["students"]):
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=3e-3)
+    assert joint["baseline"]["test_accuracy"] == pytest.approx(apart["baseline"]["test_accuracy"], abs=3e-3)
+
+
+def test_the_lab_pair_trains_as_a_batch_of_two_where_that_is_faster():
+    from kd_core.jobs import JobManager
+
+    cfg = Config(dataset="digits", method="kd", epochs=2, baseline=True)  # digits: MLP students
+    manager = JobManager(max_running=1)
+    job = manager.submit(cfg, owner="lab")
+    job.join(120)
+    assert job.status == "finished"
+    assert isinstance(job.run, batched.BatchedRun)
+    assert job.result["batched"] == {"members": 2, "runs": 1}
+    assert job.trainer.snapshot()["baseline"] is not None  # what the pages draw from
+    alone = train.distil(cfg)
+    assert job.result["student"]["test_accuracy"] == pytest.approx(alone["student"]["test_accuracy"], abs=3e-3)
+    assert job.result["baseline"]["test_accuracy"] == pytest.approx(alone["baseline"]["test_accuracy"], abs=3e-3)
+    assert len(job.steps) == alone["steps"] and len(job.epochs) == 2
+    if not torch.cuda.is_available():  # the CNN pair: no faster as a batch on a CPU, so a Trainer
+        assert isinstance(batched.make_run(Config(dataset="mnist-mini", baseline=True)), train.Trainer)
