@@ -113,24 +113,30 @@ def group_size(config: Config, ds: data_mod.Dataset | None = None, budget: int |
     return int(max(1, min(MAX_GROUP, (budget or memory_budget()) // max(per, 1))))
 
 
-def faster_together(config: Config, device=None) -> tuple[bool, str]:
-    """Whether a batch of ``config``'s students trains faster than the same runs one by
-    one (or one process per run), and why — what PERFORMANCE.md measured: on a GPU a
-    batch runs K students in the kernels of one; on a CPU a batch of small MLPs (the digits
-    preset) is 2-5x faster, but convolutions over K weight sets become grouped convolutions
-    that a CPU runs no faster than K separate ones (a batch of the mnist-mini CNN students
-    is about 1.4x slower per step than one by one)."""
+CPU_MIN_MEMBERS = 4  # on a CPU a batch of MLP students pays off from this many (PERFORMANCE.md)
+
+
+def faster_together(config: Config, k: int, device=None) -> tuple[bool, str]:
+    """Whether ``k`` students like ``config``'s train faster as one batch than one by one
+    (or one process per run), and why — what PERFORMANCE.md measured: on a GPU a batch
+    runs its students in the kernels of one; on a CPU a batch of small MLPs (the digits
+    preset) is faster from about ``CPU_MIN_MEMBERS`` students on (2-5x for 8-32), but
+    convolutions over K weight sets become grouped convolutions that a CPU runs no faster
+    than K separate ones (a batch of the mnist-mini CNN students is slower per step)."""
     device = torch.device(device) if device is not None else models.pick_device()
+    if k < 2:
+        return False, "a single student"
     if device.type == "cuda":
-        return True, "on a GPU a batch runs its students in the kernels of one"
+        return True, f"on a GPU a batch runs its {k} students in the kernels of one"
     c = config.resolved()
-    probe = models.build(c.student, (1, 8, 8), 10) if c.student.startswith("mlp") else None
-    if probe is not None and not any(isinstance(m, nn.Conv2d) for m in probe.modules()):
-        return True, f"on a CPU a batch of {c.student} students is several times faster than one by one"
-    return False, (
-        f"on a CPU a batch of {c.student} students (convolutions) is no faster than one by one; "
-        "one process per run uses the cores better"
-    )
+    if not c.student.startswith("mlp"):
+        return False, (
+            f"on a CPU a batch of {c.student} students (convolutions) is no faster than one by one; "
+            "one process per run uses the cores better"
+        )
+    if k < CPU_MIN_MEMBERS:
+        return False, f"on a CPU a batch of {k} {c.student} students is no faster than one by one"
+    return True, f"on a CPU a batch of {k} {c.student} students is several times faster than one by one"
 
 
 # ---------------------------------------------------------------- the stacked students
@@ -494,9 +500,9 @@ class BatchedRun:
 def make_run(config: Config, teacher_progress=None, teacher: teachers.Teacher | None = None):
     """The run of any method (``train.make_run``), except that a student with a scratch
     baseline (the Lab's distilled + scratch pair) trains as a batch of two where that is
-    faster (``faster_together``): the same events, the same numbers."""
+    faster (``faster_together``: on a GPU): the same events, the same numbers."""
     cfg = config.resolved().validate()
-    if cfg.method_obj.pipeline is None and cfg.baseline and faster_together(cfg)[0]:
+    if cfg.method_obj.pipeline is None and cfg.baseline and faster_together(cfg, 2)[0]:
         return BatchedRun([cfg], teacher=teacher, teacher_progress=teacher_progress)
     return train.make_run(cfg, teacher_progress=teacher_progress, teacher=teacher)
 

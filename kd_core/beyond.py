@@ -364,7 +364,7 @@ def dml_events(config: Config, teacher_progress=None, together: bool | None = No
 
     ``together``: the students (and the baseline) train as one batch of students
     (kd_core/batched.py), the same numbers to float tolerance; default: where that is
-    faster (``batched.faster_together``: a GPU, or MLP students).
+    faster (``batched.faster_together``: a GPU, or four or more MLP students).
 
     Events: "start"; "step" with one loss per student; "epoch" with ``student_accs`` (one
     per student, for live curves), ``student_acc`` (the first) and ``baseline_acc``; "end"."""
@@ -384,7 +384,7 @@ def dml_events(config: Config, teacher_progress=None, together: bool | None = No
     total = ts.total_steps
     nets = students + ([baseline] if baseline is not None else [])
     if together is None:
-        together = batched.faster_together(cfg, device)[0]
+        together = batched.faster_together(cfg, len(nets), device)[0]
     if together:  # one forward pass, one Adam step for every network
         group = batched.Together(nets, [cfg.lr] * len(nets), total, ds.in_shape)
     else:

@@ -399,10 +399,10 @@ class Sweep:
     def choose_backend(self) -> tuple[str, str]:
         """What ``backend="auto"`` runs, and why: the batched backend where a batch of this
         sweep's students trains faster than one process per cell (``batched.faster_together``:
-        on a GPU, or MLP students on a CPU); else joblib."""
+        on a GPU, or four or more MLP students on a CPU); else joblib."""
         if self.total < 2:
             return "joblib", "a single run"
-        yes, why = batched.faster_together(self.base)
+        yes, why = batched.faster_together(self.base, min(self.total, self.group_size()))
         return ("batched" if yes else "joblib"), why
 
     def run(

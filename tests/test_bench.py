@@ -87,3 +87,33 @@ def test_bench_rejects_an_unknown_method():
     assert proc.returncode == 2
     assert "unknown method(s) magic" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_batched_bench_compares_the_ways_side_by_side(tmp_path):
+    """``python -m benchmarks.batched --quick``: the sweep three ways, the speed-up with K,
+    the Lab's pair — every figure there and positive, the three sweeps equally accurate."""
+    out = tmp_path / "batched.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.batched", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    (sw,) = res["sweep"]
+    assert [r["way"] for r in sw["rows"]] == ["batched", "joblib", "sequential"]
+    for r in sw["rows"]:
+        assert r["errors"] == 0 and r["cells"] == 4
+        assert all(_positive(r[k]) for k in ("wall_seconds", "samples_per_second", "peak_rss_mb", "x_batched_time"))
+    accs = [r["mean_accuracy"] for r in sw["rows"]]
+    assert max(accs) - min(accs) < 0.01  # the same students, whichever way they trained
+    (ks,) = res["k_scaling"]
+    assert [r["k"] for r in ks["rows"]] == [1, 4]
+    assert all(_positive(r["speedup"]) and _positive(r["peak_rss_mb"]) for r in ks["rows"])
+    (lab,) = res["lab_pair"]
+    assert _positive(lab["trainer_seconds"]) and _positive(lab["batched_seconds"])
+    assert "T x alpha sweep" in proc.stdout and "One training step of K" in proc.stdout
