@@ -260,3 +260,28 @@ def test_language_models_says_where_a_run_comes_from_before_there_is_one():
     assert sections(at, "app_pages/language_models.py") == [4]
     assert i18n.text("lm.present.after_run", "en") in [i.value for i in at.info]
     assert not [b for b in at.button if b.key == "lm_train"]  # Train is on step 3
+
+
+@pytest.mark.slow
+def test_a_language_model_trained_on_its_screen_fills_the_later_screens():
+    """Train on step 3 (its live curves are the only thing running), then step 4 shows the
+    samples and step 5 the size table — screens that only said where a run comes from before."""
+    from test_app_language_models import TINY, train_to_end
+
+    query = {
+        "present": "1",
+        "step": "3",
+        "teacher_steps": str(TINY["lm_teacher_steps"]),
+        "steps": str(TINY["lm_steps"]),
+    }
+    at = open_app(query, "app_pages/language_models.py")
+    assert sections(at, "app_pages/language_models.py") == [3]
+    train_to_end(at)
+    assert i18n.text("lm.progress.finished", "en", steps=TINY["lm_steps"]) in [s.value for s in at.success]
+    click(at, "kd_screen_next_top_language_models")
+    assert sections(at, "app_pages/language_models.py") == [4] and step_in_link(at) == "4"
+    assert len(at.code) == 3 and not at.info  # the teacher's, the scratch student's and the distilled student's text
+    click(at, "kd_screen_next_top_language_models")
+    assert sections(at, "app_pages/language_models.py") == [5]
+    size = at.dataframe[0].value
+    assert len(size) == 3 and i18n.text("lm.size.params", "en") in size.columns
