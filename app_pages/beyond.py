@@ -6,8 +6,10 @@
 2. Run a method (ensemble KD, born-again networks, teacher-assistant KD, deep mutual
    learning) as a background job of the shared job manager, with its results when done.
 
-The engine is ``kd_core/beyond.py`` (registry: ``kd_core.methods.BEYOND``). Every text
-comes from the catalogues (``beyond.*`` in ``kd_app/locales/<lang>/beyond.json``).
+In presentation mode (``?present=1``) the two are one screen each (``chrome.Screens``,
+``&step=2``); only the one shown runs. The engine is ``kd_core/beyond.py`` (registry:
+``kd_core.methods.BEYOND``). Every text comes from the catalogues (``beyond.*`` in
+``kd_app/locales/<lang>/beyond.json``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import datasets, i18n, links, noise, state
+from kd_app import chrome, datasets, i18n, links, noise, state
 from kd_app.i18n import t
 from kd_core import beyond, data, methods, teachers, viz
 from kd_core.config import Config
@@ -52,8 +54,11 @@ def random_image(n: int) -> None:
     st.session_state.by_index = int(np.random.default_rng().integers(0, n))
 
 
-st.title("👥 " + t("beyond.title"))
-st.caption(t("beyond.intro"))
+# presentation mode: one section per screen (?present=1&step=2), with Previous / Next
+screens = chrome.Screens("beyond", [t("beyond.present.ens"), t("beyond.present.run")])
+if screens.shows(1):
+    st.title("👥 " + t("beyond.title"))
+    st.caption(t("beyond.intro"))
 
 # the address bar holds the page's settings: a shared link opens the same ensemble and run set-up
 HALVES = [x / 2 for x in range(2, 41)]  # the T slider's values, 1.0 .. 20.0
@@ -73,6 +78,7 @@ FIELDS = [
     links.kept("by_assistant", ""),
 ]
 links.sync("beyond", FIELDS)
+screens.header()
 if st.session_state.by_dataset not in data.DATASETS:
     st.session_state.by_dataset = DEFAULT_DATASET
 ds_names = list(data.DATASETS)
@@ -83,44 +89,16 @@ if ds is None:
 subset = state.QUICK_SUBSET.get(ds_name)
 classes = [str(c) for c in ds.classes]
 
-# ------------------------------------------------------------------ 1. the ensemble
-st.header(t("beyond.ens.header"))
-ens_m = methods.get("ensemble")
+# what both sections use (drawn or not in presentation mode): the ensemble's settings, whose
+# controls are in section 1 (links.sync keeps their values while they are not drawn), and the jobs
+ss = st.session_state
 n_test = len(ds.y_test)
-if not 0 <= int(st.session_state.by_index) < n_test:
-    st.session_state.by_index = 0
-
-left, right = st.columns([1, 2.3], gap="large")
+if not 0 <= int(ss.by_index) < n_test:
+    ss.by_index = 0
+k, archs, weighting, T = int(ss.by_k), int(ss.by_archs), ss.by_weighting, float(ss.by_T)
 weight_labels = {w: t(f"beyond.ens.weighting_{w}") for w in beyond.WEIGHTINGS}
-with left:
-    k = st.slider(t("beyond.ens.k"), 1, 6, key="by_k", help=t("beyond.ens.k_help"))
-    archs = st.radio(t("beyond.ens.archs"), [1, 2], key="by_archs", horizontal=True, help=t("beyond.ens.archs_help"))
-    weighting = st.radio(
-        t("beyond.ens.weighting"),
-        list(beyond.WEIGHTINGS),
-        key="by_weighting",
-        horizontal=True,
-        format_func=weight_labels.get,
-        help=t("beyond.ens.weighting_help"),
-    )
-    T = st.slider(t("beyond.ens.T"), 1.0, 20.0, step=0.5, key="by_T", help=t("beyond.ens.T_help"))
-    a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
-    index = int(
-        a1.number_input(
-            t("beyond.ens.index"), 0, n_test - 1, step=1, key="by_index", help=t("beyond.ens.index_help", n=n_test)
-        )
-    )
-    a2.button(
-        "🎲", key="by_random", on_click=random_image, args=(n_test,), width="stretch", help=t("beyond.ens.random_help")
-    )
-    img = np.clip(viz.to_display(ds.denormalise(ds.x_test[index : index + 1])[0].cpu().numpy()), 0.0, 1.0)
-    f = max(1, 112 // img.shape[0])
-    c1, c2 = st.columns([1, 2], vertical_alignment="center")
-    c1.image(np.repeat(np.repeat(img, f, axis=0), f, axis=1), output_format="PNG", width=112)
-    c2.markdown(t("beyond.ens.image_text", index=index, cls=classes[int(ds.y_test[index])]))
-
-ens_params = {"teachers": int(k), "archs": int(archs), "weighting": beyond.WEIGHTINGS.index(weighting)}
-ens_cfg = Config(dataset=ds_name, method="ensemble", temperature=T_ENSEMBLE, params=ens_params, train_subset=subset)
+ens_params = {"teachers": k, "archs": archs, "weighting": beyond.WEIGHTINGS.index(weighting)}
+manager = state.job_manager()
 
 
 def missing_members(cfg: Config) -> int:
@@ -153,158 +131,6 @@ def ensemble_teacher(cfg: Config):
         teacher = beyond.ensemble_teacher(cfg, progress=progress)
         box.update(label=t("beyond.ens.ready", k=len(specs)), state="complete", expanded=False)
     return teacher
-
-
-with right:
-    try:
-        teacher = ensemble_teacher(ens_cfg)
-        soft = beyond.image_soft_targets(ens_cfg, index, "test", temperature=T) if teacher is not None else None
-    except KDError as e:
-        st.error(t("beyond.ens.cannot", error=e))
-        teacher = soft = None
-    if soft is not None:
-        names = [t("beyond.ens.member", k=i + 1, arch=m["arch"], seed=m["seed"]) for i, m in enumerate(soft["members"])]
-        series = {name: m["probs"] for name, m in zip(names, soft["members"])}
-        blend_name = t("beyond.ens.blend")
-        series[blend_name] = soft["blend"]
-        fig = viz.prob_bars(series, classes, t("beyond.ens.bars_title", index=index, T=T), highlight=soft["label"])
-        for i, trace in enumerate(fig.data):
-            if trace.name == blend_name:
-                trace.marker.color = BLEND_COLOUR
-                trace.marker.line = dict(color="#000000", width=1.5)
-            else:
-                trace.marker.color = MEMBER_COLOURS[i % len(MEMBER_COLOURS)]
-            trace.hovertemplate = f"{t('axes.class')} %{{x}}: %{{y:.4f}}<extra>{trace.name}</extra>"
-        fig.update_layout(height=470, margin=dict(b=140), legend=dict(orientation="h", x=0.0, y=-0.3, yanchor="top"))
-        st.plotly_chart(i18n.localise_figure(fig), key="by_bars", width="stretch", theme=None)
-        rows = [
-            {
-                t("beyond.ens.col_member"): name,
-                t("beyond.ens.col_arch"): m["arch"],
-                t("beyond.ens.col_seed"): str(m["seed"]),
-                t("beyond.ens.col_weight"): m["weight"],
-                t("beyond.ens.col_acc"): 100 * m["test_accuracy"],
-            }
-            for name, m in zip(names, soft["members"])
-        ]
-        ens_acc = teacher.info["test_accuracy_at_T1"]
-        rows.append(
-            {
-                t("beyond.ens.col_member"): t("beyond.ens.ensemble_row"),
-                t("beyond.ens.col_arch"): "—",
-                t("beyond.ens.col_seed"): "—",
-                t("beyond.ens.col_weight"): sum(m["weight"] for m in soft["members"]),
-                t("beyond.ens.col_acc"): 100 * ens_acc,
-            }
-        )
-        st.dataframe(
-            pd.DataFrame(rows),
-            key="by_members",
-            hide_index=True,
-            width="stretch",
-            column_config={
-                t("beyond.ens.col_weight"): st.column_config.NumberColumn(format="%.3f"),
-                t("beyond.ens.col_acc"): st.column_config.NumberColumn(format="%.2f%%"),
-            },
-        )
-        best = max(m["test_accuracy"] for m in soft["members"])
-        m1, m2 = st.columns(2)
-        m1.metric(t("beyond.ens.best_member"), pct(best))
-        m2.metric(
-            t("beyond.ens.ensemble_acc"),
-            pct(ens_acc),
-            delta=t("beyond.ens.vs_best", delta=100 * (ens_acc - best)),
-            help=t("beyond.ens.ensemble_acc_help"),
-        )
-        st.caption(t(f"beyond.ens.weights_caption_{soft['weighting']}"))
-
-with st.expander(t("beyond.explain_title", method=method_title("ensemble")), expanded=False):
-    st.markdown(t("beyond.explain.ensemble"))
-    st.latex(ens_m.formula_latex(T, None, ens_params))
-
-# ------------------------------------------------------------------ 2. run a method
-st.header(t("beyond.run.header"))
-method_labels = {m: method_title(m) for m in RUN_METHODS}
-run_left, run_right = st.columns([1, 2.3], gap="large")
-with run_left:
-    method = st.radio(
-        t("beyond.run.method"),
-        list(RUN_METHODS),
-        key="by_method",
-        format_func=method_labels.get,
-        help=t("beyond.run.method_help"),
-    )
-    params: dict = {}
-    assistant = ""
-    if method == "ensemble":
-        params = dict(ens_params)
-        st.caption(t("beyond.run.ensemble_uses", k=k, archs=archs, weighting=weight_labels[weighting]))
-    elif method == "born-again":
-        params["generations"] = int(
-            st.number_input(
-                t("beyond.run.generations"), 0, 10, step=1, key="by_generations", help=t("beyond.run.generations_help")
-            )
-        )
-    elif method == "ta":
-        preset = beyond.ASSISTANT.get(ds_name, beyond.ASSISTANT_DEFAULT)
-        assistant = st.text_input(
-            t("beyond.run.assistant"),
-            key="by_assistant",
-            placeholder=preset,
-            help=t("beyond.run.assistant_help", preset=preset),
-        ).strip()
-    else:
-        params["students"] = int(
-            st.slider(t("beyond.run.students"), 2, 4, key="by_students", help=t("beyond.run.students_help"))
-        )
-        params["beta"] = float(
-            st.number_input(t("beyond.run.beta"), 0.0, 20.0, step=0.5, key="by_beta", help=t("beyond.run.beta_help"))
-        )
-    epochs = int(
-        st.number_input(t("beyond.run.epochs"), 1, 50, step=1, key="by_epochs", help=t("beyond.run.epochs_help"))
-    )
-    frac = float(st.slider(t("beyond.run.frac"), 0.01, 1.0, step=0.01, key="by_frac", help=t("beyond.run.frac_help")))
-    cfg = Config(
-        dataset=ds_name,
-        method=method,
-        temperature=T if method == "ensemble" else 4.0,
-        params=params,
-        epochs=epochs,
-        labeled_fraction=frac,
-        assistant=assistant,
-        train_subset=subset,
-    )
-    error = None
-    try:
-        cfg.resolved().validate()
-    except KDError as e:
-        error = e
-        st.error(t("beyond.run.bad", error=e))
-    manager = state.job_manager()
-    job = manager.get(st.session_state.get("by_job_id", -1), owner=state.session_id())
-    running = job is not None and not job.done
-    b1, b2 = st.columns(2)
-    start = b1.button(t("beyond.run.train"), key="by_train", type="primary", disabled=error is not None or running)
-    if running and b2.button(t("beyond.run.stop"), key="by_stop"):
-        job.stop()
-    if start:
-        try:
-            job = manager.submit(cfg, owner=state.session_id())
-            st.session_state.by_job_id = job.id
-            running = True
-        except KDError as e:
-            st.error(t("beyond.run.bad", error=e))
-
-with run_right:
-    m = methods.get(method)
-    st.markdown(f"**{method_title(method)}** — " + t(f"beyond.explain.{method}"))
-    st.latex(
-        m.formula_latex(
-            cfg.temperature if m.uses_temperature else None,
-            cfg.alpha if m.uses_alpha else None,
-            methods.get(method).resolve_params(params) if error is None else None,
-        )
-    )
 
 
 # ------------------------------------------------------------------ results
@@ -470,17 +296,227 @@ def show_job() -> None:
         st.error(t("beyond.run.failed", what=what, status=snap["status"], message=snap["message"]))
 
 
-if running:
+# ------------------------------------------------------------------ 1. the ensemble
+def the_ensemble() -> None:
+    """K teachers and one test image: each member's softened probabilities, its weight, the blend."""
+    st.header(t("beyond.ens.header"))
+    ens_m = methods.get("ensemble")
+    left, right = st.columns([1, 2.3], gap="large")
+    with left:  # the controls of the shared settings above (k, archs, weighting, T, the image)
+        st.slider(t("beyond.ens.k"), 1, 6, key="by_k", help=t("beyond.ens.k_help"))
+        st.radio(t("beyond.ens.archs"), [1, 2], key="by_archs", horizontal=True, help=t("beyond.ens.archs_help"))
+        st.radio(
+            t("beyond.ens.weighting"),
+            list(beyond.WEIGHTINGS),
+            key="by_weighting",
+            horizontal=True,
+            format_func=weight_labels.get,
+            help=t("beyond.ens.weighting_help"),
+        )
+        st.slider(t("beyond.ens.T"), 1.0, 20.0, step=0.5, key="by_T", help=t("beyond.ens.T_help"))
+        a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
+        index = int(
+            a1.number_input(
+                t("beyond.ens.index"), 0, n_test - 1, step=1, key="by_index", help=t("beyond.ens.index_help", n=n_test)
+            )
+        )
+        a2.button(
+            "🎲",
+            key="by_random",
+            on_click=random_image,
+            args=(n_test,),
+            width="stretch",
+            help=t("beyond.ens.random_help"),
+        )
+        img = np.clip(viz.to_display(ds.denormalise(ds.x_test[index : index + 1])[0].cpu().numpy()), 0.0, 1.0)
+        f = max(1, 112 // img.shape[0])
+        c1, c2 = st.columns([1, 2], vertical_alignment="center")
+        c1.image(np.repeat(np.repeat(img, f, axis=0), f, axis=1), output_format="PNG", width=112)
+        c2.markdown(t("beyond.ens.image_text", index=index, cls=classes[int(ds.y_test[index])]))
+    ens_cfg = Config(dataset=ds_name, method="ensemble", temperature=T_ENSEMBLE, params=ens_params, train_subset=subset)
+    with right:
+        try:
+            teacher = ensemble_teacher(ens_cfg)
+            soft = beyond.image_soft_targets(ens_cfg, index, "test", temperature=T) if teacher is not None else None
+        except KDError as e:
+            st.error(t("beyond.ens.cannot", error=e))
+            teacher = soft = None
+        if soft is not None:
+            names = [
+                t("beyond.ens.member", k=i + 1, arch=m["arch"], seed=m["seed"]) for i, m in enumerate(soft["members"])
+            ]
+            series = {name: m["probs"] for name, m in zip(names, soft["members"])}
+            blend_name = t("beyond.ens.blend")
+            series[blend_name] = soft["blend"]
+            fig = viz.prob_bars(series, classes, t("beyond.ens.bars_title", index=index, T=T), highlight=soft["label"])
+            for i, trace in enumerate(fig.data):
+                if trace.name == blend_name:
+                    trace.marker.color = BLEND_COLOUR
+                    trace.marker.line = dict(color="#000000", width=1.5)
+                else:
+                    trace.marker.color = MEMBER_COLOURS[i % len(MEMBER_COLOURS)]
+                trace.hovertemplate = f"{t('axes.class')} %{{x}}: %{{y:.4f}}<extra>{trace.name}</extra>"
+            fig.update_layout(
+                height=470, margin=dict(b=140), legend=dict(orientation="h", x=0.0, y=-0.3, yanchor="top")
+            )
+            st.plotly_chart(i18n.localise_figure(fig), key="by_bars", width="stretch", theme=None)
+            rows = [
+                {
+                    t("beyond.ens.col_member"): name,
+                    t("beyond.ens.col_arch"): m["arch"],
+                    t("beyond.ens.col_seed"): str(m["seed"]),
+                    t("beyond.ens.col_weight"): m["weight"],
+                    t("beyond.ens.col_acc"): 100 * m["test_accuracy"],
+                }
+                for name, m in zip(names, soft["members"])
+            ]
+            ens_acc = teacher.info["test_accuracy_at_T1"]
+            rows.append(
+                {
+                    t("beyond.ens.col_member"): t("beyond.ens.ensemble_row"),
+                    t("beyond.ens.col_arch"): "—",
+                    t("beyond.ens.col_seed"): "—",
+                    t("beyond.ens.col_weight"): sum(m["weight"] for m in soft["members"]),
+                    t("beyond.ens.col_acc"): 100 * ens_acc,
+                }
+            )
+            st.dataframe(
+                pd.DataFrame(rows),
+                key="by_members",
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    t("beyond.ens.col_weight"): st.column_config.NumberColumn(format="%.3f"),
+                    t("beyond.ens.col_acc"): st.column_config.NumberColumn(format="%.2f%%"),
+                },
+            )
+            best = max(m["test_accuracy"] for m in soft["members"])
+            m1, m2 = st.columns(2)
+            m1.metric(t("beyond.ens.best_member"), pct(best))
+            m2.metric(
+                t("beyond.ens.ensemble_acc"),
+                pct(ens_acc),
+                delta=t("beyond.ens.vs_best", delta=100 * (ens_acc - best)),
+                help=t("beyond.ens.ensemble_acc_help"),
+            )
+            st.caption(t(f"beyond.ens.weights_caption_{soft['weighting']}"))
 
-    @st.fragment(run_every=1.0)
-    def live() -> None:
+    with st.expander(t("beyond.explain_title", method=method_title("ensemble")), expanded=False):
+        st.markdown(t("beyond.explain.ensemble"))
+        st.latex(ens_m.formula_latex(T, None, ens_params))
+
+
+# ------------------------------------------------------------------ 2. run a method
+def run_a_method() -> None:
+    """A method's settings and formula, Train / Stop, then its run live and its results."""
+    st.header(t("beyond.run.header"))
+    method_labels = {m: method_title(m) for m in RUN_METHODS}
+    run_left, run_right = st.columns([1, 2.3], gap="large")
+    with run_left:
+        method = st.radio(
+            t("beyond.run.method"),
+            list(RUN_METHODS),
+            key="by_method",
+            format_func=method_labels.get,
+            help=t("beyond.run.method_help"),
+        )
+        params: dict = {}
+        assistant = ""
+        if method == "ensemble":
+            params = dict(ens_params)
+            st.caption(t("beyond.run.ensemble_uses", k=k, archs=archs, weighting=weight_labels[weighting]))
+        elif method == "born-again":
+            params["generations"] = int(
+                st.number_input(
+                    t("beyond.run.generations"),
+                    0,
+                    10,
+                    step=1,
+                    key="by_generations",
+                    help=t("beyond.run.generations_help"),
+                )
+            )
+        elif method == "ta":
+            preset = beyond.ASSISTANT.get(ds_name, beyond.ASSISTANT_DEFAULT)
+            assistant = st.text_input(
+                t("beyond.run.assistant"),
+                key="by_assistant",
+                placeholder=preset,
+                help=t("beyond.run.assistant_help", preset=preset),
+            ).strip()
+        else:
+            params["students"] = int(
+                st.slider(t("beyond.run.students"), 2, 4, key="by_students", help=t("beyond.run.students_help"))
+            )
+            params["beta"] = float(
+                st.number_input(
+                    t("beyond.run.beta"), 0.0, 20.0, step=0.5, key="by_beta", help=t("beyond.run.beta_help")
+                )
+            )
+        epochs = int(
+            st.number_input(t("beyond.run.epochs"), 1, 50, step=1, key="by_epochs", help=t("beyond.run.epochs_help"))
+        )
+        frac = float(
+            st.slider(t("beyond.run.frac"), 0.01, 1.0, step=0.01, key="by_frac", help=t("beyond.run.frac_help"))
+        )
+        cfg = Config(
+            dataset=ds_name,
+            method=method,
+            temperature=T if method == "ensemble" else 4.0,
+            params=params,
+            epochs=epochs,
+            labeled_fraction=frac,
+            assistant=assistant,
+            train_subset=subset,
+        )
+        error = None
+        try:
+            cfg.resolved().validate()
+        except KDError as e:
+            error = e
+            st.error(t("beyond.run.bad", error=e))
+        job = manager.get(st.session_state.get("by_job_id", -1), owner=state.session_id())
+        running = job is not None and not job.done
+        b1, b2 = st.columns(2)
+        start = b1.button(t("beyond.run.train"), key="by_train", type="primary", disabled=error is not None or running)
+        if running and b2.button(t("beyond.run.stop"), key="by_stop"):
+            job.stop()
+        if start:
+            try:
+                job = manager.submit(cfg, owner=state.session_id())
+                st.session_state.by_job_id = job.id
+                running = True
+            except KDError as e:
+                st.error(t("beyond.run.bad", error=e))
+
+    with run_right:
+        m = methods.get(method)
+        st.markdown(f"**{method_title(method)}** — " + t(f"beyond.explain.{method}"))
+        st.latex(
+            m.formula_latex(
+                cfg.temperature if m.uses_temperature else None,
+                cfg.alpha if m.uses_alpha else None,
+                methods.get(method).resolve_params(params) if error is None else None,
+            )
+        )
+
+    if running:
+
+        @st.fragment(run_every=1.0)
+        def live() -> None:
+            show_job()
+            j = manager.get(st.session_state.get("by_job_id", -1), owner=state.session_id())
+            if j is not None and j.done:
+                st.rerun()  # once: the page settles with the results
+
+        live()
+    else:
         show_job()
-        j = manager.get(st.session_state.get("by_job_id", -1), owner=state.session_id())
-        if j is not None and j.done:
-            st.rerun()  # once: the page settles with the results
 
-    live()
-else:
-    show_job()
+
+for n, draw in enumerate((the_ensemble, run_a_method), 1):
+    if screens.shows(n):
+        draw()
+screens.footer()
 
 links.settle(FIELDS)

@@ -9,8 +9,10 @@
    of the teacher, the student and a randomly initialised student; the student's embedding
    in 2-D before and after.
 
-The engine is ``kd_core/datafree.py``; runs go through the shared job manager. Every text
-comes from the catalogues (``no_data.*`` in ``kd_app/locales/<lang>/no_data.json``).
+In presentation mode (``?present=1``) the two are one screen each (``chrome.Screens``,
+``&step=2``); only the one shown runs. The engine is ``kd_core/datafree.py``; runs go
+through the shared job manager. Every text comes from the catalogues (``no_data.*`` in
+``kd_app/locales/<lang>/no_data.json``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from kd_app import i18n, links, state
+from kd_app import chrome, i18n, links, state
 from kd_app.i18n import t
 from kd_core import data, methods, viz
 from kd_core.config import Config
@@ -48,8 +50,11 @@ def pct(v) -> str:
     return "—" if v is None else f"{100 * float(v):.1f}%"
 
 
-st.title("🌙 " + t("no_data.title"))
-st.caption(t("no_data.intro"))
+# presentation mode: one section per screen (?present=1&step=2), with Previous / Next
+screens = chrome.Screens("no_data", [t("no_data.present.df"), t("no_data.present.lf")])
+if screens.shows(1):
+    st.title("🌙 " + t("no_data.title"))
+    st.caption(t("no_data.intro"))
 
 FIELDS = [
     links.choice("dataset", "nd_dataset", DATASETS, DEFAULT_DATASET),
@@ -62,6 +67,7 @@ FIELDS = [
     links.number("lf_T", "nd_lf_T", 4.0, options=TEMPERATURES),
 ]
 links.sync("no-data", FIELDS)
+screens.header()
 ds_name = st.selectbox(t("no_data.dataset"), DATASETS, key="nd_dataset", help=t("no_data.dataset_help"))
 try:
     ds = state.dataset(ds_name)
@@ -150,60 +156,7 @@ def progress_line(snap: dict, job) -> None:
         )
 
 
-# ------------------------------------------------------------------ 1. data-free
-st.header(t("no_data.df.header"))
-left, right = st.columns([1, 2.2], gap="large")
-with left:
-    method = st.radio(
-        t("no_data.df.method"),
-        ["deepinversion", "dfad"],
-        key="nd_method",
-        format_func=lambda m: t(f"no_data.df.method_{m}"),
-        help=t("no_data.df.method_help"),
-    )
-    bn_w = st.select_slider(t("no_data.df.bn"), BN_WEIGHTS, key="nd_bn", help=t("no_data.df.bn_help"))
-    setting = st.radio(
-        t("no_data.df.setting"),
-        list(SETTINGS),
-        key="nd_setting",
-        horizontal=True,
-        format_func=lambda s: t(f"no_data.df.setting_{s}"),
-        help=t("no_data.df.setting_help"),
-    )
-    T = st.select_slider(t("no_data.T"), TEMPERATURES, key="nd_T", help=t("no_data.T_help"))
-    compare = st.checkbox(t("no_data.df.compare"), key="nd_compare", help=t("no_data.df.compare_help"))
-    params = dict(SETTINGS[setting][method]) | {"bn_weight": float(bn_w)}
-    df_cfg = Config(
-        dataset=ds_name,
-        method=method,
-        temperature=float(T),
-        params=params,
-        epochs=5,
-        baseline=bool(compare),
-        labeled_fraction=0.0,
-        alpha=1.0,
-    )
-    df_error = None
-    try:
-        df_cfg.resolved().validate()
-    except KDError as e:
-        df_error = e
-        st.error(t("no_data.bad", error=e))
-    df_job = current_job("nd_df_job")
-    df_running = df_job is not None and not df_job.done
-    b1, b2 = st.columns(2)
-    if b1.button(t("no_data.start"), key="nd_df_start", type="primary", disabled=df_error is not None or df_running):
-        submit(df_cfg, "nd_df_job")
-    df_job = current_job("nd_df_job")
-    if df_job is not None and not df_job.done and b2.button(t("no_data.stop"), key="nd_df_stop"):
-        df_job.stop()
-with right:
-    m = methods.get(method)
-    st.markdown(t(f"no_data.df.explain_{method}"))
-    st.latex(m.formula_latex(float(T), None, m.resolve_params(params) if df_error is None else None))
-    st.caption(t("no_data.df.guarantee"))
-
-
+# ------------------------------------------------------------------ what the runs show
 def show_datafree() -> None:
     job = current_job("nd_df_job")
     if job is None:
@@ -268,7 +221,6 @@ def show_datafree() -> None:
                 grid_image(np.asarray(r["sample_grid"], dtype=np.uint8))
 
 
-# ------------------------------------------------------------------ 2. label-free
 def show_labelfree() -> None:
     job = current_job("nd_lf_job")
     if job is None:
@@ -342,32 +294,104 @@ def live(show, slot: str, key: str) -> None:
     part()
 
 
-live(show_datafree, "nd_df_job", "df")
+# ------------------------------------------------------------------ 1. data-free
+def data_free() -> None:
+    """The teacher dreams its training set: the run's settings, its formula, then the run."""
+    st.header(t("no_data.df.header"))
+    left, right = st.columns([1, 2.2], gap="large")
+    with left:
+        method = st.radio(
+            t("no_data.df.method"),
+            ["deepinversion", "dfad"],
+            key="nd_method",
+            format_func=lambda m: t(f"no_data.df.method_{m}"),
+            help=t("no_data.df.method_help"),
+        )
+        bn_w = st.select_slider(t("no_data.df.bn"), BN_WEIGHTS, key="nd_bn", help=t("no_data.df.bn_help"))
+        setting = st.radio(
+            t("no_data.df.setting"),
+            list(SETTINGS),
+            key="nd_setting",
+            horizontal=True,
+            format_func=lambda s: t(f"no_data.df.setting_{s}"),
+            help=t("no_data.df.setting_help"),
+        )
+        T = st.select_slider(t("no_data.T"), TEMPERATURES, key="nd_T", help=t("no_data.T_help"))
+        compare = st.checkbox(t("no_data.df.compare"), key="nd_compare", help=t("no_data.df.compare_help"))
+        params = dict(SETTINGS[setting][method]) | {"bn_weight": float(bn_w)}
+        df_cfg = Config(
+            dataset=ds_name,
+            method=method,
+            temperature=float(T),
+            params=params,
+            epochs=5,
+            baseline=bool(compare),
+            labeled_fraction=0.0,
+            alpha=1.0,
+        )
+        df_error = None
+        try:
+            df_cfg.resolved().validate()
+        except KDError as e:
+            df_error = e
+            st.error(t("no_data.bad", error=e))
+        df_job = current_job("nd_df_job")
+        df_running = df_job is not None and not df_job.done
+        b1, b2 = st.columns(2)
+        if b1.button(
+            t("no_data.start"), key="nd_df_start", type="primary", disabled=df_error is not None or df_running
+        ):
+            submit(df_cfg, "nd_df_job")
+        df_job = current_job("nd_df_job")
+        if df_job is not None and not df_job.done and b2.button(t("no_data.stop"), key="nd_df_stop"):
+            df_job.stop()
+    with right:
+        m = methods.get(method)
+        st.markdown(t(f"no_data.df.explain_{method}"))
+        st.latex(m.formula_latex(float(T), None, m.resolve_params(params) if df_error is None else None))
+        st.caption(t("no_data.df.guarantee"))
+    live(show_datafree, "nd_df_job", "df")
 
-st.divider()
-st.header(t("no_data.lf.header"))
-lf_left, lf_right = st.columns([1, 2.2], gap="large")
-with lf_left:
-    st.markdown(t("no_data.lf.explain"))
-    lf_epochs = st.slider(t("no_data.lf.epochs"), 1, 20, key="nd_lf_epochs", help=t("no_data.lf.epochs_help"))
-    lf_T = st.select_slider(t("no_data.T"), TEMPERATURES, key="nd_lf_T", help=t("no_data.T_help"))
-    lf_cfg = Config(
-        dataset=ds_name, method="seed", alpha=1.0, labeled_fraction=0.0, epochs=int(lf_epochs), temperature=float(lf_T)
-    )
-    lf_job = current_job("nd_lf_job")
-    lf_running = lf_job is not None and not lf_job.done
-    c1, c2 = st.columns(2)
-    if c1.button(t("no_data.start"), key="nd_lf_start", type="primary", disabled=lf_running):
-        submit(lf_cfg, "nd_lf_job")
-    lf_job = current_job("nd_lf_job")
-    if lf_job is not None and not lf_job.done and c2.button(t("no_data.stop"), key="nd_lf_stop"):
-        lf_job.stop()
-with lf_right:
-    seed_m = methods.get("seed")
-    st.markdown(t("no_data.lf.explain_seed"))
-    st.latex(seed_m.formula_latex(float(lf_T), 1.0, seed_m.resolve_params({})))
-    st.caption(t("no_data.lf.protocol"))
 
-live(show_labelfree, "nd_lf_job", "lf")
+# ------------------------------------------------------------------ 2. label-free
+def label_free() -> None:
+    """SEED on unlabelled images: the run's settings, its formula, then the scores and embeddings."""
+    if screens.current is None:  # the whole page: a line between the two sections
+        st.divider()
+    st.header(t("no_data.lf.header"))
+    lf_left, lf_right = st.columns([1, 2.2], gap="large")
+    with lf_left:
+        st.markdown(t("no_data.lf.explain"))
+        lf_epochs = st.slider(t("no_data.lf.epochs"), 1, 20, key="nd_lf_epochs", help=t("no_data.lf.epochs_help"))
+        lf_T = st.select_slider(t("no_data.T"), TEMPERATURES, key="nd_lf_T", help=t("no_data.T_help"))
+        lf_cfg = Config(
+            dataset=ds_name,
+            method="seed",
+            alpha=1.0,
+            labeled_fraction=0.0,
+            epochs=int(lf_epochs),
+            temperature=float(lf_T),
+        )
+        lf_job = current_job("nd_lf_job")
+        lf_running = lf_job is not None and not lf_job.done
+        c1, c2 = st.columns(2)
+        if c1.button(t("no_data.start"), key="nd_lf_start", type="primary", disabled=lf_running):
+            submit(lf_cfg, "nd_lf_job")
+        lf_job = current_job("nd_lf_job")
+        if lf_job is not None and not lf_job.done and c2.button(t("no_data.stop"), key="nd_lf_stop"):
+            lf_job.stop()
+    with lf_right:
+        seed_m = methods.get("seed")
+        st.markdown(t("no_data.lf.explain_seed"))
+        st.latex(seed_m.formula_latex(float(lf_T), 1.0, seed_m.resolve_params({})))
+        st.caption(t("no_data.lf.protocol"))
+
+    live(show_labelfree, "nd_lf_job", "lf")
+
+
+for n, draw in enumerate((data_free, label_free), 1):
+    if screens.shows(n):
+        draw()
+screens.footer()
 
 links.settle(FIELDS)

@@ -146,3 +146,47 @@ def test_presentation_mode_shows_the_lab_one_step_per_screen(server, browser):  
     assert "step=2" in page.url and "method=dkd" in page.url
     page.screenshot(path=str(SHOTS / "presentation-lab-step-2.png"))
     page.close()
+
+
+def _headers(page) -> list[str]:
+    return [h.strip() for h in page.locator("[data-testid='stMain'] h2").all_inner_texts()]
+
+
+def test_presentation_mode_shows_beyond_one_section_per_screen(server, browser):  # noqa: F811
+    """A lecturer's link to Beyond on a 1024x768 projector: the ensemble alone, its step picker
+    side by side on the first screen, its bars drawn, no formula clipped; Next shows running a
+    method alone and moves the link on to step=2."""
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    _open(page, f"{server}/beyond?present=1&dataset=digits&teachers=2")
+    _no_exception(page)
+    train = page.locator("[class*='st-key-by_train_members'] button")
+    if train.count():  # a fresh cache: the two digits teachers are trained when asked
+        train.first.click()
+        page.wait_for_selector(".st-key-by_bars", timeout=300_000)
+        page.wait_for_selector(IDLE, timeout=180_000)
+        page.wait_for_timeout(800)
+    assert page.get_by_text("Step 1 of 2").count() >= 1
+    shown = _headers(page)
+    assert [h for h in shown if h.startswith("1 ·")] and not [h for h in shown if h.startswith("2 ·")], shown
+    assert page.locator(".st-key-by_bars").count() == 1
+    nav = [b for b in page.evaluate(NAV) if "_top_" in b["key"] or "pick" in b["key"]]
+    assert len(nav) == 3, nav
+    nav.sort(key=lambda b: b["left"])
+    assert all(a["right"] <= b["left"] + 1 for a, b in zip(nav, nav[1:])), nav
+    assert all(0 <= b["left"] and b["right"] <= 1024 and b["bottom"] <= 768 for b in nav), nav
+    assert page.evaluate(CLIPPED) == []
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "presentation-beyond-step-1.png"))
+
+    page.locator("[class*='st-key-kd_screen_next_top_beyond'] button").first.click()
+    page.wait_for_url(re.compile(r"[?&]step=2(&|$)"), timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=180_000)
+    page.wait_for_timeout(800)
+    _no_exception(page)
+    shown = _headers(page)
+    assert [h for h in shown if h.startswith("2 ·")] and not [h for h in shown if h.startswith("1 ·")], shown
+    assert page.locator(".st-key-by_bars").count() == 0  # the ensemble's screen no longer runs
+    assert "present=1" in page.url and "dataset=digits" in page.url
+    assert page.evaluate(CLIPPED) == []
+    page.screenshot(path=str(SHOTS / "presentation-beyond-step-2.png"))
+    page.close()

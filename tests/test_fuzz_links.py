@@ -83,7 +83,14 @@ def test_bad_values_in_every_parameter_leave_the_page_usable(page):
 
 
 # presentation mode's step (?present=1&step=3): the pages shown one step per screen, and their step count
-SCREENS = {"app_pages/lesson.py": ("lesson", 8), "app_pages/lab.py": ("lab", 3)}
+SCREENS = {
+    "app_pages/lesson.py": ("lesson", 8),
+    "app_pages/lab.py": ("lab", 3),
+    "app_pages/no_data.py": ("no_data", 2),
+    "app_pages/beyond.py": ("beyond", 2),
+    "app_pages/language_models.py": ("language_models", 5),
+    "app_pages/speech.py": ("speech", 3),
+}
 HOME = "app_pages/lesson.py"  # the page the app opens on
 
 
