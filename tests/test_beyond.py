@@ -276,6 +276,7 @@ def test_bad_values_exit_2_with_one_line(args, needle, capsys):
     assert len(lines) == 1 and needle in lines[0], err
 
 
+@pytest.mark.slow
 def test_cli_lists_and_runs_the_chained_methods(tmp_path):
     p = cli("methods")
     assert p.returncode == 0

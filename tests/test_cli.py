@@ -1,4 +1,5 @@
-"""The command line as a user meets it: a real subprocess, exit codes, one-line errors."""
+"""The command line as a user meets it: a real subprocess, exit codes, one-line errors (the
+table of bad values calls the same ``main`` in this process, one case goes through a real one)."""
 
 import json
 import os
@@ -7,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from kd_core.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,19 +48,29 @@ BAD = [
 ]
 
 
+def run_main(args, capsys) -> tuple[int, str]:
+    """``python -m kd_core ARGS`` without starting an interpreter: the same ``main`` and
+    its exit code (argparse's errors exit directly, the others are returned)."""
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main(list(args)))
+    return e.value.code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_values_exit_2_with_one_line(args, needle):
-    p = cli(
-        "train",
-        *args,
-        "--dataset" if "--dataset" not in args else "--seed",
-        "digits" if "--dataset" not in args else "0",
-    )
-    assert p.returncode == 2, p.stderr
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, p.stderr
+def test_bad_values_exit_2_with_one_line(args, needle, capsys):
+    where = ["--dataset", "digits"] if "--dataset" not in args else ["--seed", "0"]
+    rc, err = run_main(["train", *args, *where], capsys)
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
     assert needle in lines[0], lines[0]
-    assert "Traceback" not in p.stderr
+    assert "Traceback" not in err
+
+
+def test_a_bad_value_exits_2_from_a_real_process():
+    """The table above runs ``main`` in this process; one case through the interpreter."""
+    p = cli("train", "--dataset", "digits", "--temperature", "0")
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "T must be > 0" in p.stderr
 
 
 def test_train_writes_the_json_the_docs_promise(tmp_path):
@@ -83,6 +96,7 @@ def test_train_writes_the_json_the_docs_promise(tmp_path):
         assert len(r[role]["history"]) == 2
 
 
+@pytest.mark.slow
 def test_no_baseline_and_methods_listing(tmp_path):
     out = tmp_path / "run.json"
     p = cli("train", "--dataset", "digits", "--epochs", "1", "--no-baseline", "--method", "dkd", "--json", str(out))

@@ -325,11 +325,21 @@ def cli(*args, timeout=300):
         (["fly"], "invalid choice"),
     ],
 )
-def test_cli_bad_values_exit_2_with_one_line(args, needle):
-    r = cli(*args)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], r.stderr
+def test_cli_bad_values_exit_2_with_one_line(args, needle, capsys):
+    """``python -m kd_core lm ARGS``'s ``main`` in this process (one real process below)."""
+    from kd_core.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main(["lm", *args]))
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_a_bad_lm_value_exits_2_from_a_real_process():
+    r = cli("train", "--temperature", "0")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_cli_missing_corpus_exits_2_saying_how_to_install(tmp_path):

@@ -404,6 +404,7 @@ def test_methods_command_lists_the_new_methods_with_their_parameters():
     assert all(p in lines["ctkd"] for p in ("t_start=1", "t_range=20", "curriculum=10", "lambda_max=1"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dist", "ls-kd", "ctkd"])
 def test_each_new_method_trains_from_the_cli(name, tmp_path):
     out = cli("train", "--method", name, "--epochs", "1", "--dataset", "digits", "--json", str(tmp_path / "r.json"))

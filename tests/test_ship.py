@@ -31,6 +31,7 @@ def test_every_default_recipe_is_shipped_and_well_under_20_mb():
         assert ship.sha256_of(ship.SHIPPED_DIR / e["file"]) == e["sha256"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["file"] for e in ENTRIES])
 def test_recorded_test_accuracy_is_what_the_weights_score(entry):
     ds = data.load(entry["dataset"])
@@ -97,6 +98,7 @@ def test_a_damaged_shipped_file_is_skipped_with_a_warning(tmp_path):
         assert ship.load(e["key"], e["arch"], ds.in_shape, ds.num_classes, tmp_path) is None
 
 
+@pytest.mark.slow
 def test_the_default_cli_run_trains_no_teacher_and_says_where_teacher_and_data_came_from(tmp_path):
     """`python -m kd_core train` with the defaults (one epoch here, to be quick) on a new install."""
     out = tmp_path / "run.json"

@@ -63,6 +63,7 @@ def test_a_2x2_sweep_runs_on_parallel_worker_processes(joblib_run):
     assert len(fig.layout.shapes) == 1  # the best cell outlined
 
 
+@pytest.mark.slow
 def test_the_same_sweep_on_a_local_dask_cluster(joblib_run):
     pytest.importorskip("distributed")
     from distributed import LocalCluster
@@ -77,6 +78,7 @@ def test_the_same_sweep_on_a_local_dask_cluster(joblib_run):
     assert got == check_grid(res_joblib)
 
 
+@pytest.mark.slow
 def test_the_cli_writes_a_csv(tmp_path):
     out = tmp_path / "sweep.csv"
     p = subprocess.run(
