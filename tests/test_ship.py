@@ -113,6 +113,7 @@ def test_the_default_cli_run_trains_no_teacher_and_says_where_teacher_and_data_c
     assert not (tmp_path / "new-home" / "teachers").exists() or not any((tmp_path / "new-home" / "teachers").iterdir())
 
 
+@pytest.mark.slow
 def test_the_script_regenerates_a_teacher_bit_for_bit(tmp_path, kd_home):
     """digits' teacher (seconds to train). On the machine that shipped it (same torch, CPU and
     platform) the new file equals the shipped one byte for byte; elsewhere two regenerations

@@ -163,7 +163,9 @@ def test_teacher_outputs_are_computed_once_not_per_step(monkeypatch):
     assert during == 0  # no teacher forward pass during the steps
 
 
-@pytest.mark.parametrize("name", [m for m in methods.METHODS])
+@pytest.mark.parametrize(
+    "name", [n if n == "kd" else pytest.param(n, marks=pytest.mark.slow) for n in methods.METHODS]
+)  # KD in the fast set; the others in the whole suite
 def test_every_method_trains_end_to_end_on_mnist_mini(name):
     """One epoch with the default pair: every method learns to read digits (chance: 10%)."""
     cfg = Config(dataset="mnist-mini", method=name, epochs=1, labeled_fraction=1.0, baseline=False)
