@@ -188,3 +188,21 @@ def test_a_background_sweep_job_can_be_stopped():
     job.stop()  # before it starts: nothing runs
     job.start().join(60)
     assert job.status == "stopped" and job.result.done == 0
+
+
+@pytest.mark.slow
+def test_dask_workers_train_groups_of_cells_as_one_batch(joblib_run):
+    """``--group 4`` on a cluster: each worker trains four cells as one batch of students;
+    the numbers are those of one cell per process, to float tolerance."""
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    _, res_joblib, _ = joblib_run
+    sw = sweep.Sweep.grid(BASE, [2, 4], [0.5, 0.9], seeds=[0, 1])
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res = sw.run(backend="dask", address=cluster.scheduler_address, group=4)
+    assert res.done == 8 and not res.errors()
+    assert all(r["batched"] == 4 for r in res.items)
+    got, want = check_grid(res), check_grid(res_joblib)
+    for cell, accs in want.items():
+        assert got[cell] == pytest.approx(accs, abs=3e-3)
