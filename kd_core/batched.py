@@ -14,7 +14,7 @@ Each member is a :class:`kd_core.train.Trainer` (its config, seed, transfer set,
 mask, batch order, method modules — a FitNets regressor, CRD's memory banks — and loss
 terms); a run's scratch baseline is one more member. Only the students' forward and
 backward passes and their optimiser step are shared; every loss is the member's own
-``Trainer._loss_terms``, so member k's result equals a separate ``Trainer`` run with the same
+``Trainer.loss_terms``, so member k's result equals a separate ``Trainer`` run with the same
 config to float tolerance (tests/test_batched.py checks it per method family). The frozen
 teacher's outputs are computed once and shared (``train.teacher_outputs``).
 
@@ -330,7 +330,7 @@ class BatchedRun:
         t_start = time.perf_counter()
         for tr in trs:
             tr.status = "running"
-            tr._prepare()
+            tr.prepare()
             tr.train_seconds = 0.0
         ts0 = trs[0].transfer
         steps_per_epoch, total_steps = ts0.steps_per_epoch, ts0.total_steps
@@ -399,9 +399,9 @@ class BatchedRun:
                         t_feats = [f[idx] for f in tr.t_feats]
                     else:
                         with torch.no_grad():
-                            _, t_feats = train._forward(tr.teacher.model, tr.x[idx], [p[0] for p in tr.pairs])
+                            _, t_feats = train.forward_taps(tr.teacher.model, tr.x[idx], [p[0] for p in tr.pairs])
                     tracked: dict = {}
-                    terms = tr._loss_terms(
+                    terms = tr.loss_terms(
                         logits[k], t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch, tracked
                     )
                     loss = sum(terms.values())
@@ -458,21 +458,21 @@ class BatchedRun:
             for i, tr in enumerate(trs):
                 if live[i]:
                     self._write_back(i, member_of)
-                    ev = tr._evaluate(epoch)
+                    ev = tr.evaluate(epoch)
                     tr.history.append(ev)
-                    tr._take_snapshot(epoch)
+                    tr.take_snapshot(epoch)
                     yield self._tag({"kind": "epoch", "elapsed": time.perf_counter() - t_start, **ev}, i, single)
         for i, tr in enumerate(trs):
             if live[i]:
                 self._write_back(i, member_of)
             status, message = outcome[i]
             if status == "stopped" and step > 0 and (not tr.history or tr.history[-1]["step"] != len(tr.steps)):
-                ev = tr._evaluate(epoch, partial=True)
+                ev = tr.evaluate(epoch, partial=True)
                 tr.history.append(ev)
-                tr._take_snapshot(epoch)
+                tr.take_snapshot(epoch)
                 yield self._tag({"kind": "epoch", "elapsed": time.perf_counter() - t_start, **ev}, i, single)
             tr.status = status
-            tr.result = tr._summary(status, message, len(tr.steps), total_steps, time.perf_counter() - t_start)
+            tr.result = tr.summary(status, message, len(tr.steps), total_steps, time.perf_counter() - t_start)
             tr.result["batched"] = {"members": len(self.members), "runs": len(trs)}
             self.results[i] = tr.result
             yield self._tag({"kind": "end", "status": status, "message": message, "result": tr.result}, i, single)

@@ -119,7 +119,7 @@ def teacher_outputs(model: nn.Module, x: Tensor, names: list[str], what: tuple) 
     with torch.no_grad():
         logits, feats = [], [[] for _ in names]
         for i in range(0, len(x), 1024):
-            lo, fs = _forward(model, x[i : i + 1024], names)
+            lo, fs = forward_taps(model, x[i : i + 1024], names)
             logits.append(lo)
             for j, f in enumerate(fs):
                 feats[j].append(f)
@@ -237,7 +237,8 @@ def result_head(config: Config, status: str, message: str, steps: int, total_ste
     }
 
 
-def _forward(model: nn.Module, x: Tensor, names: list[str]) -> tuple[Tensor, list[Tensor]]:
+def forward_taps(model: nn.Module, x: Tensor, names: list[str]) -> tuple[Tensor, list[Tensor]]:
+    """``(logits, [output of each named layer])`` of one forward pass of ``model`` on ``x``."""
     if not names:
         return model(x), []
     with models.FeatureTaps(model, names) as taps:
@@ -309,7 +310,7 @@ class Trainer:
         with self._snapshot_lock:
             return self._snapshot
 
-    def _take_snapshot(self, epoch: int) -> None:
+    def take_snapshot(self, epoch: int) -> None:
         def frozen(m):
             if m is None:
                 return None
@@ -338,7 +339,7 @@ class Trainer:
         return self._stop.is_set()
 
     # ---------------------------------------------------------- data prep
-    def _prepare(self):
+    def prepare(self):
         self.transfer = ts = TransferSet(self.config, self.ds, self.device)
         self.labelled, self.x, self.y, self.index, self.gen = ts.labelled, ts.x, ts.y, ts.index, ts.gen
         t_names = [p[0] for p in self.pairs]
@@ -360,7 +361,7 @@ class Trainer:
         self.status = "running"
         set_threads()
         t_start = time.perf_counter()
-        self._prepare()
+        self.prepare()
         ts = self.transfer
         n, steps_per_epoch, total_steps = len(ts), ts.steps_per_epoch, ts.total_steps
         params = list(self.student.parameters()) + (list(self.modules.parameters()) if self.modules else [])
@@ -401,10 +402,10 @@ class Trainer:
                     t_feats = [f[idx] for f in self.t_feats]
                 else:
                     with torch.no_grad():
-                        _, t_feats = _forward(self.teacher.model, xb, t_names)
-                s_logits, s_feats = _forward(self.student, xb, s_names)
+                        _, t_feats = forward_taps(self.teacher.model, xb, t_names)
+                s_logits, s_feats = forward_taps(self.student, xb, s_names)
                 tracked: dict = {}
-                terms = self._loss_terms(
+                terms = self.loss_terms(
                     s_logits, t_logits, yb, lab, s_feats, t_feats, idx, epoch - 1 + b / steps_per_epoch, tracked
                 )
                 loss = sum(terms.values())
@@ -439,17 +440,17 @@ class Trainer:
                 yield {"kind": "step", "total_steps": total_steps, "elapsed": time.perf_counter() - t_start, **rec}
             if status != "finished":
                 break
-            ev = self._evaluate(epoch)
+            ev = self.evaluate(epoch)
             self.history.append(ev)
-            self._take_snapshot(epoch)
+            self.take_snapshot(epoch)
             yield {"kind": "epoch", "elapsed": time.perf_counter() - t_start, **ev}
         if status == "stopped" and step > 0 and (not self.history or self.history[-1]["step"] != step):
-            ev = self._evaluate(epoch, partial=True)
+            ev = self.evaluate(epoch, partial=True)
             self.history.append(ev)
-            self._take_snapshot(epoch)
+            self.take_snapshot(epoch)
             yield {"kind": "epoch", "elapsed": time.perf_counter() - t_start, **ev}
         self.status = status
-        self.result = self._summary(status, message, step, total_steps, time.perf_counter() - t_start)
+        self.result = self.summary(status, message, step, total_steps, time.perf_counter() - t_start)
         yield {"kind": "end", "status": status, "message": message, "result": self.result}
 
     def run(self, on_event=None) -> dict:
@@ -459,7 +460,7 @@ class Trainer:
                 on_event(ev)
         return self.result
 
-    def _loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress, report=None) -> dict:
+    def loss_terms(self, s_logits, t_logits, y, lab, s_feats, t_feats, idx, progress, report=None) -> dict:
         """The weighted loss terms of one step; scalars the method reports besides its
         losses (CTKD's learned T) go into ``report``."""
         cfg, m = self.config, self.method
@@ -499,7 +500,7 @@ class Trainer:
         return terms
 
     # ---------------------------------------------------------- evaluation
-    def _evaluate(self, epoch: int, partial: bool = False) -> dict:
+    def evaluate(self, epoch: int, partial: bool = False) -> dict:
         s = metrics.predict_logits(self.student, self.x_test)
         y = self.ds.y_test
         ev = {
@@ -524,7 +525,7 @@ class Trainer:
                 ]
         return ev
 
-    def _summary(self, status: str, message: str, steps: int, total_steps: int, seconds: float) -> dict:
+    def summary(self, status: str, message: str, steps: int, total_steps: int, seconds: float) -> dict:
         ds, y, k = self.ds, self.ds.y_test, self.ds.num_classes
         samples = steps * self.config.batch_size
         t_prof = self.teacher.profile(ds.in_shape)

@@ -274,7 +274,7 @@ def test_fitnets_regressor_is_conv_bn_relu_and_the_hint_is_what_the_help_says():
         s_logits = tr.student(x)
         s_feat = taps[s_name]
     tr.index = torch.arange(len(tr.ds.x_train))
-    terms = tr._loss_terms(s_logits, t_logits, y, lab, [s_feat], [t_feat], torch.arange(32), 0.0)
+    terms = tr.loss_terms(s_logits, t_logits, y, lab, [s_feat], [t_feat], torch.arange(32), 0.0)
     r = reg(s_feat)
     assert (r >= 0).all()
     if r.shape[-2:] != t_feat.shape[-2:]:
@@ -323,18 +323,20 @@ def test_crd_help_states_a_weighting_that_the_loss_reproduces():
     b = train.Trainer(Config(dataset="digits", method="crd", alpha=0.0, params={"beta": 0.8}, epochs=1, seed=0))
     terms = []
     for tr in (a, b):
-        tr._prepare()
+        tr.prepare()
         idx = torch.arange(64)
         x, y, lab = tr.x[idx], tr.y[idx], tr.labelled[idx]
         s_name, t_name = tr.pairs[0][1], tr.pairs[0][0]
-        s_logits, s_feats = train._forward(tr.student, x, [s_name])
+        s_logits, s_feats = train.forward_taps(tr.student, x, [s_name])
         t_feats = (
-            [f[idx] for f in tr.t_feats] if tr.t_feats is not None else train._forward(tr.teacher.model, x, [t_name])[1]
+            [f[idx] for f in tr.t_feats]
+            if tr.t_feats is not None
+            else train.forward_taps(tr.teacher.model, x, [t_name])[1]
         )
-        terms.append(tr._loss_terms(s_logits, tr.t_logits[idx], y, lab, s_feats, t_feats, idx, 0.0))
+        terms.append(tr.loss_terms(s_logits, tr.t_logits[idx], y, lab, s_feats, t_feats, idx, 0.0))
     ta, tb = terms
     ce = tb["ce"].item()
-    kd = losses.kd_loss(train._forward(a.student, a.x[:64], [])[0], a.t_logits[:64], 4.0).item()
+    kd = losses.kd_loss(train.forward_taps(a.student, a.x[:64], [])[0], a.t_logits[:64], 4.0).item()
     assert ta["ce"].item() == pytest.approx(0.5 * ce, rel=1e-6)
     assert ta["kd"].item() == pytest.approx(0.5 * kd, rel=1e-6)
     assert ta["crd"].item() == pytest.approx(0.5 * tb["crd"].item(), rel=1e-5)
