@@ -679,11 +679,13 @@ def draw_sweep(job: sweep.SweepJob) -> None:
     elif job.status == "finished":
         st.success(t("compare.sweep.finished", total=total, seconds=job.ended - job.started))
     elif job.status == "stopped":
-        st.warning(
+        said = (
             t("compare.sweep.stopped_msg", done=done, total=total, message=job.message)
             if job.message
             else t("compare.sweep.stopped", done=done, total=total)
         )
+        partway = sum(r["status"] == "stopped" for r in list(res.items))  # a batch stopped mid-training
+        st.warning(said + (" " + t("compare.sweep.stopped_partway", n=partway) if partway else ""))
     else:
         st.error(t("compare.sweep.failed", message=job.message))
     best = res.best(rows=rows)

@@ -294,6 +294,38 @@ def test_a_batched_sweep_fills_every_cell_together_epoch_by_epoch(saved, monkeyp
     assert not at.button(key="cmp_sw_start").disabled
 
 
+def test_stopping_a_batch_keeps_the_accuracy_every_cell_reached(saved, monkeypatch):
+    import threading
+
+    at_epoch_1, release = threading.Event(), threading.Event()
+    original = sweep.SweepResult.add
+
+    def add(self, r):
+        original(self, r)
+        live = [x for x in self.items if x["status"] == "running" and x.get("epoch") == 1]
+        if len(live) == self.sweep.total and not at_epoch_1.is_set():
+            at_epoch_1.set()
+            release.wait(300)
+
+    monkeypatch.setattr(sweep.SweepResult, "add", add)
+    at = open_compare()
+    set_small_sweep(at, epochs=20)
+    at.button(key="cmp_sw_start").click().run()
+    try:
+        assert at_epoch_1.wait(400)
+        at.run()
+        at.button(key="cmp_sw_stop").click().run()
+        assert not at.exception
+    finally:
+        release.set()
+    poll_to_end(at)
+    job = at.session_state["cmp_sweep_job"]
+    assert job.status == "stopped" and all(r["status"] == "stopped" for r in job.result.items)
+    assert any("5 run(s) stopped part-way" in w.value for w in at.warning), [w.value for w in at.warning]
+    texts = heat_texts(at, "cmp_hm_acc_kd_0.1")
+    assert len(texts) == 4 and all(c and "epoch" not in c for c in texts), texts
+
+
 def test_a_2x2_sweep_cell_by_cell_runs_on_worker_processes_and_marks_the_best_cell(saved, monkeypatch):
     made = []
     original = sweep.SweepJob.__init__
