@@ -3,8 +3,10 @@ latest leaderboard.
 
 Every run finished or stopped in the Lab is saved (``kd_core.runs``); here they can be
 renamed, deleted, exported and reopened in the other pages. A sweep runs in a background
-thread (``kd_core.sweep.SweepJob``, which never touches Streamlit) on local worker
-processes; a fragment polls it every second and redraws the heatmaps. Every text comes
+thread (``kd_core.sweep.SweepJob``, which never touches Streamlit), its cells all together as
+one batch of students (every cell reports each epoch: the whole landscape forms at once) or
+cell by cell on local worker processes; a fragment polls it every second and redraws the
+heatmaps. Every text comes
 from the catalogues (``kd_app/locales/<lang>/compare.json``).
 """
 
@@ -21,7 +23,7 @@ import streamlit as st
 
 from kd_app import datasets, i18n, links, noise, state
 from kd_app.i18n import t
-from kd_core import data, methods, runs, sweep, viz
+from kd_core import batched, data, methods, runs, sweep, viz
 from kd_core.config import Config
 from kd_core.errors import KDError
 
@@ -573,6 +575,9 @@ with tab_runs:
 
 # ================================================================== sweep
 SWEEP_METHODS = [n for n, m in methods.METHODS.items() if m.uses_temperature or m.uses_alpha]
+# how the cells train -> the sweep's backend: one batch of students (all cells advance each
+# epoch, the landscape forms at once) or one worker process per cell
+TRAIN_MODES = {"together": "batched", "cells": "joblib"}
 # the address bar holds the sweep's set-up: a shared link opens the same grid, ready to start
 FIELDS = [
     links.choice("dataset", "cmp_sw_dataset", list(data.DATASETS), "mnist-mini"),
@@ -583,6 +588,7 @@ FIELDS = [
     links.number("seeds", "cmp_sw_seeds", 2, 1, 5, integer=True),
     links.number("epochs", "cmp_sw_epochs", 2, 1, 20, integer=True),
     links.flag("scratch", "cmp_sw_scratch", True),
+    links.choice("train", "cmp_sw_train", list(TRAIN_MODES), "together"),
     links.kept("cmp_sw_workers", os.cpu_count() or 1),
 ]
 links.sync("compare", FIELDS)
@@ -594,20 +600,72 @@ def sweep_job() -> sweep.SweepJob | None:
     return st.session_state.get("cmp_sweep_job")
 
 
-def start_sweep(cfg: Config, temps, alphas, seeds: int, scratch: bool, workers: int) -> None:
+def start_sweep(cfg: Config, temps, alphas, seeds: int, scratch: bool, workers: int, mode: str) -> None:
     try:
         sw = sweep.Sweep.grid(cfg, sorted(temps), sorted(alphas), seeds=range(seeds), scratch=scratch)
     except KDError as e:
         st.session_state.cmp_sw_error = str(e)
         return
     sid = state.session_id()
-    job = sweep.SweepJob(sw, backend="joblib", n_jobs=workers, is_alive=lambda: state.session_alive(sid))
+    backend = TRAIN_MODES.get(mode, "batched")
+    job = sweep.SweepJob(
+        sw,
+        backend=backend,
+        n_jobs=workers if backend == "joblib" else None,
+        is_alive=lambda: state.session_alive(sid),
+    )
     st.session_state.cmp_sweep_job = job.start()
+
+
+def train_hint(cfg: Config) -> str | None:
+    """Which way trains this sweep's students faster on this machine (the engine's measured
+    rule, ``batched.faster_together``), in the session's language."""
+    try:
+        faster, _why = batched.faster_together(cfg)
+        student = cfg.resolved().student
+    except (KDError, ValueError):
+        return None
+    return t("compare.sweep.train_hint_batch" if faster else "compare.sweep.train_hint_cells", student=student)
+
+
+def progress_text(job: sweep.SweepJob, rows: list[dict]) -> str:
+    """The progress bar's words: while a batch trains, how many cells advance together and at
+    which epoch; else runs done (and on how many worker processes)."""
+    res, total = job.result, job.sweep.total
+    seconds = time.time() - job.started
+    live = res.training()
+    if live is not None:
+        grid = [r for r in rows if not r["reference"]]
+        training = [r for r in grid if r["live"]]
+        still = [r for r in grid if r["n"] < r["seeds"]]
+        students = plural("student", sum(r["live"] for r in rows))
+        key = "progress_together_all" if training and len(training) == len(still) else "progress_together_some"
+        return t(
+            f"compare.sweep.{key}",
+            n=len(training),
+            cells=len(grid),
+            students=students,
+            epoch=live[0],
+            epochs=live[1],
+            done=res.done,
+            total=total,
+            seconds=seconds,
+        )
+    if job.backend == "batched":
+        return t("compare.sweep.progress_batch_starting", done=res.done, total=total, seconds=seconds)
+    return t(
+        "compare.sweep.progress" if res.done else "compare.sweep.progress_starting",
+        done=res.done,
+        total=total,
+        workers=plural("worker", job.n_jobs or 1),
+        seconds=seconds,
+    )
 
 
 def draw_sweep(job: sweep.SweepJob) -> None:
     sw, res = job.sweep, job.result
     done, total = res.done, sw.total
+    rows = res.rows()
     if job.status == "queued":
         st.info(t("compare.sweep.queued"))
     elif job.status == "teacher":
@@ -616,36 +674,33 @@ def draw_sweep(job: sweep.SweepJob) -> None:
             te[0] / te[1] if te else 0.0,
             text=t("compare.sweep.teacher_epoch", epoch=te[0], total=te[1]) if te else t("compare.sweep.teacher_prep"),
         )
-    elif job.status == "running":
-        st.progress(
-            done / total,
-            text=t(
-                "compare.sweep.progress" if done else "compare.sweep.progress_starting",
-                done=done,
-                total=total,
-                workers=plural("worker", job.n_jobs),
-                seconds=time.time() - job.started,
-            ),
-        )
+    elif job.status == "running":  # a batch in training counts by its share of epochs done
+        st.progress(min(1.0, max(0.0, res.progress() / total)), text=progress_text(job, rows))
     elif job.status == "finished":
         st.success(t("compare.sweep.finished", total=total, seconds=job.ended - job.started))
     elif job.status == "stopped":
-        st.warning(
+        said = (
             t("compare.sweep.stopped_msg", done=done, total=total, message=job.message)
             if job.message
             else t("compare.sweep.stopped", done=done, total=total)
         )
+        partway = sum(r["status"] == "stopped" for r in list(res.items))  # a batch stopped mid-training
+        st.warning(said + (" " + t("compare.sweep.stopped_partway", n=partway) if partway else ""))
     else:
         st.error(t("compare.sweep.failed", message=job.message))
-    rows = res.rows()
     best = res.best(rows=rows)
     b = sw.base
+    epoch_word = t("compare.sweep.epoch_word")
     for m in sw.axis("method"):
         for frac in sw.axis("labeled_fraction"):
             where = t("compare.sweep.where", method=m, frac=frac)
             c1, c2 = st.columns(2)
-            acc_fig = viz.heatmap_figure(res, m, frac, "acc", t("compare.sweep.acc_title", where=where), best)
-            agree_fig = viz.heatmap_figure(res, m, frac, "agree", t("compare.sweep.agree_title", where=where), best)
+            acc_fig = viz.heatmap_figure(
+                res, m, frac, "acc", t("compare.sweep.acc_title", where=where), best, epoch_word=epoch_word
+            )
+            agree_fig = viz.heatmap_figure(
+                res, m, frac, "agree", t("compare.sweep.agree_title", where=where), best, epoch_word=epoch_word
+            )
             c1.plotly_chart(localise_heatmap(acc_fig, "acc"), key=f"cmp_hm_acc_{m}_{frac}", width="stretch")
             c2.plotly_chart(localise_heatmap(agree_fig, "agree"), key=f"cmp_hm_agree_{m}_{frac}", width="stretch")
     lines = []
@@ -737,26 +792,39 @@ with tab_sweep:
             format_func=lambda v: f"{v:g}",
             help=t("compare.sweep.alphas_help"),
         )
-        c1, c2, c3, c4 = st.columns(4)
+        c1, c2, c3 = st.columns(3, vertical_alignment="bottom")
         seeds = c1.number_input(
             t("compare.sweep.seeds"), 1, 5, key="cmp_sw_seeds", disabled=running, help=t("compare.sweep.seeds_help")
         )
         epochs = c2.number_input(
             t("compare.sweep.epochs"), 1, 20, key="cmp_sw_epochs", disabled=running, help=t("compare.sweep.epochs_help")
         )
-        workers = c3.number_input(
-            t("compare.sweep.workers"),
-            1,
-            max(1, os.cpu_count() or 1) * 2,
-            key="cmp_sw_workers",
-            disabled=running,
-            help=t("compare.sweep.workers_help"),
-        )
-        scratch = c4.checkbox(
+        scratch = c3.checkbox(
             t("compare.sweep.scratch_ref"),
             key="cmp_sw_scratch",
             disabled=running,
             help=t("compare.sweep.scratch_ref_help"),
+        )
+        if st.session_state.get("cmp_sw_train") not in TRAIN_MODES:
+            st.session_state.cmp_sw_train = "together"
+        train_labels = {m: t(f"compare.sweep.train_{m}") for m in TRAIN_MODES}
+        d1, d2 = st.columns([2, 1], vertical_alignment="bottom")
+        mode = d1.radio(
+            t("compare.sweep.train"),
+            list(TRAIN_MODES),
+            key="cmp_sw_train",
+            horizontal=True,
+            disabled=running,
+            format_func=train_labels.get,
+            help=t("compare.sweep.train_help"),
+        )
+        workers = d2.number_input(  # only cell by cell has worker processes
+            t("compare.sweep.workers"),
+            1,
+            max(1, os.cpu_count() or 1) * 2,
+            key="cmp_sw_workers",
+            disabled=running or mode != "cells",
+            help=t("compare.sweep.workers_help"),
         )
         method = methods.get(method_name)
         if not method.uses_alpha:
@@ -772,6 +840,9 @@ with tab_sweep:
         cfg = Config(
             dataset=ds_name, method=method_name, labeled_fraction=float(fraction), epochs=int(epochs), baseline=False
         )
+        hint = train_hint(cfg)
+        if hint:
+            st.caption(hint)
         s1, s2, s3 = st.columns([1, 1, 3], vertical_alignment="center")
         # callbacks: the sweep starts (or stops) before the page is drawn again, so the buttons show it
         s1.button(
@@ -782,7 +853,7 @@ with tab_sweep:
             width="stretch",
             help=t("compare.sweep.start_help"),
             on_click=start_sweep,
-            args=(cfg, temps, alphas, int(seeds), bool(scratch), int(workers)),
+            args=(cfg, temps, alphas, int(seeds), bool(scratch), int(workers), mode),
         )
         s2.button(
             t("compare.sweep.stop"),

@@ -980,7 +980,9 @@ class SweepRun:
                 message = "stopped: the browser session closed"
                 self._stop.set()
             yield {"kind": "progress", "step": self.result.progress()}
-        status = "stopped" if self._stop.is_set() and self.result.done < self.sweep.total else "finished"
+        # stopped: runs were cancelled, or a batch was stopped part-way (its runs ended "stopped")
+        cut = self.result.done < self.sweep.total or any(r["status"] == "stopped" for r in list(self.result.items))
+        status = "stopped" if self._stop.is_set() and cut else "finished"
         yield {"kind": "end", "status": status, "message": message, "result": self.result}
 
 

@@ -1,6 +1,7 @@
 """The Compare & sweep page driven headless by AppTest: saved runs side by side, rename and
 delete, a skipped run file, reopening a run in the other pages, a 2x2 sweep filling in
-live, and the leaderboard."""
+live (all cells together as one batch, and cell by cell on worker processes), and the
+leaderboard."""
 
 from __future__ import annotations
 
@@ -203,33 +204,174 @@ def test_a_saved_run_reopens_in_the_other_pages(saved):
     assert any("digits" in i.value for i in at.info)  # "your last Lab run distilled a student on digits"
 
 
-def test_a_2x2_sweep_fills_in_and_marks_the_best_cell(saved):
-    at = open_compare()
+def heat_texts(at, key: str) -> list[str]:
+    """The cell texts of the heatmap whose chart key ends with ``key`` (its data trace)."""
+    chart = next(e for e in at.get("plotly_chart") if e.proto.id.endswith(key))
+    spec = json.loads(chart.proto.spec)
+    return [c for row in spec["data"][-1]["text"] for c in row]
+
+
+def set_small_sweep(at, epochs: int = 2) -> None:
     at.selectbox(key="cmp_sw_dataset").set_value("digits")
     at.multiselect(key="cmp_sw_T").set_value([2.0, 4.0])
     at.multiselect(key="cmp_sw_alpha").set_value([0.5, 0.9])
     at.number_input(key="cmp_sw_seeds").set_value(1)
-    at.number_input(key="cmp_sw_epochs").set_value(1)
-    at.number_input(key="cmp_sw_workers").set_value(2)
+    at.number_input(key="cmp_sw_epochs").set_value(epochs)
     at.run()
-    at.button(key="cmp_sw_start").click().run()
-    assert not at.exception
-    assert at.button(key="cmp_sw_start").disabled
-    deadline = time.time() + 150
+
+
+def poll_to_end(at, seen=None) -> None:
+    """Re-run the page (AppTest does not fire the fragment's run_every) until the sweep
+    ends; ``seen`` (a list) collects the live rows found in between."""
+    deadline = time.time() + 400
     while time.time() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.3)
+        if seen is not None:
+            seen += [r for r in at.session_state["cmp_sweep_job"].result.rows() if r["live"]]
         at.run()
         assert not at.exception
         if at.session_state["cmp_sweep_job"].done:
             break
     at.run()
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_batched_sweep_fills_every_cell_together_epoch_by_epoch(saved, monkeypatch, lang):
+    """All cells together (the default): the 2x2 grid and its scratch reference train as one
+    batch of students; after the first epoch every cell shows its accuracy so far and
+    "epoch 1/2" at once, the progress bar says so, and the end fills every cell."""
+    import threading
+
+    say = lambda key, **kw: i18n.text(key, lang, **kw)  # noqa: E731
+    added = []  # every record the sweep's result receives, in order
+    at_epoch_1, release = threading.Event(), threading.Event()
+    original = sweep.SweepResult.add
+
+    def add(self, r):
+        original(self, r)
+        added.append(dict(r))
+        live = [x for x in added if x["status"] == "running" and x.get("epoch") == 1]
+        if len(live) == self.sweep.total and not at_epoch_1.is_set():
+            at_epoch_1.set()  # every run has ended its first epoch: hold the batch while the page looks
+            release.wait(300)
+
+    monkeypatch.setattr(sweep.SweepResult, "add", add)
+    at = open_compare(lang)
+    assert at.radio(key="cmp_sw_train").value == "together"
+    assert at.number_input(key="cmp_sw_workers").disabled  # no worker processes in a batch
+    set_small_sweep(at)
+    at.button(key="cmp_sw_start").click().run()
+    assert not at.exception
+    job = at.session_state["cmp_sweep_job"]
+    assert job.backend == "batched"
+    try:
+        assert at_epoch_1.wait(400), f"the batch did not end its first epoch: {job.status} {job.message}"
+        at.run()
+        assert not at.exception
+        texts = heat_texts(at, "cmp_hm_acc_kd_0.1")
+        assert len(texts) == 4 and all(c.endswith(say("compare.sweep.epoch_word") + " 1/2") for c in texts), texts
+        bars = [p.proto.text for p in at.get("progress")]
+        head = say("compare.sweep.progress_together_all", n=4, students="§", epoch=1, epochs=2, seconds=0)
+        head = head.split("§")[0]
+        assert any(b.startswith(head) for b in bars), bars
+        assert any(say("compare.units.student_many", n=5) in b for b in bars), bars
+        assert [p.proto.value for p in at.get("progress")] == [50]  # half of every run's epochs
+    finally:
+        release.set()
+    poll_to_end(at)
+    job = at.session_state["cmp_sweep_job"]
+    assert job.status == "finished" and job.result.done == 5
+    assert not any(r["live"] for r in job.result.rows())
+    # every run reported each epoch as the batch went (epoch 1, epoch 2), then its end
+    for i in range(5):
+        mine = [x for x in added if x["index"] == i]
+        assert [x.get("epoch") for x in mine] == [1, 2, None] and mine[-1]["status"] == "finished"
+        assert mine[-1]["batched"] == 5
+    texts = heat_texts(at, "cmp_hm_acc_kd_0.1")
+    assert len(texts) == 4 and all(c and "/2" not in c for c in texts), texts  # final numbers only
+    assert sum("★" in c for c in texts) == 1
+    assert say("compare.sweep.epoch_word") not in " ".join(texts)
+    assert not at.button(key="cmp_sw_start").disabled
+
+
+def test_stopping_a_batch_keeps_the_accuracy_every_cell_reached(saved, monkeypatch):
+    import threading
+
+    at_epoch_1, release = threading.Event(), threading.Event()
+    original = sweep.SweepResult.add
+
+    def add(self, r):
+        original(self, r)
+        live = [x for x in self.items if x["status"] == "running" and x.get("epoch") == 1]
+        if len(live) == self.sweep.total and not at_epoch_1.is_set():
+            at_epoch_1.set()
+            release.wait(300)
+
+    monkeypatch.setattr(sweep.SweepResult, "add", add)
+    at = open_compare()
+    set_small_sweep(at, epochs=20)
+    at.button(key="cmp_sw_start").click().run()
+    try:
+        assert at_epoch_1.wait(400)
+        at.run()
+        at.button(key="cmp_sw_stop").click().run()
+        assert not at.exception
+    finally:
+        release.set()
+    poll_to_end(at)
+    job = at.session_state["cmp_sweep_job"]
+    assert job.status == "stopped" and all(r["status"] == "stopped" for r in job.result.items)
+    assert any("5 run(s) stopped part-way" in w.value for w in at.warning), [w.value for w in at.warning]
+    texts = heat_texts(at, "cmp_hm_acc_kd_0.1")
+    assert len(texts) == 4 and all(c and "epoch" not in c for c in texts), texts
+
+
+def test_a_2x2_sweep_cell_by_cell_runs_on_worker_processes_and_marks_the_best_cell(saved, monkeypatch):
+    made = []
+    original = sweep.SweepJob.__init__
+
+    def init(self, sw, backend="joblib", n_jobs=None, *args, **kw):
+        made.append((backend, n_jobs))
+        original(self, sw, backend, n_jobs, *args, **kw)
+
+    monkeypatch.setattr(sweep.SweepJob, "__init__", init)
+    at = open_compare()
+    assert "train" not in at.query_params  # the default (all cells together) stays out of the link
+    at.radio(key="cmp_sw_train").set_value("cells").run()
+    assert at.query_params["train"] in ("cells", ["cells"])
+    assert not at.number_input(key="cmp_sw_workers").disabled
+    at.number_input(key="cmp_sw_workers").set_value(2)
+    set_small_sweep(at, epochs=1)
+    at.button(key="cmp_sw_start").click().run()
+    assert not at.exception
+    assert made == [("joblib", 2)]
+    assert at.button(key="cmp_sw_start").disabled and at.radio(key="cmp_sw_train").disabled
+    seen = []
+    poll_to_end(at, seen)
     job = at.session_state["cmp_sweep_job"]
     assert job.status == "finished" and job.result.done == 5  # 4 cells + the scratch reference
+    assert not seen and all(r.get("batched") is None for r in job.result.items)  # one process per run
     assert any("Best cell" in m.value for m in at.markdown)
     assert {"cmp_hm_acc_kd_0.1", "cmp_hm_agree_kd_0.1"} <= {
         e.proto.id.split("-", 2)[-1] for e in at.get("plotly_chart")
     }
+    assert len(heat_texts(at, "cmp_hm_acc_kd_0.1")) == 4
     assert not at.button(key="cmp_sw_start").disabled
+    at.radio(key="cmp_sw_train").set_value("together").run()
+    assert "train" not in at.query_params
+
+
+@pytest.mark.parametrize("raw,mode,notice", [("cells", "cells", False), ("sideways", "together", True)])
+def test_a_shared_link_opens_with_its_way_of_training(raw, mode, notice):
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("app_pages/compare.py")
+    at.query_params["train"] = raw
+    at.run()
+    assert not at.exception
+    assert at.radio(key="cmp_sw_train").value == mode  # a bad value: the default, with a notice
+    assert at.number_input(key="cmp_sw_workers").disabled == (mode == "together")
+    assert any("sideways" in w.value for w in at.warning) == notice
 
 
 def test_the_latest_leaderboard_is_shown(saved, tmp_path):

@@ -228,7 +228,6 @@ def test_a_sweep_warns_when_its_best_cell_is_within_seed_noise():
     at.multiselect(key="cmp_sw_alpha").set_value([0.9])
     at.number_input(key="cmp_sw_seeds").set_value(2)
     at.number_input(key="cmp_sw_epochs").set_value(1)
-    at.number_input(key="cmp_sw_workers").set_value(2)
     at.run()
     at.button(key="cmp_sw_start").click().run()
     deadline = time.time() + 300

@@ -179,6 +179,7 @@ VIEW_LINKS = [
             "seeds": "1",
             "epochs": "3",
             "scratch": "false",
+            "train": "cells",
         },
         {
             "cmp_sw_dataset": "digits",
@@ -189,6 +190,7 @@ VIEW_LINKS = [
             "cmp_sw_seeds": 1,
             "cmp_sw_epochs": 3,
             "cmp_sw_scratch": False,
+            "cmp_sw_train": "cells",
         },
     ),
     (

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,14 @@ def test_dask_workers_train_groups_of_cells_as_one_batch(joblib_run):
     got, want = check_grid(res), check_grid(res_joblib)
     for cell, accs in want.items():
         assert got[cell] == pytest.approx(accs, abs=3e-3)
+
+
+def test_a_batch_stopped_part_way_is_a_stopped_sweep():
+    """Every run of a batch ends when it is stopped (status "stopped", its epochs so far): the
+    sweep is stopped, not finished, though every run has a record."""
+    sw = sweep.Sweep.grid(replace(BASE, epochs=20), [1, 2], [0.5], seeds=[0])
+    job = sweep.SweepJob(sw, backend="batched", is_alive=lambda: False)  # nobody watches: it stops at once
+    job.start().join(300)
+    assert job.status == "stopped" and job.message == "stopped: the browser session closed"
+    assert job.result.done == 2 and all(r["status"] == "stopped" for r in job.result.items)
+    assert all(0 < len(r["history"]) < 20 for r in job.result.items)
