@@ -617,11 +617,11 @@ def start_sweep(cfg: Config, temps, alphas, seeds: int, scratch: bool, workers: 
     st.session_state.cmp_sweep_job = job.start()
 
 
-def train_hint(cfg: Config) -> str | None:
-    """Which way trains this sweep's students faster on this machine (the engine's measured
-    rule, ``batched.faster_together``), in the session's language."""
+def train_hint(cfg: Config, runs: int) -> str | None:
+    """Which way trains this sweep's ``runs`` students faster on this machine (the engine's
+    measured rule, ``batched.faster_together``), in the session's language."""
     try:
-        faster, _why = batched.faster_together(cfg)
+        faster, _why = batched.faster_together(cfg, max(runs, 1))
         student = cfg.resolved().student
     except (KDError, ValueError):
         return None
@@ -840,7 +840,7 @@ with tab_sweep:
         cfg = Config(
             dataset=ds_name, method=method_name, labeled_fraction=float(fraction), epochs=int(epochs), baseline=False
         )
-        hint = train_hint(cfg)
+        hint = train_hint(cfg, n_runs)
         if hint:
             st.caption(hint)
         s1, s2, s3 = st.columns([1, 1, 3], vertical_alignment="center")

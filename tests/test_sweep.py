@@ -64,7 +64,18 @@ def test_a_2x2_sweep_runs_on_parallel_worker_processes(joblib_run):
     assert len(fig.layout.shapes) == 1  # the best cell outlined
 
 
+@pytest.fixture
+def spawnable_main(monkeypatch):
+    """Dask's local workers start by multiprocessing's spawn, which re-runs the parent's
+    ``__main__`` file in the child; under pytest-xdist that is execnet's bootstrap, which
+    cannot run alone. Without a main file the child imports only what it unpickles."""
+    main = sys.modules["__main__"]
+    monkeypatch.setattr(main, "__file__", None, raising=False)
+    monkeypatch.setattr(main, "__spec__", None, raising=False)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("spawnable_main")
 def test_the_same_sweep_on_a_local_dask_cluster(joblib_run):
     pytest.importorskip("distributed")
     from distributed import LocalCluster
@@ -192,6 +203,7 @@ def test_a_background_sweep_job_can_be_stopped():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("spawnable_main")
 def test_dask_workers_train_groups_of_cells_as_one_batch(joblib_run):
     """``--group 4`` on a cluster: each worker trains four cells as one batch of students;
     the numbers are those of one cell per process, to float tolerance."""
