@@ -31,12 +31,12 @@ notebook: venv
 
 # pytest exits 5 when it collected no test: make that a loud failure, not a pass.
 test: venv
-	@$(PY) -m pytest -n $(WORKERS) $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n $(WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # everything but the slow browser and training tests
 test-fast: venv
-	@$(PY) -m pytest -n $(WORKERS) -m "not slow and not browser" $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n $(WORKERS) --dist worksteal -m "not slow and not browser" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # ruff's lint and format check (settings in pyproject.toml); `make format` rewrites the tree

@@ -150,7 +150,19 @@ def test_ship_teachers_refuses_an_unknown_dataset_in_one_line():
 def test_full_fashion_mnist_run_offline_with_the_shipped_teacher(tmp_path):
     """The issue's 'done when': one epoch on the whole Fashion-MNIST, offline, no teacher trained."""
     out = tmp_path / "run.json"
-    cmd = [sys.executable, "-m", "kd_core", "train", "--dataset", "fashion-mnist", "--epochs", "1", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kd_core",
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--epochs",
+        "1",
+        "--no-baseline",
+        "--json",
+        str(out),
+    ]
     env = os.environ | {"KD_PLAYGROUND_HOME": str(tmp_path / "new-home"), "KD_PLAYGROUND_OFFLINE": "1"}
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     assert p.returncode == 0, p.stderr
