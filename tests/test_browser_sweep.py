@@ -15,8 +15,8 @@ import pytest
 from test_browser import IDLE, SHOTS, _no_exception, _open, browser, server  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-LINK = "compare?dataset=mnist-mini&T=1,2,4,8&alpha=0.5,0.9&seeds=1&epochs=3"
-LIVE = re.compile(r"epoch (\d+)/3")
+LINK = "compare?dataset=mnist-mini&T=1,4&alpha=0.5,0.9&seeds=1&epochs=2"
+LIVE = re.compile(r"epoch (\d+)/2")
 
 
 def _cells(page, key: str) -> list[str]:
@@ -45,24 +45,24 @@ def test_the_sweep_heatmap_fills_in_with_every_cell_at_once(server, browser):  #
     page.get_by_role("button", name="▶ Run sweep").click()
 
     # the batch's first epoch ends: every cell of the grid shows it at once
-    page.locator(".st-key-cmp_hm_acc_kd_0-1 .heatmap-label text", has_text=LIVE).first.wait_for(timeout=600_000)
+    page.locator(".st-key-cmp_hm_acc_kd_0-1 .heatmap-label text", has_text=LIVE).first.wait_for(timeout=300_000)
     page.wait_for_timeout(1500)  # the fragment's next redraw: both heatmaps drawn
     cells = [c for c in _cells(page, "cmp_hm_acc_kd_0-1") if c.strip() and c.strip() != "…"]
     epochs = {m.group(1) for c in cells if (m := LIVE.search(c))}
-    assert len(cells) == 8 and len(epochs) == 1, cells  # 8 cells, all live, all at one epoch
-    bar = page.get_by_text(re.compile(r"All 8 cells training together \(9 students in one batch\) — epoch \d of 3"))
+    assert len(cells) == 4 and len(epochs) == 1, cells  # 4 cells, all live, all at one epoch
+    bar = page.get_by_text(re.compile(r"All 4 cells training together \(5 students in one batch\) — epoch \d of 2"))
     _show_from(page, bar.first)
     page.screenshot(path=str(SHOTS / "sweep-live-training.png"))
     _no_exception(page)
 
     # the end: final numbers in every cell, one best cell, no epoch left
-    page.get_by_text(re.compile(r"Sweep finished: 9 runs")).first.wait_for(timeout=900_000)
+    page.get_by_text(re.compile(r"Sweep finished: 5 runs")).first.wait_for(timeout=300_000)
     page.wait_for_timeout(1000)
     page.wait_for_selector(IDLE, timeout=120_000)
     page.wait_for_timeout(1000)
     _no_exception(page)
     cells = [c for c in _cells(page, "cmp_hm_acc_kd_0-1") if c.strip() and c.strip() != "…"]
-    assert len(cells) == 8 and not [c for c in cells if "epoch" in c], cells
+    assert len(cells) == 4 and not [c for c in cells if "epoch" in c], cells
     assert sum("★" in c for c in cells) == 1, cells
     assert page.get_by_text("Best cell").first.is_visible()
     _show_from(page, page.get_by_text(re.compile(r"Sweep finished")).first)
