@@ -222,7 +222,7 @@ def test_draw_and_upload_a_digit_on_the_soft_targets_page(server, browser):
     assert page.get_by_text("Draw a digit on the black square").first.is_visible()
     assert _own_chart(page).count() == 0
     pad = page.frame_locator("iframe[title*='kd_draw_canvas']").locator("canvas")
-    pad.wait_for(timeout=30_000)
+    pad.wait_for(timeout=120_000)
     page.wait_for_timeout(500)
     box = pad.bounding_box()
     assert box and box["width"] >= 300 and abs(box["height"] - box["width"]) < 1  # large enough for a projector

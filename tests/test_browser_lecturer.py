@@ -128,7 +128,7 @@ def test_lesson_sliders_rerun_only_their_own_view(server, browser):  # noqa: F81
         assert not {"stHeading", "stAlert", "stPageLink", "stDataFrame"} & stale, stale
     slider.focus()
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("() => location.search.includes('T=5')", timeout=30_000)  # the link follows
+    page.wait_for_function("() => location.search.includes('T=5')", timeout=120_000)  # the link follows
     _stale(page)
     # a full rerun, for comparison: the digit box (it changes steps 2 and 6)
     full = []

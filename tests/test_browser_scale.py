@@ -74,7 +74,7 @@ def test_the_lessons_first_screen_on_a_new_install_trains_nothing(fresh_server):
         page.wait_for_selector(IDLE, timeout=180_000)
         first_screen_s = time.perf_counter() - t0
         # the step-1 table (a data grid: its cells are in the page, drawn on a canvas)
-        page.get_by_text("student, trained alone").first.wait_for(state="attached", timeout=10_000)
+        page.get_by_text("student, trained alone").first.wait_for(state="attached", timeout=60_000)
         page.screenshot(path=str(ROOT / "artifacts" / "lesson-first-screen.png"))
         body = page.inner_text("body") + page.content()
         _no_exception(page)

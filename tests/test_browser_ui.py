@@ -53,7 +53,7 @@ def test_the_language_switch_keeps_the_labs_method_and_T(server, browser):  # no
     page.get_by_text(ZH["lab.results.header"]).first.wait_for(timeout=240_000)
     _settle(page, 1500)
     _no_exception(page)
-    page.wait_for_function("() => /[?&]run=/.test(location.search)", timeout=30_000)
+    page.wait_for_function("() => /[?&]run=/.test(location.search)", timeout=120_000)
     caption = page.get_by_text(re.compile(r"运行 #\d+")).first.inner_text()
     assert "dkd" in caption and "mnist-mini" in caption and "T = 8" in caption.replace("T=", "T = "), caption
     assert page.locator("[data-testid='stAlert']").filter(has_text="unknown dataset").count() == 0
