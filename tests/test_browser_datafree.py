@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from test_browser import SHOTS, _no_exception, _open, browser, server  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -52,7 +53,13 @@ def test_datafree_run_shows_images_forming_then_stop_keeps_the_result(server, br
     page.wait_for_selector("[data-testid='stAlertContentSuccess']", timeout=180_000)
     assert "stopped" in page.locator("[data-testid='stAlertContentSuccess']").first.inner_text()
     _no_exception(page)
-    page.locator("[data-testid='stAlertContentSuccess']").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)  # the page redraws once more after the run ends: let it settle
+    for _ in range(5):  # a redraw can still replace the notice while scrolling to it (seen under load)
+        try:
+            page.locator("[data-testid='stAlertContentSuccess']").first.scroll_into_view_if_needed(timeout=10_000)
+            break
+        except PlaywrightError:
+            page.wait_for_timeout(1000)
     page.wait_for_timeout(1500)
     page.screenshot(path=str(SHOTS / "no_data_stopped.png"))
     page.close()
