@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import chrome, datasets, i18n, links, noise, state
+from kd_app import chrome, datasets, i18n, links, noise, state, views
 from kd_app.i18n import t
 from kd_core import beyond, data, methods, teachers, viz
 from kd_core.config import Config
@@ -314,19 +314,15 @@ def the_ensemble() -> None:
             help=t("beyond.ens.weighting_help"),
         )
         st.slider(t("beyond.ens.T"), 1.0, 20.0, step=0.5, key="by_T", help=t("beyond.ens.T_help"))
-        a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
-        index = int(
-            a1.number_input(
-                t("beyond.ens.index"), 0, n_test - 1, step=1, key="by_index", help=t("beyond.ens.index_help", n=n_test)
-            )
-        )
-        a2.button(
-            "🎲",
-            key="by_random",
-            on_click=random_image,
+        index = views.number_and_die(
+            t("beyond.ens.index"),
+            n_test - 1,
+            "by_index",
+            t("beyond.ens.index_help", n=n_test),
+            "by_random",
+            random_image,
+            t("beyond.ens.random_help"),
             args=(n_test,),
-            width="stretch",
-            help=t("beyond.ens.random_help"),
         )
         img = np.clip(viz.to_display(ds.denormalise(ds.x_test[index : index + 1])[0].cpu().numpy()), 0.0, 1.0)
         f = max(1, 112 // img.shape[0])

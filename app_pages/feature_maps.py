@@ -157,14 +157,15 @@ n_test = len(ds.y_test)
 if not 0 <= int(st.session_state.fm_image) < n_test:
     st.session_state.fm_image = 0
 with left:
-    i1, i2 = st.columns([2, 1], vertical_alignment="bottom")
-    idx = int(
-        i1.number_input(
-            t("feature_maps.image"), 0, n_test - 1, key="fm_image", step=1, help=t("feature_maps.image_help", n=n_test)
-        )
-    )
-    i2.button(
-        "🎲", key="fm_random", on_click=pick_random, args=(n_test,), help=t("feature_maps.random_help"), width="stretch"
+    idx = views.number_and_die(
+        t("feature_maps.image"),
+        n_test - 1,
+        "fm_image",
+        t("feature_maps.image_help", n=n_test),
+        "fm_random",
+        pick_random,
+        t("feature_maps.random_help"),
+        args=(n_test,),
     )
     x_one = ds.x_test[idx : idx + 1]
     image = views.test_image(ds, idx)

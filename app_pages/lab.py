@@ -308,8 +308,12 @@ def formula_and_buttons(cfg: Config, method, problem: str | None, data_problem: 
     )
     if method.uses_alpha:
         st.caption(t("lab.formula_caption"))
-    b1, b2, why = st.columns([1, 1, 3])
-    if data_problem is not None:  # the reason sits next to the disabled button, not off screen
+    # Train and Stop side by side (one above the other in a narrow column, never cut short), and
+    # beside them the reason when the data is missing: next to the disabled button, not off screen
+    buttons, why = st.columns([2, 3])
+    row = buttons.container(horizontal=True)
+    b1, b2 = row.empty(), row.empty()
+    if data_problem is not None:
         why.warning(data_problem, icon="📦")
     job = state.current_run()
     running = job is not None and not job.done

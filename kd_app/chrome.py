@@ -14,9 +14,17 @@ from .i18n import t
 PRESENT = "present"  # query parameter (?present=1) and the sidebar switch's key
 STEP = links.STEP  # query parameter (?present=1&step=3): the screen a long page shows in presentation mode
 # every page: long formulas scroll inside their own box instead of being clipped at the
-# window's edge (the Lab's DKD formula at 1280 px)
+# window's edge (the Lab's DKD formula at 1280 px); a button's or a page link's label wraps onto
+# a second line in a narrow column instead of being cut short ("▶ Tr…" at 1024 px)
 BASE_CSS = """
 .katex-display { overflow-x: auto; overflow-y: hidden; padding-bottom: 0.2rem; }
+[data-testid="stMain"] button [data-testid="stMarkdownContainer"] {
+  overflow: visible; text-overflow: clip; white-space: normal; }
+[data-testid="stMain"] button [data-testid="stMarkdownContainer"] p { white-space: normal; overflow-wrap: anywhere; }
+[data-testid="stMain"] [data-testid="stPageLink-NavLink"] span:has(> [data-testid="stMarkdownContainer"]),
+[data-testid="stMain"] [data-testid="stPageLink-NavLink"] [data-testid="stMarkdownContainer"],
+[data-testid="stMain"] [data-testid="stPageLink-NavLink"] p {
+  overflow: visible; text-overflow: clip; white-space: normal; overflow-wrap: anywhere; }
 """
 # presentation mode: type large enough for the back of a lecture hall, no toolbar
 PRESENT_CSS = """
@@ -35,9 +43,44 @@ def presenting() -> bool:
     return st.query_params.get(PRESENT) == "1"
 
 
+# every page: a formula wider than its column is set in smaller type until it fits (down to
+# FIT_FLOOR of its size; below that it scrolls in its box), again whenever its column is resized
+# (a window joined to a projector, the sidebar closed). Installed once per browser tab.
+FIT_FLOOR = 0.6
+FIT_JS = """
+(() => {
+  if (window.kdFitFormulas) return;
+  window.kdFitFormulas = true;
+  const seen = new WeakSet();
+  const fit = (box) => {
+    const k = box.querySelector(':scope > .katex');
+    if (!k) return;
+    k.style.fontSize = '';
+    const have = box.clientWidth, need = box.scrollWidth;
+    if (have > 0 && need > have) {
+      const size = parseFloat(getComputedStyle(k).fontSize);
+      k.style.fontSize = (size * Math.max(FLOOR, (have - 2) / need)).toFixed(2) + 'px';
+    }
+  };
+  const sizes = new ResizeObserver((entries) => entries.forEach((e) => fit(e.target)));
+  let queued = false;
+  const scan = () => {
+    queued = false;
+    for (const box of document.querySelectorAll('.katex-display')) {
+      if (!seen.has(box)) { seen.add(box); sizes.observe(box); }
+      fit(box);
+    }
+  };
+  new MutationObserver(() => { if (!queued) { queued = true; requestAnimationFrame(scan); } })
+    .observe(document.body, {childList: true, subtree: true, characterData: true});
+  scan();
+})();
+""".replace("FLOOR", str(FIT_FLOOR))
+
+
 def page_style() -> None:
     css = BASE_CSS + (PRESENT_CSS if presenting() else "")
-    st.html(f"<style>{css}</style>")
+    st.html(f"<style>{css}</style><script>{FIT_JS}</script>", unsafe_allow_javascript=True)
 
 
 def presentation_switch() -> None:

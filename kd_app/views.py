@@ -91,10 +91,26 @@ def anchor_picker(key: str, texts: str, n: int, new_batch_key: str, on_new_batch
     """The anchor's position in a batch of ``n`` and a 🎲 button that draws a new batch."""
     if st.session_state[key] >= n:
         st.session_state[key] = 0
-    a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
-    anchor = int(a1.number_input(t(f"{texts}.anchor"), 0, n - 1, step=1, key=key, help=t(f"{texts}.anchor_help")))
-    a2.button("🎲", key=new_batch_key, on_click=on_new_batch, width="stretch", help=t(f"{texts}.new_batch_help"))
-    return anchor
+    return number_and_die(
+        t(f"{texts}.anchor"),
+        n - 1,
+        key,
+        t(f"{texts}.anchor_help"),
+        new_batch_key,
+        on_new_batch,
+        t(f"{texts}.new_batch_help"),
+    )
+
+
+def number_and_die(
+    label: str, top: int, key: str, help: str, die_key: str, on_die: Callable, die_help: str, args: tuple = ()
+) -> int:
+    """A whole number from 0 to ``top`` and a 🎲 button beside it: the button as wide as its die,
+    the number the rest of the row (a fixed share of a narrow column cut the die off at 1024 px)."""
+    row = st.container(horizontal=True, vertical_alignment="bottom", wrap=False)
+    value = int(row.number_input(label, 0, top, step=1, key=key, help=help))
+    row.button("🎲", key=die_key, on_click=on_die, args=args, help=die_help)
+    return value
 
 
 def new_seed(key: str) -> Callable[[], None]:

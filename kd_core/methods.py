@@ -335,6 +335,14 @@ def _projections(shapes: list, params: dict) -> nn.Module:
 _CE = r"<1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <T>^2\,\mathrm{KL}\!\left(p_T^{(<T>)} \,\|\, p_S^{(<T>)}\right)"
 _BETA_HELP = "Weight of the method's own loss term."
 
+
+def _plus(term: str, then: str = "") -> str:
+    """KD's loss with a method's own term on a second line (and a definition on a third), so the
+    formula fits a narrow column: ``term`` starts with its sign; ``then`` is "Q &= ..."."""
+    lines = [r"\mathcal{L} &= " + _CE, r"&\quad " + term] + ([then] if then else [])
+    return r"\begin{aligned}" + r" \\ ".join(lines) + r"\end{aligned}"
+
+
 METHODS: dict[str, Method] = {}
 
 
@@ -376,8 +384,8 @@ register(
         family="logits",
         paper="Zhao, Cui, Song, Qiu & Liang 2022, Decoupled Knowledge Distillation (CVPR)",
         summary="Split KD into target-class (TCKD) and non-target-class (NCKD) parts and weight them freely.",
-        formula=r"\mathcal{L} = \mathrm{CE}(y, p_S) + w\,(<tckd_weight>\,\mathrm{TCKD} + <nckd_weight>\,\mathrm{NCKD}),"
-        r"\quad w = \min(\mathrm{epochs\ done}/<warmup>, 1)",
+        formula=r"\begin{aligned}\mathcal{L} &= \mathrm{CE}(y, p_S) + w\,(<tckd_weight>\,\mathrm{TCKD} + "
+        r"<nckd_weight>\,\mathrm{NCKD}), \\ w &= \min(\mathrm{epochs\ done}/<warmup>, 1)\end{aligned}",
         params=(
             Param(
                 "tckd_weight",
@@ -465,9 +473,9 @@ register(
         paper="Sun, Ren, Li, Wang & Cao 2024, Logit Standardization in Knowledge Distillation (CVPR)",
         summary="Z-score both networks' logits per image before the softmax, so T acts on logits of mean 0 and "
         "standard deviation 1: the student matches the teacher's logit relations, not their scale.",
-        formula=r"\begin{aligned}\mathcal{L} &= <1-alpha>\,\mathrm{CE}(y, p_S) + <alpha>\cdot <kd_scale>\cdot <T>^2\,"
-        r"\mathrm{KL}\!\left(\mathrm{softmax}\big(\mathcal{Z}(t)/<T>\big) \,\|\, \mathrm{softmax}\big(\mathcal{Z}(s)/<T>"
-        r"\big)\right), \\ \mathcal{Z}(z) &= \frac{z - \bar z}{\sigma(z) + 10^{-7}}\end{aligned}",
+        formula=r"\begin{aligned}\mathcal{L} &= <1-alpha>\,\mathrm{CE}(y, p_S) \\ &\quad + <alpha>\cdot <kd_scale>\cdot <T>^2\,"
+        r"\mathrm{KL}\!\left(\tilde p_T \,\|\, \tilde p_S\right), \\ \tilde p &= \mathrm{softmax}\big(\mathcal{Z}(z)/<T>\big),"
+        r" \\ \mathcal{Z}(z) &= \frac{z - \bar z}{\sigma(z) + 10^{-7}}\end{aligned}",
         params=(
             Param(
                 "kd_scale",
@@ -553,7 +561,7 @@ register(
         paper="Romero, Ballas, Kahou, Chassang, Gatta & Bengio 2015, FitNets: Hints for Thin Deep Nets (ICLR)",
         summary="A trainable regressor (1x1 conv + BatchNorm + ReLU, as in the reference code) maps the student's "
         "guided layer onto the teacher's hint layer; match them with MSE.",
-        formula=r"\mathcal{L} = " + _CE + r" + <beta>\,\frac{1}{n}\left\| F_T - r(F_S) \right\|_2^2",
+        formula=_plus(r"+ <beta>\,\frac{1}{n}\left\| F_T - r(F_S) \right\|_2^2"),
         params=(
             Param(
                 "beta",
@@ -583,10 +591,10 @@ register(
         family="feature",
         paper="Zagoruyko & Komodakis 2017, Paying More Attention to Attention (ICLR)",
         summary="Match where the networks look: channel-pooled |A|^p maps, L2-normalised, at one or more stages.",
-        formula=r"\mathcal{L} = "
-        + _CE
-        + r" + <beta>\sum_{j}\mathrm{mean}\left(\frac{Q_S^j}{\|Q_S^j\|_2} - \frac{Q_T^j}{\|Q_T^j\|_2}\right)^2,"
-        r"\quad Q = \mathrm{vec}\,\tfrac{1}{C}\textstyle\sum_c |A_c|^{<p>}",
+        formula=_plus(
+            r"+ <beta>\sum_{j}\mathrm{mean}\left(\frac{Q_S^j}{\|Q_S^j\|_2} - \frac{Q_T^j}{\|Q_T^j\|_2}\right)^2,",
+            r"Q &= \mathrm{vec}\,\tfrac{1}{C}\textstyle\sum_c |A_c|^{<p>}",
+        ),
         params=(
             Param(
                 "beta",
@@ -613,9 +621,9 @@ register(
         family="relational",
         paper="Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR)",
         summary="Transfer the geometry of the batch: pairwise distances and triplet angles of the embeddings.",
-        formula=r"\mathcal{L} = "
-        + _CE
-        + r" + <distance_weight>\,\ell_\delta(\psi_D^T, \psi_D^S) + <angle_weight>\,\ell_\delta(\psi_A^T, \psi_A^S)",
+        formula=_plus(
+            r"+ <distance_weight>\,\ell_\delta(\psi_D^T, \psi_D^S) + <angle_weight>\,\ell_\delta(\psi_A^T, \psi_A^S)"
+        ),
         params=(
             Param(
                 "distance_weight",
@@ -639,7 +647,7 @@ register(
         family="relational",
         paper="Tung & Mori 2019, Similarity-Preserving Knowledge Distillation (ICCV)",
         summary="Inputs that the teacher finds similar should look similar to the student: match batch Gram matrices.",
-        formula=r"\mathcal{L} = " + _CE + r" + \frac{<beta>}{b^2}\left\|G_T - G_S\right\|_F^2",
+        formula=_plus(r"+ \frac{<beta>}{b^2}\left\|G_T - G_S\right\|_F^2"),
         params=(Param("beta", 3000.0, 0.0, 20000.0, "SP weight; 3000 as in the paper.", r"\gamma", log=True),),
         tap_kind="any",
         prefer="spatial",
@@ -655,9 +663,7 @@ register(
         family="relational",
         paper="Passalis & Tefas 2018, Learning Deep Representations with Probabilistic Knowledge Transfer (ECCV)",
         summary="Match the conditional probability that sample i picks sample j as a neighbour, under a cosine kernel.",
-        formula=r"\mathcal{L} = "
-        + _CE
-        + r" + <beta>\,\frac{1}{b^2}\sum_{i,j} p^T_{i|j}\log\frac{p^T_{i|j}}{p^S_{i|j}}",
+        formula=_plus(r"+ <beta>\,\frac{1}{b^2}\sum_{i,j} p^T_{i|j}\log\frac{p^T_{i|j}}{p^S_{i|j}}"),
         params=(Param("beta", 30000.0, 0.0, 100000.0, "PKT weight; 30000 as in RepDistiller.", r"\beta", log=True),),
         tap_kind="any",
         terms=_pkt_terms,
@@ -671,9 +677,9 @@ register(
         family="contrastive",
         paper="van den Oord et al. 2018 (InfoNCE); Tian, Krishnan & Isola 2020 (CRD) for the projection heads",
         summary="Student sample i must recognise teacher sample i among the batch through learned projection heads.",
-        formula=r"\mathcal{L} = "
-        + _CE
-        + r" - \frac{<beta>}{B}\sum_i \log\frac{e^{g_S(s_i)\cdot g_T(t_i)/<tau>}}{\sum_j e^{g_S(s_i)\cdot g_T(t_j)/<tau>}}",
+        formula=_plus(
+            r"- \frac{<beta>}{B}\sum_i \log\frac{e^{g_S(s_i)\cdot g_T(t_i)/<tau>}}{\sum_j e^{g_S(s_i)\cdot g_T(t_j)/<tau>}}"
+        ),
         params=(
             Param("beta", 0.8, 0.0, 10.0, "Weight of the contrastive term; 0.8 as CRD's default.", r"\beta"),
             Param(
@@ -703,8 +709,9 @@ register(
         "negatives' rows. alpha = 0 gives the paper's CRD (CE + beta CRD); alpha > 0 adds the KD term as "
         "(1 - alpha) CE + alpha KD: the paper's CRD+KD (CE + KD + 0.8 CRD) is alpha = 0.5 with beta = 0.4, "
         "up to an overall factor of 1/2.",
-        formula=r"\mathcal{L} = " + _CE + r" - <beta>\sum_{v \to M}\mathbb{E}\Big[\log h^{+} + "
-        r"\sum_{k=1}^{<nce_k>}\log\big(1 - h^{-}_{k}\big)\Big]",
+        formula=_plus(
+            r"- <beta>\sum_{v \to M}\mathbb{E}\Big[\log h^{+} + \sum_{k=1}^{<nce_k>}\log\big(1 - h^{-}_{k}\big)\Big]"
+        ),
         params=(
             Param("beta", 0.8, 0.0, 10.0, "Weight of the CRD term; 0.8 as in the paper's code.", r"\beta"),
             Param(

@@ -1,5 +1,5 @@
 """End to end in a real browser: `streamlit run app.py`, headless Chromium driven by
-Playwright, every page opened and screenshotted, a short training run from the Lab
+Playwright (every page is opened in both languages by test_browser_classroom), a short training run from the Lab
 through the UI until its results appear, and no exception box anywhere."""
 
 from __future__ import annotations
@@ -129,43 +129,6 @@ def _open(page, url: str, timeout_ms: int = 180_000):
 def _no_exception(page):
     boxes = page.locator("[data-testid='stException']")
     assert boxes.count() == 0, boxes.first.inner_text()
-
-
-PAGES = [
-    ("soft-targets", "Soft targets"),
-    ("lab", "Distillation lab"),
-    ("feature-maps", "Feature maps"),
-    ("relations", "Relations"),
-    ("contrastive", "Contrastive"),
-    ("compare", "Compare & sweep"),
-    ("beyond", "Beyond one teacher"),
-]
-
-
-@pytest.mark.parametrize("path,title", PAGES)
-def test_every_page_opens_without_exceptions(server, browser, path, title):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    _open(page, f"{server}/{path}")
-    _no_exception(page)
-    assert page.get_by_text(title).first.is_visible()
-    page.screenshot(path=str(SHOTS / f"{path}.png"), full_page=True)
-    page.close()
-
-
-@pytest.mark.parametrize(
-    "lang,query,title", [("en", "", "Knowledge distillation, step by step"), ("zh", "?lang=zh", "知识蒸馏，一步一步来")]
-)
-def test_the_lesson_opens_first_in_both_languages(server, browser, lang, query, title):
-    """The Lesson is the default page (the root URL; a default page has no path of its own)."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    _open(page, f"{server}/{query}")
-    _no_exception(page)
-    assert page.get_by_text(title).first.is_visible()
-    assert page.get_by_text("Page not found").count() == 0
-    page.screenshot(path=str(SHOTS / f"lesson-{lang}.png"), full_page=True)
-    page.close()
 
 
 def test_a_short_training_run_from_the_lab(server, browser):

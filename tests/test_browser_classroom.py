@@ -1,6 +1,8 @@
-"""The lecture hall, in a real browser: every page at projector sizes (1024x768 and 1280x720)
-with no formula clipped at the window's edge and no page wider than the window, and the
-presentation mode that a shared link keeps (larger type, sidebar closed)."""
+"""The lecture hall, in a real browser: every page in both languages opens cleanly and fits
+projector sizes (1024x768 and 1280x720) with no formula clipped at the window's edge and no
+page wider than the window; a deep link opened first on a fresh server shows the app's
+navigation; and the presentation mode that a shared link keeps (larger type, sidebar closed,
+one step per screen)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,30 @@ import re
 import pytest
 from test_browser import IDLE, ROOT, SHOTS, _no_exception, _open, app_server, server  # noqa: F401 (fixture)
 
-APP_PAGES = re.findall(r'url_path="([^"]+)"', (ROOT / "app.py").read_text(encoding="utf-8"))
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-# every formula (KaTeX display) must end inside the window: a long one scrolls in its own box
+# every formula (KaTeX display) and every button's and page link's label must be seen whole: it ends inside the window, and it fits its
+# own box (the box scrolls rather than spill over the page, but a projected formula that needs
+# scrolling is a clipped one to the room)
 CLIPPED = """() => {
   const w = document.documentElement.clientWidth;
   const out = [];
   for (const el of document.querySelectorAll('.katex-display')) {
     const r = el.getBoundingClientRect();
     if (r.width > 0 && r.right > w + 1) out.push(el.innerText.slice(0, 40) + ' ends at ' + Math.round(r.right));
+    else if (r.width > 0 && el.scrollWidth > el.clientWidth + 6)
+      out.push(el.innerText.slice(0, 40) + ' needs ' + el.scrollWidth + ' px of ' + el.clientWidth);
+  }
+  // a button's label cut short ("▶ Tr…") in a column too narrow for it
+  for (const b of document.querySelectorAll('[data-testid="stMain"] button[data-testid^="stBaseButton"]')) {
+    const label = b.querySelector('[data-testid="stMarkdownContainer"]') || b;
+    const r = b.getBoundingClientRect();
+    if (r.width > 0 && label.scrollWidth > label.clientWidth + 1) out.push('the button ' + b.innerText + ' is cut short');
+  }
+  for (const a of document.querySelectorAll('[data-testid="stMain"] [data-testid="stPageLink-NavLink"]')) {
+    const label = a.querySelector('[data-testid="stMarkdownContainer"]');
+    if (label && a.getBoundingClientRect().width > 0 && label.scrollWidth > label.clientWidth + 1)
+      out.push('the link ' + a.innerText + ' is cut short');
   }
   const page = document.querySelector('[data-testid="stMain"]') || document.body;
   if (page.scrollWidth > page.clientWidth + 1) out.push('the page is ' + page.scrollWidth + ' px wide');
@@ -38,23 +53,64 @@ def browser():
         b.close()
 
 
-@pytest.mark.parametrize("size", [(1024, 768), (1280, 720)])
-def test_every_page_fits_a_projector(server, browser, size):  # noqa: F811
-    w, h = size
-    problems = {}
+# (url path, English title) of every page: the default page (the Lesson) at the root, the rest
+# as app.py registers them (the Lesson's own /lesson path is one of them)
+REGISTERED = re.findall(
+    r'title="([^"]+)", icon="[^"]+", url_path="([^"]+)"', (ROOT / "app.py").read_text(encoding="utf-8")
+)
+LESSON_TITLE = "Knowledge distillation, step by step"
+PAGES = [("", LESSON_TITLE)] + [(p, LESSON_TITLE if p == "lesson" else t) for t, p in REGISTERED if p != "home"]
+ZH_LESSON_TITLE = "知识蒸馏，一步一步来"
+PROJECTORS = [(1024, 768), (1280, 720)]
+
+
+def _fits(page, w: int, h: int) -> list[str]:
+    """What is clipped at the right edge or wider than the window at w x h (a window resized
+    to it, as a laptop joined to a projector is: the page lays itself out again)."""
+    if page.viewport_size != {"width": w, "height": h}:
+        page.set_viewport_size({"width": w, "height": h})
+        page.wait_for_timeout(600)  # charts redraw on a debounced resize
+        page.wait_for_selector(IDLE, timeout=180_000)
+    return page.evaluate(CLIPPED)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("path,title", PAGES, ids=[p or "root" for p, _ in PAGES])
+def test_every_page_opens_and_fits_a_projector(server, browser, path, title, lang):  # noqa: F811
+    """Every page, in both languages: it opens without an exception or a "None" shown, with its
+    title (or, in Chinese, Chinese text), and at both projector sizes (1024x768, 1280x720) no
+    formula is clipped and the page is no wider than the window. The English page opens at
+    1024x768 and the Chinese one at 1280x720; each is then resized to the other size. The
+    Lab opens on DKD, whose formula is the longest."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    for path in APP_PAGES:
-        page = browser.new_page(viewport={"width": w, "height": h})
-        query = "?method=dkd" if path == "lab" else ""  # the DKD formula is the longest
-        _open(page, f"{server}/{path}{query}")
-        _no_exception(page)
-        found = page.evaluate(CLIPPED)
+    first, then = PROJECTORS if lang == "en" else PROJECTORS[::-1]
+    page = browser.new_page(viewport={"width": first[0], "height": first[1]})
+    query = {"lab": ["method=dkd"]}.get(path, []) + (["lang=zh"] if lang == "zh" else [])
+    _open(page, f"{server}/{path}" + ("?" + "&".join(query) if query else ""))
+    _no_exception(page)
+    assert page.get_by_text("Page not found").count() == 0
+    body = page.inner_text("[data-testid='stMain']")
+    assert not re.search(r"(?<![\w.])None(?![\w.])", body), "a 'None' shown on the page"
+    if lang == "zh":
+        assert re.search(r"[\u4e00-\u9fff]", body)
+        if path in ("", "lesson"):
+            assert page.get_by_text(ZH_LESSON_TITLE).first.is_visible()
+    else:
+        assert page.get_by_text(title).first.is_visible()
+    name = path or "lesson"
+    problems = {}
+    for w, h in (first, then):
+        found = _fits(page, w, h)
         if found:
-            problems[path] = found
-        if path == "lab":
-            page.screenshot(path=str(SHOTS / f"projector-lab-dkd-{w}x{h}.png"))
-        page.close()
+            problems[f"{w}x{h}"] = found
+        page.screenshot(path=str(SHOTS / f"projector-{name}-{lang}-{w}x{h}.png"))
     assert not problems, problems
+    if lang == "en":  # the whole page on a large screen, for a look at what the suite saw
+        page.set_viewport_size({"width": 1600, "height": 1000})
+        page.wait_for_timeout(600)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    _no_exception(page)
+    page.close()
 
 
 def test_presentation_mode_is_kept_in_the_link(server, browser):  # noqa: F811
