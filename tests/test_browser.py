@@ -99,25 +99,6 @@ def app_server():
         log.close()
 
 
-@pytest.fixture(scope="module")
-def server():
-    # no warm-up visit: the pages live in app_pages/, not pages/, so a deep link opened before
-    # any other session gets the app's own navigation (Streamlit builds a page list of its own
-    # from a pages/ folder, and that is what a first deep link used to show)
-    with app_server() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
 def _open(page, url: str, timeout_ms: int = 180_000):
     page.goto(url)
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout_ms)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import IDLE, ROOT, SHOTS, _no_exception, _open, app_server, server  # noqa: F401 (fixture)
+from test_browser import IDLE, ROOT, SHOTS, _no_exception, _open, app_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -42,17 +42,6 @@ CLIPPED = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    from test_browser import ARGS, CHROMIUM
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
 # (url path, English title) of every page: the default page (the Lesson) at the root, the rest
 # as app.py registers them (the Lesson's own /lesson path is one of them)
 REGISTERED = re.findall(
@@ -76,7 +65,7 @@ def _fits(page, w: int, h: int) -> list[str]:
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
 @pytest.mark.parametrize("path,title", PAGES, ids=[p or "root" for p, _ in PAGES])
-def test_every_page_opens_and_fits_a_projector(server, browser, path, title, lang):  # noqa: F811
+def test_every_page_opens_and_fits_a_projector(server, browser, path, title, lang):
     """Every page, in both languages: it opens without an exception or a "None" shown, with its
     title (or, in Chinese, Chinese text), and at both projector sizes (1024x768, 1280x720) no
     formula is clipped and the page is no wider than the window. The English page opens at
@@ -113,7 +102,7 @@ def test_every_page_opens_and_fits_a_projector(server, browser, path, title, lan
     page.close()
 
 
-def test_presentation_mode_is_kept_in_the_link(server, browser):  # noqa: F811
+def test_presentation_mode_is_kept_in_the_link(server, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     _open(page, f"{server}/lab?present=1")
     _no_exception(page)
@@ -159,7 +148,7 @@ def _steps_shown(page) -> list[str]:
     return page.locator("h2[id^='step-']").all_inner_texts()
 
 
-def test_presentation_mode_shows_the_lesson_one_step_per_screen(server, browser):  # noqa: F811
+def test_presentation_mode_shows_the_lesson_one_step_per_screen(server, browser):
     """A lecturer's link to step 2 of the Lesson on a 1280x720 projector: only that step, its
     controls side by side and inside the window, no formula clipped; Next moves the link on."""
     page = browser.new_page(viewport={"width": 1280, "height": 720})
@@ -192,7 +181,7 @@ def test_presentation_mode_shows_the_lesson_one_step_per_screen(server, browser)
     page.close()
 
 
-def test_presentation_mode_shows_the_lab_one_step_per_screen(server, browser):  # noqa: F811
+def test_presentation_mode_shows_the_lab_one_step_per_screen(server, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     _open(page, f"{server}/lab?present=1&step=2&method=dkd")
     _no_exception(page)
@@ -208,7 +197,7 @@ def _headers(page) -> list[str]:
     return [h.strip() for h in page.locator("[data-testid='stMain'] h2").all_inner_texts()]
 
 
-def test_presentation_mode_shows_beyond_one_section_per_screen(server, browser):  # noqa: F811
+def test_presentation_mode_shows_beyond_one_section_per_screen(server, browser):
     """A lecturer's link to Beyond on a 1024x768 projector: the ensemble alone, its step picker
     side by side on the first screen, its bars drawn, no formula clipped; Next shows running a
     method alone and moves the link on to step=2."""

@@ -9,13 +9,13 @@ import time
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
-from test_browser import SHOTS, _no_exception, _open, browser, server  # noqa: F401  (fixtures)
+from test_browser import SHOTS, _no_exception, _open
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("lang,title", [("en", "No labels, no data"), ("zh", "无标签，无数据")])
-def test_no_data_page_opens_from_a_link(server, browser, lang, title):  # noqa: F811
+def test_no_data_page_opens_from_a_link(server, browser, lang, title):
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     _open(page, f"{server}/no-data?dataset=digits&bn=0.3" + ("&lang=zh" if lang == "zh" else ""))
     _no_exception(page)
@@ -34,7 +34,7 @@ def _synthesis_step(page) -> int:
     return int(m.group(1)) if m else 0
 
 
-def test_datafree_run_shows_images_forming_then_stop_keeps_the_result(server, browser):  # noqa: F811
+def test_datafree_run_shows_images_forming_then_stop_keeps_the_result(server, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     _open(page, f"{server}/no-data?dataset=mnist-mini&setting=quick&compare=false")
     page.get_by_role("button", name="Start").first.click()

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from tests.test_browser import IDLE, ROOT, SHOTS, _no_exception, _open, browser, server  # noqa: F401
+from tests.test_browser import IDLE, ROOT, SHOTS, _no_exception, _open
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_an_unavailable_dataset_is_marked_and_explained_beside_train(server, browser):  # noqa: F811
+def test_an_unavailable_dataset_is_marked_and_explained_beside_train(server, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     _open(page, f"{server}/lab")
     page.get_by_test_id("stSelectbox").first.click()
@@ -38,7 +38,7 @@ def test_an_unavailable_dataset_is_marked_and_explained_beside_train(server, bro
     page.close()
 
 
-def test_the_method_comparison_runs_from_the_lab(server, browser):  # noqa: F811
+def test_the_method_comparison_runs_from_the_lab(server, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     # a shared link sets the dataset and method; the comparison's own controls are set by hand
@@ -93,7 +93,7 @@ def _stale(page) -> set[str]:
     return got
 
 
-def test_lesson_sliders_rerun_only_their_own_view(server, browser):  # noqa: F811
+def test_lesson_sliders_rerun_only_their_own_view(server, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     _open(page, f"{server}/")
     page.evaluate(WATCH_STALE)

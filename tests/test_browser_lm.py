@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_browser import IDLE, SHOTS, _no_exception, _open, browser, server  # noqa: F401  (fixtures)
+from tests.test_browser import IDLE, SHOTS, _no_exception, _open
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TINY = "teacher_steps=20&steps=10"
@@ -19,7 +19,7 @@ TINY = "teacher_steps=20&steps=10"
         ("zh", "语言模型", "▶ 训练", "已完成，共 10 步。"),
     ],
 )
-def test_language_models_page_trains_in_the_browser(server, browser, lang, title, train, done):  # noqa: F811
+def test_language_models_page_trains_in_the_browser(server, browser, lang, title, train, done):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     query = TINY + ("&lang=zh" if lang == "zh" else "")

@@ -5,12 +5,12 @@ z-scored probabilities. Screenshots go to artifacts/screenshots/."""
 from __future__ import annotations
 
 import pytest
-from test_browser import IDLE, SHOTS, _no_exception, _open, browser, server  # noqa: F401 (fixtures)
+from test_browser import IDLE, SHOTS, _no_exception, _open
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_the_lab_draws_ctkds_learned_temperature(server, browser):  # noqa: F811
+def test_the_lab_draws_ctkds_learned_temperature(server, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     _open(page, f"{server}/lab?method=ctkd&dataset=digits&epochs=4")
@@ -36,7 +36,7 @@ def test_the_lab_draws_ctkds_learned_temperature(server, browser):  # noqa: F811
     page.close()
 
 
-def test_soft_targets_standardisation_switch(server, browser):  # noqa: F811
+def test_soft_targets_standardisation_switch(server, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     _open(page, f"{server}/soft-targets?T=2&zscore=true")

@@ -16,7 +16,7 @@ import time
 import urllib.request
 
 import pytest
-from test_browser import ARGS, CHROMIUM, IDLE, ROOT, _free_port, _no_exception, _require_browser
+from test_browser import IDLE, ROOT, _free_port, _no_exception, _require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -60,25 +60,22 @@ def fresh_server(tmp_path):
     log.close()
 
 
-def test_the_lessons_first_screen_on_a_new_install_trains_nothing(fresh_server):
-    from playwright.sync_api import sync_playwright
-
+def test_the_lessons_first_screen_on_a_new_install_trains_nothing(fresh_server, browser):
     url, home, ready_s = fresh_server
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = b.new_page(viewport={"width": 1280, "height": 720})
-        t0 = time.perf_counter()
-        page.goto(url)
-        page.wait_for_selector("[data-testid='stApp']", timeout=180_000)
-        page.get_by_text("Knowledge distillation, step by step").first.wait_for(timeout=180_000)
-        page.wait_for_selector(IDLE, timeout=180_000)
-        first_screen_s = time.perf_counter() - t0
-        # the step-1 table (a data grid: its cells are in the page, drawn on a canvas)
-        page.get_by_text("student, trained alone").first.wait_for(state="attached", timeout=60_000)
-        page.screenshot(path=str(ROOT / "artifacts" / "lesson-first-screen.png"))
-        body = page.inner_text("body") + page.content()
-        _no_exception(page)
-        b.close()
+    b = browser.new_context(viewport={"width": 1280, "height": 720})  # a session new to this server
+    page = b.new_page()
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.wait_for_selector("[data-testid='stApp']", timeout=180_000)
+    page.get_by_text("Knowledge distillation, step by step").first.wait_for(timeout=180_000)
+    page.wait_for_selector(IDLE, timeout=180_000)
+    first_screen_s = time.perf_counter() - t0
+    # the step-1 table (a data grid: its cells are in the page, drawn on a canvas)
+    page.get_by_text("student, trained alone").first.wait_for(state="attached", timeout=60_000)
+    page.screenshot(path=str(ROOT / "artifacts" / "lesson-first-screen.png"))
+    body = page.inner_text("body") + page.content()
+    _no_exception(page)
+    b.close()
     note = f"server ready after {ready_s:.1f} s; Lesson's first screen complete {first_screen_s:.1f} s later"
     print("\n" + note)
     (ROOT / "artifacts" / "first-screen.txt").write_text(note + "\n")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_browser import IDLE, SHOTS, _no_exception, _open, browser, server  # noqa: F401  (fixtures)
+from test_browser import IDLE, SHOTS, _no_exception, _open
 
 from kd_core import audio
 
@@ -27,7 +27,7 @@ def _upload(page, name: str, mime: str, data: bytes) -> None:
     page.wait_for_selector(IDLE, timeout=120_000)
 
 
-def test_the_speech_page_opens_checks_uploads_and_trains(server, browser):  # noqa: F811
+def test_the_speech_page_opens_checks_uploads_and_trains(server, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     _open(page, f"{server}/speech?epochs=1")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import IDLE, SHOTS, _no_exception, _open, browser, server  # noqa: F401  (fixtures)
+from test_browser import IDLE, SHOTS, _no_exception, _open
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 LINK = "compare?dataset=mnist-mini&T=1,4&alpha=0.5,0.9&seeds=1&epochs=2"
@@ -33,7 +33,7 @@ def _show_from(page, locator) -> None:
     page.wait_for_timeout(400)
 
 
-def test_the_sweep_heatmap_fills_in_with_every_cell_at_once(server, browser):  # noqa: F811
+def test_the_sweep_heatmap_fills_in_with_every_cell_at_once(server, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     _open(page, f"{server}/{LINK}")

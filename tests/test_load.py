@@ -21,7 +21,7 @@ import time
 import urllib.request
 
 import pytest
-from test_browser import ARGS, CHROMIUM, _open, _require_browser, server  # noqa: F401 (fixture)
+from test_browser import _open
 
 SESSIONS = int(os.environ.get("KD_LOAD_SESSIONS", "20"))
 EPOCHS = int(os.environ.get("KD_LOAD_EPOCHS", "1"))
@@ -44,36 +44,34 @@ def _health_probe(url: str, stop: threading.Event, worst: list[float], failures:
         stop.wait(0.25)
 
 
-def test_twenty_sessions_train_at_once(server):  # noqa: F811
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
+def test_twenty_sessions_train_at_once(server, browser):
     stop = threading.Event()
     latencies: list[float] = []
     failures: list[str] = []
     probe = threading.Thread(target=_health_probe, args=(server, stop, latencies, failures), daemon=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            probe.start()
-            pages = []
-            t_start = time.time()
-            for i in range(SESSIONS):
-                page = browser.new_context().new_page()
-                _open(page, f"{server}/lab?dataset=digits&epochs={EPOCHS}&seed={100 + i}")
-                page.get_by_role("button", name="▶ Train").click()
-                pages.append(page)
-                print(f"session {i + 1} started at {time.time() - t_start:.0f} s", flush=True)
-            for i, page in enumerate(pages):
-                page.get_by_text("Results").first.wait_for(timeout=600_000)
-                page.wait_for_timeout(500)
-                caption = page.get_by_text(re.compile(r"^Run #\d+:")).first.inner_text()
-                assert f"seed {100 + i}." in caption, caption  # its own run, nobody else's
-                assert page.locator("[data-testid='stException']").count() == 0
-            elapsed = time.time() - t_start
-        finally:
-            stop.set()
-            browser.close()
+    contexts = []
+    try:
+        probe.start()
+        pages = []
+        t_start = time.time()
+        for i in range(SESSIONS):
+            contexts.append(browser.new_context())  # a browser session of its own, as a student's
+            page = contexts[-1].new_page()
+            _open(page, f"{server}/lab?dataset=digits&epochs={EPOCHS}&seed={100 + i}")
+            page.get_by_role("button", name="▶ Train").click()
+            pages.append(page)
+            print(f"session {i + 1} started at {time.time() - t_start:.0f} s", flush=True)
+        for i, page in enumerate(pages):
+            page.get_by_text("Results").first.wait_for(timeout=600_000)
+            page.wait_for_timeout(500)
+            caption = page.get_by_text(re.compile(r"^Run #\d+:")).first.inner_text()
+            assert f"seed {100 + i}." in caption, caption  # its own run, nobody else's
+            assert page.locator("[data-testid='stException']").count() == 0
+        elapsed = time.time() - t_start
+    finally:
+        stop.set()
+        for c in contexts:
+            c.close()
     probe.join(5)
     assert not failures, failures[:3]
     assert latencies, "the health probe never got an answer"
