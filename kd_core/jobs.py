@@ -25,6 +25,8 @@ from .config import Config
 from .errors import KDError
 
 _ids = itertools.count(1)
+# what a "step" event leaves in ``Job.steps``, where the event has it
+STEP_KEYS = ("step", "epoch", "losses", "loss", "baseline_loss", "tracked", "stage")
 
 
 @dataclass
@@ -97,6 +99,29 @@ class Job:
             }
 
     # ------------------------------------------------------------ worker
+    def _record(self, ev: dict) -> None:
+        """One event of the run into what the job keeps (the caller holds the lock). A subclass
+        whose run sends events of its own kinds handles those and passes the rest here."""
+        kind = ev["kind"]
+        if self.status == "teacher":
+            self.status, self._run_started = "running", time.time()
+        self.stage = ev.get("stage", self.stage)
+        if "total_steps" in ev:
+            self.total_steps = ev["total_steps"]
+        if kind == "start":
+            self._run_started = time.time()
+        elif kind == "progress":  # a run without steps of its own (a sweep's finished cells)
+            self.step = ev["step"]
+        elif kind == "step":
+            self.step = ev["step"]
+            # the optional keys: CTKD's learned temperature, a chained run's stage, the scratch twin
+            self.steps.append({k: ev[k] for k in STEP_KEYS if k in ev})
+        elif kind == "epoch":
+            self.epochs.append({k: v for k, v in ev.items() if k != "kind"})
+        elif kind == "end":
+            self.result = ev["result"]
+            self.status, self.message = ev["status"], ev["message"]
+
     def _run(self) -> None:
         if self._stop.is_set():
             return
@@ -118,32 +143,10 @@ class Job:
                 run.stop()
             for ev in run.events():
                 with self._lock:
-                    kind = ev["kind"]
-                    if self.status == "teacher":
-                        self.status, self._run_started = "running", time.time()
-                    self.stage = ev.get("stage", self.stage)
-                    if "total_steps" in ev:
-                        self.total_steps = ev["total_steps"]
-                    if kind == "start":
-                        self._run_started = time.time()
-                    elif kind == "progress":  # a run without steps of its own (a sweep's finished cells)
-                        self.step = ev["step"]
-                    elif kind == "step":
-                        self.step = ev["step"]
-                        rec = {k: ev[k] for k in ("step", "epoch", "losses", "loss", "baseline_loss")}
-                        if "tracked" in ev:  # e.g. CTKD's learned temperature
-                            rec["tracked"] = ev["tracked"]
-                        if "stage" in ev:
-                            rec["stage"] = ev["stage"]
-                        self.steps.append(rec)
-                    elif kind == "epoch":
-                        self.epochs.append({k: v for k, v in ev.items() if k != "kind"})
-                    elif kind == "end":
-                        self.result = ev["result"]
-                        self.status, self.message = ev["status"], ev["message"]
-        except KDError as e:
+                    self._record(ev)
+        except KDError as e:  # a stop while the teacher trains ends the run this way
             with self._lock:
-                self.status, self.message = "error", str(e)
+                self.status, self.message = ("stopped" if self._stop.is_set() else "error"), str(e)
         except Exception as e:  # a bug: keep the app alive and say what happened
             traceback.print_exc()
             with self._lock:

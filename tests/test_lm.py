@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ import pytest
 import torch
 
 from kd_core.errors import ConfigError, DataUnavailableError
+from kd_core.jobs import JobManager
 from kd_core.lm import corpus, explain, losses, models
+from kd_core.lm import jobs as lm_jobs
 from kd_core.lm import train as lm_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,6 +278,24 @@ def test_stop_keeps_what_was_done(tiny_corpus):
     assert ev["kind"] == "end" and ev["status"] == "stopped"
     assert ev["result"]["steps"] == 6 and ev["result"]["history"][-1]["step"] == 6
     assert math.isfinite(ev["result"]["student"]["test_perplexity"])
+
+
+def test_the_apps_stop_button_stops_a_job_mid_run(tiny_corpus):
+    """What the page's Stop does: ``job.stop()`` on a queued LMJob ends its run early, keeps
+    what was done and records the evaluations. (The job once never reached its trainer: Stop
+    did nothing after the teacher was trained.)"""
+    manager = JobManager(max_running=1)
+    job = lm_jobs.submit(manager, lm_train.LMConfig(corpus=tiny_corpus, **{**TINY, "steps": 4000}))
+    deadline = time.monotonic() + 600  # a bound for a busy machine, not a timing assertion
+    while job.snapshot()["step"] < 25 and not job.done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.stop()
+    job.join(600)
+    snap = job.snapshot()
+    assert snap["status"] == "stopped", snap["message"]
+    assert 25 <= snap["result"]["steps"] < 4000
+    assert snap["steps"][-1]["step"] == snap["result"]["steps"]
+    assert snap["evals"] and snap["evals"][0]["step"] == 20
 
 
 def test_bad_configs_are_refused():
