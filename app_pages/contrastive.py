@@ -24,7 +24,7 @@ import streamlit as st
 import torch
 import torch.nn.functional as F
 
-from kd_app import i18n, links, views
+from kd_app import chrome, i18n, links, views
 from kd_app.i18n import t
 from kd_core import methods, relations, viz
 from kd_core.errors import KDError
@@ -246,7 +246,7 @@ def draw_all(snap: dict | None, teacher_m, teacher_key: str) -> None:
 
     st.subheader(t("contrastive.sim_header"))
     low = float(np.floor(min(m.min() for m in sims.values()) * 10) / 10)  # one colour scale for both, up to 1
-    cols = st.columns(2, gap="medium")
+    cols = chrome.columns("ct_sims", 2, min_rem=20, gap="medium")
     for col, w in zip(cols, who_list):
         with col:
             heatmap(sims[w], f"cos(s_i, t_j) · {label[w]}", w, f"ct_sim_{w}", low, "cos")
@@ -256,13 +256,13 @@ def draw_all(snap: dict | None, teacher_m, teacher_key: str) -> None:
     st.caption(t("contrastive.sim_caption", low=low))
     if who_list != ["teacher"]:
         st.subheader(t("contrastive.soft_header", tau=tau))
-        cols = st.columns(2, gap="medium")
+        cols = chrome.columns("ct_softs", 2, min_rem=20, gap="medium")
         for col, w in zip(cols, who_list):
             with col:
                 heatmap(soft[w], f"softmax · {label[w]}", w, f"ct_soft_{w}", 0.0, "p")
 
     # ---------------------------------------------------------- one anchor, and every anchor's loss
-    cols = st.columns(2, gap="medium")
+    cols = chrome.columns("ct_anchor", 2, min_rem=20, gap="medium")
     with cols[0]:
         fig = viz.anchor_bars(
             {label_en[w]: soft[w][anchor] for w in who_list},

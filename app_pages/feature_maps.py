@@ -136,14 +136,15 @@ def layer_pickers() -> tuple[str, str | None]:
 
 def view_controls() -> tuple[int, float]:
     """How many channels to show and the attention overlay's opacity (and "every layer")."""
-    c1, c2, c3 = st.columns([1.2, 1.2, 1])
+    c1, c2 = st.columns(2)
     n_channels = c1.select_slider(
         t("feature_maps.channels"), CHANNELS, key="fm_channels", help=t("feature_maps.channels_help")
     )
     opacity = c2.slider(
         t("feature_maps.opacity"), 0.0, 1.0, step=0.05, key="fm_opacity", help=t("feature_maps.opacity_help")
     )
-    c3.toggle(t("feature_maps.all_layers"), key="fm_all_layers", help=t("feature_maps.all_layers_help"))
+    # below the sliders, across the column: beside them its label was cut to "Ev…" at 1024 px
+    st.toggle(t("feature_maps.all_layers"), key="fm_all_layers", help=t("feature_maps.all_layers_help"))
     return int(n_channels), opacity
 
 

@@ -674,7 +674,7 @@ def step_5() -> None:
     )
     mfig.update_yaxes(type="log", title=t("lesson.s5.mass_axis", c=MISSING), tickformat=".1%")
     mfig.update_layout(showlegend=False)
-    n1, n2 = st.columns([1, 1], gap="large")
+    n1, n2 = chrome.columns("lesson_mass", [1, 1], min_rem=20, gap="large")
     n1.plotly_chart(mfig, key="lesson_missing_mass", width="stretch", theme=None)
     with n2:
         st.markdown(t("lesson.s5.mass_text", c=MISSING, t_lo=MISSING_T[0], t_hi=MISSING_T[1]))
@@ -826,7 +826,7 @@ def step_6() -> None:
         spatial = [n for n in teacher.model.tap_names if len(shapes.get(n, ())) == 3]
         feats = features.extract(teacher.model, x_img, spatial)
         img = image_of(i_img)
-        cols = st.columns(len(spatial))
+        cols = chrome.columns("lesson_att", len(spatial), min_rem=11)
         for j, (col, layer) in enumerate(zip(cols, spatial)):
             ov = features.attention_overlay(feats[layer][0], img.shape[-2:])
             afig = viz.overlay_figure(

@@ -230,11 +230,11 @@ with st.container(border=True):
 # ------------------------------------------------------------------ image + probabilities
 left, right = st.columns([1, 3.1], gap="large")
 with left:
-    c1, c2 = st.columns(2)
-    cls = c1.number_input(
+    # one above the other: side by side in this narrow column, "Example #" broke mid-word at 1024 px
+    cls = st.number_input(
         t("soft_targets.true_class"), 0, K - 1, key="st_class", step=1, help=t("soft_targets.true_class_help")
     )
-    idx_in_class = c2.number_input(
+    idx_in_class = st.number_input(
         t("soft_targets.example"),
         0,
         counts[cls] - 1,
@@ -284,7 +284,7 @@ with right:
     if log_scale:
         low = math.floor(math.log10(max(float(min(p.min() for p in bars.values())), 1e-12)))
         fig.update_yaxes(range=[max(low, -12), 0.05])
-    g1, g2 = st.columns([1.45, 1], gap="medium")
+    g1, g2 = chrome.columns("st_charts", [1.45, 1], min_rem=11, gap="medium")
     g1.plotly_chart(fig, key="st_chart_probs", width="stretch", theme=None)
 
     entropies = {"teacher": entropy_bits(softmax(z[None, :], T_GRID[:, None]))}

@@ -15,7 +15,9 @@ PRESENT = "present"  # query parameter (?present=1) and the sidebar switch's key
 STEP = links.STEP  # query parameter (?present=1&step=3): the screen a long page shows in presentation mode
 # every page: long formulas scroll inside their own box instead of being clipped at the
 # window's edge (the Lab's DKD formula at 1280 px); a button's or a page link's label wraps onto
-# a second line in a narrow column instead of being cut short ("▶ Tr…" at 1024 px)
+# a second line in a narrow column instead of being cut short ("▶ Tr…" at 1024 px), and so does
+# a widget's label (a checkbox's "Compare with …")
+WRAP_REM = (11, 15, 20)  # the narrowest a column of ``columns`` may be, in rem: one of these
 BASE_CSS = """
 .katex-display { overflow-x: auto; overflow-y: hidden; padding-bottom: 0.2rem; }
 [data-testid="stMain"] button [data-testid="stMarkdownContainer"] {
@@ -25,7 +27,15 @@ BASE_CSS = """
 [data-testid="stMain"] [data-testid="stPageLink-NavLink"] [data-testid="stMarkdownContainer"],
 [data-testid="stMain"] [data-testid="stPageLink-NavLink"] p {
   overflow: visible; text-overflow: clip; white-space: normal; overflow-wrap: anywhere; }
-"""
+[data-testid="stMain"] [data-testid="stWidgetLabel"] .stMarkdownEllipsis,
+[data-testid="stMain"] [data-testid="stWidgetLabel"] .stMarkdownEllipsis p {
+  overflow: visible; text-overflow: clip; white-space: normal; }
+""" + "".join(
+    f'[class*="st-key-kdwrap{rem}_"] > [data-testid="stLayoutWrapper"] > [data-testid="stHorizontalBlock"]'
+    f' > [data-testid="stColumn"]'
+    f" {{ min-width: min(100%, {rem}rem); }}\n"
+    for rem in WRAP_REM
+)
 # presentation mode: type large enough for the back of a lecture hall, no toolbar
 PRESENT_CSS = """
 html { font-size: 20px; }
@@ -34,6 +44,16 @@ html { font-size: 20px; }
 [data-testid="stHeader"] { display: none; }
 .katex { font-size: 1.25em; }
 """
+
+
+def columns(key: str, spec, min_rem: int = 15, **kwargs) -> list:
+    """``st.columns(spec, **kwargs)`` whose columns wrap onto a row of their own, full width,
+    where the page is too narrow for each to keep ``min_rem`` rem (one of WRAP_REM): two charts
+    side by side at 1280 px are one above the other at 1024 px with the sidebar open, instead of
+    two squeezed charts with their titles cut. ``key`` names the row (unique on its page)."""
+    if min_rem not in WRAP_REM:
+        raise ValueError(f"min_rem must be one of {WRAP_REM}")
+    return st.container(key=f"kdwrap{min_rem}_{key}").columns(spec, **kwargs)
 
 
 def presenting() -> bool:
@@ -45,8 +65,10 @@ def presenting() -> bool:
 
 # every page: a formula wider than its column is set in smaller type until it fits (down to
 # FIT_FLOOR of its size; below that it scrolls in its box), again whenever its column is resized
-# (a window joined to a projector, the sidebar closed). Installed once per browser tab.
+# (a window joined to a projector, the sidebar closed); a chart's title or axis title longer
+# than the chart likewise (down to TITLE_FLOOR). Installed once per browser tab.
 FIT_FLOOR = 0.6
+TITLE_FLOOR = 0.7  # a chart's title: below 70 % of its size, the layout has to give it room
 FIT_JS = """
 (() => {
   if (window.kdFitFormulas) return;
@@ -62,7 +84,32 @@ FIT_JS = """
       k.style.fontSize = (size * Math.max(FLOOR, (have - 2) / need)).toFixed(2) + 'px';
     }
   };
-  const sizes = new ResizeObserver((entries) => entries.forEach((e) => fit(e.target)));
+  // a chart's title or axis title longer than the chart: the same, about the title's anchor
+  // (Plotly draws them as single SVG lines, and draws them again on every resize)
+  const fitTitles = (chart) => {
+    const box = chart.getBoundingClientRect();
+    if (!box.width) return;
+    for (const el of chart.querySelectorAll('.gtitle, .xtitle, .ytitle')) {
+      const now = parseFloat(el.style.fontSize);
+      if (!now) continue;
+      if (el.dataset.kdSet !== String(now)) el.dataset.kdBase = String(now);  // Plotly's own size
+      const base = parseFloat(el.dataset.kdBase);
+      el.style.fontSize = base + 'px';
+      const r = el.getBoundingClientRect();
+      const vertical = el.classList.contains('ytitle');
+      const [lo, hi, from, to] = vertical ? [box.top, box.bottom, r.top, r.bottom] : [box.left, box.right, r.left, r.right];
+      const anchor = el.getAttribute('text-anchor');
+      const at = vertical || anchor === 'middle' ? (from + to) / 2 : anchor === 'end' ? to : from;
+      let k = 1;
+      if (to > hi && to > at) k = Math.min(k, (hi - at) / (to - at));
+      if (from < lo && from < at) k = Math.min(k, (at - lo) / (at - from));
+      const size = (base * Math.max(TITLE_FLOOR, k * 0.98)).toFixed(2);
+      el.dataset.kdSet = String(parseFloat(size));
+      el.style.fontSize = size + 'px';
+    }
+  };
+  const sizes = new ResizeObserver((entries) =>
+    entries.forEach((e) => (e.target.classList.contains('js-plotly-plot') ? fitTitles : fit)(e.target)));
   let queued = false;
   const scan = () => {
     queued = false;
@@ -70,12 +117,16 @@ FIT_JS = """
       if (!seen.has(box)) { seen.add(box); sizes.observe(box); }
       fit(box);
     }
+    for (const chart of document.querySelectorAll('.js-plotly-plot')) {
+      if (!seen.has(chart)) { seen.add(chart); sizes.observe(chart); }
+      fitTitles(chart);
+    }
   };
   new MutationObserver(() => { if (!queued) { queued = true; requestAnimationFrame(scan); } })
     .observe(document.body, {childList: true, subtree: true, characterData: true});
   scan();
 })();
-""".replace("FLOOR", str(FIT_FLOOR))
+""".replace("TITLE_FLOOR", str(TITLE_FLOOR)).replace("FLOOR", str(FIT_FLOOR))
 
 
 def page_style() -> None:

@@ -42,7 +42,8 @@ def style(fig: go.Figure, title: str | None = None, height: int = 380) -> go.Fig
         title=dict(text=title, font=dict(size=FONT + 3)) if title else None,
         font=dict(size=FONT),
         height=height,
-        margin=dict(l=60, r=20, t=60 if title else 20, b=110),
+        # a title broken into lines ("<br>") gets room for each
+        margin=dict(l=60, r=20, t=60 + 22 * title.count("<br>") if title else 20, b=110),
         legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
         template=TEMPLATE,
     )
