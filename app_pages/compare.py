@@ -6,8 +6,9 @@ renamed, deleted, exported and reopened in the other pages. A sweep runs in a ba
 thread (``kd_core.sweep.SweepJob``, which never touches Streamlit), its cells all together as
 one batch of students (every cell reports each epoch: the whole landscape forms at once) or
 cell by cell on local worker processes; a fragment polls it every second and redraws the
-heatmaps. Every text comes
-from the catalogues (``kd_app/locales/<lang>/compare.json``).
+heatmaps. In presentation mode (``?present=1``) the three tabs are one screen each
+(``chrome.Screens``, ``&step=2``: the sweep). Every text comes from the catalogues
+(``kd_app/locales/<lang>/compare.json``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kd_app import datasets, i18n, links, noise, state
+from kd_app import chrome, datasets, i18n, links, noise, state
 from kd_app.i18n import t
 from kd_core import batched, data, methods, runs, sweep, viz
 from kd_core.config import Config
@@ -145,10 +146,11 @@ def localise_heatmap(fig: go.Figure, metric: str) -> go.Figure:
     return fig
 
 
-st.title("📊 " + t("compare.title"))
-st.caption(t("compare.intro"))
-
-tab_runs, tab_sweep, tab_board = st.tabs([t("compare.tabs.runs"), t("compare.tabs.sweep"), t("compare.tabs.board")])
+TAB_TITLES = ["compare.tabs.runs", "compare.tabs.sweep", "compare.tabs.board"]
+screens = chrome.Screens("compare", [t(key) for key in TAB_TITLES])
+if screens.shows(1):  # in presentation mode the title belongs to the first screen
+    st.title("📊 " + t("compare.title"))
+    st.caption(t("compare.intro"))
 
 
 # ================================================================== saved runs
@@ -518,7 +520,8 @@ def per_class(sel: list[runs.Run]) -> None:
         st.caption(t("compare.charts.per_class_left_out"))
 
 
-with tab_runs:
+def saved_runs_tab() -> None:
+    """The saved runs: the list, managing them, side by side, the curves overlaid."""
     flash = st.session_state.pop("cmp_flash", None)
     if flash:
         (st.success if flash[0] == "success" else st.error)(flash[1])
@@ -739,7 +742,8 @@ def draw_sweep(job: sweep.SweepJob) -> None:
         st.warning(t("compare.sweep.failed_runs", n=len(errs), message=errs[0]["message"]))
 
 
-with tab_sweep:
+def sweep_tab() -> None:
+    """A T x alpha sweep: its set-up (kept in the link), Start / Stop, the heatmaps filling in."""
     job = sweep_job()
     running = job is not None and not job.done
     st.markdown(t("compare.sweep.intro"))
@@ -908,7 +912,8 @@ def board_name(method: str, name: str) -> str:
     return name
 
 
-with tab_board:
+def board_tab() -> None:
+    """The latest leaderboard of every method on one teacher/student pair."""
     st.markdown(t("compare.board.intro"))
     files = sorted(sweep.leaderboard_dir().glob("*.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
     if not files:
@@ -982,4 +987,17 @@ with tab_board:
                 t("compare.board.download"), path.read_bytes(), path.name, mime="text/csv", key="cmp_board_dl"
             )
 
+
+# ================================================================== the page
+# three tabs; in presentation mode one screen each (``?present=1&step=2``: the sweep), and only
+# the screen shown runs
+TABS = [saved_runs_tab, sweep_tab, board_tab]  # in the order of TAB_TITLES
+if screens.current is None:
+    for tab, draw in zip(st.tabs([t(key) for key in TAB_TITLES]), TABS):
+        with tab:
+            draw()
+else:
+    screens.header()
+    TABS[screens.current - 1]()
+    screens.footer()
 links.settle(FIELDS)

@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from kd_app import i18n
+from kd_core import runs
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 LESSON_STEPS = 8
@@ -285,3 +286,40 @@ def test_a_language_model_trained_on_its_screen_fills_the_later_screens():
     assert sections(at, "app_pages/language_models.py") == [5]
     size = at.dataframe[0].value
     assert len(size) == 3 and i18n.text("lm.size.params", "en") in size.columns
+
+
+def compare_screens(at: AppTest) -> list[str]:
+    """Which of Compare & sweep's three parts are on the screen."""
+    texts = [x.value for x in [*at.subheader, *at.info, *at.markdown]]
+    shown = []
+    if (
+        i18n.text("compare.runs.side", "en") in texts
+        or i18n.text("compare.runs.none", "en", folder=runs.folder()) in texts
+    ):
+        shown.append("runs")
+    if any(b.key == "cmp_sw_start" for b in at.button):
+        shown.append("sweep")
+    if i18n.text("compare.board.intro", "en") in texts:
+        shown.append("board")
+    return shown
+
+
+def test_compare_shows_one_tab_per_screen():
+    """Compare & sweep's three tabs become three screens; the sweep's set-up stays in the link."""
+    at = open_app({"present": "1", "step": "2", "T": "1,4"}, "app_pages/compare.py")
+    assert compare_screens(at) == ["sweep"] and not at.tabs
+    assert not at.title  # the page's title belongs to the first screen
+    assert at.multiselect(key="cmp_sw_T").value == [1.0, 4.0]
+    assert at.selectbox(key="kd_screen_pick_compare").label == i18n.text("present.step_of", "en", i=2, n=3)
+    click(at, "kd_screen_next_top_compare")
+    assert compare_screens(at) == ["board"] and step_in_link(at) == "3"
+    assert at.query_params.get("T") == "1,4"  # the sweep's set-up, off screen, is still in the link
+    click(at, "kd_screen_prev_bottom_compare")
+    click(at, "kd_screen_prev_top_compare")
+    assert compare_screens(at) == ["runs"] and step_in_link(at) is None and at.title
+
+
+def test_compare_outside_presentation_mode_keeps_its_tabs():
+    at = open_app({"step": "2"}, "app_pages/compare.py")
+    assert len(at.tabs) == 3 and compare_screens(at) == ["runs", "sweep", "board"]
+    assert not [b for b in at.button if b.key and b.key.startswith("kd_screen_")]
