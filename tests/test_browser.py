@@ -107,6 +107,22 @@ def _open(page, url: str, timeout_ms: int = 180_000):
     page.wait_for_timeout(800)
 
 
+def _scroll_to(locator, tries: int = 5) -> None:
+    """Scroll ``locator`` into view. A page that redraws live (a run's charts, its notices) can
+    replace the element while it is being scrolled to ("not attached to the DOM", seen under
+    load): find it again and retry, a few times."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for i in range(tries):
+        try:
+            locator.scroll_into_view_if_needed(timeout=30_000)
+            return
+        except PlaywrightError:
+            if i == tries - 1:
+                raise
+            locator.page.wait_for_timeout(1000)
+
+
 def _no_exception(page):
     boxes = page.locator("[data-testid='stException']")
     assert boxes.count() == 0, boxes.first.inner_text()
@@ -162,7 +178,7 @@ def test_draw_and_upload_a_digit_on_the_soft_targets_page(server, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     _open(page, f"{server}/soft-targets")
-    page.get_by_text("Your own digit").first.scroll_into_view_if_needed()
+    _scroll_to(page.get_by_text("Your own digit").first)
     assert page.get_by_text("Draw a digit on the black square").first.is_visible()
     assert _own_chart(page).count() == 0
     pad = page.frame_locator("iframe[title*='kd_draw_canvas']").locator("canvas")

@@ -8,8 +8,7 @@ import re
 import time
 
 import pytest
-from playwright.sync_api import Error as PlaywrightError
-from test_browser import SHOTS, _no_exception, _open
+from test_browser import SHOTS, _no_exception, _open, _scroll_to
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -44,7 +43,7 @@ def test_datafree_run_shows_images_forming_then_stop_keeps_the_result(server, br
     while time.time() < deadline and _synthesis_step(page) < 35:  # the digits take shape after some 30 steps
         page.wait_for_timeout(500)
     grid = page.locator("[data-testid='stImage']").first
-    grid.scroll_into_view_if_needed()
+    _scroll_to(grid)
     page.wait_for_timeout(1500)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "no_data_mid_synthesis.png"))
@@ -54,12 +53,7 @@ def test_datafree_run_shows_images_forming_then_stop_keeps_the_result(server, br
     assert "stopped" in page.locator("[data-testid='stAlertContentSuccess']").first.inner_text()
     _no_exception(page)
     page.wait_for_timeout(1500)  # the page redraws once more after the run ends: let it settle
-    for _ in range(5):  # a redraw can still replace the notice while scrolling to it (seen under load)
-        try:
-            page.locator("[data-testid='stAlertContentSuccess']").first.scroll_into_view_if_needed(timeout=10_000)
-            break
-        except PlaywrightError:
-            page.wait_for_timeout(1000)
+    _scroll_to(page.locator("[data-testid='stAlertContentSuccess']").first)  # redrawn as the run ends
     page.wait_for_timeout(1500)
     page.screenshot(path=str(SHOTS / "no_data_stopped.png"))
     page.close()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.test_browser import IDLE, ROOT, SHOTS, _no_exception, _open
+from tests.test_browser import IDLE, ROOT, SHOTS, _no_exception, _open, _scroll_to
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -58,7 +58,7 @@ def test_the_method_comparison_runs_from_the_lab(server, browser):
     page.wait_for_timeout(1000)
     _no_exception(page)
     heading = page.get_by_role("heading", name="The method's own effect")
-    heading.scroll_into_view_if_needed()
+    _scroll_to(heading)
     page.mouse.wheel(0, 250)
     page.wait_for_timeout(600)
     body = page.inner_text("[data-testid='stMain']")
@@ -99,7 +99,7 @@ def test_lesson_sliders_rerun_only_their_own_view(server, browser):
     page.evaluate(WATCH_STALE)
     main = "document.querySelector('[data-testid=\"stMain\"]').textContent"
     slider = page.get_by_role("slider").first  # step 2's temperature
-    slider.scroll_into_view_if_needed()
+    _scroll_to(slider)
     fragment = []
     for i, v in enumerate(["5", "7", "10", "7", "5", "4"]):
         slider.focus()

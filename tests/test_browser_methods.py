@@ -5,7 +5,7 @@ z-scored probabilities. Screenshots go to artifacts/screenshots/."""
 from __future__ import annotations
 
 import pytest
-from test_browser import IDLE, SHOTS, _no_exception, _open
+from test_browser import IDLE, SHOTS, _no_exception, _open, _scroll_to
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -18,7 +18,7 @@ def test_the_lab_draws_ctkds_learned_temperature(server, browser):
     page.get_by_role("button", name="▶ Train").click()
     chart = page.get_by_text("Learned T (CTKD)").first
     chart.wait_for(timeout=240_000)  # drawn live, while the run goes on
-    chart.scroll_into_view_if_needed()
+    _scroll_to(chart)
     page.wait_for_timeout(1500)
     page.screenshot(path=str(SHOTS / "lab-ctkd-live.png"))
     page.get_by_text("Results").first.wait_for(timeout=300_000)
@@ -26,7 +26,7 @@ def test_the_lab_draws_ctkds_learned_temperature(server, browser):
     page.wait_for_timeout(1500)
     _no_exception(page)
     chart = page.get_by_text("Learned T (CTKD)").first
-    chart.scroll_into_view_if_needed()
+    _scroll_to(chart)
     page.wait_for_timeout(800)
     assert chart.is_visible()
     assert page.get_by_text("learned temperature T").first.is_visible()  # the legend
@@ -42,7 +42,7 @@ def test_soft_targets_standardisation_switch(server, browser):
     _open(page, f"{server}/soft-targets?T=2&zscore=true")
     _no_exception(page)
     legend = page.get_by_text("teacher at T = 2, standardised logits").first
-    legend.scroll_into_view_if_needed()
+    _scroll_to(legend)
     page.wait_for_timeout(800)
     assert legend.is_visible()
     assert page.get_by_text("Standardised logits:").first.is_visible()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_browser import IDLE, SHOTS, _no_exception, _open
+from test_browser import IDLE, SHOTS, _no_exception, _open, _scroll_to
 
 from kd_core import audio
 
@@ -37,7 +37,7 @@ def test_the_speech_page_opens_checks_uploads_and_trains(server, browser):
     page.screenshot(path=str(SHOTS / "speech.png"))
     page.screenshot(path=str(SHOTS / "speech-full.png"), full_page=True)
 
-    page.get_by_text("3. Your own voice").first.scroll_into_view_if_needed()
+    _scroll_to(page.get_by_text("3. Your own voice").first)
     _upload(page, "digit.mp3", "audio/mpeg", b"ID3\x03" + b"\x00" * 400)
     err = page.locator("[data-testid='stAlertContentError']")
     err.first.wait_for(timeout=60_000)

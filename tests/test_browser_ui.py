@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import IDLE, SHOTS, _no_exception, _open
+from test_browser import IDLE, SHOTS, _no_exception, _open, _scroll_to
 
 from kd_app import i18n
 
@@ -36,7 +36,7 @@ def test_the_language_switch_keeps_the_labs_method_and_T(server, browser):
     _settle(page)
     # T = 8: three steps right from 4 on the select slider (4 -> 5 -> 6 -> 8)
     thumb = page.locator(".st-key-lab_T input[type='range']")
-    thumb.scroll_into_view_if_needed()
+    _scroll_to(thumb)
     thumb.focus()
     for _ in range(3):
         thumb.press("ArrowRight")
