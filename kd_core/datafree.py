@@ -270,6 +270,16 @@ def _teacher(cfg: Config, teacher_progress):
     )
 
 
+def _start(config: Config, teacher_progress) -> tuple:
+    """What every run here begins with: the resolved, validated config, its method's
+    parameters, the device (torch's threads set), the start time and the teacher."""
+    cfg = config.resolved().validate()
+    device = models.pick_device()
+    train.set_threads()
+    t_start = time.perf_counter()
+    return cfg, cfg.method_params(), device, t_start, _teacher(cfg, teacher_progress)
+
+
 def _block(model: nn.Module, x_test: Tensor, y_test: Tensor, t_logits: Tensor | None, ds, arch: str) -> dict:
     out = metrics.summary(metrics.predict_logits(model, x_test), y_test, t_logits, ds.num_classes)
     out.update(models.profile(model, tuple(x_test.shape[1:])))
@@ -300,11 +310,12 @@ def _comparison(cfg: Config, teacher, stop: threading.Event, steps: list):
 # ---------------------------------------------------------------- DeepInversion
 
 
-def _test_set(cfg: Config, device):
-    """The real *test* images (for evaluation only) and the dataset's facts. The data-free
-    runs never read ``ds.x_train`` / ``ds.y_train``."""
+def _test_set(cfg: Config, device, t_model: nn.Module):
+    """The real *test* images (for evaluation only), the dataset's facts and the teacher's
+    logits on those images. The data-free runs never read ``ds.x_train`` / ``ds.y_train``."""
     ds = data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
-    return ds, ds.x_test.to(device), ds.y_test
+    x_test = ds.x_test.to(device)
+    return ds, x_test, ds.y_test, metrics.predict_logits(t_model, x_test)
 
 
 def _eval_every(total: int, points: int) -> set[int]:
@@ -333,16 +344,10 @@ def _deepinversion(config: Config, teacher_progress, run: Run):
     ``per_class``, ``bn``, and ``grid``, the images so far; stage distillation: ``student_acc``
     on the real test set); the comparison's own events; "end" with the result."""
     stop = run._stop
-    cfg = config.resolved().validate()
-    p = cfg.method_params()
-    device = models.pick_device()
-    train.set_threads()
-    t_start = time.perf_counter()
-    teacher = _teacher(cfg, teacher_progress)
+    cfg, p, device, t_start, teacher = _start(config, teacher_progress)
     t_model = teacher.model
-    ds, x_test, y_test = _test_set(cfg, device)
+    ds, x_test, y_test, t_test_logits = _test_set(cfg, device, t_model)
     in_shape, C = tuple(x_test.shape[1:]), ds.num_classes
-    t_test_logits = metrics.predict_logits(t_model, x_test)
     torch.manual_seed(cfg.seed)
     student = models.build(cfg.student, in_shape, C).to(device)
     n_images, batch = int(p["images"]), int(p["synth_batch"])
@@ -660,12 +665,7 @@ def _seed(config: Config, teacher_progress, run: Run):
     linear-probe accuracies of the teacher, the student and the student before training
     (random initialisation), and their test embeddings in 2-D."""
     stop = run._stop
-    cfg = config.resolved().validate()
-    p = cfg.method_params()
-    device = models.pick_device()
-    train.set_threads()
-    t_start = time.perf_counter()
-    teacher = _teacher(cfg, teacher_progress)
+    cfg, p, device, t_start, teacher = _start(config, teacher_progress)
     t_model = teacher.model
     ds = data_mod.load(cfg.dataset, train_subset=cfg.train_subset)
     train.check_batch_fits(cfg, ds)
@@ -863,16 +863,10 @@ def _dfad(config: Config, teacher_progress, run: Run):
     *minimising* KD at T on fresh G(z). Evaluated on the real test set ``epochs`` times; the
     stage "real data" compares as in DeepInversion."""
     stop = run._stop
-    cfg = config.resolved().validate()
-    p = cfg.method_params()
-    device = models.pick_device()
-    train.set_threads()
-    t_start = time.perf_counter()
-    teacher = _teacher(cfg, teacher_progress)
+    cfg, p, device, t_start, teacher = _start(config, teacher_progress)
     t_model = teacher.model
-    ds, x_test, y_test = _test_set(cfg, device)
+    ds, x_test, y_test, t_test_logits = _test_set(cfg, device, t_model)
     in_shape, C = tuple(x_test.shape[1:]), ds.num_classes
-    t_test_logits = metrics.predict_logits(t_model, x_test)
     torch.manual_seed(cfg.seed)
     student = models.build(cfg.student, in_shape, C).to(device)
     z_dim = 64
