@@ -780,6 +780,22 @@ def embedding_scatter(
 _BARS_LEGEND = dict(orientation="h", yanchor="top", y=-0.33, xanchor="center", x=0.5)
 
 
+def _sample_traces(series: dict[str, np.ndarray], hover, template: str) -> list[go.Bar]:
+    """One bar per sample of the batch for each series (role colours); ``template`` is the
+    hover text, the series' name added."""
+    return [
+        go.Bar(
+            x=list(range(len(hover))),
+            y=np.asarray(v, dtype=float),
+            name=name,
+            marker_color=colour(name, i),
+            customdata=hover,
+            hovertemplate=template + "<extra>" + name + "</extra>",
+        )
+        for i, (name, v) in enumerate(series.items())
+    ]
+
+
 def anchor_bars(
     series: dict[str, np.ndarray],
     labels,
@@ -793,18 +809,7 @@ def anchor_bars(
     """One anchor's softmax over the batch's teacher embeddings, one bar series per student
     (role colours), the positive (its own sample) shaded."""
     n = len(labels)
-    hover = sample_names(labels, classes, index)
-    traces = [
-        go.Bar(
-            x=list(range(n)),
-            y=np.asarray(p, dtype=float),
-            name=name,
-            marker_color=colour(name, i),
-            customdata=hover,
-            hovertemplate="teacher %{customdata}<br>p = %{y:.4f}<extra>" + name + "</extra>",
-        )
-        for i, (name, p) in enumerate(series.items())
-    ]
+    traces = _sample_traces(series, sample_names(labels, classes, index), "teacher %{customdata}<br>p = %{y:.4f}")
     shapes = [
         dict(
             type="rect",
@@ -861,18 +866,7 @@ def sample_bars(
 ) -> go.Figure:
     """A per-sample value (e.g. the InfoNCE loss of each anchor) for each student."""
     n = len(labels)
-    hover = sample_names(labels, classes, index)
-    traces = [
-        go.Bar(
-            x=list(range(n)),
-            y=np.asarray(v, dtype=float),
-            name=name,
-            marker_color=colour(name, i),
-            customdata=hover,
-            hovertemplate="anchor %{customdata}<br>%{y:.3f}<extra>" + name + "</extra>",
-        )
-        for i, (name, v) in enumerate(series.items())
-    ]
+    traces = _sample_traces(series, sample_names(labels, classes, index), "anchor %{customdata}<br>%{y:.3f}")
     return go.Figure(
         traces,
         _layout(
