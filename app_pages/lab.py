@@ -69,7 +69,9 @@ def model_pickers(ds_name: str) -> tuple[str, str]:
     """The teacher and the student, from the models suggested for the dataset (its preset first)."""
     choices = models.suggested_models(ds_name)
     out = []
-    for role, default, col in zip(("teacher", "student"), models.preset(ds_name), st.columns(2)):
+    for role, default, col in zip(
+        ("teacher", "student"), models.preset(ds_name), chrome.columns("lab_nets", 2, min_rem=8)
+    ):
         key = links.lab_model_key(role, ds_name)
         if st.session_state.get(key) not in choices:
             st.session_state[key] = default
@@ -192,7 +194,7 @@ def layer_pairs(method, info, teacher_arch: str, student_arch: str) -> list[str]
                 if st.session_state.get(k) not in opts:  # new, or a module of the full list now hidden
                     st.session_state[k] = w if w in opts else opts[0]
             num = f" {i + 1}" if n_pairs > 1 else ""
-            p1, p2 = st.columns(2)
+            p1, p2 = chrome.columns(f"lab_layers_{i}", 2, min_rem=11)
             tl = p1.selectbox(
                 t("lab.layers.teacher", num=num),
                 t_opts,
@@ -218,7 +220,7 @@ def layer_pairs(method, info, teacher_arch: str, student_arch: str) -> list[str]
 def training_controls(info) -> dict:
     """Epochs, seed, learning rate, batch, labelled fraction, an omitted class, the baseline."""
     st.subheader(t("lab.training"))
-    c1, c2 = st.columns(2)
+    c1, c2 = chrome.columns("lab_training", 2, min_rem=8)
     out = {
         "epochs": int(c1.number_input(t("lab.epochs"), *links.EPOCHS, key="lab_epochs", help=t("lab.epochs_help"))),
         "seed": int(c2.number_input(t("lab.seed"), *links.SEEDS, key="lab_seed", help=t("lab.seed_help"))),

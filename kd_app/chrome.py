@@ -17,7 +17,7 @@ STEP = links.STEP  # query parameter (?present=1&step=3): the screen a long page
 # window's edge (the Lab's DKD formula at 1280 px); a button's or a page link's label wraps onto
 # a second line in a narrow column instead of being cut short ("▶ Tr…" at 1024 px), and so does
 # a widget's label (a checkbox's "Compare with …")
-WRAP_REM = (11, 15, 20)  # the narrowest a column of ``columns`` may be, in rem: one of these
+WRAP_REM = (8, 11, 15, 20)  # the narrowest a column of ``columns`` may be, in rem: one of these
 BASE_CSS = """
 .katex-display { overflow-x: auto; overflow-y: hidden; padding-bottom: 0.2rem; }
 [data-testid="stMain"] button [data-testid="stMarkdownContainer"] {
