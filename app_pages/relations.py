@@ -115,7 +115,7 @@ with left:
     n = st.slider(t("relations.n"), N_MIN, min(N_MAX, len(pool)), step=4, key="rel_n", help=t("relations.n_help"))
     n = int(min(n, len(pool)))
     anchor = views.anchor_picker("rel_anchor", "relations", n, "rel_new_batch", views.new_seed("rel_seed"))
-    t_layer, s_layer = views.layer_pickers("relations", ("rel_tl", "rel_sl"), t_taps, s_taps, side_by_side=False)
+    t_layer, s_layer = views.layer_pickers("relations", ("rel_tl", "rel_sl"), t_taps, s_taps)
     if run_pairs:
         st.caption(
             t("relations.run_trained", pairs=t("relations.list_sep").join(f"**{a} ↔ {b}**" for a, b in run_pairs))

@@ -103,7 +103,7 @@ FIT_JS = """
       let k = 1;
       if (to > hi && to > at) k = Math.min(k, (hi - at) / (to - at));
       if (from < lo && from < at) k = Math.min(k, (at - lo) / (at - from));
-      const size = (base * Math.max(TITLE_FLOOR, k * 0.98)).toFixed(2);
+      const size = (k < 1 ? base * Math.max(TITLE_FLOOR, k * 0.98) : base).toFixed(2);  // a title that fits keeps its size
       el.dataset.kdSet = String(parseFloat(size));
       el.style.fontSize = size + 'px';
     }

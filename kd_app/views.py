@@ -346,20 +346,19 @@ def layer_pickers(
     t_opts: list,
     s_opts: list,
     shapes: tuple[dict, dict] | None = None,
-    side_by_side: bool = True,
 ) -> tuple[str, str | None]:
-    """The teacher's and the student's layer side by side (``texts``.teacher_layer, ...), or
-    one above the other (``side_by_side=False``, for a narrow column: side by side there, the
-    labels broke mid-word at 1024 px); with ``shapes`` (name -> shape of each network), each
-    option shows its shape. Without a student (no run yet) its picker is a disabled "—".
-    Returns (teacher layer, student layer or None)."""
+    """The teacher's and the student's layer side by side (``texts``.teacher_layer, ...), one
+    above the other in a narrow column (side by side there, the labels broke mid-word at
+    1024 px); with ``shapes`` (name -> shape of each network), each option shows its shape.
+    Without a student (no run yet) its picker is a disabled "—". Returns (teacher layer,
+    student layer or None)."""
 
     def fmt(i: int):
         if shapes is None:
             return str
         return lambda n: f"{n}  ({'×'.join(str(v) for v in shapes[i][n])})"
 
-    p1, p2 = st.columns(2) if side_by_side else (st.container(), st.container())
+    p1, p2 = chrome.columns(f"layers_{keys[0]}", 2, min_rem=8)
     t_layer = p1.selectbox(
         t(f"{texts}.teacher_layer"), t_opts, key=keys[0], format_func=fmt(0), help=t(f"{texts}.teacher_layer_help")
     )
